@@ -1,0 +1,171 @@
+"""The catalogue: a table of products (id, image path, title, labels) plus its image folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from embeddings.errors import CatalogueError
+
+#: Columns every catalogue table has, in this order; label columns follow.
+BASE_COLUMNS = ("id", "path", "title")
+CATALOG_FILE = "catalog.json"
+ITEMS_FILE = "items.csv"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A row or file left out of a catalogue, and why (shown to the user after a scan)."""
+
+    where: str
+    reason: str
+
+
+@dataclass
+class ScanResult:
+    """What an adapter found in a source folder."""
+
+    root: Path
+    items: pd.DataFrame  # columns: id, path, title, then label fields; all strings
+    label_fields: list[str]
+    main_label: str | None
+    skipped: list[Skipped] = field(default_factory=list)
+    recovered: list[Skipped] = field(default_factory=list)  # rows repaired, not dropped
+
+
+def safe_relative_path(raw: str, root: Path) -> str:
+    """Validate a path from data (a CSV cell) against `root`; return it normalised (posix).
+
+    Refuses absolute paths, drive letters and anything that climbs out of `root` ("../"),
+    including through a symlink, with a `CatalogueError` naming the path.
+    """
+    text = str(raw).strip().replace("\\", "/")
+    if not text:
+        raise CatalogueError("empty image path")
+    pure = PurePosixPath(text)
+    if pure.is_absolute() or (len(text) > 1 and text[1] == ":"):
+        raise CatalogueError(f"image path {raw!r} is absolute; paths must be relative to the catalogue folder")
+    if ".." in pure.parts:
+        raise CatalogueError(f"image path {raw!r} leaves the catalogue folder ('..' is not allowed)")
+    resolved = (root / pure).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise CatalogueError(f"image path {raw!r} points outside the catalogue folder (through a link)")
+    return pure.as_posix()
+
+
+def fingerprint_items(items: pd.DataFrame) -> str:
+    """A hash of the (id, path) pairs in order: changes when products are added, removed or moved."""
+    digest = hashlib.sha256()
+    for item_id, path in zip(items["id"], items["path"], strict=True):
+        digest.update(f"{item_id}\t{path}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a file so that readers see the old or the new content, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Catalogue:
+    """A saved catalogue: `catalog.json` (where the images are, which labels) + `items.csv`.
+
+    Items are indexed by their string id. The catalogue never holds image pixels; `image_path`
+    resolves an item's file under `root`.
+    """
+
+    def __init__(self, directory: Path, info: dict, items: pd.DataFrame):
+        self.directory = Path(directory)
+        self.info = info
+        self.items = items.set_index("id", drop=False)
+        self.items.index.name = None
+        self.root = Path(info["root"])
+        self.label_fields: list[str] = list(info.get("label_fields", []))
+        self.main_label: str | None = info.get("main_label")
+        self.fingerprint: str = info["fingerprint"]
+
+    # -- reading ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, directory: str | os.PathLike) -> Catalogue:
+        directory = Path(directory)
+        info_path = directory / CATALOG_FILE
+        if not info_path.is_file():
+            raise CatalogueError(
+                f"{directory} is not a catalogue (no {CATALOG_FILE}); build one with "
+                "`python -m embeddings build --source PATH --out DIR`")
+        try:
+            info = json.loads(info_path.read_text())
+            items = pd.read_csv(directory / ITEMS_FILE, dtype=str, keep_default_na=False)
+        except (OSError, ValueError) as exc:
+            raise CatalogueError(f"{directory}: the catalogue files are unreadable ({exc}); rebuild it") from exc
+        return cls(directory, info, items)
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.items["id"].tolist()
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self.items.index
+
+    def item(self, item_id: str) -> dict:
+        """The item's row as a dict (id, path, title, labels); `KeyError` when unknown."""
+        return self.items.loc[item_id].to_dict()
+
+    def image_path(self, item_id: str) -> Path:
+        """The item's image file, guaranteed to be inside the catalogue's root folder."""
+        relative = self.items.at[item_id, "path"]
+        return self.root / safe_relative_path(relative, self.root)
+
+    def label_counts(self, label_field: str) -> pd.Series:
+        return self.items[label_field].replace("", pd.NA).dropna().value_counts()
+
+    def model_dir(self, model_id: str) -> Path:
+        return self.directory / "models" / model_id
+
+
+def save_catalogue(directory: Path, scan: ScanResult, *, source: str, adapter: str,
+                   limit: int | None, seed: int) -> Catalogue:
+    """Write `items.csv` and `catalog.json` atomically (items first, so info never points ahead)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    items = scan.items.reset_index(drop=True)
+    write_atomic(directory / ITEMS_FILE, items.to_csv(index=False))
+    info = {
+        "source": source,
+        "adapter": adapter,
+        "root": str(scan.root.resolve()),
+        "label_fields": scan.label_fields,
+        "main_label": scan.main_label,
+        "count": len(items),
+        "fingerprint": fingerprint_items(items),
+        "limit": limit,
+        "seed": seed,
+        "skipped": [{"where": s.where, "reason": s.reason} for s in scan.skipped],
+        "recovered": [{"where": s.where, "reason": s.reason} for s in scan.recovered],
+    }
+    write_atomic(directory / CATALOG_FILE, json.dumps(info, indent=2))
+    return Catalogue(directory, info, items)

@@ -1,0 +1,23 @@
+"""Where things live on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The repository root (the folder holding the `embeddings` package).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """The folder that holds every catalogue: `$EMBEDDINGS_DATA`, else `data/` in the repository."""
+    override = os.environ.get("EMBEDDINGS_DATA")
+    return Path(override).expanduser().resolve() if override else REPO_ROOT / "data"
+
+
+def list_catalogue_dirs(root: Path | None = None) -> list[Path]:
+    """Catalogue folders (those holding a `catalog.json`) directly under the data folder, by name."""
+    root = data_dir() if root is None else Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "catalog.json").is_file())

