@@ -179,18 +179,28 @@ class ModelIndex:
         """The stored vector of an item (reconstructed from the index: no second copy in RAM)."""
         return self.index.reconstruct(self.row_of[item_id])
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS search: (scores, rows), each (n_queries, min(k, len)); rows of -1 are padding."""
+    def search(self, queries: np.ndarray, k: int, *, rows: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search: (scores, rows), each (n_queries, min(k, len)); rows of -1 are padding.
+
+        `rows` restricts the search to those row numbers (a label filter).
+        """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dim:
             raise IndexMismatchError(
                 f"query vectors have {queries.shape[1]} dimensions but the {self.model_id!r} index "
                 f"has {self.dim}: the query was embedded by another model")
-        k = max(0, min(int(k), len(self.ids)))
+        k = max(0, min(int(k), len(self.ids) if rows is None else len(rows)))
         if k == 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.float32), empty.astype(np.int64)
-        return self.index.search(queries, k)
+        if rows is None:
+            return self.index.search(queries, k)
+        faiss = _faiss()
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(rows, dtype=np.int64))
+        params = (faiss.SearchParametersHNSW(sel=selector, efSearch=max(HNSW_EF_SEARCH, k))
+                  if isinstance(self.index, faiss.IndexHNSW) else faiss.SearchParameters(sel=selector))
+        return self.index.search(queries, k, params=params)
 
 
 def load_model_index(model_dir: Path, *, catalogue_fingerprint: str, model_id: str,

@@ -44,10 +44,18 @@ class ImageEncoder(Protocol):
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
-def rank(index: ModelIndex, query: np.ndarray, k: int, *, exclude: str | None = None) -> list[Hit]:
-    """Top-k hits of one query vector; `exclude` (an item id) never appears in the result."""
+def rank(index: ModelIndex, query: np.ndarray, k: int, *, exclude: str | None = None,
+         allowed: set[str] | None = None) -> list[Hit]:
+    """Top-k hits of one query vector.
+
+    `exclude` (an item id) never appears in the result; with `allowed` (a set of ids) only
+    those items are ranked, exactly (FAISS's id selector, not a post-filter that can run dry).
+    """
     extra = 1 if exclude is not None and exclude in index.row_of else 0
-    scores, rows = index.search(query, k + extra)
+    rows_allowed = None
+    if allowed is not None:
+        rows_allowed = np.fromiter((index.row_of[i] for i in allowed if i in index.row_of), dtype=np.int64)
+    scores, rows = index.search(query, k + extra, rows=rows_allowed)
     skip = index.row_of.get(exclude, -2) if exclude is not None else -2
     hits = [Hit(index.ids[row], float(score)) for score, row in zip(scores[0], rows[0], strict=True)
             if row >= 0 and row != skip]
@@ -99,9 +107,14 @@ class Searcher:
         self.text_encoder_loader = text_encoder_loader
         self.image_encoder_loader = image_encoder_loader
 
-    def search_item(self, item_id: str, models: Sequence[str], k: int) -> dict[str, list[Hit]]:
-        """Products most like catalogue item `item_id`, per model; the item itself is excluded."""
+    def search_item(self, item_id: str, models: Sequence[str], k: int, *,
+                    filters: dict[str, str] | None = None) -> dict[str, list[Hit]]:
+        """Products most like catalogue item `item_id`, per model; the item itself is excluded.
+
+        `filters` ({label field: value}) keeps only matching products, in every method here.
+        """
         k = check_k(k)
+        allowed = self.catalogue.rows_matching(filters)
         if item_id not in self.catalogue:
             raise QueryError(f"no product with id {item_id!r} in catalogue {self.catalogue.name!r}")
         results = {}
@@ -110,23 +123,28 @@ class Searcher:
             if item_id not in index.row_of:
                 raise QueryError(f"product {item_id!r} has no {model_id!r} vector (its image could not "
                                  "be read when the index was built)")
-            results[model_id] = rank(index, index.vector(item_id), k, exclude=item_id)
+            results[model_id] = rank(index, index.vector(item_id), k, exclude=item_id, allowed=allowed)
         return results
 
-    def search_text(self, text: str, models: Sequence[str], k: int) -> dict[str, list[Hit]]:
+    def search_text(self, text: str, models: Sequence[str], k: int, *,
+                    filters: dict[str, str] | None = None) -> dict[str, list[Hit]]:
         """Text-to-image per model (native text tower or text bridge)."""
         k, text = check_k(k), check_text(text)
+        allowed = self.catalogue.rows_matching(filters)
         if self.text_encoder_loader is None:
             raise QueryError("text search is not available here")
         results = {}
         for model_id in models:
             encoder = self.text_encoder_loader(model_id)
-            results[model_id] = rank(self.index_loader(model_id), encoder.encode_texts([text])[0], k)
+            results[model_id] = rank(self.index_loader(model_id), encoder.encode_texts([text])[0], k,
+                                     allowed=allowed)
         return results
 
-    def search_image(self, image: Image.Image, models: Sequence[str], k: int) -> dict[str, list[Hit]]:
+    def search_image(self, image: Image.Image, models: Sequence[str], k: int, *,
+                     filters: dict[str, str] | None = None) -> dict[str, list[Hit]]:
         """Image-to-image per model for an image from outside the catalogue (an upload)."""
         k = check_k(k)
+        allowed = self.catalogue.rows_matching(filters)
         if self.image_encoder_loader is None:
             raise QueryError("image search is not available here")
         results = {}
@@ -136,7 +154,7 @@ class Searcher:
             if weights is not None and weights != index.weights_id:
                 raise QueryError(f"model {model_id!r} is loaded with weights {weights!r} but its index was "
                                  f"built with {index.weights_id!r}; load the same weights or rebuild")
-            results[model_id] = rank(index, encoder.encode_images([image])[0], k)
+            results[model_id] = rank(index, encoder.encode_images([image])[0], k, allowed=allowed)
         return results
 
 
@@ -160,7 +178,7 @@ def text_capable_models(catalogue: Catalogue) -> dict[str, str]:
             continue
         if spec.has_text:
             capable[model_id] = "native"
-        elif (catalogue.model_dir(model_id) / "bridge" / "manifest.json").is_file():
+        elif (catalogue.bridge_dir(model_id) / "manifest.json").is_file():
             capable[model_id] = "bridge"
     return capable
 
@@ -181,7 +199,7 @@ def default_text_encoder(catalogue: Catalogue, model_id: str, load_embedder: Cal
 
     if get_spec(model_id).has_text:
         return _NativeText(load_embedder(model_id))
-    bridge_dir = catalogue.model_dir(model_id) / "bridge"
+    bridge_dir = catalogue.bridge_dir(model_id)
     if (bridge_dir / "manifest.json").is_file():
         from embeddings.bridge import load_bridge
 

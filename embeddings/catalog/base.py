@@ -144,7 +144,25 @@ class Catalogue:
         return self.items[label_field].replace("", pd.NA).dropna().value_counts()
 
     def model_dir(self, model_id: str) -> Path:
+        """Where a model's index artefacts live (swapped whole on every build)."""
         return self.directory / "models" / model_id
+
+    def bridge_dir(self, model_id: str) -> Path:
+        """Where a model's text bridge lives (outside `model_dir`, which rebuilds replace)."""
+        return self.directory / "bridges" / model_id
+
+    def rows_matching(self, filters: dict[str, str] | None) -> set[str] | None:
+        """Ids of the items whose labels equal every `field: value` in `filters` (None: no filter)."""
+        if not filters:
+            return None
+        mask = None
+        for field_name, value in filters.items():
+            if field_name not in self.items.columns or field_name in ("id", "path"):
+                raise CatalogueError(f"no label field {field_name!r} in catalogue {self.name!r}; "
+                                     f"label fields: {', '.join(self.label_fields) or 'none'}")
+            match = self.items[field_name] == str(value)
+            mask = match if mask is None else mask & match
+        return set(self.items.index[mask])
 
 
 def save_catalogue(directory: Path, scan: ScanResult, *, source: str, adapter: str,

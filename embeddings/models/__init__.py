@@ -53,7 +53,7 @@ def load_model(model_id: str, **options) -> Embedder:
     or for CLIP a folder or hub name) so tests and offline users can point at local files. Raises
     `ModelLoadError` naming the model and where its weights were looked for.
     """
-    spec = get_spec(model_id)
+    get_spec(model_id)  # unknown ids fail with the list of known ones
     loader = _REGISTRY[model_id][1]
     if isinstance(loader, str):
         module_name, _, function_name = loader.partition(":")

@@ -1,0 +1,84 @@
+"""Shared fixtures: synthetic catalogues made on the spot, and the shared real dataset."""
+
+from __future__ import annotations
+
+import os
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_FASHION = REPO.parent / "shared" / "datasets" / "fashion-product-images-small"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/tiny_models.py, helpers
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 60, 220), "yellow": (240, 210, 20)}
+SHAPES = ("circle", "square", "triangle")
+
+
+def draw_product(colour: str, shape: str, variant: int, size=(60, 80)) -> Image.Image:
+    """A product-like picture: a coloured shape on white, slightly shifted per variant."""
+    rng = np.random.default_rng(zlib.crc32(f"{colour}/{shape}/{variant}".encode()))
+    image = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    dx, dy = (int(v) for v in rng.integers(-6, 7, size=2))
+    box = (10 + dx, 18 + dy, w - 10 + dx, h - 18 + dy)
+    fill = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in COLOURS[colour])
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([(box[0], box[3]), ((box[0] + box[2]) // 2, box[1]), (box[2], box[3])], fill=fill)
+    return image
+
+
+def make_product_folder(root: Path, variants: int = 4) -> Path:
+    """`<colour>/<shape>_<n>.png` images plus a `metadata.csv` sidecar (title, shape)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = ["file,title,shape"]
+    for colour in COLOURS:
+        (root / colour).mkdir(exist_ok=True)
+        for shape in SHAPES:
+            for variant in range(variants):
+                name = f"{colour}/{shape}_{variant}.png"
+                draw_product(colour, shape, variant).save(root / name)
+                rows.append(f"{name},{colour.title()} {shape} product {variant},{shape}")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def product_folder(tmp_path_factory) -> Path:
+    """48 synthetic product images: 4 colours (folder label) x 3 shapes (sidecar label) x 4."""
+    return make_product_folder(tmp_path_factory.mktemp("products") / "shop")
+
+
+@pytest.fixture(scope="session")
+def built_catalogue(product_folder, tmp_path_factory):
+    """The synthetic products as a catalogue with `pixels` and `efficientnet-lite0` indexes.
+
+    Session-scoped and read-only: tests that change a catalogue build their own.
+    """
+    from embeddings.build import build_model_index
+    from embeddings.catalog import create_catalogue
+    from embeddings.models import load_model
+
+    catalogue = create_catalogue(str(product_folder), tmp_path_factory.mktemp("data") / "shop")
+    for model_id in ("pixels", "efficientnet-lite0"):
+        build_model_index(catalogue, load_model(model_id))
+    return catalogue
+
+
+@pytest.fixture(scope="session")
+def shared_fashion() -> Path:
+    if not (SHARED_FASHION / "styles.csv").is_file():
+        pytest.skip(f"the shared dataset is absent ({SHARED_FASHION}); put ../shared beside the repository")
+    return SHARED_FASHION
