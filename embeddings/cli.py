@@ -153,7 +153,7 @@ def cmd_build(args) -> int:
         manifest = report.manifest
         print(f"[{model_id}] {report.count:,} vectors x {manifest['dim']} ({manifest['index_type']}): "
               f"embedded {report.embedded:,} at {report.items_per_second:.1f} img/s, reused {report.reused:,}")
-        for item_id, reason in report.failed[:10]:
+        for _item_id, reason in report.failed[:10]:
             print(f"  [{model_id}] unreadable image skipped: {reason}")
         if args.bridge and not get_spec(model_id).has_text and catalogue.items["title"].ne("").any():
             _build_bridge(catalogue, model_id, failures)

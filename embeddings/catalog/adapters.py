@@ -101,10 +101,10 @@ def _image_files(root: Path) -> list[Path]:
     """Every image file under `root` (not following links out of it), in a stable order."""
     files = []
     for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not any(
-                part.startswith(".") for part in path.relative_to(root).parts):
-            if path.resolve().is_relative_to(root.resolve()):
-                files.append(path)
+        hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
+        if (path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not hidden
+                and path.resolve().is_relative_to(root.resolve())):
+            files.append(path)
     return files
 
 
