@@ -1,0 +1,58 @@
+"""A build killed with SIGKILL resumes, through the CLI, to the index an uninterrupted build makes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, make_product_folder
+
+ARTEFACTS = ("index.faiss", "vectors.npy", "ids.txt")
+
+
+def build_command(source: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "embeddings", "build", "--source", str(source), "--out", str(out),
+            "--models", "efficientnet-lite0", "--batch-size", "8", "--no-bridge"]
+
+
+def run_env(tmp_path):
+    return {**os.environ, "EMBEDDINGS_DATA": str(tmp_path / "data"), "PYTHONPATH": str(REPO)}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_build_then_rerun_equals_uninterrupted(tmp_path):
+    source = make_product_folder(tmp_path / "shop", variants=10)  # 120 images, 8 chunks of 16
+    env = run_env(tmp_path)
+    work = tmp_path / "killed" / "models" / "efficientnet-lite0.work"
+    process = subprocess.Popen(build_command(source, tmp_path / "killed"), env=env, cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list(work.glob("*/chunk-*.npz"))) >= 3:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the build finished before it could be killed; make it longer"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished_chunks = len(list(work.glob("*/chunk-*.npz")))
+    assert 3 <= finished_chunks < 8
+    assert not (tmp_path / "killed" / "models" / "efficientnet-lite0" / "manifest.json").exists()
+
+    resumed = subprocess.run(build_command(source, tmp_path / "killed"), env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"reused {finished_chunks * 16}" in resumed.stdout  # finished chunks were not re-embedded
+    clean = subprocess.run(build_command(source, tmp_path / "clean"), env=env, cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    assert clean.returncode == 0, clean.stderr
+    for name in ARTEFACTS:
+        killed_bytes = (tmp_path / "killed" / "models" / "efficientnet-lite0" / name).read_bytes()
+        clean_bytes = (tmp_path / "clean" / "models" / "efficientnet-lite0" / name).read_bytes()
+        assert killed_bytes == clean_bytes, f"{name} differs after resume"
+    assert not work.exists()  # the work folder is cleaned up after success
