@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 from sklearn.metrics.pairwise import cosine_similarity
 
-from conftest import REPO
 from embeddings.cli import main
 from embeddings.index import load_vectors
 

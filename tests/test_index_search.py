@@ -12,9 +12,9 @@ from sklearn.metrics.pairwise import cosine_similarity
 from embeddings.build import build_model_index
 from embeddings.catalog import Catalogue, create_catalogue
 from embeddings.errors import IndexMismatchError, IndexMissingError, QueryError
-from embeddings.index import load_vectors, make_faiss_index, write_model_index
+from embeddings.index import load_model_index, load_vectors, make_faiss_index, write_model_index
 from embeddings.models import load_model
-from embeddings.search import ModelIndex, Searcher, built_models, make_searcher, open_index, rank
+from embeddings.search import Searcher, built_models, make_searcher, open_index, rank
 
 
 def tutorial_top_k(vectors: np.ndarray, row: int, k: int) -> list[int]:
@@ -135,7 +135,6 @@ def test_label_filter_is_exact(built_catalogue):
 
 def test_image_query_with_other_weights_is_refused(built_catalogue, tmp_path):
     from PIL import Image
-
     from tiny_models import make_resnet50_state_dict
 
     class OtherWeights:
@@ -148,7 +147,6 @@ def test_image_query_with_other_weights_is_refused(built_catalogue, tmp_path):
                         image_encoder_loader=lambda m: OtherWeights())
     with pytest.raises(QueryError, match="built with"):
         searcher.search_image(Image.new("RGB", (60, 80)), ["efficientnet-lite0"], 3)
-    assert make_resnet50_state_dict  # helper importable for other tests
 
 
 def test_upload_query_finds_the_same_product(built_catalogue):
@@ -181,8 +179,7 @@ def test_write_is_atomic_and_recovers_an_interrupted_swap(tmp_path):
                       manifest={"model_id": "m", "weights_id": "w", "catalogue_fingerprint": "f"})
     # A crash between "old aside" and "new in" leaves only m.old: loading puts it back.
     model_dir.rename(tmp_path / "models" / "m.old")
-    index = ModelIndex.__name__ and __import__("embeddings.index", fromlist=["x"]).load_model_index(
-        model_dir, catalogue_fingerprint="f", model_id="m")
+    index = load_model_index(model_dir, catalogue_fingerprint="f", model_id="m")
     assert index.ids == ["a", "b", "c"]
     assert not any(p.name.startswith(".m.new") for p in (tmp_path / "models").iterdir())
 

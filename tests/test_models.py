@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import make_bolts_simclr_checkpoint, make_resnet50_state_dict, make_tiny_clip
 
 from embeddings.errors import EmbeddingsError, ModelLoadError, QueryError
 from embeddings.models import get_spec, list_models, load_model
-from tiny_models import make_bolts_simclr_checkpoint, make_resnet50_state_dict, make_tiny_clip
 
 IMAGES = [Image.new("RGB", (60, 80), c) for c in ("red", "navy", "white")]
 
