@@ -135,7 +135,6 @@ def test_label_filter_is_exact(built_catalogue):
 
 def test_image_query_with_other_weights_is_refused(built_catalogue, tmp_path):
     from PIL import Image
-    from tiny_models import make_resnet50_state_dict
 
     class OtherWeights:
         weights_id = "something-else"
