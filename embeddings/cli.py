@@ -98,9 +98,25 @@ def main(argv: list[str] | None = None) -> int:
     except EmbeddingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, read-only folder, permissions: name the file and the cause
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished chunks are kept; run the same command to continue", file=sys.stderr)
         return 130
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A one-line message for a failed write or read: which file, why, and what was kept."""
+    import errno
+
+    where = exc.filename or "a file"
+    advice = {errno.ENOSPC: "the disk is full; free some space",
+              errno.EROFS: "the folder is on a read-only file system; choose another --out",
+              errno.EACCES: "permission denied; choose a folder you can write to",
+              errno.EDQUOT: "the disk quota is exceeded; free some space"}.get(exc.errno, "check the path")
+    return (f"cannot use {where}: {exc.strerror or exc} ({advice}). Indexes built before are unchanged; "
+            "finished chunks of this build are kept, so the same command continues after the fix.")
 
 
 def cmd_build(args) -> int:
@@ -117,8 +133,10 @@ def cmd_build(args) -> int:
         get_spec(model_id)  # unknown ids fail before any work
     options = _weights(args.weights)
     out = Path(args.out) if args.out else data_dir() / default_catalogue_name(args.source, args.limit)
+    # Saved only after the first model succeeds: a build that fails for every model leaves the
+    # previous catalogue and its indexes loadable.
     catalogue = create_catalogue(args.source, out, adapter=args.adapter, limit=args.limit, seed=args.seed,
-                                 sidecar=args.sidecar)
+                                 sidecar=args.sidecar, write=False)
     info = catalogue.info
     print(f"catalogue {catalogue.directory}: {len(catalogue):,} products ({info['adapter']}), "
           f"labels: {', '.join(catalogue.label_fields) or 'none'}")
@@ -132,6 +150,7 @@ def cmd_build(args) -> int:
         print(f"  ... and {len(info['skipped']) - 10} more skipped (catalog.json lists them all)")
 
     failures: dict[str, str] = {}
+    saved = False
     for model_id in args.models:
         try:
             embedder = load_model(model_id, **options.get(model_id, {}))
@@ -145,11 +164,21 @@ def cmd_build(args) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        report = build_model_index(
-            catalogue, embedder, batch_size=args.batch_size, workers=args.workers,
-            hnsw_above=args.hnsw_above if args.hnsw_above is not None else DEFAULT_HNSW_ABOVE,
-            store_dtype="float16" if args.float16 else "float32", force=args.force, progress=progress)
+        try:
+            report = build_model_index(
+                catalogue, embedder, batch_size=args.batch_size, workers=args.workers,
+                hnsw_above=args.hnsw_above if args.hnsw_above is not None else DEFAULT_HNSW_ABOVE,
+                store_dtype="float16" if args.float16 else "float32", force=args.force, progress=progress)
+        except (EmbeddingsError, RuntimeError, OSError) as exc:
+            # One model failing mid-way (a bad weights file, a full disk) must not cost the others.
+            bar.close()
+            failures[model_id] = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+            print(f"[{model_id}] build failed: {failures[model_id]}", file=sys.stderr)
+            continue
         bar.close()
+        if not saved:
+            catalogue.save()
+            saved = True
         manifest = report.manifest
         print(f"[{model_id}] {report.count:,} vectors x {manifest['dim']} ({manifest['index_type']}): "
               f"embedded {report.embedded:,} at {report.items_per_second:.1f} img/s, reused {report.reused:,}")

@@ -107,6 +107,8 @@ def write_model_index(model_dir: Path, *, ids: list[str], vectors: np.ndarray, m
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     model_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in model_dir.parent.glob(f".{model_dir.name}.new-*"):  # left by a killed build
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=f".{model_dir.name}.new-"))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; an index is as readable as its catalogue

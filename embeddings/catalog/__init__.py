@@ -66,11 +66,18 @@ def scan_source(source: str, *, adapter: str | None = None, sidecar: str | None 
 
 
 def create_catalogue(source: str, out: str | os.PathLike, *, adapter: str | None = None,
-                     limit: int | None = None, seed: int = 0, sidecar: str | None = None) -> Catalogue:
-    """Scan `source`, take the stratified subset, and save the catalogue into `out`."""
+                     limit: int | None = None, seed: int = 0, sidecar: str | None = None,
+                     write: bool = True) -> Catalogue:
+    """Scan `source`, take the stratified subset, and save the catalogue into `out`.
+
+    With `write=False` nothing is written: the build saves the catalogue only once a model's
+    index for it exists, so a build that fails entirely leaves the previous catalogue (and the
+    indexes built for it) loadable.
+    """
     scan, adapter = scan_source(source, adapter=adapter, sidecar=sidecar)
     if limit is not None:
         if limit < 1:
             raise CatalogueError(f"--limit must be at least 1 (got {limit})")
         scan.items = stratified_sample(scan.items, limit, label=scan.main_label, seed=seed)
-    return save_catalogue(Path(out), scan, source=source, adapter=adapter, limit=limit, seed=seed)
+    return save_catalogue(Path(out), scan, source=source, adapter=adapter, limit=limit, seed=seed,
+                          write=write)

@@ -143,6 +143,14 @@ class Catalogue:
     def label_counts(self, label_field: str) -> pd.Series:
         return self.items[label_field].replace("", pd.NA).dropna().value_counts()
 
+    def save(self) -> None:
+        """Write `items.csv` then `catalog.json`, each atomically (info never points ahead)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob(".*.tmp"):  # temp files of a killed earlier save
+            stale.unlink(missing_ok=True)
+        write_atomic(self.directory / ITEMS_FILE, self.items.to_csv(index=False))
+        write_atomic(self.directory / CATALOG_FILE, json.dumps(self.info, indent=2))
+
     def model_dir(self, model_id: str) -> Path:
         """Where a model's index artefacts live (swapped whole on every build)."""
         return self.directory / "models" / model_id
@@ -166,12 +174,9 @@ class Catalogue:
 
 
 def save_catalogue(directory: Path, scan: ScanResult, *, source: str, adapter: str,
-                   limit: int | None, seed: int) -> Catalogue:
-    """Write `items.csv` and `catalog.json` atomically (items first, so info never points ahead)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+                   limit: int | None, seed: int, write: bool = True) -> Catalogue:
+    """Make the catalogue of a scan; with `write`, save it too (see `Catalogue.save`)."""
     items = scan.items.reset_index(drop=True)
-    write_atomic(directory / ITEMS_FILE, items.to_csv(index=False))
     info = {
         "source": source,
         "adapter": adapter,
@@ -185,5 +190,7 @@ def save_catalogue(directory: Path, scan: ScanResult, *, source: str, adapter: s
         "skipped": [{"where": s.where, "reason": s.reason} for s in scan.skipped],
         "recovered": [{"where": s.where, "reason": s.reason} for s in scan.recovered],
     }
-    write_atomic(directory / CATALOG_FILE, json.dumps(info, indent=2))
-    return Catalogue(directory, info, items)
+    catalogue = Catalogue(Path(directory), info, items)
+    if write:
+        catalogue.save()
+    return catalogue

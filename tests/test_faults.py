@@ -1,0 +1,162 @@
+"""Faults: builds killed at random points, a full disk, a read-only folder, a model that dies."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, draw_product, make_product_folder
+
+from embeddings.catalog import Catalogue
+from embeddings.cli import main
+from embeddings.models import ModelSpec, register
+from embeddings.models.pixels import PixelsEmbedder
+from embeddings.search import make_searcher, open_index
+
+ARTEFACTS = ("index.faiss", "vectors.npy", "ids.txt")
+
+
+def build_args(source, out, models="pixels", batch="4"):
+    return ["build", "--source", str(source), "--out", str(out), "--models", models, "--batch-size", batch,
+            "--no-bridge"]
+
+
+def run_build(args, env, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "embeddings", *args], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_sigkill_at_ten_seeded_random_points(tmp_path):
+    """Each run is killed at a random moment (scan, chunks, final write); the rerun completes and
+    its artefacts equal an uninterrupted build's byte for byte."""
+    source = make_product_folder(tmp_path / "shop", variants=25)  # 300 images, 75 chunks of 4
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EMBEDDINGS_DATA": str(tmp_path / "data")}
+    started = time.monotonic()
+    clean = run_build(build_args(source, tmp_path / "clean"), env)
+    assert clean.wait(timeout=600) == 0, clean.stderr.read()
+    duration = time.monotonic() - started
+    expected = {name: (tmp_path / "clean" / "models" / "pixels" / name).read_bytes() for name in ARTEFACTS}
+
+    rng = random.Random(20261127)
+    killed_before_end = 0
+    for run in range(10):
+        out = tmp_path / f"run{run}"
+        process = run_build(build_args(source, out), env)
+        time.sleep(rng.uniform(0.2, duration * 1.1))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            killed_before_end += 1
+        process.wait()
+        rerun = run_build(build_args(source, out), env)
+        assert rerun.wait(timeout=600) == 0, f"run {run}: {rerun.stderr.read()}"
+        for name in ARTEFACTS:
+            assert (out / "models" / "pixels" / name).read_bytes() == expected[name], f"run {run}: {name}"
+        assert not (out / "models" / "pixels.work").exists()
+        assert not [p for p in (out / "models").iterdir() if p.name.startswith(".")]
+    assert killed_before_end >= 5  # most runs really were interrupted
+
+
+@contextmanager
+def tmpfs(path: Path, size: str):
+    """A real, small file system (needs root and mount rights; skipped otherwise)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def grow(source: Path, count: int) -> None:
+    for n in range(count):
+        draw_product("green", "square", 100 + n).save(source / "green" / f"square_{100 + n}.png")
+
+
+def assert_previous_index_still_loads(out: Path, ids_before: list[str]) -> None:
+    catalogue = Catalogue.open(out)
+    assert catalogue.ids == ids_before
+    index = open_index(catalogue, "pixels")
+    assert index.ids == ids_before
+    assert make_searcher(catalogue).search_item(ids_before[0], ["pixels"], 3)["pixels"]
+
+
+def small_source(tmp_path) -> Path:
+    source = tmp_path / "shop"
+    make_product_folder(source, variants=1)  # 12 images: ~1.4 MB of pixels index + vectors
+    return source
+
+
+def test_disk_full_gives_a_clear_error_and_keeps_the_previous_index(tmp_path, capsys):
+    source = small_source(tmp_path)
+    with tmpfs(tmp_path / "disk", "3m") as disk:
+        out = disk / "cat"
+        assert main(build_args(source, out)) == 0
+        ids_before = Catalogue.open(out).ids
+        grow(source, 40)  # now needs ~6 MB: more than the disk has
+        capsys.readouterr()
+        assert main(build_args(source, out)) == 1
+        err = capsys.readouterr().err
+        assert "[pixels] build failed" in err and "No space left on device" in err
+        assert "the disk is full" in err and "Indexes built before are unchanged" in err
+        assert_previous_index_still_loads(out, ids_before)
+
+
+def test_read_only_folder_gives_a_clear_error_and_keeps_the_previous_index(tmp_path, capsys):
+    source = small_source(tmp_path)
+    with tmpfs(tmp_path / "disk", "20m") as disk:
+        out = disk / "cat"
+        assert main(build_args(source, out)) == 0
+        ids_before = Catalogue.open(out).ids
+        grow(source, 2)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        capsys.readouterr()
+        assert main(build_args(source, out)) == 1
+        err = capsys.readouterr().err
+        assert "Read-only file system" in err and "choose another --out" in err
+        assert_previous_index_still_loads(out, ids_before)
+
+
+class FailsMidway(PixelsEmbedder):
+    """A model that embeds two batches, then dies (a driver error, an OOM...)."""
+
+    spec = ModelSpec("fails-midway", "test model that raises after two batches", 14400, "test", False, False)
+
+    def __init__(self):
+        self.batches = 0
+
+    def embed_prepared(self, batch):
+        self.batches += 1
+        if self.batches > 2:  # the first chunk (two batches of 8) completes
+            raise RuntimeError("simulated failure in the middle of the build")
+        return super().embed_prepared(batch)
+
+
+def test_a_model_failing_midway_does_not_stop_the_others(product_folder, tmp_path, capsys):
+    register(FailsMidway.spec, FailsMidway)
+    code = main(build_args(product_folder, tmp_path / "cat", models="pixels,fails-midway,efficientnet-lite0",
+                           batch="8"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "[fails-midway] build failed: simulated failure" in err and "failed: fails-midway" in err
+    catalogue = Catalogue.open(tmp_path / "cat")
+    for model_id in ("pixels", "efficientnet-lite0"):
+        assert len(open_index(catalogue, model_id)) == 48
+    assert not (catalogue.model_dir("fails-midway") / "manifest.json").exists()
+    # Its finished chunk is kept for the next run.
+    assert list((catalogue.directory / "models" / "fails-midway.work").glob("*/chunk-*.npz"))
+    assert np.isfinite(open_index(catalogue, "pixels").vector(catalogue.ids[0])).all()
