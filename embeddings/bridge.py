@@ -187,3 +187,407 @@ def title_vectors(catalogue: Catalogue, *, progress: Callable[[int, int], None] 
     write_atomic(key_path, json.dumps({"text_model": TEXT_MODEL_ID, "fingerprint": fingerprint,
                                        "count": len(titles), "titles": titles}))
     return TitleVectors(titles, vectors, fingerprint)
+
+
+# -- splitting and training ------------------------------------------------------------------
+def holdout_titles(titles: Sequence[str], *, fraction: float = DEFAULT_HOLDOUT_FRACTION, seed: int = 0) -> set[str]:
+    """The titles kept out of training: a deterministic `fraction` of the distinct titles.
+
+    Each title's side depends only on (seed, title), through a hash, so the split is stable when
+    products are added and identical for every model's bridge on the same catalogue.
+    """
+    if not 0 <= fraction < 1:
+        raise EmbeddingsError(f"the held-out fraction must be in [0, 1) (got {fraction})")
+    held = set()
+    for title in titles:
+        digest = hashlib.blake2b(f"{seed}\x00{title}".encode(), digest_size=8).digest()
+        if int.from_bytes(digest, "big") / 2**64 < fraction:
+            held.add(title)
+    return held
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Hyper-parameters of the contrastive head (defaults measured on the fashion dataset)."""
+
+    epochs: int = 30
+    batch_size: int = 512
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    initial_temperature: float = 0.05
+    ridge: float = 1.0  # the closed-form least-squares start
+
+
+def _principal_basis(image_vectors, rank: int, seed: int):
+    """An orthonormal basis (d, rank) of the top principal directions of the image vectors."""
+    import torch
+
+    generator = np.random.default_rng(seed)
+    sample = image_vectors
+    if len(sample) > 8192:
+        sample = sample[np.sort(generator.choice(len(sample), 8192, replace=False))]
+    matrix = torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))
+    # Directions of the (uncentred) sample's largest singular values; cosine is uncentred too.
+    _, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+    return vh[:rank].T.contiguous()
+
+
+def train_head(text_vectors: np.ndarray, image_vectors: np.ndarray, *, seed: int = 0,
+               options: TrainOptions = TrainOptions(),
+               progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fit W (d, t), b (d,) so that normalise(W @ text + b) finds its pair among image vectors.
+
+    `text_vectors[i]` (n, t) and `image_vectors[i]` (n, d, L2-normalised) describe the same
+    product. Starts from the ridge-regression map, then minimises the symmetric InfoNCE loss
+    over shuffled batches with a learnt temperature (AdamW). When d > REDUCE_ABOVE (raw pixels),
+    W is restricted to the top REDUCED_RANK principal directions P of the image vectors: then
+    <W x + b, v> = <A x + c, P^T v> with |W x + b| = |A x + c|, so training runs exactly in the
+    reduced space, cheaply, and W = P A is saved. Deterministic for a seed (CPU, fixed order).
+    """
+    import torch
+
+    if len(text_vectors) != len(image_vectors):
+        raise ValueError(f"{len(text_vectors)} text vectors for {len(image_vectors)} image vectors")
+    if len(text_vectors) < 2:
+        raise EmbeddingsError("a text bridge needs at least 2 products with titles to learn from")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        texts = torch.from_numpy(np.ascontiguousarray(text_vectors, dtype=np.float32))
+        images = torch.from_numpy(np.ascontiguousarray(image_vectors, dtype=np.float32))
+        basis = None
+        if images.shape[1] > REDUCE_ABOVE:
+            basis = _principal_basis(image_vectors, min(REDUCED_RANK, images.shape[1]), seed)
+            images = images @ basis  # P^T v: not renormalised (see the docstring)
+        n, t_dim = texts.shape
+        # Ridge start: [x, 1] @ M ~ v, M = (X^T X + r I)^-1 X^T V.
+        design = torch.cat([texts, torch.ones(n, 1)], dim=1)
+        gram = design.T @ design + options.ridge * torch.eye(t_dim + 1)
+        start = torch.linalg.solve(gram, design.T @ images)
+        weight = torch.nn.Parameter(start[:t_dim].T.contiguous())  # (d, t)
+        bias = torch.nn.Parameter(start[t_dim].clone())  # (d,)
+        log_scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / options.initial_temperature))))
+        optimiser = torch.optim.AdamW([weight, bias, log_scale], lr=options.learning_rate,
+                                      weight_decay=options.weight_decay)
+        generator = torch.Generator().manual_seed(seed)
+        batch = min(options.batch_size, n)
+        steps_per_epoch = max(1, n // batch)
+        total = steps_per_epoch * options.epochs
+        schedule = (torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=options.learning_rate,
+                                                        total_steps=total, pct_start=0.1) if total else None)
+        for epoch in range(options.epochs):
+            order = torch.randperm(n, generator=generator)
+            for step in range(steps_per_epoch):
+                rows = order[step * batch:(step + 1) * batch]
+                queries = torch.nn.functional.normalize(texts[rows] @ weight.T + bias, dim=1)
+                logits = log_scale.clamp(max=np.log(100)).exp() * (queries @ images[rows].T)
+                targets = torch.arange(len(rows))
+                loss = (torch.nn.functional.cross_entropy(logits, targets)
+                        + torch.nn.functional.cross_entropy(logits.T, targets)) / 2
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()  # total > 0 here: the loop runs only when epochs > 0
+            if progress:
+                progress(f"epoch {epoch + 1}/{options.epochs}: loss {loss.item():.3f}")
+        with torch.no_grad():
+            weight_out, bias_out = weight.detach(), bias.detach()
+            if basis is not None:
+                weight_out, bias_out = basis @ weight_out, basis @ bias_out
+    return weight_out.numpy().astype(np.float32), bias_out.numpy().astype(np.float32)
+
+
+def apply_head(weights: np.ndarray, bias: np.ndarray, text_vectors: np.ndarray) -> np.ndarray:
+    """normalise(W @ x + b) for each row x: float32 (n, d)."""
+    from embeddings.models import l2_normalise
+
+    return l2_normalise(np.asarray(text_vectors, dtype=np.float32) @ weights.T + bias)
+
+
+# -- the artefact ----------------------------------------------------------------------------
+class TextBridge:
+    """A trained bridge: `encode_texts` maps texts into one model's image space.
+
+    Satisfies `embeddings.search.TextEncoder` (`kind == "bridge"`).
+    """
+
+    kind = "bridge"
+
+    def __init__(self, model_id: str, weights: np.ndarray, bias: np.ndarray, manifest: dict):
+        self.model_id = model_id
+        self.weights = weights  # (d, 384)
+        self.bias = bias  # (d,)
+        self.manifest = manifest
+
+    @property
+    def dim(self) -> int:
+        return int(self.weights.shape[0])
+
+    def encode_sentence_vectors(self, text_vectors: np.ndarray) -> np.ndarray:
+        """Image-space vectors (n, d), L2-normalised, from MiniLM vectors (n, 384)."""
+        return apply_head(self.weights, self.bias, text_vectors)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 (n, d), L2-normalised, in the model's image space."""
+        return self.encode_sentence_vectors(encode_sentences(list(texts)))
+
+
+def _retrain_hint(catalogue: Catalogue | None, model_id: str) -> str:
+    where = catalogue.directory if catalogue is not None else "CATALOGUE"
+    return f"retrain it: python -m embeddings.bridge --catalog {where} --models {model_id}"
+
+
+def check_bridge_manifest(manifest: dict, *, catalogue: Catalogue, model_id: str) -> None:
+    """Raise `StaleBridgeError` unless the bridge matches the model's current index."""
+    hint = _retrain_hint(catalogue, model_id)
+    if manifest.get("format") != BRIDGE_FORMAT:
+        raise StaleBridgeError(f"the text bridge of {model_id!r} has format {manifest.get('format')!r}, "
+                               f"not {BRIDGE_FORMAT}; {hint}")
+    if manifest.get("model_id") != model_id:
+        raise StaleBridgeError(f"the text bridge in {catalogue.bridge_dir(model_id)} was trained for model "
+                               f"{manifest.get('model_id')!r}, not {model_id!r}; {hint}")
+    index = read_manifest(catalogue.model_dir(model_id))
+    if index is None:
+        raise IndexMissingError(f"model {model_id!r} has a text bridge but no index in catalogue "
+                                f"{catalogue.name!r}; build the index first")
+    if manifest.get("catalogue_fingerprint") != catalogue.fingerprint:
+        raise StaleBridgeError(f"the text bridge of {model_id!r} was trained on another version of catalogue "
+                               f"{catalogue.name!r} (its products changed since); {hint}")
+    if index.get("catalogue_fingerprint") != manifest.get("catalogue_fingerprint"):
+        raise StaleBridgeError(f"the {model_id!r} index was built for another version of the catalogue than "
+                               f"its text bridge; rebuild the index, then {hint}")
+    if index.get("weights_id") != manifest.get("weights_id"):
+        raise StaleBridgeError(f"the text bridge of {model_id!r} was trained on vectors of weights "
+                               f"{manifest.get('weights_id')!r}, but the index now holds weights "
+                               f"{index.get('weights_id')!r}; {hint}")
+
+
+def read_bridge_manifest(bridge_dir: Path) -> dict | None:
+    """A bridge's manifest, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(bridge_dir) / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_bridge(bridge_dir: Path, *, catalogue: Catalogue, model_id: str) -> TextBridge:
+    """Load a model's bridge, refusing one that is missing, damaged or stale.
+
+    Stale means the model's index now holds other weights, or the catalogue changed, since
+    the bridge was trained (`StaleBridgeError`, an `IndexMismatchError`, saying how to retrain).
+    The sentence encoder itself loads on the first `encode_texts`.
+    """
+    bridge_dir = Path(bridge_dir)
+    manifest = read_bridge_manifest(bridge_dir)
+    if manifest is None:
+        raise IndexMissingError(f"no text bridge for model {model_id!r} in {bridge_dir}; "
+                                f"train one: python -m embeddings.bridge --catalog {catalogue.directory} "
+                                f"--models {model_id}")
+    check_bridge_manifest(manifest, catalogue=catalogue, model_id=model_id)
+    try:
+        weights = np.load(bridge_dir / WEIGHTS_FILE, allow_pickle=False)
+        bias = np.load(bridge_dir / BIAS_FILE, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise StaleBridgeError(f"the text bridge files in {bridge_dir} are damaged ({exc}); "
+                               f"{_retrain_hint(catalogue, model_id)}") from exc
+    dim = manifest.get("dim")
+    if weights.shape != (dim, TEXT_DIM) or bias.shape != (dim,):
+        raise StaleBridgeError(f"the text bridge files in {bridge_dir} disagree with its manifest "
+                               f"(weights {weights.shape}, bias {bias.shape}, manifest dim {dim}); "
+                               f"{_retrain_hint(catalogue, model_id)}")
+    return TextBridge(model_id, weights.astype(np.float32, copy=False), bias.astype(np.float32, copy=False),
+                      manifest)
+
+
+def _write_bridge(bridge_dir: Path, *, weights: np.ndarray, bias: np.ndarray, holdout_ids: list[str],
+                  manifest: dict) -> None:
+    """Write every file into a fresh folder, then swap it in (readers never see half a bridge)."""
+    from embeddings.index import _swap_in
+
+    bridge_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=bridge_dir.parent, prefix=f".{bridge_dir.name}.new-"))
+    try:
+        staging.chmod(0o755)
+        np.save(staging / WEIGHTS_FILE, weights.astype(np.float32))
+        np.save(staging / BIAS_FILE, bias.astype(np.float32))
+        (staging / HOLDOUT_FILE).write_text("".join(f"{i}\n" for i in holdout_ids))
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        _swap_in(staging, bridge_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def read_holdout_ids(bridge_dir: Path) -> list[str]:
+    """The product ids whose titles the bridge never saw in training."""
+    try:
+        return (Path(bridge_dir) / HOLDOUT_FILE).read_text().splitlines()
+    except OSError:
+        return []
+
+
+# -- held-out evaluation ---------------------------------------------------------------------
+def holdout_scores(query_vectors: np.ndarray, image_vectors: np.ndarray, labels: np.ndarray | None,
+                   ks: Sequence[int] = HOLDOUT_KS) -> dict:
+    """Each query i ranks all `image_vectors`; its target is image i (its own product).
+
+    Returns recall@k (share of queries whose own image is in the top k; ties count against the
+    query), chance k/n, and when `labels` are given, label precision@k (share of the top k with
+    the query product's label) and its chance (mean over queries of the label's share of the
+    n images).
+    """
+    n = len(query_vectors)
+    scores = query_vectors @ image_vectors.T
+    own = scores[np.arange(n), np.arange(n)]
+    rank = (scores > own[:, None]).sum(axis=1) + (scores == own[:, None]).sum(axis=1) - 1
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :max(ks)]
+    out: dict = {"queries": n, "candidates": n}
+    for k in ks:
+        out[f"recall@{k}"] = round(float((rank < k).mean()), 4)
+        out[f"chance_recall@{k}"] = round(min(k, n) / n, 4)
+    if labels is not None:
+        labels = np.asarray(labels, dtype=object)
+        values, codes = np.unique(labels, return_inverse=True)
+        share = np.bincount(codes, minlength=len(values)) / n
+        for k in ks:
+            hits = codes[top[:, :k]] == codes[:, None]
+            out[f"label_precision@{k}"] = round(float(hits.mean()), 4)
+        out["chance_label_precision"] = round(float(share[codes].mean()), 4)
+    return out
+
+
+# -- training a catalogue's bridge -----------------------------------------------------------
+def train_bridge_for_catalogue(catalogue: Catalogue, model_id: str, *, seed: int = 0,
+                               holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+                               options: TrainOptions | None = None,
+                               progress: ProgressFn | None = None) -> str | None:
+    """Train and save the text bridge of an image model from the catalogue's titles.
+
+    Returns a one-line summary (held-out figures beside chance), or None when no product of
+    the index has a title. The image vectors are the model's saved index vectors; the title
+    vectors come from (and fill) the catalogue's MiniLM cache. Deterministic for a seed.
+    """
+    started = time.perf_counter()
+    model_dir = catalogue.model_dir(model_id)
+    index_manifest = read_manifest(model_dir)
+    hint = f"build it first: python -m embeddings build --source {catalogue.info.get('source')} " \
+           f"--out {catalogue.directory} --models {model_id}"
+    if index_manifest is None:
+        raise IndexMissingError(f"no index for model {model_id!r} in catalogue {catalogue.name!r}; {hint}")
+    if index_manifest.get("model_id") != model_id or \
+            index_manifest.get("catalogue_fingerprint") != catalogue.fingerprint:
+        raise IndexMismatchError(f"the {model_id!r} index of catalogue {catalogue.name!r} is out of date; "
+                                 f"re{hint[1:]}")
+    ids, vectors = load_vectors(model_dir)
+    titles = catalogue.items["title"].reindex(ids).fillna("").astype(str).str.strip().to_numpy(dtype=object)
+    titled = titles != ""
+    if not titled.any():
+        return None
+    say = progress or (lambda message: None)
+    say("embedding titles (cached after the first time)")
+    cache = title_vectors(catalogue)
+    held_titles = holdout_titles(cache.titles, fraction=holdout_fraction, seed=seed)
+    is_held = np.array([t in held_titles for t in titles], dtype=bool) & titled
+    train_rows = np.flatnonzero(titled & ~is_held)
+    if len(train_rows) < 2:
+        raise EmbeddingsError(f"catalogue {catalogue.name!r} has {len(train_rows)} titled products to train "
+                              f"the {model_id!r} text bridge from; it needs at least 2")
+    options = options or TrainOptions()
+    say(f"training on {len(train_rows):,} titled products")
+    weights, bias = train_head(cache.for_titles(titles[train_rows]), vectors[train_rows], seed=seed,
+                               options=options, progress=say)
+    train_seconds = time.perf_counter() - started
+
+    # Held-out figures: one product per held-out title (a title shared by several products would
+    # make "its own product" ambiguous), up to HOLDOUT_QUERIES of them, drawn with the seed.
+    held_rows = np.flatnonzero(is_held)
+    _, first = np.unique(titles[held_rows], return_index=True)
+    distinct = held_rows[np.sort(first)]
+    rng = np.random.default_rng(seed)
+    if len(distinct) > HOLDOUT_QUERIES:
+        distinct = np.sort(rng.choice(distinct, HOLDOUT_QUERIES, replace=False))
+    holdout = {}
+    if len(distinct) >= 2:
+        label = catalogue.main_label
+        labels = (catalogue.items[label].reindex([ids[r] for r in distinct]).fillna("").to_numpy(dtype=object)
+                  if label else None)
+        queries = apply_head(weights, bias, cache.for_titles(titles[distinct]))
+        holdout = holdout_scores(queries, vectors[distinct], labels)
+        holdout["label"] = label
+    manifest = {
+        "format": BRIDGE_FORMAT,
+        "model_id": model_id,
+        "weights_id": index_manifest.get("weights_id"),
+        "catalogue_fingerprint": catalogue.fingerprint,
+        "index_built_at": index_manifest.get("built_at"),
+        "dim": int(weights.shape[0]),
+        "text_model": TEXT_MODEL_ID,
+        "text_dim": TEXT_DIM,
+        "titles_fingerprint": cache.fingerprint,
+        "method": "linear head W x + b over frozen MiniLM title vectors, ridge start, symmetric InfoNCE "
+                  "against the index's image vectors" + (f", rank {REDUCED_RANK} principal subspace"
+                                                         if vectors.shape[1] > REDUCE_ABOVE else ""),
+        "options": options.__dict__,
+        "seed": seed,
+        "holdout_fraction": holdout_fraction,
+        "trained_on": int(len(train_rows)),
+        "held_out_products": int(is_held.sum()),
+        "held_out_titles": len(held_titles),
+        "holdout": holdout,
+        "train_seconds": round(train_seconds, 2),
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _write_bridge(catalogue.bridge_dir(model_id), weights=weights, bias=bias,
+                  holdout_ids=[ids[r] for r in np.flatnonzero(is_held)], manifest=manifest)
+    return summarise(manifest)
+
+
+def summarise(manifest: dict) -> str:
+    """One line: what the bridge was trained on and its held-out figures beside chance."""
+    line = f"trained on {manifest['trained_on']:,} titles in {manifest['train_seconds']:.0f} s"
+    holdout = manifest.get("holdout") or {}
+    if not holdout:
+        return line + "; too few held-out titles to score"
+    n = holdout["queries"]
+    line += (f"; held-out Recall@10 {holdout.get('recall@10', float('nan')):.3f} "
+             f"(chance {holdout.get('chance_recall@10', float('nan')):.3f}, {n:,} titles rank {n:,} images)")
+    if "label_precision@10" in holdout:
+        line += (f", {holdout['label']} precision@10 {holdout['label_precision@10']:.3f} "
+                 f"(chance {holdout['chance_label_precision']:.3f})")
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m embeddings.bridge --catalog DIR [--models a,b] [--seed N]`: (re)train bridges."""
+    from embeddings.cli import resolve_catalog_dir
+    from embeddings.models import get_spec
+    from embeddings.search import built_models
+
+    parser = argparse.ArgumentParser(prog="python -m embeddings.bridge",
+                                     description="train text bridges for a catalogue's image-only models")
+    parser.add_argument("--catalog", required=True, help="catalogue folder (or its name in the data folder)")
+    parser.add_argument("--models", help="comma-separated model ids (default: every built image-only model)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT_FRACTION,
+                        help=f"share of distinct titles held out (default {DEFAULT_HOLDOUT_FRACTION})")
+    args = parser.parse_args(argv)
+    try:
+        catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
+        models = ([m.strip() for m in args.models.split(",") if m.strip()] if args.models
+                  else [m for m in built_models(catalogue) if not get_spec(m).has_text])
+        if not models:
+            raise EmbeddingsError(f"catalogue {catalogue.name!r} has no built image-only model to bridge")
+        for model_id in models:
+            if get_spec(model_id).has_text:
+                print(f"[{model_id}] has its own text tower: no bridge needed")
+                continue
+            summary = train_bridge_for_catalogue(catalogue, model_id, seed=args.seed,
+                                                 holdout_fraction=args.holdout)
+            print(f"[{model_id}] text bridge: {summary or 'no titles in this catalogue: nothing to learn from'}")
+    except EmbeddingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -97,11 +97,14 @@ def _prefetch(executor: ThreadPoolExecutor, chunks: Sequence[Sequence[str]], fn,
 def build_model_index(catalogue: Catalogue, embedder: Embedder, *, batch_size: int = DEFAULT_BATCH_SIZE,
                       chunk_size: int | None = None, workers: int = 2, hnsw_above: int = DEFAULT_HNSW_ABOVE,
                       store_dtype: str = "float32", force: bool = False,
-                      progress: ProgressFn | None = None) -> BuildReport:
+                      progress: ProgressFn | None = None, backend: str = "faiss",
+                      milvus_uri: str | None = None, milvus_token: str | None = None) -> BuildReport:
     """Embed what is missing, then write the model's index artefacts atomically.
 
     `force` ignores vectors from a previous build. Unreadable images are reported in the
     returned `BuildReport.failed` (and the manifest) and left out; they never stop the build.
+    `backend="milvus"` stores the index in a Milvus collection (`milvus_uri`, default Milvus
+    Lite inside the catalogue) with the catalogue's label fields as filterable scalar fields.
     """
     started = time.perf_counter()
     model_id, weights_id = embedder.id, embedder.weights_id
@@ -175,8 +178,11 @@ def build_model_index(catalogue: Catalogue, embedder: Embedder, *, batch_size: i
                if final_ids else np.zeros((0, dim), dtype=np.float32))
     report.reused += sum(1 for i in final_ids if i in known)
     report.failed = sorted(failed.items())
+    labels = ({label: catalogue.items.loc[final_ids, label].astype(str).tolist() for label in catalogue.label_fields}
+              if backend == "milvus" else None)
     report.manifest = write_model_index(
         model_dir, ids=final_ids, vectors=stacked, hnsw_above=hnsw_above, store_dtype=store_dtype,
+        backend=backend, labels=labels, milvus_uri=milvus_uri, milvus_token=milvus_token,
         manifest={"model_id": model_id, "weights_id": weights_id,
                   "description": embedder.spec.description, "has_text": embedder.spec.has_text,
                   "catalogue_fingerprint": catalogue.fingerprint, "catalogue_count": len(ids),

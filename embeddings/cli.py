@@ -51,7 +51,15 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
     build.add_argument("--hnsw-above", type=int, default=None,
                        help="use an HNSW graph above this many products (default 100000)")
-    build.add_argument("--float16", action="store_true", help="store vectors.npy as float16 (half the disk)")
+    build.add_argument("--float16", action="store_true",
+                       help="store vectors as float16: half the disk and half the serving RAM")
+    build.add_argument("--backend", choices=["faiss", "milvus"], default=None,
+                       help="where the index lives: faiss files in the catalogue (default) or a Milvus "
+                            "collection (Milvus Lite in <catalogue>/milvus.db unless --milvus-uri)")
+    build.add_argument("--milvus-uri", help="a Milvus server or Zilliz Cloud (http://host:19530), or a "
+                                            "Milvus Lite path ending in .db; implies --backend milvus")
+    build.add_argument("--milvus-token", help="Milvus token (user:password or API key); default: "
+                                              "$MILVUS_TOKEN; never written to disk")
     build.add_argument("--force", action="store_true", help="re-embed everything, ignoring earlier vectors")
     build.add_argument("--weights", action="append", metavar="MODEL=PATH",
                        help="load a model's weights from a local file or folder")
@@ -66,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     query.add_argument("--text", help="a description, e.g. 'red running shoes'")
     query.add_argument("--image", help="an image file")
     search.add_argument("-k", type=int, default=10)
+    search.add_argument("--filter", action="append", metavar="LABEL=VALUE",
+                        help="keep only products with this label value, e.g. gender=Women (repeatable)")
     search.add_argument("--json", action="store_true", help='print [{"id", "score"}, ...] (per model if several)')
     search.add_argument("--weights", action="append", metavar="MODEL=PATH")
 
@@ -132,6 +142,7 @@ def cmd_build(args) -> int:
     for model_id in args.models:
         get_spec(model_id)  # unknown ids fail before any work
     options = _weights(args.weights)
+    backend = _backend(args)
     out = Path(args.out) if args.out else data_dir() / default_catalogue_name(args.source, args.limit)
     # Saved only after the first model succeeds: a build that fails for every model leaves the
     # previous catalogue and its indexes loadable.
@@ -168,7 +179,8 @@ def cmd_build(args) -> int:
             report = build_model_index(
                 catalogue, embedder, batch_size=args.batch_size, workers=args.workers,
                 hnsw_above=args.hnsw_above if args.hnsw_above is not None else DEFAULT_HNSW_ABOVE,
-                store_dtype="float16" if args.float16 else "float32", force=args.force, progress=progress)
+                store_dtype="float16" if args.float16 else "float32", force=args.force, progress=progress,
+                backend=backend, milvus_uri=args.milvus_uri, milvus_token=args.milvus_token)
         except (EmbeddingsError, RuntimeError, OSError) as exc:
             # One model failing mid-way (a bad weights file, a full disk) must not cost the others.
             bar.close()
@@ -208,6 +220,29 @@ def _build_bridge(catalogue, model_id: str, failures: dict[str, str]) -> None:
         print(f"[{model_id}] text bridge: {result}")
 
 
+def _backend(args) -> str:
+    """The build's backend, checking the Milvus options before any work is done."""
+    backend = args.backend or ("milvus" if args.milvus_uri else "faiss")
+    if backend == "faiss" and (args.milvus_uri or args.milvus_token):
+        raise EmbeddingsError("--milvus-uri/--milvus-token need --backend milvus (or drop --backend faiss)")
+    if backend == "milvus" and args.milvus_uri:
+        from embeddings.milvus_backend import check_uri
+
+        args.milvus_uri = check_uri(args.milvus_uri)
+    return backend
+
+
+def _filters(pairs: list[str] | None) -> dict[str, str] | None:
+    """`--filter LABEL=VALUE` options -> {label: value}."""
+    filters = {}
+    for pair in pairs or []:
+        label, sep, value = pair.partition("=")
+        if not sep or not label.strip():
+            raise EmbeddingsError(f"--filter {pair!r}: write it as LABEL=VALUE, e.g. gender=Women")
+        filters[label.strip()] = value.strip()
+    return filters or None
+
+
 def cmd_search(args) -> int:
     from embeddings.catalog import Catalogue
     from embeddings.images import open_rgb
@@ -215,12 +250,13 @@ def cmd_search(args) -> int:
 
     catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
     searcher = make_searcher(catalogue, model_options=_weights(args.weights))
+    filters = _filters(args.filter)
     if args.item is not None:
-        results = searcher.search_item(args.item, args.model, args.k)
+        results = searcher.search_item(args.item, args.model, args.k, filters=filters)
     elif args.text is not None:
-        results = searcher.search_text(args.text, args.model, args.k)
+        results = searcher.search_text(args.text, args.model, args.k, filters=filters)
     else:
-        results = searcher.search_image(open_rgb(args.image), args.model, args.k)
+        results = searcher.search_image(open_rgb(args.image), args.model, args.k, filters=filters)
     if args.json:
         rows = {m: [{"id": h.id, "score": round(h.score, 6)} for h in hits] for m, hits in results.items()}
         print(json.dumps(rows[args.model[0]] if len(args.model) == 1 else rows))

@@ -1,0 +1,43 @@
+"""Visual product search you can see and compare: the Streamlit app's router.
+
+Run it with `./run app` (or `streamlit run app.py`). The catalogues come from the data folder
+(`data/`, or `$EMBEDDINGS_DATA`). This file holds what every page shares: the navigation, the
+sidebar (catalogue, models, k, label filter) and the URL that mirrors the view; the pages in
+`pages/` are thin and call `app_support` and the `embeddings` core for everything.
+"""
+
+from pathlib import Path
+
+import streamlit as st
+
+from app_support import sidebar
+
+HERE = Path(__file__).resolve().parent
+
+st.set_page_config(page_title="Visual product search", page_icon=":material/image_search:", layout="wide")
+# Less blank space above the page: the results are what matters.
+st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.2rem; }</style>")
+
+#: Page file -> (title, icon, what the page shows in the URL: see `sidebar.view_params`).
+PAGES = {
+    "pages/search.py": ("Search", ":material/search:", "search"),
+    "pages/catalogue.py": ("Catalogue", ":material/inventory_2:", "catalogue"),
+    "pages/compare.py": ("Compare", ":material/monitoring:", "compare"),
+}
+
+page = st.navigation([
+    st.Page(HERE / path, title=title, icon=icon, url_path=None if kind == "search" else kind,
+            default=kind == "search")
+    for path, (title, icon, kind) in PAGES.items()
+])
+selection = sidebar.sidebar_ui()
+for notice in sidebar.notices():
+    st.warning(notice, icon=":material/link:")
+if flash := st.session_state.pop("flash", None):
+    st.success(flash)
+# The view is settled here (widget callbacks ran before this script), so the URL is written
+# before the page draws: the address bar never lags behind the results.
+kind = next(kind for title, _, kind in PAGES.values() if title == page.title)
+sidebar.write_url(sidebar.view_params(selection, kind))
+with sidebar.routing(selection):
+    page.run()

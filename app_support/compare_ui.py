@@ -1,0 +1,217 @@
+"""The Compare page: each model's precision@k by label over many queries, and its score scale.
+
+Reads the evaluation saved next to the indexes (`python -m embeddings evaluate`, or an earlier
+run from this page). When there is none, or it lacks a selected model, the page computes one on a
+sample of queries with a progress bar and saves it, so the next visit (and every other session)
+reads it back.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from app_support import resources, sidebar
+from app_support.sidebar import Selection
+from embeddings.catalog import Catalogue
+from embeddings.errors import EmbeddingsError
+
+DEFAULT_QUERIES = 200
+CHANCE = "chance (random)"
+PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#be185d"]
+
+
+def model_colours(models: list[str], *, chance: bool = True) -> alt.Scale:
+    """The same colour for a model on every chart; chance is grey."""
+    colours = [PALETTE[i % len(PALETTE)] for i in range(len(models))]
+    if chance:
+        return alt.Scale(domain=[*models, CHANCE], range=[*colours, "#9ca3af"])
+    return alt.Scale(domain=list(models), range=colours)
+
+
+def _evaluation_module():
+    """`embeddings.evaluate`, or None in a version of the package without it."""
+    try:
+        return importlib.import_module("embeddings.evaluate")
+    except ImportError:
+        return None
+
+
+def results_frame(result) -> pd.DataFrame:
+    """The result's rows as a table (model, task, label, metric, k, value)."""
+    frame = pd.DataFrame(list(result.rows), columns=["model", "task", "label", "metric", "k", "value"])
+    frame["k"] = pd.to_numeric(frame["k"], errors="coerce")
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    return frame
+
+
+def precision_frame(frame: pd.DataFrame, label: str, models: list[str], task: str = "image",
+                    metric: str = "precision") -> pd.DataFrame:
+    """Rows of `metric`@k for `label` per model, plus a 'chance' series (the label-frequency baseline)."""
+    rows = frame[(frame["task"] == task) & (frame["label"] == label)]
+    measured = rows[(rows["metric"] == metric) & rows["model"].isin(models)][["model", "k", "value"]]
+    chance = rows[(rows["metric"] == "chance") & rows["model"].isin(models)].groupby("k", as_index=False)["value"].mean()
+    chance["model"] = CHANCE
+    return pd.concat([measured, chance[["model", "k", "value"]]], ignore_index=True).sort_values(["model", "k"])
+
+
+def precision_chart(data: pd.DataFrame, title: str, models: list[str]) -> alt.Chart:
+    dashed = alt.condition(alt.datum.model == CHANCE, alt.value([5, 4]), alt.value([0]))
+    return (alt.Chart(data, title=title).mark_line(point=True)
+            .encode(x=alt.X("k:O", title="k (results per query)", axis=alt.Axis(labelAngle=0)),
+                    y=alt.Y("value:Q", title="precision@k", scale=alt.Scale(domain=[0, 1])),
+                    color=alt.Color("model:N", title="model", scale=model_colours(models)), strokeDash=dashed,
+                    tooltip=["model", "k", alt.Tooltip("value:Q", format=".3f")]))
+
+
+def score_frame(result, models: list[str]) -> pd.DataFrame:
+    samples = getattr(result, "score_samples", {}) or {}
+    parts = [pd.DataFrame({"model": model, "score": list(samples[model])}) for model in models if samples.get(model)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["model", "score"])
+
+
+def score_chart(scores: pd.DataFrame, models: list[str]) -> alt.Chart:
+    low = min(0.0, float(scores["score"].min()))
+    return (alt.Chart(scores, title="Cosine scores of the top-k results")
+            .transform_density("score", groupby=["model"], as_=["score", "density"], extent=[low, 1.0], steps=300)
+            .mark_area(opacity=0.5, interpolate="monotone")
+            .encode(x=alt.X("score:Q", title="cosine similarity", scale=alt.Scale(domain=[low, 1.0])),
+                    y=alt.Y("density:Q", title="density"),
+                    color=alt.Color("model:N", title="model", scale=model_colours(models, chance=False))))
+
+
+def score_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    grouped = scores.groupby("model")["score"]
+    return pd.DataFrame({"median": grouped.median(), "10th pct": grouped.quantile(0.1),
+                         "90th pct": grouped.quantile(0.9), "scores": grouped.size()})
+
+
+def _progress_callback(bar):
+    """A progress function that accepts (done, total), (fraction) or (message) calls."""
+
+    def progress(*args, **_):
+        numbers = [a for a in args if isinstance(a, int | float) and not isinstance(a, bool)]
+        text = next((a for a in args if isinstance(a, str)), None)
+        if len(numbers) >= 2 and numbers[1]:
+            bar.progress(min(1.0, numbers[0] / numbers[1]), text=text or f"{numbers[0]:,} / {numbers[1]:,}")
+        elif len(numbers) == 1:
+            bar.progress(min(1.0, float(numbers[0])), text=text)
+        elif text:
+            bar.progress(0.0, text=text)
+
+    return progress
+
+
+def compute_ui(evaluate, cat: Catalogue, models: list[str], default_queries: int) -> None:
+    """The button that measures `models` on a sample of queries and saves the result."""
+    top = max(1, min(1000, len(cat)))
+    queries = st.slider("Queries to sample", min(10, top), top, min(default_queries, top), key="eval_queries",
+                        help="Each query is a catalogue product; its neighbours are scored by their labels.")
+    if st.button(f"Measure {', '.join(models)} on {queries:,} queries", type="primary", key="eval_run"):
+        bar = st.progress(0.0, text="Starting…")
+        try:
+            result = evaluate.evaluate_catalogue(cat, models, queries=queries, seed=0,
+                                                 progress=_progress_callback(bar))
+            evaluate.save_results(cat, result)
+        except EmbeddingsError as exc:
+            bar.empty()
+            st.error(str(exc))
+            return
+        bar.empty()
+        st.rerun()
+
+
+def compare_page(selection: Selection) -> None:
+    st.title("Compare models")
+    cat = selection.catalogue
+    if cat is None:
+        st.info("There is no catalogue yet: build one on the Catalogue page.")
+        return
+    if not selection.models:
+        st.warning("Select at least one model in the sidebar.")
+        return
+    evaluate = _evaluation_module()
+    if evaluate is None:
+        st.info("The evaluation module is not part of this version of the app.")
+        return
+    st.markdown("How often do a model's nearest neighbours share the query's label? Each query is a catalogue "
+                "product; **precision@k** is the share of its top-k neighbours with the same label (the query "
+                "itself excluded). The dashed line is chance: picking products at random.")
+    try:
+        result = evaluate.load_results(cat)
+    except EmbeddingsError as exc:
+        st.warning(f"The saved evaluation could not be read ({exc}); measure again below.")
+        result = None
+    frame = results_frame(result) if result is not None else None
+    covered = set(frame["model"].dropna()) if frame is not None else set()
+    missing = [m for m in selection.models if m not in covered]
+    if result is not None:
+        manifest = getattr(result, "manifest", None) or {}
+        sampled = (manifest.get("image_queries") or {}).get("sampled", manifest.get("queries", "?"))
+        st.caption(f"Saved evaluation: {sampled} image queries (seed {manifest.get('seed', '?')}), measured "
+                   f"{manifest.get('created_at', '')} in {manifest.get('seconds', '?')} s. Recompute with "
+                   f"`python -m embeddings evaluate --catalog {cat.directory}`.")
+    if missing:
+        st.info(f"No saved measurement for {', '.join(missing)} yet." if result is not None
+                else "This catalogue has not been measured yet; measure it on a sample of queries here (or run "
+                     "`python -m embeddings evaluate --catalog ...`).")
+        manifest = (getattr(result, "manifest", None) or {}) if result is not None else {}
+        if resources.read_only():
+            st.caption(f"Measure on the server: `python -m embeddings evaluate --catalog {cat.directory}`.")
+        else:
+            compute_ui(evaluate, cat, sorted(covered | set(selection.models)),
+                       int(manifest.get("queries_requested") or DEFAULT_QUERIES))
+    if frame is None:
+        return
+    shown = [m for m in selection.models if m in covered]
+    labels = sorted(set(frame.loc[frame["task"] == "image", "label"].dropna()))
+    if not labels or not shown:
+        return
+    st.session_state["w_label"] = selection.label if selection.label in labels else labels[0]
+    label = st.selectbox("Label field", labels, key="w_label", on_change=sidebar._copy, args=("w_label", "label"),
+                         width=320)
+    left, right = st.columns(2, gap="large")
+    with left:
+        data = precision_frame(frame, label, shown)
+        st.altair_chart(precision_chart(data, f"Image → image: precision@k by {label}", shown), width="stretch")
+        with st.expander("The figures"):
+            table = data.pivot_table(index="model", columns="k", values="value")
+            st.dataframe(table.style.format("{:.3f}"), width="stretch")
+    with right:
+        scores = score_frame(result, shown)
+        if scores.empty:
+            st.info("This evaluation holds no score samples.")
+        else:
+            st.altair_chart(score_chart(scores, shown), width="stretch")
+            st.caption("Cosine scores are not comparable across models: a 0.8 from raw pixels and a 0.8 from "
+                       "CLIP mean different things. Read a score against its own model's distribution.")
+            st.dataframe(score_summary(scores).style.format({"median": "{:.3f}", "10th pct": "{:.3f}",
+                                                               "90th pct": "{:.3f}", "scores": "{:,}"}),
+                         width="stretch")
+    text = frame[frame["task"] == "text"]
+    if not text.empty:
+        manifest = getattr(result, "manifest", None) or {}
+        kinds = {m: (entry or {}).get("text") for m, entry in (manifest.get("models") or {}).items()}
+        st.subheader("Text → image")
+        st.markdown("Each query is a product's own title. **Recall@k**: how often that product is among the top-k "
+                    "results; a model without a text tower answers through its text bridge.")
+        recall = text[text["metric"].isin(["recall", "chance"]) & ~text["label"].isin(catalogue_labels(cat))
+                      & text["model"].isin(shown)]
+        if not recall.empty:
+            table = recall[recall["metric"] == "recall"].pivot_table(index="model", columns="k", values="value")
+            table.index = [f"{m} ({kinds.get(m) or 'text'})" for m in table.index]
+            chance = recall[recall["metric"] == "chance"].groupby("k")["value"].mean()
+            table.loc[CHANCE] = chance
+            table.columns = [f"recall@{k}" for k in table.columns]
+            st.dataframe(table.style.format("{:.3f}"), width="stretch")
+        label_rows = text[(text["metric"] == "precision") & (text["label"] == label) & text["model"].isin(shown)]
+        if not label_rows.empty:
+            data = precision_frame(frame, label, shown, task="text")
+            st.altair_chart(precision_chart(data, f"Text → image: precision@k by {label}", shown), width="stretch")
+
+
+def catalogue_labels(cat: Catalogue) -> list[str]:
+    return list(cat.label_fields)

@@ -1,0 +1,197 @@
+"""What the app loads once per process: catalogues, indexes, models and text encoders.
+
+Everything here is behind `st.cache_resource`, keyed by what makes it valid (the catalogue's
+folder and fingerprint, the index manifest's modification time, the model's weights), so a
+rerun reuses it and a rebuild from the Catalogue page is picked up without a restart. Nothing
+returned from these caches is mutated: a `Catalogue` and a `ModelIndex` are read-only, and the
+encoders are used through a lock (one query at a time per model: tokenizers and some torch
+modules are not safe to call from several sessions' threads at once).
+
+Importing this module does not import torch: indexes load with FAISS alone, and a model is
+loaded (importing torch when it needs it) only for a text or upload query.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from embeddings import search as core_search
+from embeddings.catalog import Catalogue
+from embeddings.catalog.base import CATALOG_FILE, ITEMS_FILE
+from embeddings.errors import EmbeddingsError
+from embeddings.index import MANIFEST_FILE, ModelIndex
+from embeddings.search import Searcher
+
+#: `EMBEDDINGS_WEIGHTS="clip=/models/clip,resnet50=/models/r50.pth"`: local weights per model,
+#: like the CLI's `--weights MODEL=PATH` (CLIP also reads `EMBEDDINGS_CLIP_MODEL`).
+WEIGHTS_ENV = "EMBEDDINGS_WEIGHTS"
+
+
+#: `EMBEDDINGS_READ_ONLY=1`: a public deployment that only serves pre-built catalogues (no
+#: building from server folders on the Catalogue page, no evaluation written by the Compare page).
+READ_ONLY_ENV = "EMBEDDINGS_READ_ONLY"
+
+
+def read_only() -> bool:
+    return os.environ.get(READ_ONLY_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _stamp(*paths: Path) -> int:
+    """A number that changes when any of the files is replaced (0 for a missing file)."""
+    total = 0
+    for path in paths:
+        with contextlib.suppress(OSError):
+            total += os.stat(path).st_mtime_ns
+    return total
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _open_catalogue(directory: str, stamp: int) -> Catalogue:
+    return Catalogue.open(directory)
+
+
+def catalogue(directory: str | Path) -> Catalogue:
+    """The catalogue in `directory`, opened once (and again after it is rebuilt)."""
+    directory = Path(directory)
+    return _open_catalogue(str(directory), _stamp(directory / CATALOG_FILE, directory / ITEMS_FILE))
+
+
+class ProductTable:
+    """Fast per-product lookups (title, labels) for one catalogue: a pandas `.loc` row costs
+    ~0.1 ms and a page shows ~50 products per rerun; this costs about a microsecond.
+
+    Read-only after construction: the column arrays are never written.
+    """
+
+    def __init__(self, cat: Catalogue):
+        self.fields = ["title", *cat.label_fields]
+        self._position = {item_id: row for row, item_id in enumerate(cat.items.index)}
+        self._columns = {name: cat.items[name].to_numpy(dtype=object) for name in self.fields}
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._position
+
+    def get(self, item_id: str, field_name: str) -> str:
+        """A product's value of `field_name` ("" when the product or the field is unknown)."""
+        row = self._position.get(item_id)
+        column = self._columns.get(field_name)
+        return "" if row is None or column is None else str(column[row])
+
+    def title(self, item_id: str) -> str:
+        return self.get(item_id, "title")
+
+    def labels(self, item_id: str) -> dict[str, str]:
+        """The product's non-empty labels, in the catalogue's field order."""
+        values = {name: self.get(item_id, name) for name in self.fields[1:]}
+        return {name: value for name, value in values.items() if value}
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _product_table(directory: str, stamp: int) -> ProductTable:
+    return ProductTable(catalogue(directory))
+
+
+def products(cat: Catalogue) -> ProductTable:
+    """The `ProductTable` of `cat`, built once per process and per version of the catalogue."""
+    return _product_table(str(cat.directory), _stamp(cat.directory / CATALOG_FILE, cat.directory / ITEMS_FILE))
+
+
+@st.cache_resource(max_entries=32, show_spinner="Loading the index…")
+def _open_index(directory: str, fingerprint: str, model_id: str, stamp: int) -> ModelIndex:
+    return core_search.open_index(catalogue(directory), model_id)
+
+
+def index(cat: Catalogue, model_id: str) -> ModelIndex:
+    """A model's index in `cat`, loaded once per process and per build of the index."""
+    return _open_index(str(cat.directory), cat.fingerprint, model_id,
+                       _stamp(cat.model_dir(model_id) / MANIFEST_FILE))
+
+
+def weights_options() -> dict[str, dict]:
+    """`$EMBEDDINGS_WEIGHTS` as `load_model` options: {model id: {"weights": path}}."""
+    options = {}
+    for pair in os.environ.get(WEIGHTS_ENV, "").split(","):
+        model_id, sep, path = pair.partition("=")
+        if sep and model_id.strip() and path.strip():
+            options[model_id.strip()] = {"weights": path.strip()}
+    return options
+
+
+class LockedEncoder:
+    """An embedder or text encoder that serves one call at a time (shared by all sessions)."""
+
+    def __init__(self, encoder, kind: str | None = None):
+        self._encoder = encoder
+        self._lock = threading.Lock()
+        self.kind = kind or getattr(encoder, "kind", "native")
+        self.weights_id = getattr(encoder, "weights_id", None)
+
+    def encode_images(self, images: Sequence) -> np.ndarray:
+        with self._lock:
+            return self._encoder.encode_images(images)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            return self._encoder.encode_texts(texts)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model's weights (once per server)…")
+def _load_embedder(model_id: str, weights: str | None) -> LockedEncoder:
+    from embeddings.models import load_model
+
+    return LockedEncoder(load_model(model_id, **({"weights": weights} if weights else {})))
+
+
+def embedder(model_id: str) -> LockedEncoder:
+    """A model's image embedder (with its text tower, if any), loaded once per process."""
+    weights = weights_options().get(model_id, {}).get("weights")
+    return _load_embedder(model_id, weights)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Loading the text encoder (once per server)…")
+def _load_text_encoder(directory: str, fingerprint: str, model_id: str, stamp: int) -> LockedEncoder:
+    encoder = core_search.default_text_encoder(catalogue(directory), model_id,
+                                               lambda m: embedder(m))
+    return LockedEncoder(encoder)
+
+
+def text_encoder(cat: Catalogue, model_id: str) -> LockedEncoder:
+    """What turns a text into `model_id`'s image space: its text tower, or its text bridge."""
+    return _load_text_encoder(str(cat.directory), cat.fingerprint, model_id,
+                              _stamp(cat.bridge_dir(model_id) / "manifest.json",
+                                     cat.model_dir(model_id) / MANIFEST_FILE))
+
+
+def searcher(cat: Catalogue) -> Searcher:
+    """A `Searcher` over the cached loaders (cheap: build one per run)."""
+    return Searcher(cat, lambda m: index(cat, m), lambda m: text_encoder(cat, m), embedder)
+
+
+def text_capable(cat: Catalogue) -> dict[str, str]:
+    """Built models that answer text here: id -> 'native' or 'bridge'."""
+    return core_search.text_capable_models(cat)
+
+
+def built_models(cat: Catalogue) -> list[str]:
+    return core_search.built_models(cat)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def build_lock(directory: str, model_id: str) -> threading.Lock:
+    """One lock per catalogue and model: two sessions never build the same index at once."""
+    return threading.Lock()
+
+
+def run_guarded(action: Callable[[], object]) -> tuple[object | None, str | None]:
+    """Run `action`; an `EmbeddingsError` becomes its message (for `st.error`), not a crash."""
+    try:
+        return action(), None
+    except EmbeddingsError as exc:
+        return None, str(exc)

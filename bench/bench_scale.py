@@ -1,0 +1,254 @@
+"""Scale: synthetic clustered vectors (100K and 1M x 512), exact vs HNSW, FAISS and Milvus Lite.
+
+Per engine and size: build (or insert + index) time, memory (growth of the process's
+anonymous resident memory while building; Milvus Lite runs inside the process), single-thread
+query latency p50/p95 over held-out queries, and recall@10 against the exact answer, for a
+sweep of efSearch. Every engine runs in a fresh process so memory figures do not mix.
+
+The data: 1,000 clusters; each point is its cluster's centre (512-d Gaussian) plus a Gaussian
+spread in a 16-d subspace of its own (spread 0.5) plus isotropic noise (0.02), L2-normalised.
+Queries are fresh draws from the same clusters. Seeded: every run sees the same vectors.
+
+    python bench/bench_scale.py --sizes 100000,1000000 --engines faiss-flat,faiss-hnsw,milvus-hnsw
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import emit, log, machine, percentiles, rss_mib, single_thread
+
+single_thread()
+
+import numpy as np  # noqa: E402
+
+K = 10
+DIM = 512
+CLUSTERS = 1000
+LATENT = 16
+ENGINES = ("faiss-flat", "faiss-hnsw", "milvus-flat", "milvus-hnsw")
+
+
+def synthetic(n: int, *, seed: int, dim: int = DIM) -> np.ndarray:
+    """n clustered unit vectors (the cluster layout is fixed; `seed` draws the points)."""
+    layout = np.random.default_rng(12345)
+    centres = layout.standard_normal((CLUSTERS, dim), dtype=np.float32)
+    bases = layout.standard_normal((CLUSTERS, LATENT, dim), dtype=np.float32) / np.sqrt(LATENT)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, dim), np.float32)
+    for start in range(0, n, 50_000):
+        m = min(50_000, n - start)
+        cluster = rng.integers(0, CLUSTERS, m)
+        spread = 0.5 * rng.standard_normal((m, LATENT), dtype=np.float32)
+        points = centres[cluster] + np.einsum("ml,mld->md", spread, bases[cluster])
+        points += 0.02 * rng.standard_normal((m, dim), dtype=np.float32)
+        out[start:start + m] = points / np.linalg.norm(points, axis=1, keepdims=True)
+    return out
+
+
+def dataset(work: Path, n: int, queries: int) -> tuple[Path, Path, Path]:
+    """Vectors, queries and exact top-10 on disk (made once per size, reused by every engine)."""
+    import faiss
+
+    work.mkdir(parents=True, exist_ok=True)
+    base, query_file, truth_file = work / f"base-{n}.npy", work / f"queries-{queries}.npy", work / f"truth-{n}-{queries}.npy"
+    if not base.is_file():
+        log(f"generating {n:,} x {DIM} clustered vectors")
+        np.save(base, synthetic(n, seed=1))
+    if not query_file.is_file():
+        np.save(query_file, synthetic(queries, seed=2))
+    if not truth_file.is_file():
+        log(f"exact top-{K} for {queries} queries over {n:,} vectors")
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        exact = faiss.IndexFlatIP(DIM)
+        exact.add(np.load(base, mmap_mode="r")[:])
+        np.save(truth_file, exact.search(np.load(query_file), K)[1])
+        faiss.omp_set_num_threads(1)
+    return base, query_file, truth_file
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f[f >= 0]) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
+
+
+def timed_queries(search, queries: np.ndarray, warmup: int = 3) -> tuple[dict, np.ndarray]:
+    """One query at a time: latency percentiles and the (n, K) rows found."""
+    for q in queries[:warmup]:
+        search(q)
+    durations, found = [], []
+    for q in queries:
+        started = time.perf_counter()
+        rows = search(q)
+        durations.append(time.perf_counter() - started)
+        found.append(np.pad(np.asarray(rows[:K], dtype=np.int64), (0, K - min(K, len(rows))), constant_values=-1))
+    return percentiles(durations), np.stack(found)
+
+
+def run_faiss(engine: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, *, hnsw_m: int,
+              ef_construction: int, ef_values: list[int]) -> dict:
+    import faiss
+
+    before = rss_mib().get("RssAnon", 0.0)
+    started = time.perf_counter()
+    faiss.omp_set_num_threads(os.cpu_count() or 1)  # building may use every core; queries use one
+    if engine == "faiss-flat":
+        index = faiss.IndexFlatIP(DIM)
+    else:
+        index = faiss.IndexHNSWFlat(DIM, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+    index.add(vectors)
+    build_s = time.perf_counter() - started
+    faiss.omp_set_num_threads(1)
+    memory = rss_mib().get("RssAnon", 0.0) - before
+    out = {"build_s": build_s, "build_threads": os.cpu_count(), "memory_mib": memory,
+           "vectors_mib": vectors.nbytes / 2**20}
+    if engine == "faiss-flat":
+        latency, found = timed_queries(lambda q: index.search(q[None], K)[1][0], queries)
+        out.update(latency=latency, recall_at_10=recall(found, truth))
+        return out
+    out.update(M=hnsw_m, efConstruction=ef_construction, by_ef={})
+    for ef in ef_values:
+        index.hnsw.efSearch = ef
+        latency, found = timed_queries(lambda q: index.search(q[None], K)[1][0], queries)
+        out["by_ef"][str(ef)] = {"latency": latency, "recall_at_10": recall(found, truth)}
+        log(f"{engine} ef={ef}: recall {out['by_ef'][str(ef)]['recall_at_10']:.4f} p95 {latency['p95_ms']:.3f} ms")
+    return out
+
+
+def run_milvus(engine: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, *, work: Path,
+               hnsw_m: int, ef_construction: int, ef_values: list[int]) -> dict:
+    """Milvus Lite through pymilvus, as the app uses it (gRPC to the in-process Lite server)."""
+    import shutil
+
+    from pymilvus import DataType, MilvusClient
+
+    db = work / f"milvus-{engine}-{len(vectors)}.db"
+    shutil.rmtree(db, ignore_errors=True)
+    before = rss_mib().get("RssAnon", 0.0)
+    client = MilvusClient(str(db))
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("row", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+    params = client.prepare_index_params()
+    if engine == "milvus-flat":
+        params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+    else:
+        params.add_index(field_name="vector", index_type="HNSW", metric_type="IP",
+                         params={"M": hnsw_m, "efConstruction": ef_construction})
+    client.create_collection("bench", schema=schema, index_params=params, consistency_level="Bounded")
+    started = time.perf_counter()
+    batch = 8192
+    for start in range(0, len(vectors), batch):
+        stop = min(len(vectors), start + batch)
+        client.insert("bench", [{"row": r, "vector": vectors[r]} for r in range(start, stop)])
+    insert_s = time.perf_counter() - started
+    client.flush("bench")
+    client.load_collection("bench")
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline:  # the index is built in the background after flush
+        described = client.describe_index("bench", "vector")
+        if described.get("indexed_rows", 0) >= len(vectors) or described.get("state") == "Finished":
+            break
+        time.sleep(0.5)
+    build_s = time.perf_counter() - started
+    memory = rss_mib().get("RssAnon", 0.0) - before
+    time.sleep(5)  # let Lite's background flush/compaction threads finish before timing queries
+    out = {"insert_s": insert_s, "build_s": build_s, "memory_mib": memory, "index_state": described,
+           "note": "Milvus Lite runs in this process (a gRPC server on a thread); memory includes its copies"}
+
+    def search(q, ef=None):
+        params = {"metric_type": "IP", **({"params": {"ef": ef}} if ef else {})}
+        hits = client.search("bench", data=[q], limit=K, search_params=params, output_fields=[])[0]
+        return [hit["row"] if "row" in hit else hit["id"] for hit in hits]
+
+    if engine == "milvus-flat":
+        latency, found = timed_queries(search, queries, warmup=20)
+        out.update(latency=latency, recall_at_10=recall(found, truth))
+    else:
+        out.update(M=hnsw_m, efConstruction=ef_construction, by_ef={})
+        for ef in ef_values:
+            latency, found = timed_queries(lambda q, ef=ef: search(q, ef), queries, warmup=20)
+            out["by_ef"][str(ef)] = {"latency": latency, "recall_at_10": recall(found, truth)}
+            log(f"{engine} ef={ef}: recall {out['by_ef'][str(ef)]['recall_at_10']:.4f} p95 {latency['p95_ms']:.3f} ms")
+    client.close()
+    shutil.rmtree(db, ignore_errors=True)
+    return out
+
+
+def run_engine(args) -> dict:
+    work = Path(args.work)
+    base, query_file, truth_file = dataset(work, args.size, args.queries)
+    vectors = np.ascontiguousarray(np.load(base))
+    queries, truth = np.load(query_file), np.load(truth_file)
+    ef_values = [int(e) for e in (args.milvus_ef if args.engine.startswith("milvus") else args.ef).split(",")]
+    log(f"{args.engine} at {args.size:,}")
+    if args.engine.startswith("faiss"):
+        result = run_faiss(args.engine, vectors, queries, truth, hnsw_m=args.hnsw_m,
+                           ef_construction=args.ef_construction, ef_values=ef_values)
+    else:
+        result = run_milvus(args.engine, vectors, queries, truth, work=work, hnsw_m=args.hnsw_m,
+                            ef_construction=args.ef_construction, ef_values=ef_values)
+    result["peak_rss_mib"] = rss_mib().get("VmHWM")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--engines-for", action="append", default=[], metavar="SIZE=ENGINES",
+                        help="other engines at one size, e.g. 1000000=faiss-flat,faiss-hnsw")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--hnsw-m", type=int, default=32)
+    parser.add_argument("--ef-construction", type=int, default=40)
+    parser.add_argument("--ef", default="16,32,64,128,256")
+    parser.add_argument("--milvus-ef", default="64,128",
+                        help="efSearch values on Milvus Lite (its queries cost O(n) Python work each)")
+    parser.add_argument("--work", default="/tmp/embeddings-bench-scale")
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--engine", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.prepare:
+        dataset(Path(args.work), args.size, args.queries)
+        return 0
+    if args.engine:
+        emit(run_engine(args))
+        return 0
+
+    per_size = {int(size): engines for size, engines in (pair.split("=", 1) for pair in args.engines_for)}
+    result = {"machine": machine(), "dim": DIM, "clusters": CLUSTERS, "latent": LATENT, "queries": args.queries,
+              "k": K, "threads": 1, "sizes": {}}
+    for size in (int(s) for s in args.sizes.split(",") if s):
+        # In a child process too: the exact ground truth needs the vectors in RAM, this process must not.
+        subprocess.run([sys.executable, __file__, "--prepare", "--size", str(size), "--queries", str(args.queries),
+                        "--work", args.work], check=True)
+        result["sizes"][str(size)] = {}
+        for engine in per_size.get(size, args.engines).split(","):
+            if engine not in ENGINES:
+                raise SystemExit(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+            command = [sys.executable, __file__, "--engine", engine, "--size", str(size), "--queries",
+                       str(args.queries), "--hnsw-m", str(args.hnsw_m), "--ef-construction",
+                       str(args.ef_construction), "--ef", args.ef, "--milvus-ef", args.milvus_ef,
+                       "--work", args.work]
+            started = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True)
+            sys.stderr.write(done.stderr[-4000:])
+            if done.returncode != 0:
+                result["sizes"][str(size)][engine] = {"error": done.stderr.strip().splitlines()[-1:]}
+                continue
+            entry = json.loads(done.stdout.strip().splitlines()[-1])
+            entry["wall_s"] = time.perf_counter() - started
+            result["sizes"][str(size)][engine] = entry
+    emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

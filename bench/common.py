@@ -1,0 +1,108 @@
+"""Shared helpers for the benchmark scripts: timing, percentiles, memory, machine facts, JSON.
+
+Every `bench_*.py` script is runnable on its own (`python bench/bench_query.py --help`) and
+prints one JSON document on stdout; `bench/run.py` runs them in fresh processes and writes
+BENCHMARKS.md. Figures are measurements of this machine at that moment, never constants.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # `python bench/x.py` from anywhere finds the `embeddings` package
+
+#: Where the shared fashion dataset lives relative to the repository.
+SHARED_FASHION = REPO.parent / "shared" / "datasets" / "fashion-product-images-small"
+
+
+def single_thread() -> None:
+    """Pin BLAS, OpenMP and FAISS to one thread (call before importing numpy for BLAS to obey)."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ[name] = "1"
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+    except ImportError:
+        pass
+
+
+def percentiles(seconds: list[float]) -> dict:
+    """p50 / p95 / mean in milliseconds of a list of durations in seconds."""
+    import numpy as np
+
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    return {"n": int(len(ms)), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "mean_ms": float(ms.mean())}
+
+
+def time_each(fn: Callable[[int], object], n: int, *, warmup: int = 3) -> dict:
+    """Call fn(0..n-1) one at a time; percentiles of the wall time of each call."""
+    for i in range(min(warmup, n)):
+        fn(i)
+    durations = []
+    for i in range(n):
+        started = time.perf_counter()
+        fn(i)
+        durations.append(time.perf_counter() - started)
+    return percentiles(durations)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far (MiB; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rss_mib() -> dict:
+    """Current resident memory split into anonymous (private copies) and file-backed (mmap)."""
+    fields = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024.0
+    except OSError:
+        pass
+    return fields
+
+
+def machine() -> dict:
+    """CPU, cores, memory, load and library versions: the context every figure needs."""
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        info["memory_gib"] = round(int(mem) / 1024 / 1024, 1)
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    versions = {}
+    for module in ("numpy", "faiss", "torch", "pandas", "sklearn", "pymilvus", "milvus_lite", "streamlit"):
+        try:
+            versions[module] = __import__(module).__version__
+        except Exception:  # a missing optional library is reported as absent
+            versions[module] = "absent"
+    info["versions"] = versions
+    return info
+
+
+def emit(result: dict) -> None:
+    """Print the script's result as JSON (the runner parses the last line of stdout)."""
+    print(json.dumps(result, default=float))
+
+
+def log(message: str) -> None:
+    """Progress for people, on stderr (stdout carries the JSON)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,497 @@
+"""Measured retrieval quality per model: image-to-image by label, and text-to-image.
+
+Two tasks, both run through each model's saved FAISS index (`embeddings.search.open_index`),
+with all the queries of a model searched in one batched call:
+
+**image** (leave-one-out). Each query is a catalogue product's own stored vector; the product
+itself is removed from its result list, and the remaining top k are scored against each label
+field (articleType, baseColour, gender, a folder label...). For a query q with label value y
+(products with an empty label are not queries for that field), `relevant(q)` is every *other*
+product in the index whose label is also y, R = |relevant(q)|, and rel_i = 1 when the i-th
+result is relevant:
+
+- precision@k = (sum of rel_i, i <= k) / k
+- recall@k    = (sum of rel_i, i <= k) / R
+- AP@k        = (sum over i <= k of rel_i * precision@i) / min(k, R)   (the usual normalisation:
+  a perfect list scores 1 even when R < k); mAP@k is the mean of AP@k over queries.
+- chance@k    = R / (N - 1), averaged over queries: the expected precision@k of a random
+  ranking of the N - 1 other products (the label's frequency as each query sees it).
+
+A query whose label no other product shares (R = 0) has nothing to find and is left out of
+that field's figures. Every figure is a mean over that field's queries.
+
+**text**, for every model that answers text (a native text tower, or a text bridge, see
+`embeddings.bridge`). Each query is a product's own title; nothing is excluded:
+
+- recall@k with label "product": the share of queries whose own product is in the top k
+  (chance k / N);
+- precision@k per label field: the share of the top k sharing the query product's label
+  (chance: the label's share of the N products, averaged over queries).
+
+Bridges learn from titles, so text queries are drawn from the titles the bridges held out of
+training (the same split for every bridge of a catalogue); with native towers only, from all
+titled products. The queries are the same for every model evaluated together.
+
+Queries are sampled (`queries` per task, default 1,000) with a seeded generator, so a result is
+deterministic for a seed; the sample sizes and the sampled ids are kept in the manifest. Indexes
+above `hnsw_above` products are HNSW graphs, so their figures include HNSW's (small) misses.
+
+Results go to `<catalogue>/evaluation/results.json` (rows, score samples, manifest) with a
+Markdown summary beside it; `load_results` returns None once an index or bridge has changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+
+from embeddings.catalog import Catalogue, write_atomic
+from embeddings.errors import EmbeddingsError
+from embeddings.index import ModelIndex, read_manifest
+
+DEFAULT_KS = (1, 5, 10, 20)
+DEFAULT_QUERIES = 1000
+#: The `label` of text rows that score a title's own product (not a label field).
+OWN_PRODUCT = "product"
+RESULTS_DIR = "evaluation"
+RESULTS_FILE = "results.json"
+SUMMARY_FILE = "summary.md"
+RESULTS_FORMAT = 1
+#: Queries per FAISS call: large enough to batch, small enough to bound memory.
+SEARCH_BATCH = 512
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class EvaluationResult:
+    """What `evaluate_catalogue` measured.
+
+    `rows`: dicts {"model", "task" ("image"|"text"), "label", "metric" ("precision"|"recall"|
+    "map"|"chance"), "k", "value"}. `score_samples`: {model: the top-k cosine scores of every
+    image query, flattened}, for score-distribution charts. `manifest`: what was measured
+    (models with weights ids and index fingerprints, sample sizes and ids, seed, ks, time).
+    """
+
+    rows: list[dict]
+    score_samples: dict[str, list[float]]
+    manifest: dict
+    text_score_samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def value(self, model: str, task: str, label: str, metric: str, k: int) -> float | None:
+        for row in self.rows:
+            if (row["model"], row["task"], row["label"], row["metric"], row["k"]) == (model, task, label, metric, k):
+                return row["value"]
+        return None
+
+    def table(self):
+        """The rows as a pandas DataFrame (one row per figure)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=["model", "task", "label", "metric", "k", "value"])
+
+    def to_json(self) -> dict:
+        return {"format": RESULTS_FORMAT, "manifest": self.manifest, "rows": self.rows,
+                "score_samples": self.score_samples, "text_score_samples": self.text_score_samples}
+
+
+def index_fingerprint(index_manifest: dict) -> str:
+    """Identifies one build of a model's index (a rebuild, even of the same vectors, changes it)."""
+    keys = ("model_id", "weights_id", "catalogue_fingerprint", "count", "dim", "built_at")
+    text = "\n".join(str(index_manifest.get(k)) for k in keys)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
+    try:
+        ks = tuple(sorted({int(k) for k in ks}))
+    except (TypeError, ValueError):
+        raise EmbeddingsError(f"ks must be whole numbers (got {ks!r})") from None
+    if not ks or ks[0] < 1:
+        raise EmbeddingsError(f"ks must be whole numbers of at least 1 (got {ks!r})")
+    return ks
+
+
+def _sample(pool: list[str], size: int, rng: np.random.Generator) -> list[str]:
+    """Up to `size` ids of `pool` drawn without replacement, kept in pool order."""
+    if len(pool) <= size:
+        return list(pool)
+    chosen = np.sort(rng.choice(len(pool), size, replace=False))
+    return [pool[i] for i in chosen]
+
+
+def _search(index: ModelIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, rows) of the top k for each query, in batches."""
+    scores, rows = [], []
+    for start in range(0, len(queries), SEARCH_BATCH):
+        s, r = index.search(queries[start:start + SEARCH_BATCH], k)
+        scores.append(s)
+        rows.append(r)
+    if not scores:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return np.concatenate(scores), np.concatenate(rows)
+
+
+def _drop_self(rows: np.ndarray, scores: np.ndarray, own: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each query's own row from its k + 1 results (or the last one if it is absent)."""
+    is_self = rows == own[:, None]
+    absent = ~is_self.any(axis=1)
+    is_self[absent, -1] = True  # the query was outranked by k + 1 exact duplicates
+    # Only the first occurrence counts as self (a row appears at most once per result list).
+    keep = ~is_self
+    return rows[keep].reshape(len(rows), k), scores[keep].reshape(len(rows), k)
+
+
+def _label_codes(catalogue: Catalogue, ids: Sequence[str], label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of a label over `ids` (-1 when empty) and each code's count."""
+    values = catalogue.items[label].reindex(list(ids)).fillna("").astype(str).str.strip().to_numpy(dtype=object)
+    known = values != ""
+    codes = np.full(len(values), -1, dtype=np.int64)
+    if known.any():
+        _, inverse = np.unique(values[known], return_inverse=True)
+        codes[known] = inverse
+    counts = np.bincount(codes[known], minlength=int(codes.max()) + 1) if known.any() else np.zeros(0, np.int64)
+    return codes, counts
+
+
+def _codes_at(codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Label codes of result rows; FAISS's -1 padding (no result) gets -2, which matches nothing."""
+    return np.where(rows >= 0, codes[np.maximum(rows, 0)], -2)
+
+
+def image_metrics(retrieved: np.ndarray, query_codes: np.ndarray, codes: np.ndarray, counts: np.ndarray,
+                  n_items: int, ks: Sequence[int]) -> dict[tuple[str, int], float] | None:
+    """Leave-one-out label metrics (see the module docstring) for one label field.
+
+    `retrieved` (q, K): result rows with the query removed; `query_codes` (q,): the queries'
+    label codes; `codes`/`counts`: every row's code and each code's count. None when no
+    query has a relevant product.
+    """
+    relevant_total = np.where(query_codes >= 0, counts[np.maximum(query_codes, 0)] - 1, 0) \
+        if len(counts) else np.zeros(len(query_codes), np.int64)
+    usable = (query_codes >= 0) & (relevant_total > 0)
+    if not usable.any():
+        return None
+    hits = (_codes_at(codes, retrieved[usable]) == query_codes[usable, None]).astype(np.float64)
+    relevant_total = relevant_total[usable].astype(np.float64)
+    cumulative = np.cumsum(hits, axis=1)
+    precision_at_i = cumulative / np.arange(1, hits.shape[1] + 1)
+    out: dict[tuple[str, int], float] = {}
+    chance = float(np.mean(relevant_total / (n_items - 1)))
+    for k in ks:
+        found = cumulative[:, k - 1]
+        out["precision", k] = float(np.mean(found / k))
+        out["recall", k] = float(np.mean(found / relevant_total))
+        average_precision = (hits[:, :k] * precision_at_i[:, :k]).sum(axis=1) / np.minimum(k, relevant_total)
+        out["map", k] = float(np.mean(average_precision))
+        out["chance", k] = chance
+    out["queries", 0] = int(usable.sum())
+    return out
+
+
+def _text_encoder_loader(catalogue: Catalogue, load_embedder: Callable[[str], object] | None):
+    from embeddings.models import load_model
+    from embeddings.search import default_text_encoder
+
+    embedder_of = load_embedder or cache(lambda model_id: load_model(model_id))
+    return lambda model_id: default_text_encoder(catalogue, model_id, embedder_of)
+
+
+def evaluate_catalogue(catalogue: Catalogue, models: Sequence[str] | None = None, *,
+                       queries: int = DEFAULT_QUERIES, seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
+                       progress: ProgressFn | None = None,
+                       load_embedder: Callable[[str], object] | None = None) -> EvaluationResult:
+    """Measure every model in `models` (default: every built one) on both tasks.
+
+    `queries`: products sampled per task (all of them when the catalogue is smaller).
+    `progress(done, total)` is called after each (model, task) step. `load_embedder(model_id)`
+    loads a model with a native text tower (default `embeddings.models.load_model`). A model
+    whose text encoder cannot be loaded (no bridge, a stale bridge, weights unavailable) gets
+    image figures only, and the reason is kept in `manifest["skipped_text"]`. Raises
+    `IndexMissingError`/`IndexMismatchError` when a model's index is missing or out of date.
+    """
+    from embeddings.bridge import TextBridge, read_holdout_ids, title_vectors
+    from embeddings.search import built_models, open_index
+
+    started = time.perf_counter()
+    ks = _check_ks(ks)
+    if int(queries) < 1:
+        raise EmbeddingsError(f"--queries must be at least 1 (got {queries})")
+    models = list(models) if models else built_models(catalogue)
+    if not models:
+        raise EmbeddingsError(f"catalogue {catalogue.name!r} has no built model to evaluate; build one with "
+                              f"python -m embeddings build --source {catalogue.info.get('source')} "
+                              f"--out {catalogue.directory}")
+    indexes = {m: open_index(catalogue, m) for m in models}
+    text_encoders, skipped_text = {}, {}
+    load_text = _text_encoder_loader(catalogue, load_embedder)
+    for model_id in models:
+        try:
+            text_encoders[model_id] = load_text(model_id)
+        except EmbeddingsError as exc:
+            skipped_text[model_id] = str(exc)
+    total_steps = len(models) + len(text_encoders)
+    done_steps = 0
+
+    rows: list[dict] = []
+    score_samples: dict[str, list[float]] = {}
+    text_score_samples: dict[str, list[float]] = {}
+
+    def add(model_id: str, task: str, label: str, metric: str, k: int, value: float) -> None:
+        rows.append({"model": model_id, "task": task, "label": label, "metric": metric, "k": int(k),
+                     "value": round(float(value), 6)})
+
+    # -- image to image: the same sampled products for every model --------------------------
+    in_all = set.intersection(*(set(index.ids) for index in indexes.values()))
+    image_pool = [i for i in catalogue.ids if i in in_all]
+    image_ids = _sample(image_pool, int(queries), np.random.default_rng([seed, 0]))
+    queries_per_label: dict[str, dict[str, int]] = {}
+    for model_id in models:
+        index = indexes[model_id]
+        n_items = len(index)
+        usable_ks = tuple(k for k in ks if k <= n_items - 1)
+        if image_ids and usable_ks:
+            own = np.array([index.row_of[i] for i in image_ids], dtype=np.int64)
+            query_vectors = index.index.reconstruct_batch(own)
+            depth = usable_ks[-1]
+            scores, found = _search(index, query_vectors, depth + 1)
+            found, scores = _drop_self(found, scores, own, depth)
+            score_samples[model_id] = [round(float(s), 4) for s in scores.ravel()]
+            for label in catalogue.label_fields:
+                codes, counts = _label_codes(catalogue, index.ids, label)
+                figures = image_metrics(found, codes[own], codes, counts, n_items, usable_ks)
+                if figures is None:
+                    continue
+                queries_per_label.setdefault(label, {})[model_id] = figures.pop(("queries", 0))
+                for (metric, k), value in figures.items():
+                    add(model_id, "image", label, metric, k, value)
+        done_steps += 1
+        if progress:
+            progress(done_steps, total_steps)
+
+    # -- text to image: titles as queries ------------------------------------------------------
+    text_ids: list[str] = []
+    text_pool_kind = None
+    if text_encoders:
+        titles = catalogue.items["title"].astype(str).str.strip()
+        pool = set(titles.index[titles != ""])
+        for model_id in text_encoders:
+            pool &= set(indexes[model_id].ids)
+        bridged = [m for m, e in text_encoders.items() if getattr(e, "kind", "") == "bridge"]
+        text_pool_kind = "all titled products"
+        if bridged:
+            text_pool_kind = "titles held out of every bridge's training"
+            for model_id in bridged:
+                pool &= set(read_holdout_ids(catalogue.bridge_dir(model_id)))
+        text_ids = _sample([i for i in catalogue.ids if i in pool], int(queries),
+                           np.random.default_rng([seed, 1]))
+        query_titles = titles.reindex(text_ids).tolist()
+        cached_titles = None
+        for model_id, encoder in text_encoders.items():
+            index = indexes[model_id]
+            n_items = len(index)
+            if text_ids:
+                if isinstance(encoder, TextBridge):
+                    # The catalogue's title cache: the same MiniLM vectors encode_texts would compute.
+                    if cached_titles is None:
+                        cached_titles = title_vectors(catalogue)
+                    query_vectors = encoder.encode_sentence_vectors(cached_titles.for_titles(query_titles))
+                else:
+                    query_vectors = np.concatenate([
+                        encoder.encode_texts(query_titles[s:s + SEARCH_BATCH])
+                        for s in range(0, len(query_titles), SEARCH_BATCH)])
+                depth = min(ks[-1], n_items)
+                scores, found = _search(index, query_vectors, depth)
+                text_score_samples[model_id] = [round(float(s), 4) for s in scores.ravel()]
+                own = np.array([index.row_of[i] for i in text_ids], dtype=np.int64)
+                for k in (k for k in ks if k <= depth):
+                    add(model_id, "text", OWN_PRODUCT, "recall", k, np.mean((found[:, :k] == own[:, None]).any(axis=1)))
+                    add(model_id, "text", OWN_PRODUCT, "chance", k, k / n_items)
+                for label in catalogue.label_fields:
+                    codes, counts = _label_codes(catalogue, index.ids, label)
+                    query_codes = codes[own]
+                    usable = query_codes >= 0
+                    if not usable.any():
+                        continue
+                    chance = float(np.mean(counts[query_codes[usable]] / n_items))
+                    for k in (k for k in ks if k <= depth):
+                        hits = _codes_at(codes, found[usable, :k]) == query_codes[usable, None]
+                        add(model_id, "text", label, "precision", k, hits.mean())
+                        add(model_id, "text", label, "chance", k, chance)
+            done_steps += 1
+            if progress:
+                progress(done_steps, total_steps)
+
+    manifest = {
+        "format": RESULTS_FORMAT,
+        "catalogue": {"name": catalogue.name, "fingerprint": catalogue.fingerprint, "count": len(catalogue)},
+        "models": {m: _model_entry(catalogue, m, indexes[m], text_encoders.get(m)) for m in models},
+        "seed": int(seed),
+        "ks": list(ks),
+        "queries_requested": int(queries),
+        "image_queries": {"sampled": len(image_ids), "population": len(image_pool), "ids": image_ids,
+                          "per_label": queries_per_label},
+        "text_queries": {"sampled": len(text_ids), "pool": text_pool_kind, "ids": text_ids},
+        "label_fields": list(catalogue.label_fields),
+        "skipped_text": skipped_text,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return EvaluationResult(rows, score_samples, manifest, text_score_samples)
+
+
+def _model_entry(catalogue: Catalogue, model_id: str, index: ModelIndex, encoder) -> dict:
+    entry = {"weights_id": index.weights_id, "index_fingerprint": index_fingerprint(index.manifest),
+             "index_type": index.manifest.get("index_type"), "count": len(index),
+             "built_at": index.manifest.get("built_at"), "text": getattr(encoder, "kind", None)}
+    if getattr(encoder, "kind", None) == "bridge":
+        bridge = encoder.manifest
+        entry["bridge"] = {"trained_at": bridge.get("trained_at"), "trained_on": bridge.get("trained_on"),
+                           "holdout": bridge.get("holdout")}
+    return entry
+
+
+# -- saving and loading ----------------------------------------------------------------------
+def results_dir(catalogue: Catalogue):
+    return catalogue.directory / RESULTS_DIR
+
+
+def save_results(catalogue: Catalogue, result: EvaluationResult) -> dict:
+    """Write `results.json` and `summary.md` under `<catalogue>/evaluation/` (each atomically).
+
+    Returns {"json": path, "markdown": path}.
+    """
+    folder = results_dir(catalogue)
+    write_atomic(folder / RESULTS_FILE, json.dumps(result.to_json()))
+    write_atomic(folder / SUMMARY_FILE, summary_markdown(result))
+    return {"json": folder / RESULTS_FILE, "markdown": folder / SUMMARY_FILE}
+
+
+def stale_reason(catalogue: Catalogue, manifest: dict) -> str | None:
+    """Why saved results no longer describe the catalogue's indexes and bridges (None: current)."""
+    from embeddings.bridge import read_bridge_manifest
+
+    if manifest.get("catalogue", {}).get("fingerprint") != catalogue.fingerprint:
+        return "the catalogue's products changed since the evaluation"
+    for model_id, entry in manifest.get("models", {}).items():
+        index = read_manifest(catalogue.model_dir(model_id))
+        if index is None:
+            return f"model {model_id!r} has no index any more"
+        if index_fingerprint(index) != entry.get("index_fingerprint"):
+            return f"model {model_id!r} was rebuilt since the evaluation"
+        if entry.get("text") == "bridge":
+            bridge = read_bridge_manifest(catalogue.bridge_dir(model_id)) or {}
+            if bridge.get("trained_at") != entry.get("bridge", {}).get("trained_at"):
+                return f"the text bridge of {model_id!r} was retrained since the evaluation"
+    return None
+
+
+def load_results(catalogue: Catalogue) -> EvaluationResult | None:
+    """The saved results, or None when there are none, they are unreadable, or stale."""
+    try:
+        data = json.loads((results_dir(catalogue) / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
+        return None
+    manifest = data.get("manifest") or {}
+    if stale_reason(catalogue, manifest) is not None:
+        return None
+    return EvaluationResult(data.get("rows", []), data.get("score_samples", {}), manifest,
+                            data.get("text_score_samples", {}))
+
+
+# -- reporting -------------------------------------------------------------------------------
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def summary_markdown(result: EvaluationResult) -> str:
+    """A readable Markdown report of a result (the same figures as `rows`)."""
+    manifest = result.manifest
+    ks = manifest["ks"]
+    catalogue = manifest["catalogue"]
+    image = manifest["image_queries"]
+    lines = [f"# Retrieval quality: {catalogue['name']}", "",
+             f"{catalogue['count']:,} products; seed {manifest['seed']}; measured {manifest['created_at']} "
+             f"in {manifest['seconds']:.0f} s.", ""]
+    for model_id, entry in manifest["models"].items():
+        text = {"native": "native text tower", "bridge": "text bridge"}.get(entry.get("text"), "no text queries")
+        lines.append(f"- `{model_id}`: {entry['count']:,} vectors ({entry['index_type']}), weights "
+                     f"`{entry['weights_id']}`, {text}")
+    lines += ["", "## Image to image (leave-one-out)", "",
+              f"{image['sampled']:,} query products sampled of {image['population']:,}. precision@k, "
+              "mAP@k (normalised by min(k, relevant)) and recall@k, where relevant = the other products "
+              "sharing the query's label; chance = expected precision of a random ranking.", ""]
+    big = ks[-1]
+    header = ["label", "model"] + [f"P@{k}" for k in ks] + [f"mAP@{k}" for k in ks] + [f"R@{big}", "chance"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    models = list(manifest["models"])
+    for label in manifest["label_fields"]:
+        for model_id in models:
+            if result.value(model_id, "image", label, "precision", ks[0]) is None:
+                continue
+            cells = [label, f"`{model_id}`"]
+            cells += [_fmt(result.value(model_id, "image", label, "precision", k)) for k in ks]
+            cells += [_fmt(result.value(model_id, "image", label, "map", k)) for k in ks]
+            cells += [_fmt(result.value(model_id, "image", label, "recall", big)),
+                      _fmt(result.value(model_id, "image", label, "chance", ks[0]))]
+            lines.append("| " + " | ".join(cells) + " |")
+    text = manifest["text_queries"]
+    text_models = [m for m in models if manifest["models"][m].get("text")]
+    lines += ["", "## Text to image", ""]
+    if not text_models:
+        lines.append("No model evaluated here answers text queries.")
+    else:
+        lines += [f"{text['sampled']:,} product titles as queries ({text['pool']}). Recall@k: the title's "
+                  "own product is in the top k; label precision@k: share of the top k with the query "
+                  "product's label.", ""]
+        header = ["model", "via"] + [f"R@{k}" for k in ks] + [f"chance R@{big}"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for model_id in text_models:
+            cells = [f"`{model_id}`", manifest["models"][model_id]["text"]]
+            cells += [_fmt(result.value(model_id, "text", OWN_PRODUCT, "recall", k)) for k in ks]
+            cells.append(_fmt(result.value(model_id, "text", OWN_PRODUCT, "chance", big)))
+            lines.append("| " + " | ".join(cells) + " |")
+        k_label = 10 if 10 in ks else big
+        lines += ["", f"Label precision@{k_label} of text queries (chance in brackets):", ""]
+        header = ["model"] + list(manifest["label_fields"])
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for model_id in text_models:
+            cells = [f"`{model_id}`"]
+            for label in manifest["label_fields"]:
+                value = result.value(model_id, "text", label, "precision", k_label)
+                chance = result.value(model_id, "text", label, "chance", k_label)
+                cells.append("–" if value is None else f"{value:.3f} ({chance:.3f})")
+            lines.append("| " + " | ".join(cells) + " |")
+    for model_id, reason in manifest.get("skipped_text", {}).items():
+        lines.append(f"\n`{model_id}`: no text figures ({reason})")
+    return "\n".join(lines) + "\n"
+
+
+def run_cli(args) -> int:
+    """`python -m embeddings evaluate --catalog DIR [--models a,b] [--queries N] [--seed S] [--json]`."""
+    from embeddings.cli import resolve_catalog_dir
+
+    catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
+
+    def progress(done: int, total: int) -> None:
+        print(f"evaluated {done}/{total} (model, task) steps", file=sys.stderr)
+
+    result = evaluate_catalogue(catalogue, args.models, queries=args.queries, seed=args.seed, progress=progress)
+    paths = save_results(catalogue, result)
+    for model_id, reason in result.manifest["skipped_text"].items():
+        print(f"[{model_id}] no text figures: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.rows))
+    else:
+        print(summary_markdown(result))
+        print(f"saved {paths['json']} and {paths['markdown']}")
+    return 0
