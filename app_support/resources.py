@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,6 @@ import streamlit as st
 from embeddings import search as core_search
 from embeddings.catalog import Catalogue
 from embeddings.catalog.base import CATALOG_FILE, ITEMS_FILE
-from embeddings.errors import EmbeddingsError
 from embeddings.index import MANIFEST_FILE, ModelIndex
 from embeddings.search import Searcher
 
@@ -187,11 +186,3 @@ def built_models(cat: Catalogue) -> list[str]:
 def build_lock(directory: str, model_id: str) -> threading.Lock:
     """One lock per catalogue and model: two sessions never build the same index at once."""
     return threading.Lock()
-
-
-def run_guarded(action: Callable[[], object]) -> tuple[object | None, str | None]:
-    """Run `action`; an `EmbeddingsError` becomes its message (for `st.error`), not a crash."""
-    try:
-        return action(), None
-    except EmbeddingsError as exc:
-        return None, str(exc)

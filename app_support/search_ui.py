@@ -428,6 +428,10 @@ def search_page(selection: Selection) -> None:
         st.warning("Select at least one model in the sidebar.")
         return
     outcome = run_query(selection, query)
+    if outcome.problem:  # an unknown product, an empty text...: say so, keep the page usable
+        st.error(outcome.problem)
+        browse_ui(selection, expanded=True)
+        return
     values = query_labels(cat, query)
     card_col, side_col = st.columns([3, 2], gap="large", vertical_alignment="top")
     with card_col:
@@ -437,10 +441,6 @@ def search_page(selection: Selection) -> None:
                        "cannot carry them, so a shared link will not reproduce this search.")
         else:
             st.caption(":material/link: The address bar holds this view: copy it to share these results.")
-    if outcome.problem:
-        st.error(outcome.problem)
-        browse_ui(selection, expanded=True)
-        return
     with side_col:
         label_choice_ui(selection, values, query["kind"])
         comparison_ui(selection, outcome, values)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import streamlit as st
 
@@ -24,7 +23,6 @@ from app_support import resources, urlstate
 from embeddings.catalog import Catalogue
 from embeddings.config import data_dir, list_catalogue_dirs
 from embeddings.errors import EmbeddingsError
-from embeddings.models import get_spec
 from embeddings.search import MAX_K, MAX_TEXT_CHARS
 
 #: The k slider's top (a URL may not ask for more: 50 tiles per model is already a long page).
@@ -164,9 +162,8 @@ def _resolve_k(cat: Catalogue) -> tuple[int, int]:
     if k < 1 or k > top:
         clamped = min(max(k, 1), top)
         if _state("k_from_url"):
-            reason = (f"catalogue **{escape_markdown(cat.name)}** has {len(cat):,} products"
-                      if k > len(cat) - 1 else f"the app shows 1 to {top} results per model")
-            _notice(f"k={k} in the link is out of range ({reason}); showing k={clamped}.")
+            _notice(f"k={k} in the link is out of range: catalogue **{escape_markdown(cat.name)}** "
+                    f"({len(cat):,} products) shows 1 to {top} results per model; showing k={clamped}.")
         k = clamped
     _set_state("k_from_url", False)
     _set_state("k", k)
@@ -360,14 +357,3 @@ def escape_markdown(text: str) -> str:
     """Text shown literally inside Streamlit markdown (no links, emphasis, HTML or :color[] directives)."""
     specials = "\\`*_{}[]()#+-.!|<>~:$&"
     return "".join(f"\\{char}" if char in specials else char for char in str(text))
-
-
-def catalogue_path(name: str) -> Path:
-    return data_dir() / name
-
-
-def spec_description(model_id: str) -> str:
-    try:
-        return get_spec(model_id).description
-    except EmbeddingsError:
-        return ""

@@ -66,7 +66,7 @@ def probe(catalogue_dir: str, models: list[str], mmap: bool, queries: int) -> di
         open_s[model_id] = time.perf_counter() - began
     after_open = rss_mib()
     searcher = Searcher(catalogue, indexes.__getitem__)
-    ids = catalogue.ids
+    ids = [i for i in catalogue.ids if all(i in index.row_of for index in indexes.values())]
     began = time.perf_counter()
     first = searcher.search_item(ids[0], models, 10)  # the first query pages the vectors in
     first_query_s = time.perf_counter() - began

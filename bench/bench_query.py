@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from common import emit, log, machine, peak_rss_mib, single_thread, time_each
+from common import emit, log, machine, peak_rss_mib, single_thread, time_each, time_interleaved
 
 single_thread()  # before numpy: BLAS reads its thread count at import
 
@@ -69,13 +69,13 @@ def bench_model(catalogue, model_id: str, rows: np.ndarray, *, tutorial_queries:
     result: dict = {"count": n, "dim": dim, "index_type": index.manifest.get("index_type"),
                     "vectors_dtype": index.manifest.get("vectors_dtype")}
 
-    log(f"{model_id}: our search call ({len(rows)} queries)")
-    result["ours"] = time_each(lambda i: searcher.search_item(query_ids[i], [model_id], K), len(rows))
-    log(f"{model_id}: bare FAISS scan")
+    log(f"{model_id}: our search call, bare FAISS scan, numpy matmul ({len(rows)} queries, interleaved)")
     faiss_index = index.index
-    result["faiss_bare"] = time_each(lambda i: faiss_index.search(vectors[rows[i]:rows[i] + 1], K + 1), len(rows))
-    log(f"{model_id}: numpy matmul")
-    result["numpy"] = time_each(lambda i: numpy_query(vectors, int(rows[i])), len(rows))
+    result.update(time_interleaved({
+        "ours": lambda i: searcher.search_item(query_ids[i], [model_id], K),
+        "faiss_bare": lambda i: faiss_index.search(vectors[rows[i]:rows[i] + 1], K + 1),
+        "numpy": lambda i: numpy_query(vectors, int(rows[i])),
+    }, len(rows)))
     # Same answers: our top-10 against numpy's (float sums may swap near-ties).
     agreement = [overlap([h.id for h in searcher.search_item(query_ids[i], [model_id], K)[model_id]],
                          [ids[j] for j in numpy_query(vectors, int(rows[i]))]) for i in range(min(50, len(rows)))]
@@ -113,9 +113,11 @@ def bench_model(catalogue, model_id: str, rows: np.ndarray, *, tutorial_queries:
         half = make_faiss_index(vectors, hnsw_above=n + 1, store_dtype="float16")
         half_index = ModelIndex(model_id, index.manifest, half, ids, index.row_of)
         half_searcher = Searcher(catalogue, lambda m: half_index)
-        log(f"{model_id}: float16 index")
-        result["ours_float16"] = time_each(lambda i: half_searcher.search_item(query_ids[i], [model_id], K),
-                                           len(rows))
+        log(f"{model_id}: float16 index (interleaved with float32)")
+        result["ours_float16"] = time_interleaved({
+            "float16": lambda i: half_searcher.search_item(query_ids[i], [model_id], K),
+            "float32": lambda i: searcher.search_item(query_ids[i], [model_id], K),
+        }, len(rows))["float16"]
         result["float16_vs_float32_top10_overlap"] = float(np.mean(
             [overlap([h.id for h in half_searcher.search_item(q, [model_id], K)[model_id]],
                      [h.id for h in searcher.search_item(q, [model_id], K)[model_id]]) for q in query_ids]))
@@ -167,9 +169,11 @@ def bench_hnsw(catalogue, model_id: str, rows: np.ndarray, ef_values: list[int])
         recall = np.mean([len(truth[i] & {row_of[h.id] for h in searcher.search_item(query_ids[i], [model_id], K)[model_id]}) / K
                           for i in range(len(rows))])
         log(f"{model_id}: HNSW efSearch={ef}: recall@10 {recall:.4f}")
-        ours = time_each(lambda i: searcher.search_item(query_ids[i], [model_id], K), len(rows))
-        bare = time_each(lambda i: graph.search(vectors[rows[i]:rows[i] + 1], K + 1), len(rows))
-        out["by_efSearch"][str(ef)] = {"recall_at_10": float(recall), "ours": ours, "faiss_bare": bare}
+        timed = time_interleaved({
+            "ours": lambda i: searcher.search_item(query_ids[i], [model_id], K),
+            "faiss_bare": lambda i: graph.search(vectors[rows[i]:rows[i] + 1], K + 1),
+        }, len(rows))
+        out["by_efSearch"][str(ef)] = {"recall_at_10": float(recall), **timed}
     return out
 
 

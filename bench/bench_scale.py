@@ -81,13 +81,14 @@ def timed_queries(search, queries: np.ndarray, warmup: int = 3) -> tuple[dict, n
     """One query at a time: latency percentiles and the (n, K) rows found."""
     for q in queries[:warmup]:
         search(q)
-    durations, found = [], []
+    durations, cpu, found = [], [], []
     for q in queries:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         rows = search(q)
         durations.append(time.perf_counter() - started)
+        cpu.append(time.thread_time() - started_cpu)
         found.append(np.pad(np.asarray(rows[:K], dtype=np.int64), (0, K - min(K, len(rows))), constant_values=-1))
-    return percentiles(durations), np.stack(found)
+    return percentiles(durations, cpu), np.stack(found)
 
 
 def run_faiss(engine: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, *, hnsw_m: int,
@@ -177,6 +178,9 @@ def run_milvus(engine: str, vectors: np.ndarray, queries: np.ndarray, truth: np.
             out["by_ef"][str(ef)] = {"latency": latency, "recall_at_10": recall(found, truth)}
             log(f"{engine} ef={ef}: recall {out['by_ef'][str(ef)]['recall_at_10']:.4f} p95 {latency['p95_ms']:.3f} ms")
     client.close()
+    from milvus_lite import server_manager_instance
+
+    server_manager_instance.release_server(str(db))  # stop the in-process server before deleting its files
     shutil.rmtree(db, ignore_errors=True)
     return out
 

@@ -36,25 +36,49 @@ def single_thread() -> None:
         pass
 
 
-def percentiles(seconds: list[float]) -> dict:
-    """p50 / p95 / mean in milliseconds of a list of durations in seconds."""
+def percentiles(seconds: list[float], cpu_seconds: list[float] | None = None) -> dict:
+    """p50 / p95 / mean in milliseconds of wall-clock durations (seconds), plus the same for the
+    calling thread's CPU time when given: on a shared machine the wall clock also counts the
+    time other processes held the core, the thread's CPU time does not."""
     import numpy as np
 
     ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    return {"n": int(len(ms)), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "mean_ms": float(ms.mean())}
+    out = {"n": int(len(ms)), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+           "mean_ms": float(ms.mean())}
+    if cpu_seconds is not None:
+        cpu = np.asarray(cpu_seconds, dtype=np.float64) * 1000.0
+        out.update(cpu_p50_ms=float(np.percentile(cpu, 50)), cpu_p95_ms=float(np.percentile(cpu, 95)))
+    return out
 
 
 def time_each(fn: Callable[[int], object], n: int, *, warmup: int = 3) -> dict:
     """Call fn(0..n-1) one at a time; percentiles of the wall time of each call."""
     for i in range(min(warmup, n)):
         fn(i)
-    durations = []
+    durations, cpu = [], []
     for i in range(n):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         fn(i)
         durations.append(time.perf_counter() - started)
-    return percentiles(durations)
+        cpu.append(time.thread_time() - started_cpu)
+    return percentiles(durations, cpu)
+
+
+def time_interleaved(methods: dict[str, Callable[[int], object]], n: int, *, warmup: int = 3) -> dict[str, dict]:
+    """Time several ways of answering the same n queries, round-robin per query, so a burst of
+    load from other processes hits every method alike (fairer ratios on a shared machine)."""
+    for i in range(min(warmup, n)):
+        for fn in methods.values():
+            fn(i)
+    durations: dict[str, list[float]] = {name: [] for name in methods}
+    cpu: dict[str, list[float]] = {name: [] for name in methods}
+    for i in range(n):
+        for name, fn in methods.items():
+            started, started_cpu = time.perf_counter(), time.thread_time()
+            fn(i)
+            durations[name].append(time.perf_counter() - started)
+            cpu[name].append(time.thread_time() - started_cpu)
+    return {name: percentiles(durations[name], cpu[name]) for name in methods}
 
 
 def peak_rss_mib() -> float:

@@ -139,20 +139,6 @@ def _short(exc: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def release_lite(uri: str) -> None:
-    """Close this process's Milvus Lite server for `uri`, so another process can open it."""
-    key_path = str(Path(uri).resolve())
-    with _clients_lock:
-        for key in [k for k in _clients if k[0] == key_path]:
-            with contextlib.suppress(Exception):  # closing is best effort
-                _clients.pop(key).close()
-    try:
-        from milvus_lite import server_manager_instance
-    except ImportError:
-        return
-    server_manager_instance.release_server(key_path)
-
-
 # -- names ---------------------------------------------------------------------------------
 
 def _slug(text: str, limit: int) -> str:
@@ -341,17 +327,35 @@ class MilvusIndex:
     def weights_id(self) -> str:
         return self.manifest["weights_id"]
 
+    @property
+    def index(self) -> MilvusIndex:
+        """Stands in for `ModelIndex.index` (a faiss.Index) where callers only reconstruct vectors."""
+        return self
+
     def __len__(self) -> int:
         return len(self.ids)
 
     def vector(self, item_id: str) -> np.ndarray:
         """The item's stored vector, fetched from Milvus by primary key."""
-        rows = self._call(self.client.get, self.collection, ids=[self.row_of[item_id]],
-                          output_fields=[VECTOR_FIELD])
-        if not rows:
-            raise IndexMismatchError(f"Milvus collection {self.collection} has no row for {item_id!r}; "
-                                     f"rebuild the {self.model_id!r} index")
-        return np.asarray(rows[0][VECTOR_FIELD], dtype=np.float32)
+        return self.reconstruct(self.row_of[item_id])
+
+    def reconstruct(self, row: int) -> np.ndarray:
+        return self.reconstruct_batch([row])[0]
+
+    def reconstruct_batch(self, rows) -> np.ndarray:
+        """Stored vectors of these row numbers, in order (fetched from Milvus in batches)."""
+        rows = [int(r) for r in rows]
+        found: dict[int, np.ndarray] = {}
+        batch = max(1, INSERT_BYTES // max(1, self.dim * 4))
+        for start in range(0, len(rows), batch):
+            for record in self._call(self.client.get, self.collection, ids=rows[start:start + batch],
+                                     output_fields=[VECTOR_FIELD]):
+                found[int(record[ROW_FIELD])] = np.asarray(record[VECTOR_FIELD], dtype=np.float32)
+        missing = [r for r in rows if r not in found]
+        if missing:
+            raise IndexMismatchError(f"Milvus collection {self.collection} has no row {missing[0]} "
+                                     f"({self.ids[missing[0]]!r}); rebuild the {self.model_id!r} index")
+        return np.stack([found[r] for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
 
     def search(self, queries: np.ndarray, k: int, *, rows: np.ndarray | None = None,
                filters: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -109,7 +109,10 @@ def test_training_is_deterministic_for_a_seed():
 
 def test_whole_bridge_training_is_deterministic(bridged, tmp_path):
     catalogue = copy_catalogue(bridged, tmp_path / "shop")
-    train_bridge_for_catalogue(catalogue, "efficientnet-lite0", holdout_fraction=0.3)
+    kept = train_bridge_for_catalogue(catalogue, "efficientnet-lite0", holdout_fraction=0.3)
+    assert kept.startswith("up to date")  # same settings, same index: not trained again
+    retrained = train_bridge_for_catalogue(catalogue, "efficientnet-lite0", holdout_fraction=0.3, force=True)
+    assert retrained.startswith("trained on")
     for name in ("weights.npy", "bias.npy", "holdout_ids.txt"):
         assert (catalogue.bridge_dir("efficientnet-lite0") / name).read_bytes() == \
             (bridged.bridge_dir("efficientnet-lite0") / name).read_bytes(), name

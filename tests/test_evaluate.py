@@ -193,3 +193,25 @@ def test_bad_requests_say_what_to_do(built_catalogue):
         evaluate_catalogue(built_catalogue, ["pixels"], queries=0)
     with pytest.raises(EmbeddingsError, match="ks"):
         evaluate_catalogue(built_catalogue, ["pixels"], ks=(0, 5))
+
+
+def test_native_text_tower_is_evaluated_on_all_titles(built_catalogue, tmp_path):
+    """A model with its own text tower (a tiny random CLIP): text figures, marked native."""
+    from tiny_models import make_tiny_clip
+
+    catalogue = copy_catalogue(built_catalogue, tmp_path / "shop")
+    clip = load_model("clip", weights=make_tiny_clip(tmp_path / "clip"))
+    build_model_index(catalogue, clip)
+    result = evaluate_catalogue(catalogue, ["clip", "pixels"], queries=1000, seed=0,
+                                load_embedder=lambda model_id: clip)
+    assert result.manifest["models"]["clip"]["text"] == "native"
+    assert result.manifest["text_queries"]["pool"] == "all titled products"
+    query_ids = result.manifest["text_queries"]["ids"]
+    assert len(query_ids) == 48
+    items = read_items(catalogue)
+    ids, vectors = load_vectors(catalogue.model_dir("clip"))
+    similarity = clip.encode_texts([items[i]["title"] for i in query_ids]) @ vectors.T
+    ranked = [[ids[j] for j in np.argsort(-row, kind="stable")[:5]] for row in similarity]
+    recall = np.mean([q in top for q, top in zip(query_ids, ranked, strict=True)])
+    assert result.value("clip", "text", OWN_PRODUCT, "recall", 5) == pytest.approx(recall, abs=2e-6)
+    assert result.text_score_samples["clip"] and "pixels" not in result.text_score_samples

@@ -69,6 +69,8 @@ def test_open_index_picks_the_backend_from_the_manifest(twin_catalogues):
     assert len(index) == 48 and index.dim == 14_400
     ids, vectors = load_vectors(milvus_cat.model_dir("pixels"))
     np.testing.assert_allclose(index.vector(ids[5]), vectors[5], atol=1e-7)  # fetched from Milvus
+    # Code written against ModelIndex.index (a faiss.Index) can still reconstruct vectors.
+    np.testing.assert_allclose(index.index.reconstruct_batch([7, 2, 7]), vectors[[7, 2, 7]], atol=1e-7)
 
 
 def test_every_item_query_matches_faiss_exact(twin_catalogues):
