@@ -103,11 +103,16 @@ def grid_selector(model: str) -> str:
 
 
 def read_grid(page, model: str) -> dict:
-    """The query a model's grid shows and its tiles [(id, score)], read from the page."""
-    grid = page.locator(grid_selector(model)).first
-    tiles = grid.locator("a.tile").evaluate_all(
-        "links => links.map(a => [a.dataset.id, a.dataset.score === undefined ? null : Number(a.dataset.score)])")
-    return {"query": grid.get_attribute("data-query"), "tiles": [tuple(t) for t in tiles]}
+    """The query a model's grid shows and its tiles [(id, score)], read from the page.
+
+    Both are read in one evaluation: read separately, a re-render in between (the next query's
+    results arriving) could pair the new query with the previous query's tiles.
+    """
+    state = page.locator(grid_selector(model)).first.evaluate(
+        "grid => ({query: grid.dataset.query === undefined ? null : grid.dataset.query,"
+        " tiles: Array.from(grid.querySelectorAll('a.tile')).map("
+        "a => [a.dataset.id, a.dataset.score === undefined ? null : Number(a.dataset.score)])})")
+    return {"query": state["query"], "tiles": [tuple(t) for t in state["tiles"]]}
 
 
 def wait_for_results(page, models: list[str], *, query: str | None = None, not_query: str | None = None,

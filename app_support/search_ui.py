@@ -349,7 +349,7 @@ def result_columns_ui(selection: Selection, outcome: Outcome, query: dict, query
                 note.append(f"{len(hits)} results in {outcome.seconds.get(model_id, 0) * 1000:.1f} ms")
             st.caption(" · ".join(note) or " ")
             if model_id in outcome.errors:
-                st.error(outcome.errors[model_id])
+                st.error(escape_markdown(outcome.errors[model_id]))
                 continue
             if query_value and hits:
                 share = comparison.label_share(hits, resources.products(cat).get, label_field, query_value)
@@ -417,7 +417,8 @@ def search_page(selection: Selection) -> None:
         return
     query_bar_ui(selection)
     if st.session_state.get("query_error"):
-        st.error(st.session_state["query_error"])
+        # Messages quote what people typed, uploaded or linked (file names, ids): shown as text.
+        st.error(escape_markdown(st.session_state["query_error"]))
     query = current_query()
     if query is None:
         st.markdown("Pick a product below, press **Random product**, describe what you want, or upload a photo: "
@@ -429,7 +430,7 @@ def search_page(selection: Selection) -> None:
         return
     outcome = run_query(selection, query)
     if outcome.problem:  # an unknown product, an empty text...: say so, keep the page usable
-        st.error(outcome.problem)
+        st.error(escape_markdown(outcome.problem))
         browse_ui(selection, expanded=True)
         return
     values = query_labels(cat, query)
