@@ -24,7 +24,9 @@ What is checked, per query:
 Latency is from the action (click, Enter, file set) to the first poll (every 50 ms) in which every
 model's grid shows the new query with scored tiles; the models loaded on first use (text encoder,
 image embedder) are warmed up by one session before the clock starts. The server's peak RSS is
-`VmHWM` of its process.
+`VmHWM` of its process. `cpu_s` splits the CPU time of the run between the server, the browser
+(Chromium and Playwright's driver) and this script: they share the machine's cores, so on a small
+machine the latencies include waiting for the browser's own rendering.
 
 Without `--catalog`, a 400-product stratified sample of the shared fashion dataset is built once
 into `--work` (pixels and efficientnet-lite0, with efficientnet-lite0's text bridge). A given
@@ -50,6 +52,7 @@ import re
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,8 +407,70 @@ async def _warm_up(plan: Plan, chromium) -> float:
     return time.perf_counter() - started
 
 
-async def drive(plan: Plan) -> dict:
-    """Open every session, release them together, run them for `plan.seconds`."""
+class CpuAccount(threading.Thread):
+    """CPU seconds spent between `begin()` and `end()` by the server, by the browser (every other
+    process this one started: Playwright's driver, Chromium and its renderers) and by this script.
+
+    Processes are sampled every 0.5 s (a renderer that exits loses at most its last half second):
+    on a shared 2-core machine the browser competes with the server, and these figures say how much.
+    """
+
+    def __init__(self, server_pid: int):
+        super().__init__(daemon=True)
+        import psutil
+
+        self.psutil = psutil
+        self.me = psutil.Process()
+        self.server = psutil.Process(server_pid)
+        self.first: dict[tuple, float] = {}
+        self.last: dict[tuple, float] = {}
+        self.lock = threading.Lock()
+        self.running = threading.Event()
+        self.stopped = threading.Event()
+        self.figures: dict[str, float] = {}
+
+    def _sample(self) -> None:
+        for process in self.me.children(recursive=True):
+            if process.pid == self.server.pid:
+                continue
+            try:
+                key = (process.pid, process.create_time())
+                used = sum(process.cpu_times()[:2])
+            except self.psutil.Error:  # gone since the listing
+                continue
+            with self.lock:
+                self.first.setdefault(key, used)
+                self.last[key] = used
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.5):
+            if self.running.is_set():
+                self._sample()
+
+    def begin(self) -> None:
+        self._sample()
+        self.server_start = sum(self.server.cpu_times()[:2])
+        self.own_start = time.process_time()
+        self.wall_start = time.perf_counter()
+        self.running.set()
+        self.start()
+
+    def end(self) -> dict[str, float]:
+        self._sample()
+        self.running.clear()
+        self.stopped.set()
+        with self.lock:
+            browser_s = sum(self.last[key] - self.first[key] for key in self.last)
+        self.figures = {"server": round(sum(self.server.cpu_times()[:2]) - self.server_start, 1),
+                        "browser": round(browser_s, 1),
+                        "this_script": round(time.process_time() - self.own_start, 1),
+                        "wall": round(time.perf_counter() - self.wall_start, 1)}
+        return self.figures
+
+
+async def drive(plan: Plan, cpu: CpuAccount) -> dict:
+    """Warm up; open every session, release them together, run them for `plan.seconds`; `cpu`
+    counts from the sessions' opening to the end of their last query."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
@@ -415,6 +480,7 @@ async def drive(plan: Plan) -> dict:
             warmup_s = await _warm_up(plan, chromium)
             print(f"warm-up done in {warmup_s:.1f} s; opening {plan.sessions} sessions", file=sys.stderr)
             sessions = [Session(plan, number, chromium) for number in range(plan.sessions)]
+            cpu.begin()
             opened = time.perf_counter()
             outcomes = await asyncio.gather(*(s.open() for s in sessions), return_exceptions=True)
             open_s = time.perf_counter() - opened
@@ -431,6 +497,7 @@ async def drive(plan: Plan) -> dict:
             start.set()
             logs = await asyncio.gather(*runs)
             ran_s = time.monotonic() - began
+            cpu.end()
             for session in sessions:
                 await session.close()
         finally:
@@ -516,9 +583,8 @@ def run(catalog: Path, *, sessions: int, seconds: float, models: list[str] | Non
         process = psutil.Process(server.process.pid)
         plan = Plan(url=server.url, catalogue=Catalogue.open(link), models=models, text_models=text_models, k=k,
                     sessions=sessions, seconds=seconds, timeout_s=timeout_s, think_s=think_s, seed=seed)
-        cpu_before = sum(process.cpu_times()[:2])
-        outcome = asyncio.run(drive(plan))
-        server_cpu_s = sum(process.cpu_times()[:2]) - cpu_before
+        cpu = CpuAccount(server.process.pid)
+        outcome = asyncio.run(drive(plan, cpu))
         peak = _peak_rss_mb(server.process.pid)
         if peak is None:
             peak = round(process.memory_info().rss / 2**20, 1)
@@ -549,7 +615,8 @@ def run(catalog: Path, *, sessions: int, seconds: float, models: list[str] | Non
         "latency_ms": {kind: _latency(values) for kind, values in latencies.items()},
         "page_load_ms": _latency([log.page_load_s for log in logs if log.page_load_s is not None]),
         "warmup_s": round(outcome["warmup_s"], 1), "sessions_open_s": round(outcome["open_s"], 1),
-        "server_peak_rss_mb": peak, "server_cpu_s": round(server_cpu_s, 1),
+        "server_peak_rss_mb": peak,
+        "cpu_s": cpu.figures,  # from the sessions' opening to their last answer: who used the cores
         "machine": {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
                     "python": platform.python_version(), "streamlit": streamlit.__version__,
                     "platform": platform.platform()},

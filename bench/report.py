@@ -50,7 +50,9 @@ def machine_lines(results: dict) -> list[str]:
         f"- Load average (1/5/15 min) at start {start.get('load_average')}, at end {end.get('load_average')}: "
         "**the machine was shared with other engineers' builds and tests during the run**, so absolute "
         "figures are noisy; compare the ratios, which were measured in the same run.",
-        f"- Mode: `{results.get('mode')}`; total time {results.get('total_seconds', 0) / 60:.1f} min.",
+        f"- Mode: `{results.get('mode')}`; total time {results.get('total_seconds', 0) / 60:.1f} min"
+        + (f" over {results['merged_runs']} runs (sections re-run with `--only ... --merge`; every command is "
+           "listed at the end)." if results.get("merged_runs") else "."),
     ]
 
 

@@ -46,8 +46,10 @@ def has_models(directory: Path, models: list[str]) -> bool:
 def subset_catalogue(full_dir: Path, out: Path, limit: int, models: list[str]) -> Path:
     """A stratified `limit`-product catalogue of the same source, indexed with the full build's
     vectors of its items (no second embedding run)."""
+    import numpy as np
+
     from embeddings.catalog import Catalogue, create_catalogue
-    from embeddings.index import load_vectors, read_manifest, write_model_index
+    from embeddings.index import read_manifest, write_model_index
 
     full = Catalogue.open(full_dir)
     small = create_catalogue(full.info["root"], out, adapter=full.info["adapter"], limit=limit,
@@ -57,11 +59,13 @@ def subset_catalogue(full_dir: Path, out: Path, limit: int, models: list[str]) -
         source = read_manifest(full.model_dir(model_id))
         if manifest.get("catalogue_fingerprint") == small.fingerprint and manifest.get("derived_from") == source["built_at"]:
             continue
-        ids, vectors = load_vectors(full.model_dir(model_id))
+        ids = (full.model_dir(model_id) / "ids.txt").read_text().splitlines()
+        vectors = np.load(full.model_dir(model_id) / "vectors.npy", mmap_mode="r")  # only the subset is read
         row_of = {item_id: row for row, item_id in enumerate(ids)}
         keep = [item_id for item_id in small.ids if item_id in row_of]
         log(f"{limit:,}-product catalogue: {model_id} index from the full build's vectors")
-        write_model_index(small.model_dir(model_id), ids=keep, vectors=vectors[[row_of[i] for i in keep]],
+        write_model_index(small.model_dir(model_id), ids=keep,
+                          vectors=np.asarray(vectors[[row_of[i] for i in keep]], dtype=np.float32),
                           manifest={"model_id": model_id, "weights_id": source["weights_id"],
                                     "description": source.get("description", ""),
                                     "has_text": source.get("has_text", False),
@@ -140,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "out")
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--only", help="comma-separated sections: query,build,memory,scale,app")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other sections' figures from <work>/results.json (with --only)")
     args = parser.parse_args(argv)
 
     sections = set((args.only or "query,build,memory,scale,app").split(","))
@@ -147,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     full_dir = args.full_catalogue or default_full_catalogue()
     have_full = has_models(full_dir, MODELS)
     small_limit = 5000
+    previous = {}
+    if args.merge and (args.work / "results.json").is_file():
+        previous = json.loads((args.work / "results.json").read_text())
     results: dict = {"mode": "quick" if args.quick else "full" if args.full else "default",
                      "machine_start": machine(), "full_catalogue": str(full_dir) if have_full else None}
     commands: list[str] = []
@@ -225,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     results["machine_end"] = machine()
     results["total_seconds"] = time.perf_counter() - started
     results["commands"] = commands
+    if previous:  # sections not re-run keep their figures; the report lists both runs' commands
+        merged = {k: v for k, v in previous.items() if k not in results or k in ("machine_start",)}
+        merged["commands"] = previous.get("commands", []) + commands
+        merged["total_seconds"] = previous.get("total_seconds", 0) + results["total_seconds"]
+        merged["merged_runs"] = previous.get("merged_runs", 1) + 1
+        results = {**results, **merged}
     (args.work / "results.json").write_text(json.dumps(results, indent=2, default=float))
     from report import write_report
 

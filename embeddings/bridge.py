@@ -208,14 +208,27 @@ def holdout_titles(titles: Sequence[str], *, fraction: float = DEFAULT_HOLDOUT_F
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Hyper-parameters of the contrastive head (defaults measured on the fashion dataset)."""
+    """Hyper-parameters of the contrastive head (defaults measured on the fashion dataset).
 
-    epochs: int = 30
+    `epochs=None` picks as many epochs as fit in `step_budget` optimiser steps, clamped to
+    [`min_epochs`, `max_epochs`]: 10 epochs for the 40K fashion titles (about 800 steps; 20
+    epochs added only 0.02 of held-out Recall@10), 30 for a 2,000-product catalogue.
+    """
+
+    epochs: int | None = None
+    step_budget: int = 800
+    min_epochs: int = 10
+    max_epochs: int = 30
     batch_size: int = 512
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     initial_temperature: float = 0.05
     ridge: float = 1.0  # the closed-form least-squares start
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        if self.epochs is not None:
+            return self.epochs
+        return int(np.clip(round(self.step_budget / max(1, steps_per_epoch)), self.min_epochs, self.max_epochs))
 
 
 def _principal_basis(image_vectors: np.ndarray, rank: int, seed: int):
@@ -275,10 +288,11 @@ def train_head(text_vectors: np.ndarray, image_vectors: np.ndarray, *, seed: int
         generator = torch.Generator().manual_seed(seed)
         batch = min(options.batch_size, n)
         steps_per_epoch = max(1, n // batch)
-        total = steps_per_epoch * options.epochs
+        epochs = options.epochs_for(steps_per_epoch)
+        total = steps_per_epoch * epochs
         schedule = (torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=options.learning_rate,
                                                         total_steps=total, pct_start=0.1) if total else None)
-        for epoch in range(options.epochs):
+        for epoch in range(epochs):
             order = torch.randperm(n, generator=generator)
             for step in range(steps_per_epoch):
                 rows = order[step * batch:(step + 1) * batch]
@@ -292,7 +306,7 @@ def train_head(text_vectors: np.ndarray, image_vectors: np.ndarray, *, seed: int
                 optimiser.step()
                 schedule.step()  # total > 0 here: the loop runs only when epochs > 0
             if progress:
-                progress(f"epoch {epoch + 1}/{options.epochs}: loss {loss.item():.3f}")
+                progress(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}")
         with torch.no_grad():
             weight_out, bias_out = weight.detach(), bias.detach()
             if basis is not None:
