@@ -52,7 +52,10 @@ def ensure_bridge(catalogue: Catalogue, model_id: str, *, retrain: bool, seed: i
 
 
 def fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
+    """Three decimals; tiny chance levels (10 / 44,441) keep two significant digits instead of 0.000."""
+    if value is None:
+        return "–"
+    return f"{value:.2g}" if 0 < abs(value) < 0.001 else f"{value:.3f}"
 
 
 def quality_table(result, label_main: str = "articleType") -> str:

@@ -410,7 +410,10 @@ def load_results(catalogue: Catalogue) -> EvaluationResult | None:
 
 # -- reporting -------------------------------------------------------------------------------
 def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
+    """Three decimals; tiny chance levels (10 / 44,441) keep two significant digits instead of 0.000."""
+    if value is None:
+        return "–"
+    return f"{value:.2g}" if 0 < abs(value) < 0.001 else f"{value:.3f}"
 
 
 def summary_markdown(result: EvaluationResult) -> str:

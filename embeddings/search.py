@@ -225,9 +225,23 @@ def text_capable_models(catalogue: Catalogue) -> dict[str, str]:
             continue
         if spec.has_text:
             capable[model_id] = "native"
-        elif (catalogue.bridge_dir(model_id) / "manifest.json").is_file():
+        elif _bridge_is_current(catalogue, model_id):
             capable[model_id] = "bridge"
     return capable
+
+
+def _bridge_is_current(catalogue: Catalogue, model_id: str) -> bool:
+    """A bridge exists and matches the model's current index (a stale one cannot answer)."""
+    from embeddings.bridge import check_bridge_manifest, read_bridge_manifest
+
+    manifest = read_bridge_manifest(catalogue.bridge_dir(model_id))
+    if manifest is None:
+        return False
+    try:
+        check_bridge_manifest(manifest, catalogue=catalogue, model_id=model_id)
+    except EmbeddingsError:
+        return False
+    return True
 
 
 class _NativeText:
