@@ -28,6 +28,8 @@ single_thread()
 
 import numpy as np  # noqa: E402
 
+from embeddings.index import HNSW_EF_CONSTRUCTION, HNSW_M  # noqa: E402
+
 K = 10
 DIM = 512
 CLUSTERS = 1000
@@ -92,23 +94,34 @@ def timed_queries(search, queries: np.ndarray, warmup: int = 3) -> tuple[dict, n
 
 
 def run_faiss(engine: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, *, hnsw_m: int,
-              ef_construction: int, ef_values: list[int]) -> dict:
+              ef_construction: int, ef_values: list[int], work: Path) -> dict:
+    """FAISS flat or HNSW. An HNSW graph is kept in `work` once built (building 1M vectors takes
+    many minutes on 2 cores): later runs load it and report the figures of the build that made it."""
     import faiss
 
+    cached = work / f"hnsw-{len(vectors)}-M{hnsw_m}-efc{ef_construction}.faiss"
+    cached_figures = cached.with_suffix(".json")
     before = rss_mib().get("RssAnon", 0.0)
-    started = time.perf_counter()
-    faiss.omp_set_num_threads(os.cpu_count() or 1)  # building may use every core; queries use one
-    if engine == "faiss-flat":
-        index = faiss.IndexFlatIP(DIM)
+    if engine == "faiss-hnsw" and cached.is_file() and cached_figures.is_file():
+        log(f"loading the HNSW graph built earlier: {cached}")
+        index = faiss.read_index(str(cached))
+        out = {**json.loads(cached_figures.read_text()), "cached_graph": str(cached)}
     else:
-        index = faiss.IndexHNSWFlat(DIM, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = ef_construction
-    index.add(vectors)
-    build_s = time.perf_counter() - started
+        started = time.perf_counter()
+        faiss.omp_set_num_threads(os.cpu_count() or 1)  # building may use every core; queries use one
+        if engine == "faiss-flat":
+            index = faiss.IndexFlatIP(DIM)
+        else:
+            index = faiss.IndexHNSWFlat(DIM, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = ef_construction
+        index.add(vectors)
+        build_s = time.perf_counter() - started
+        out = {"build_s": build_s, "build_threads": os.cpu_count(), "memory_mib": rss_mib().get("RssAnon", 0.0) - before,
+               "vectors_mib": vectors.nbytes / 2**20, "built_at": time.strftime("%Y-%m-%d %H:%M")}
+        if engine == "faiss-hnsw":
+            faiss.write_index(index, str(cached))
+            cached_figures.write_text(json.dumps(out))
     faiss.omp_set_num_threads(1)
-    memory = rss_mib().get("RssAnon", 0.0) - before
-    out = {"build_s": build_s, "build_threads": os.cpu_count(), "memory_mib": memory,
-           "vectors_mib": vectors.nbytes / 2**20}
     if engine == "faiss-flat":
         latency, found = timed_queries(lambda q: index.search(q[None], K)[1][0], queries)
         out.update(latency=latency, recall_at_10=recall(found, truth))
@@ -194,7 +207,7 @@ def run_engine(args) -> dict:
     log(f"{args.engine} at {args.size:,}")
     if args.engine.startswith("faiss"):
         result = run_faiss(args.engine, vectors, queries, truth, hnsw_m=args.hnsw_m,
-                           ef_construction=args.ef_construction, ef_values=ef_values)
+                           ef_construction=args.ef_construction, ef_values=ef_values, work=work)
     else:
         result = run_milvus(args.engine, vectors, queries, truth, work=work, hnsw_m=args.hnsw_m,
                             ef_construction=args.ef_construction, ef_values=ef_values)
@@ -209,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines-for", action="append", default=[], metavar="SIZE=ENGINES",
                         help="other engines at one size, e.g. 1000000=faiss-flat,faiss-hnsw")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--hnsw-m", type=int, default=32)
-    parser.add_argument("--ef-construction", type=int, default=40)
+    parser.add_argument("--hnsw-m", type=int, default=HNSW_M, help=f"default: the library's ({HNSW_M})")
+    parser.add_argument("--ef-construction", type=int, default=HNSW_EF_CONSTRUCTION,
+                        help=f"default: the library's build setting ({HNSW_EF_CONSTRUCTION})")
     parser.add_argument("--ef", default="16,32,64,128,256")
     parser.add_argument("--milvus-ef", default="64,128",
                         help="efSearch values on Milvus Lite (its queries cost O(n) Python work each)")

@@ -65,17 +65,24 @@ def time_each(fn: Callable[[int], object], n: int, *, warmup: int = 3) -> dict:
 
 
 def time_interleaved(methods: dict[str, Callable[[int], object]], n: int, *, warmup: int = 3) -> dict[str, dict]:
-    """Time several ways of answering the same n queries, round-robin per query, so a burst of
-    load from other processes hits every method alike (fairer ratios on a shared machine)."""
+    """Time several ways of answering the same n queries, round-robin, so a burst of load from
+    other processes hits every method alike (fairer ratios on a shared machine).
+
+    At each step the methods answer *different* queries (method j takes query i + j*n/m), so
+    no method runs on caches its predecessor just warmed with the same query (that would flatter
+    the second one on HNSW, whose working set fits in cache); each method still answers all n.
+    """
+    offset = max(1, n // max(1, len(methods)))
     for i in range(min(warmup, n)):
         for fn in methods.values():
             fn(i)
     durations: dict[str, list[float]] = {name: [] for name in methods}
     cpu: dict[str, list[float]] = {name: [] for name in methods}
     for i in range(n):
-        for name, fn in methods.items():
+        for j, (name, fn) in enumerate(methods.items()):
+            query = (i + j * offset) % n
             started, started_cpu = time.perf_counter(), time.thread_time()
-            fn(i)
+            fn(query)
             durations[name].append(time.perf_counter() - started)
             cpu[name].append(time.thread_time() - started_cpu)
     return {name: percentiles(durations[name], cpu[name]) for name in methods}

@@ -282,7 +282,9 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
             f"{scale.get('clusters', 1000):,} clusters in {scale.get('dim', 512)}-d (each point: its cluster's "
             f"centre + a Gaussian spread in a {scale.get('latent', 16)}-d subspace of its own + small noise, "
             f"L2-normalised); {scale.get('queries', 200)} held-out queries, one at a time, one thread; recall@10 "
-            "against the exact top-10. Build: FAISS uses every core; Milvus Lite's time is insert + flush + its "
+            "against the exact top-10. HNSW graphs use the library's build settings unless the row says otherwise "
+            "(M=32, efConstruction=200: what `build --hnsw-above` makes). Build: FAISS uses every core; Milvus "
+            "Lite's time is insert + flush + its "
             "index build. Memory: growth of the process's anonymous RSS during the build (Milvus Lite runs "
             "inside the process).", ""]
     if scale.get("sizes"):
@@ -294,6 +296,8 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
                     out.append(f"| {int(size):,} | {engine} | | {MISSING}: {r['error']} | | | | |")
                     continue
                 build_s = f"{r['build_s']:.1f} s" + (f" (insert {r['insert_s']:.1f} s)" if "insert_s" in r else "")
+                if "cached_graph" in r:
+                    build_s += f" (built {r.get('built_at', 'earlier')}, graph reused)"
                 if "by_ef" in r:
                     for ef, f in r["by_ef"].items():
                         out.append(f"| {int(size):,} | {engine} | M={r['M']}, efC={r['efConstruction']}, ef={ef} | "
@@ -325,7 +329,7 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
             "pages count too).", "",
             "| backend | catalogue | models | cold start to first grid | warm page load | click-to-grid median / p90 | "
             "peak RSS of the server | torch in the server |", "|---|---|---|---|---|---|---|---|"]
-    for backend, key in (("FAISS", "app"), ("Milvus Lite", "app_milvus")):
+    for backend, key in (("FAISS", "app"), ("FAISS, float16 indexes", "app_float16"), ("Milvus Lite", "app_milvus")):
         app = results.get(key) or {}
         if "cold_start_s" in app:
             click = app["click_to_grid_ms"]

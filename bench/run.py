@@ -222,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
             app = [py, str(app_bench), "--catalog", str(full_dir if have_full else small_dir or full_dir),
                    "--models", ",".join(MODELS)]
             run_json("app", app, results, commands)
+            float16_dir = args.work / "memory" / "float16"
+            if have_full and not args.quick and (float16_dir / "models").is_dir():
+                # The same catalogue with float16 indexes (written by the memory section).
+                run_json("app_float16", app[:3] + [str(float16_dir), "--models", ",".join(MODELS)],
+                         results, commands)
             if small_dir is not None and not args.quick:
                 # The same app on the Milvus backend: a Milvus Lite copy of the small catalogue.
                 milvus_dir = milvus_copy(small_dir, args.work / f"fashion-{small_limit}-milvus", args.source,

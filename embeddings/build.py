@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -81,6 +82,22 @@ def _load_and_prepare(embedder: Embedder, catalogue: Catalogue, item_id: str):
         return embedder.prepare(image), None
     except (ImageError, EmbeddingsError) as exc:
         return None, str(exc)
+
+
+def _decode_ahead(embedder: Embedder, workers: int) -> int:
+    """How many chunks to decode while the model runs: 1 when there are cores to spare, else 0.
+
+    A torch model already uses every core for its forward pass (intra-op threads); decoding
+    threads running at the same time preempt them, and each preempted thread stalls the others
+    at the next synchronisation point. Measured on 2 cores with EfficientNet-Lite0
+    (bench/bench_build.py): decoding overlapped with the forward pass reached 78% of the
+    forward-only speed; decoding each chunk with all threads between forward passes, 89%.
+    """
+    if not embedder.spec.needs_torch:
+        return 1
+    import torch  # already imported: the model is a torch model
+
+    return 1 if workers + torch.get_num_threads() <= (os.cpu_count() or 1) else 0
 
 
 def _prefetch(executor: ThreadPoolExecutor, chunks: Sequence[Sequence[str]], fn, ahead: int = 1
@@ -153,7 +170,8 @@ def build_model_index(catalogue: Catalogue, embedder: Embedder, *, batch_size: i
     embed_started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as executor:
         prepare = lambda item_id: _load_and_prepare(embedder, catalogue, item_id)  # noqa: E731
-        for position, futures in _prefetch(executor, [chunks[n] for n in remaining], prepare):
+        ahead = _decode_ahead(embedder, workers)
+        for position, futures in _prefetch(executor, [chunks[n] for n in remaining], prepare, ahead=ahead):
             number = remaining[position]
             chunk = chunks[number]
             results = [future.result() for future in futures]

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from conftest import REPO, draw_product, make_product_folder
 
+from embeddings import models as models_module
 from embeddings.catalog import Catalogue
 from embeddings.cli import main
-from embeddings.models import ModelSpec, register
+from embeddings.models import ModelSpec
 from embeddings.models.pixels import PixelsEmbedder
 from embeddings.search import make_searcher, open_index
 
@@ -146,8 +147,9 @@ class FailsMidway(PixelsEmbedder):
         return super().embed_prepared(batch)
 
 
-def test_a_model_failing_midway_does_not_stop_the_others(product_folder, tmp_path, capsys):
-    register(FailsMidway.spec, FailsMidway)
+def test_a_model_failing_midway_does_not_stop_the_others(product_folder, tmp_path, capsys, monkeypatch):
+    # Registered for this test only: the registry is process-wide.
+    monkeypatch.setitem(models_module._REGISTRY, FailsMidway.spec.id, (FailsMidway.spec, FailsMidway))
     code = main(build_args(product_folder, tmp_path / "cat", models="pixels,fails-midway,efficientnet-lite0",
                            batch="8"))
     err = capsys.readouterr().err

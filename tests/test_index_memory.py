@@ -239,3 +239,17 @@ def test_tuned_allocator_reuses_big_blocks_instead_of_faulting_them_again():
     assert tuned["tuned"] is True
     assert min(default["faults"][1:]) > 0.5 * pages  # glibc's default: mmap'ed, faulted in every time
     assert max(tuned["faults"][1:]) < 0.05 * pages  # tuned: the block stays in the heap
+
+
+def test_decoding_waits_for_the_forward_pass_when_the_model_uses_every_core(monkeypatch):
+    """Decoding threads that preempt torch's threads slow the whole build (bench/bench_build.py)."""
+    import torch
+
+    from embeddings.build import _decode_ahead
+
+    assert _decode_ahead(load_model("pixels"), workers=2) == 1  # no model threads to disturb
+    cnn = load_model("efficientnet-lite0")
+    monkeypatch.setattr(os, "cpu_count", lambda: torch.get_num_threads() + 2)
+    assert _decode_ahead(cnn, workers=2) == 1  # spare cores: overlap decoding with inference
+    monkeypatch.setattr(os, "cpu_count", lambda: torch.get_num_threads())
+    assert _decode_ahead(cnn, workers=2) == 0  # every core busy with inference: decode in between
