@@ -82,3 +82,34 @@ def shared_fashion() -> Path:
     if not (SHARED_FASHION / "styles.csv").is_file():
         pytest.skip(f"the shared dataset is absent ({SHARED_FASHION}); put ../shared beside the repository")
     return SHARED_FASHION
+
+
+def require_browser() -> None:
+    """Skip a browser test when Playwright or Debian's Chromium is missing (in CI: fail instead)."""
+    from app_support import browser
+
+    reason = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "the python package playwright is not installed"
+    if reason is None and not browser.chromium_available():
+        reason = f"no Chromium at {browser.CHROMIUM} (apt-get install chromium)"
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"browser test cannot run in CI: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's Chromium under Playwright, one per test module."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    from app_support import browser
+
+    with sync_playwright() as playwright:
+        instance = browser.launch_chromium(playwright)
+        yield instance
+        instance.close()

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 from conftest import REPO, draw_product
+from conftest import require_browser as _require_browser
 
 from app_support import browser
 
@@ -84,19 +84,6 @@ ALERT_SCRIPTS_JS = """() => {
   return found;
 }"""
 
-
-def _require_browser() -> None:
-    reason = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        reason = "the python package playwright is not installed"
-    if reason is None and not browser.chromium_available():
-        reason = f"no Chromium at {browser.CHROMIUM} (apt-get install chromium)"
-    if reason:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"browser test cannot run in CI: {reason}")
-        pytest.skip(reason)
 
 
 def upload_limit_mb() -> int:
@@ -155,16 +142,6 @@ def server(evil_catalogue, tmp_path_factory):
     app.stop()
     assert "Traceback" not in app.log(), app.log()[-4000:]
 
-
-@pytest.fixture(scope="module")
-def chromium():
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = browser.launch_chromium(playwright)
-        yield instance
-        instance.close()
 
 
 @dataclass

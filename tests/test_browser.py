@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from conftest import REPO, SHARED_FASHION, make_product_folder
+from conftest import require_browser as _require_browser
 
 from app_support import browser
 
@@ -25,19 +26,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SCREENSHOT = REPO / "docs" / "search-page.png"
 SAMPLE = 400  # products from the shared dataset: enough for neighbours worth looking at
 
-
-def _require_browser():
-    reason = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        reason = "the python package playwright is not installed"
-    if reason is None and not browser.chromium_available():
-        reason = f"no Chromium at {browser.CHROMIUM} (apt-get install chromium)"
-    if reason:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"browser test cannot run in CI: {reason}")
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -90,16 +78,6 @@ def server(app_catalogue, tmp_path_factory):
     app.stop()
     assert "Traceback" not in app.log(), app.log()[-4000:]
 
-
-@pytest.fixture(scope="module")
-def chromium():
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = browser.launch_chromium(playwright)
-        yield instance
-        instance.close()
 
 
 @pytest.fixture

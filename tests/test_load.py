@@ -27,8 +27,8 @@ import sys
 
 import pytest
 from conftest import REPO
+from conftest import require_browser as _require_browser
 
-from app_support import browser
 from embeddings.search import Hit
 
 SESSIONS = 5
@@ -46,19 +46,6 @@ def _bench_load():
 
 bench_load = _bench_load()
 
-
-def _require_browser() -> None:
-    reason = None
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        reason = "the python package playwright is not installed"
-    if reason is None and not browser.chromium_available():
-        reason = f"no Chromium at {browser.CHROMIUM} (apt-get install chromium)"
-    if reason:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"the load test cannot run in CI: {reason}")
-        pytest.skip(reason)
 
 
 # -- the detectors, without a browser -----------------------------------------------------------
