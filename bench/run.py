@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             app = [py, str(app_bench), "--catalog", str(full_dir if have_full else small_dir or full_dir),
                    "--models", ",".join(MODELS)]
             run_json("app", app, results, commands)
+            if have_full and not args.quick:  # without the 2.4 GiB pixel index: what a compact model costs
+                run_json("app_compact", app[:4] + ["--models", "efficientnet-lite0"], results, commands)
             float16_dir = args.work / "memory" / "float16"
             if have_full and not args.quick and (float16_dir / "models").is_dir():
                 # The same catalogue with float16 indexes (written by the memory section).
