@@ -1,4 +1,4 @@
-"""Reproduce the README's quality table (docs/quality.md) on a built catalogue.
+"""Reproduce the README's quality table ("Measured quality") on a built catalogue.
 
     export EMBEDDINGS_DATA=/path/to/data        # optional; catalogues live there by default
     python -m embeddings build --source ../shared/datasets/fashion-product-images-small \\
