@@ -356,7 +356,7 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
                 "server: every search walks all rows in Python to resolve deletes and versions before the "
                 "FAISS index runs (`milvus_lite/search/executor_indexed.py`), so its latency grows with the "
                 "collection whatever the index. It is the local, zero-setup default; for latency at scale point "
-                "`--milvus-uri` at a Milvus server or Zilliz Cloud (see the README, "Scale").", ""]
+                "`--milvus-uri` at a Milvus server or Zilliz Cloud (see the README, section Scale).", ""]
     else:
         out += [f"{MISSING}: {scale.get('error', 'section not run')}", ""]
 
