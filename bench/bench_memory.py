@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import emit, log, machine, rss_mib
+from common import emit, log, machine, page_cache_share, rss_mib
 
 VARIANTS = ("mmap", "copy", "float16")
 
@@ -52,6 +52,7 @@ def float16_copy(catalogue_dir: Path, models: list[str], out: Path) -> Path:
 
 def probe(catalogue_dir: str, models: list[str], mmap: bool, queries: int) -> dict:
     """Run in a fresh process: what serving these indexes costs in memory and time."""
+    cached = {m: page_cache_share(Path(catalogue_dir) / "models" / m / "index.faiss") for m in models}
     started = time.perf_counter()
     from embeddings.catalog import Catalogue
     from embeddings.search import Searcher, open_index
@@ -73,7 +74,7 @@ def probe(catalogue_dir: str, models: list[str], mmap: bool, queries: int) -> di
     step = max(1, len(ids) // queries)
     for item_id in ids[::step][:queries]:
         searcher.search_item(item_id, models, 10)
-    return {"mmap": mmap, "catalogue_open_s": catalogue_s, "index_open_s": open_s,
+    return {"mmap": mmap, "page_cache_before": cached, "catalogue_open_s": catalogue_s, "index_open_s": open_s,
             "first_query_s": first_query_s, "first_query_hits": {m: len(h) for m, h in first.items()},
             "rss_after_catalogue": after_catalogue, "rss_after_open": after_open,
             "rss_after_queries": rss_mib(), "torch_imported": "torch" in sys.modules,

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, SHARED_FASHION, log, machine
+from common import REPO, SHARED_FASHION, evict_from_page_cache, log, machine, page_cache_share
 
 BENCH = Path(__file__).resolve().parent
 MODELS = ["pixels", "efficientnet-lite0"]
@@ -106,11 +106,20 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
+def index_cache_state(catalogue_dir: Path | None, models: list[str]) -> dict:
+    """Share of each index file in the page cache (what a cold start will not have to read)."""
+    if catalogue_dir is None:
+        return {}
+    return {m: page_cache_share(Path(catalogue_dir) / "models" / m / "index.faiss") for m in models}
+
+
 def run_json(name: str, command: list[str], results: dict, commands: list[str]) -> dict | None:
     """Run one benchmark script; keep its JSON (or the error) and the command line."""
     shown = " ".join(str(c) for c in command).replace(sys.executable, "python").replace(str(REPO) + "/", "")
     commands.append(shown)
     log(f"== {name}: {shown}")
+    cached_before = (index_cache_state(Path(command[command.index("--catalog") + 1]), MODELS)
+                     if "--catalog" in command else None)
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - started
@@ -129,6 +138,8 @@ def run_json(name: str, command: list[str], results: dict, commands: list[str]) 
             return None
     data["seconds"] = seconds
     data["command"] = shown
+    if "--catalog" in command:  # an app run: how much of its indexes the page cache held at start
+        data["page_cache_before"] = cached_before
     results[name] = data
     return data
 
@@ -163,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     py = sys.executable
 
     small_dir = None
-    if sections & {"query", "memory"}:
+    if sections & {"query", "memory", "app"}:
         if have_full:
             small_dir = subset_catalogue(full_dir, args.work / f"fashion-{small_limit}", small_limit, MODELS)
         else:
@@ -219,8 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     if "app" in sections:
         app_bench = BENCH / "bench_app.py"
         if app_bench.is_file():
-            app = [py, str(app_bench), "--catalog", str(full_dir if have_full else small_dir or full_dir),
-                   "--models", ",".join(MODELS)]
+            app_dir = full_dir if have_full else small_dir or full_dir
+            app = [py, str(app_bench), "--catalog", str(app_dir), "--models", ",".join(MODELS)]
+            if not args.quick:
+                # A cold page cache first (as after a reboot: the first query reads the indexes from
+                # disk), then the usual run, whose indexes the cold run left in the cache.
+                for model_id in MODELS:
+                    evict_from_page_cache(Path(app_dir) / "models" / model_id / "index.faiss")
+                run_json("app_cold_cache", app + ["--clicks", "5"], results, commands)
             run_json("app", app, results, commands)
             if have_full and not args.quick:  # without the 2.4 GiB pixel index: what a compact model costs
                 run_json("app_compact", app[:4] + ["--models", "efficientnet-lite0"], results, commands)
@@ -241,16 +258,21 @@ def main(argv: list[str] | None = None) -> int:
     results["machine_end"] = machine()
     results["total_seconds"] = time.perf_counter() - started
     results["commands"] = commands
+    results["invocations"] = [" ".join(sys.argv[1:] if argv is None else argv)]
+    results["run_seconds"] = [results["total_seconds"]]
     if previous:  # sections not re-run keep their figures; the report lists both runs' commands
         merged = {k: v for k, v in previous.items() if k not in results or k in ("machine_start",)}
         merged["commands"] = previous.get("commands", []) + commands
+        merged["invocations"] = previous.get("invocations", []) + results["invocations"]
+        merged["run_seconds"] = previous.get("run_seconds", [previous.get("total_seconds", 0)]) + results["run_seconds"]
         merged["total_seconds"] = previous.get("total_seconds", 0) + results["total_seconds"]
         merged["merged_runs"] = previous.get("merged_runs", 1) + 1
         results = {**results, **merged}
     (args.work / "results.json").write_text(json.dumps(results, indent=2, default=float))
-    from report import write_report
+    from report import keep_appendix, write_report
 
-    args.out.write_text(write_report(results, argv=sys.argv[1:]))
+    appendix = keep_appendix(args.out.read_text()) if args.out.is_file() else ""
+    args.out.write_text(write_report(results, argv=sys.argv[1:]) + appendix)
     log(f"wrote {args.out} and {args.work / 'results.json'} in {results['total_seconds'] / 60:.1f} min")
     return 0
 

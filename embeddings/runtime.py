@@ -22,10 +22,11 @@ def tune_allocator() -> bool:
     them in the heap for reuse. Returns True when applied (glibc only; a no-op elsewhere).
 
     mallopt caps the mmap threshold at 32 MiB, but one activation of a batch of 64 at 224x224
-    is ~100 MiB, so the threshold alone left ~13,000 page faults per image (measured with
-    `bench/bench_build.py --allocator`); turning mmap off for malloc (M_MMAP_MAX=0) took them
-    to ~0 and doubled images per CPU-second. Big blocks then come from the heap, which the trim
-    threshold keeps from being handed back to the kernel after every batch.
+    is ~100 MiB, so the threshold alone left ~13,000 page faults per image; turning mmap off
+    for malloc (M_MMAP_MAX=0) cut them to a few thousand or none and raised images per
+    CPU-second 1.6-1.9x on EfficientNet-Lite0 (`bench/bench_build.py --allocator`, BENCHMARKS.md).
+    Big blocks then come from the heap, which the trim threshold keeps from being handed back
+    to the kernel after every batch.
     """
     global _tuned
     if _tuned or not sys.platform.startswith("linux"):
