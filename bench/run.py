@@ -1,8 +1,11 @@
 """Run every benchmark and write BENCHMARKS.md (machine, versions, commands, figures, targets).
 
-    python bench/run.py                      # default: ~30 min on 2 cores
-    python bench/run.py --quick              # a few minutes: smaller sizes, fewer tutorial queries
-    python bench/run.py --full               # also the slow rows (tutorial on pixels x 200, ...)
+    python bench/run.py                      # default; measured here (2 shared cores): 38 min the
+                                             # first time, 7 of them building the 1M HNSW graph,
+                                             # which later runs reuse from the work folder
+    python bench/run.py --quick              # 6.5 min here: smaller sizes, fewer tutorial queries
+    python bench/run.py --full               # also the slow rows: tutorial on pixels x 200, and
+                                             # Milvus Lite at 1M (it took 1.2 GB at 100K; expect ~10x)
     python bench/run.py --full-catalogue /tmp/eval/full --work /tmp/bench
 
 Sections run in fresh processes (`bench_query.py`, `bench_build.py`, `bench_memory.py`,
