@@ -1,16 +1,16 @@
 """The Catalogue page: what is built, building what is missing, and adding catalogues.
 
-Building runs in the page's own script run, with a progress bar per model. Builds are resumable
-(finished chunks are kept on disk), so leaving the page mid-build loses nothing: the next build
-of the same model continues where it stopped. One lock per catalogue and model keeps two
-sessions from building the same index at once.
+Building goes through the core's one build path (`embeddings.catalogue_build.build_catalogue`,
+the same as the CLI's): this page only passes a progress callback that draws a bar per model.
+Builds are resumable (finished chunks are kept on disk), so leaving the page mid-build loses
+nothing: the next build continues where it stopped. The core's build lock keeps two sessions (or
+a session and a CLI build) from building the same catalogue at once.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +20,7 @@ from app_support import resources
 from app_support.sidebar import Selection, escape_markdown
 from embeddings.catalog import Catalogue
 from embeddings.config import REPO_ROOT, data_dir
-from embeddings.errors import CatalogueError, EmbeddingsError, ModelLoadError
+from embeddings.errors import CatalogueError, EmbeddingsError, describe_os_error
 from embeddings.index import read_manifest
 from embeddings.models import get_spec, list_models
 
@@ -84,89 +84,91 @@ def built_table(cat: Catalogue) -> pd.DataFrame:
 
 
 # -- building --------------------------------------------------------------------------------
-@dataclass
-class BuildOutcome:
-    built: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+class BuildProgressUI:
+    """Shows a core build's `BuildEvent`s: a line per step, a progress bar per model."""
+
+    def __init__(self):
+        self.bars: dict[str, object] = {}
+
+    def __call__(self, event) -> None:
+        model = event.model_id
+        if model is not None and model not in self.bars:
+            self.bars[model] = st.progress(0.0, text=f"{model}: starting…")
+        bar = self.bars.get(model)
+        if event.stage == "embed" and bar is not None:
+            fraction = event.done / event.total if event.total else 1.0
+            bar.progress(fraction, text=f"{model}: {event.done:,} / {event.total:,} images")
+        elif event.stage == "model-done" and bar is not None:
+            bar.progress(1.0, text=f"{model}: {event.message}")
+        elif bar is not None and event.message:
+            bar.progress(0.0 if event.stage == "load" else 1.0, text=f"{model}: {event.message}")
+        elif event.message:
+            st.write(event.message)
 
 
-def _train_bridge(cat: Catalogue, model_id: str, outcome: BuildOutcome) -> None:
+def run_build_ui(request) -> object | None:
+    """Run `build_catalogue` with progress on the page; the result, or None after an error."""
+    from embeddings.catalogue_build import build_catalogue
+
     try:
-        from embeddings.bridge import train_bridge_for_catalogue
-    except ImportError:
-        return
-    with st.spinner(f"Training the text bridge of {model_id} on the product titles…"):
-        try:
-            summary = train_bridge_for_catalogue(cat, model_id)
-        except EmbeddingsError as exc:
-            outcome.notes.append(f"{model_id}: text bridge not trained ({exc})")
-            return
-    if summary:
-        outcome.notes.append(f"{model_id}: text bridge: {summary}")
+        return build_catalogue(request, progress=BuildProgressUI())
+    except EmbeddingsError as exc:
+        st.error(str(exc))
+    except OSError as exc:
+        st.error(describe_os_error(exc))
+    return None
 
 
-def build_models_ui(cat: Catalogue, models: list[str], *, bridges: bool) -> BuildOutcome:
-    """Build (or complete) each model's index with a progress bar; failures are collected, not raised."""
-    from embeddings.build import build_model_index
-    from embeddings.models import load_model
-
-    outcome = BuildOutcome()
-    has_titles = cat.items["title"].ne("").any()
-    for model_id in models:
-        lock = resources.build_lock(str(cat.directory), model_id)
-        if not lock.acquire(blocking=False):
-            outcome.failed[model_id] = "another session is building it right now; try again when it is done"
+def outcome_lines(result) -> tuple[list[str], dict[str, str]]:
+    """What each model's build did, for people: (notes, {failed model: reason})."""
+    notes, failed = [], {}
+    for outcome in result.outcomes:
+        if outcome.status == "failed":
+            failed[outcome.model_id] = outcome.message
             continue
-        try:
-            bar = st.progress(0.0, text=f"{model_id}: loading the model…")
-            try:
-                embedder = load_model(model_id, **resources.weights_options().get(model_id, {}))
-            except ModelLoadError as exc:
-                bar.empty()
-                outcome.failed[model_id] = str(exc)
-                continue
+        report = outcome.report
+        if report is None:
+            notes.append(f"{outcome.model_id}: already up to date")
+        else:
+            notes.append(f"{outcome.model_id}: {report.count:,} vectors, {report.embedded:,} embedded at "
+                         f"{report.items_per_second:.0f} images/s, {report.reused:,} reused, "
+                         f"{len(report.failed)} unreadable")
+        if outcome.bridge:
+            notes.append(f"{outcome.model_id}: text bridge: {outcome.bridge}")
+    if result.updated_too:
+        notes.append(f"The products changed, so {', '.join(result.updated_too)} were updated too.")
+    return notes, failed
 
-            def progress(done: int, total: int, bar=bar, model_id=model_id) -> None:
-                bar.progress(done / total if total else 1.0, text=f"{model_id}: {done:,} / {total:,} images")
 
-            report = build_model_index(cat, embedder, progress=progress)
-            bar.progress(1.0, text=f"{model_id}: {report.count:,} vectors")
-            outcome.built.append(model_id)
-            outcome.notes.append(f"{model_id}: {report.count:,} vectors, {report.embedded:,} embedded at "
-                                 f"{report.items_per_second:.0f} images/s, {report.reused:,} reused, "
-                                 f"{len(report.failed)} unreadable")
-            if bridges and has_titles and not get_spec(model_id).has_text:
-                _train_bridge(cat, model_id, outcome)
-        finally:
-            lock.release()
-    return outcome
+def _request(out: Path, **fields):
+    from embeddings.catalogue_build import BuildRequest
+
+    return BuildRequest(out=out, weights=resources.weights_options(), **fields)
 
 
 def create_and_build_ui(source: str, name: str, *, adapter: str | None, limit: int | None,
-                        models: list[str], bridges: bool) -> tuple[Catalogue | None, BuildOutcome | None]:
-    """Scan `source` into catalogue `name` and build its models, showing each step."""
-    from embeddings.catalog import create_catalogue
-
+                        models: list[str], bridges: bool):
+    """Scan `source` into a new catalogue `name` and build its models, showing each step."""
     with st.status(f"Building catalogue “{name}”…", expanded=True) as status:
         try:
-            check_catalogue_name(name)
-            st.write(f"Reading {source}…")
-            cat = create_catalogue(source, data_dir() / name, adapter=adapter, limit=limit)
+            name = check_catalogue_name(name)
         except EmbeddingsError as exc:
             status.update(label="The catalogue could not be created", state="error")
             st.error(str(exc))
-            return None, None
-        st.write(f"{len(cat):,} products ({cat.info['adapter']}); labels: {', '.join(cat.label_fields) or 'none'}; "
-                 f"{len(cat.info['skipped']):,} rows skipped.")
-        outcome = build_models_ui(cat, models, bridges=bridges)
-        for note in outcome.notes:
+            return None
+        result = run_build_ui(_request(data_dir() / name, source=source, adapter=adapter, limit=limit,
+                                       models=models, bridges=bridges, new_catalogue=True))
+        if result is None:
+            status.update(label="The catalogue could not be created", state="error")
+            return None
+        notes, failed = outcome_lines(result)
+        for note in notes:
             st.write(note)
-        for model_id, reason in outcome.failed.items():
+        for model_id, reason in failed.items():
             st.warning(f"{model_id} was not built: {reason}")
-        state = "complete" if outcome.built else "error"
-        status.update(label=f"Catalogue “{name}”: {len(outcome.built)} of {len(models)} models built", state=state)
-    return cat, outcome
+        status.update(label=f"Catalogue “{name}”: {len(result.succeeded)} of {len(models)} models built",
+                      state="complete" if result.committed else "error")
+    return result
 
 
 def _models_picker(key: str, default: list[str]) -> list[str]:
@@ -178,21 +180,17 @@ def _models_picker(key: str, default: list[str]) -> list[str]:
                                "A model that cannot load is skipped and reported.")
 
 
-def _bridge_available() -> bool:
-    try:
-        import embeddings.bridge  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _finish(cat: Catalogue | None, outcome: BuildOutcome | None) -> None:
+def _finish(result) -> None:
     """After a successful build, go to Search on the new catalogue (with a summary there)."""
-    if cat is None or outcome is None or not outcome.built:
+    if result is None or not result.committed:
         return
+    cat = result.catalogue
     st.session_state["flash"] = (f"Catalogue “{cat.name}” is ready: {len(cat):,} products, "
-                                 f"models {', '.join(outcome.built)}.")
-    st.switch_page("pages/search.py", query_params={"catalog": cat.name})
+                                 f"models {', '.join(result.succeeded)}.")
+    if result.failed:
+        st.session_state["flash_warning"] = "Not built: " + "; ".join(
+            f"{o.model_id} ({o.message})" for o in result.failed)
+    st.switch_page("app_pages/search.py", query_params={"catalog": cat.name})
 
 
 def new_catalogue_ui(*, first_run: bool) -> None:
@@ -210,11 +208,11 @@ def new_catalogue_ui(*, first_run: bool) -> None:
                            "a Kaggle handle downloads it with kagglehub (needs network and Kaggle credentials).")
         limit = st.number_input("Products", min_value=100, max_value=50_000, value=DEMO_LIMIT, step=500, key="demo_limit")
         models = _models_picker("demo_models", DEFAULT_BUILD_MODELS)
-        bridges = st.checkbox("Train text bridges (text search for image-only models)", value=_bridge_available(),
-                              key="demo_bridges", disabled=not _bridge_available())
+        bridges = st.checkbox("Train text bridges (text search for image-only models)", value=True,
+                              key="demo_bridges")
         name = st.text_input("Catalogue name", value=f"fashion-{int(limit)}", key="demo_name")
         if st.button("Build the demo catalogue", type="primary", key="demo_build", disabled=not models):
-            _finish(*create_and_build_ui(st.session_state["demo_source"].strip(), name, adapter=None,
+            _finish(create_and_build_ui(st.session_state["demo_source"].strip(), name, adapter=None,
                                          limit=int(limit), models=models, bridges=bridges))
     with folder_tab:
         st.markdown("Any folder of images: each image's parent folder becomes its label, and a "
@@ -223,15 +221,15 @@ def new_catalogue_ui(*, first_run: bool) -> None:
         adapter = st.selectbox("Layout", ["detect", "folder", "fashion-small", "digikala"], key="folder_adapter")
         limit = st.number_input("Products (0: all)", min_value=0, value=0, step=500, key="folder_limit")
         models = _models_picker("folder_models", DEFAULT_BUILD_MODELS)
-        bridges = st.checkbox("Train text bridges (when products have titles)", value=_bridge_available(),
-                              key="folder_bridges", disabled=not _bridge_available())
+        bridges = st.checkbox("Train text bridges (when products have titles)", value=True,
+                              key="folder_bridges")
         default_name = Path(path.strip().rstrip("/")).name if path.strip() else ""
         name = st.text_input("Catalogue name", value=default_name, key="folder_name")
         if st.button("Build from this folder", type="primary", key="folder_build", disabled=not (path and models)):
             if not Path(path.strip()).expanduser().is_dir():
                 st.error(f"{path}: no such folder on the server.")
             else:
-                _finish(*create_and_build_ui(path.strip(), name or default_name,
+                _finish(create_and_build_ui(path.strip(), name or default_name,
                                              adapter=None if adapter == "detect" else adapter,
                                              limit=int(limit) or None, models=models, bridges=bridges))
     if first_run:
@@ -262,16 +260,18 @@ def build_missing_ui(cat: Catalogue, built: list[str]) -> None:
     st.markdown("**Build more models**")
     chosen = st.multiselect("Models without an index here", missing, key="missing_models",
                             format_func=lambda m: f"{m} — {get_spec(m).description}")
-    bridges = st.checkbox("Train text bridges for image-only models", value=_bridge_available(),
-                          key="missing_bridges", disabled=not _bridge_available())
+    bridges = st.checkbox("Train text bridges for image-only models", value=True, key="missing_bridges")
     st.caption("Leaving the page stops a build; the finished chunks are kept and the next build resumes.")
     if st.button("Build", type="primary", key="build_missing", disabled=not chosen):
-        outcome = build_models_ui(cat, chosen, bridges=bridges)
-        for note in outcome.notes:
+        result = run_build_ui(_request(cat.directory, models=chosen, bridges=bridges))
+        if result is None:
+            return
+        notes, failed = outcome_lines(result)
+        for note in notes:
             st.success(note)
-        for model_id, reason in outcome.failed.items():
+        for model_id, reason in failed.items():
             st.error(f"{model_id} was not built: {reason}")
-        if outcome.built:
+        if result.committed:
             st.button("Show the new models", key="refresh_after_build")
 
 

@@ -8,14 +8,13 @@ reads it back.
 
 from __future__ import annotations
 
-import importlib
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from app_support import resources, sidebar
 from app_support.sidebar import Selection
+from embeddings import evaluate
 from embeddings.catalog import Catalogue
 from embeddings.errors import EmbeddingsError
 
@@ -30,14 +29,6 @@ def model_colours(models: list[str], *, chance: bool = True) -> alt.Scale:
     if chance:
         return alt.Scale(domain=[*models, CHANCE], range=[*colours, "#9ca3af"])
     return alt.Scale(domain=list(models), range=colours)
-
-
-def _evaluation_module():
-    """`embeddings.evaluate`, or None in a version of the package without it."""
-    try:
-        return importlib.import_module("embeddings.evaluate")
-    except ImportError:
-        return None
 
 
 def results_frame(result) -> pd.DataFrame:
@@ -90,22 +81,15 @@ def score_summary(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def _progress_callback(bar):
-    """A progress function that accepts (done, total), (fraction) or (message) calls."""
+    """A `progress(done, total)` function that moves `bar`."""
 
-    def progress(*args, **_):
-        numbers = [a for a in args if isinstance(a, int | float) and not isinstance(a, bool)]
-        text = next((a for a in args if isinstance(a, str)), None)
-        if len(numbers) >= 2 and numbers[1]:
-            bar.progress(min(1.0, numbers[0] / numbers[1]), text=text or f"{numbers[0]:,} / {numbers[1]:,}")
-        elif len(numbers) == 1:
-            bar.progress(min(1.0, float(numbers[0])), text=text)
-        elif text:
-            bar.progress(0.0, text=text)
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(1.0, done / total) if total else 1.0, text=f"{done:,} / {total:,} steps")
 
     return progress
 
 
-def compute_ui(evaluate, cat: Catalogue, models: list[str], default_queries: int) -> None:
+def compute_ui(cat: Catalogue, models: list[str], default_queries: int) -> None:
     """The button that measures `models` on a sample of queries and saves the result."""
     top = max(1, min(1000, len(cat)))
     queries = st.slider("Queries to sample", min(10, top), top, min(default_queries, top), key="eval_queries",
@@ -124,33 +108,18 @@ def compute_ui(evaluate, cat: Catalogue, models: list[str], default_queries: int
         st.rerun()
 
 
-def compare_page(selection: Selection) -> None:
-    st.title("Compare models")
-    cat = selection.catalogue
-    if cat is None:
-        st.info("There is no catalogue yet: build one on the Catalogue page.")
-        return
-    if not selection.models:
-        st.warning("Select at least one model in the sidebar.")
-        return
-    evaluate = _evaluation_module()
-    if evaluate is None:
-        st.info("The evaluation module is not part of this version of the app.")
-        return
-    st.markdown("How often do a model's nearest neighbours share the query's label? Each query is a catalogue "
-                "product; **precision@k** is the share of its top-k neighbours with the same label (the query "
-                "itself excluded). The dashed line is chance: picking products at random.")
+def saved_result_ui(cat: Catalogue, selection: Selection):
+    """The saved evaluation (None when there is none), with a way to measure missing models."""
     try:
         result = evaluate.load_results(cat)
     except EmbeddingsError as exc:
         st.warning(f"The saved evaluation could not be read ({exc}); measure again below.")
         result = None
-    frame = results_frame(result) if result is not None else None
-    covered = set(frame["model"].dropna()) if frame is not None else set()
+    manifest = result.manifest if result is not None else {}
+    covered = set(results_frame(result)["model"].dropna()) if result is not None else set()
     missing = [m for m in selection.models if m not in covered]
     if result is not None:
-        manifest = getattr(result, "manifest", None) or {}
-        sampled = (manifest.get("image_queries") or {}).get("sampled", manifest.get("queries", "?"))
+        sampled = (manifest.get("image_queries") or {}).get("sampled", "?")
         st.caption(f"Saved evaluation: {sampled} image queries (seed {manifest.get('seed', '?')}), measured "
                    f"{manifest.get('created_at', '')} in {manifest.get('seconds', '?')} s. Recompute with "
                    f"`python -m embeddings evaluate --catalog {cat.directory}`.")
@@ -158,21 +127,16 @@ def compare_page(selection: Selection) -> None:
         st.info(f"No saved measurement for {', '.join(missing)} yet." if result is not None
                 else "This catalogue has not been measured yet; measure it on a sample of queries here (or run "
                      "`python -m embeddings evaluate --catalog ...`).")
-        manifest = (getattr(result, "manifest", None) or {}) if result is not None else {}
         if resources.read_only():
             st.caption(f"Measure on the server: `python -m embeddings evaluate --catalog {cat.directory}`.")
         else:
-            compute_ui(evaluate, cat, sorted(covered | set(selection.models)),
+            compute_ui(cat, sorted(covered | set(selection.models)),
                        int(manifest.get("queries_requested") or DEFAULT_QUERIES))
-    if frame is None:
-        return
-    shown = [m for m in selection.models if m in covered]
-    labels = sorted(set(frame.loc[frame["task"] == "image", "label"].dropna()))
-    if not labels or not shown:
-        return
-    st.session_state["w_label"] = selection.label if selection.label in labels else labels[0]
-    label = st.selectbox("Label field", labels, key="w_label", on_change=sidebar._copy, args=("w_label", "label"),
-                         width=320)
+    return result
+
+
+def image_figures_ui(result, frame: pd.DataFrame, label: str, shown: list[str]) -> None:
+    """Precision@k by label beside chance, and each model's score distribution."""
     left, right = st.columns(2, gap="large")
     with left:
         data = precision_frame(frame, label, shown)
@@ -184,34 +148,60 @@ def compare_page(selection: Selection) -> None:
         scores = score_frame(result, shown)
         if scores.empty:
             st.info("This evaluation holds no score samples.")
-        else:
-            st.altair_chart(score_chart(scores, shown), width="stretch")
-            st.caption("Cosine scores are not comparable across models: a 0.8 from raw pixels and a 0.8 from "
-                       "CLIP mean different things. Read a score against its own model's distribution.")
-            st.dataframe(score_summary(scores).style.format({"median": "{:.3f}", "10th pct": "{:.3f}",
-                                                               "90th pct": "{:.3f}", "scores": "{:,}"}),
-                         width="stretch")
+            return
+        st.altair_chart(score_chart(scores, shown), width="stretch")
+        st.caption("Cosine scores are not comparable across models: a 0.8 from raw pixels and a 0.8 from "
+                   "CLIP mean different things. Read a score against its own model's distribution.")
+        st.dataframe(score_summary(scores).style.format({"median": "{:.3f}", "10th pct": "{:.3f}",
+                                                           "90th pct": "{:.3f}", "scores": "{:,}"}),
+                     width="stretch")
+
+
+def text_figures_ui(result, frame: pd.DataFrame, cat: Catalogue, label: str, shown: list[str]) -> None:
+    """Text-to-image recall of a title's own product, and label precision of text queries."""
     text = frame[frame["task"] == "text"]
-    if not text.empty:
-        manifest = getattr(result, "manifest", None) or {}
-        kinds = {m: (entry or {}).get("text") for m, entry in (manifest.get("models") or {}).items()}
-        st.subheader("Text → image")
-        st.markdown("Each query is a product's own title. **Recall@k**: how often that product is among the top-k "
-                    "results; a model without a text tower answers through its text bridge.")
-        recall = text[text["metric"].isin(["recall", "chance"]) & ~text["label"].isin(catalogue_labels(cat))
-                      & text["model"].isin(shown)]
-        if not recall.empty:
-            table = recall[recall["metric"] == "recall"].pivot_table(index="model", columns="k", values="value")
-            table.index = [f"{m} ({kinds.get(m) or 'text'})" for m in table.index]
-            chance = recall[recall["metric"] == "chance"].groupby("k")["value"].mean()
-            table.loc[CHANCE] = chance
-            table.columns = [f"recall@{k}" for k in table.columns]
-            st.dataframe(table.style.format("{:.3f}"), width="stretch")
-        label_rows = text[(text["metric"] == "precision") & (text["label"] == label) & text["model"].isin(shown)]
-        if not label_rows.empty:
-            data = precision_frame(frame, label, shown, task="text")
-            st.altair_chart(precision_chart(data, f"Text → image: precision@k by {label}", shown), width="stretch")
+    if text.empty:
+        return
+    kinds = {m: (entry or {}).get("text") for m, entry in (result.manifest.get("models") or {}).items()}
+    st.subheader("Text → image")
+    st.markdown("Each query is a product's own title. **Recall@k**: how often that product is among the top-k "
+                "results; a model without a text tower answers through its text bridge.")
+    recall = text[text["metric"].isin(["recall", "chance"]) & ~text["label"].isin(cat.label_fields)
+                  & text["model"].isin(shown)]
+    if not recall.empty:
+        table = recall[recall["metric"] == "recall"].pivot_table(index="model", columns="k", values="value")
+        table.index = [f"{m} ({kinds.get(m) or 'text'})" for m in table.index]
+        table.loc[CHANCE] = recall[recall["metric"] == "chance"].groupby("k")["value"].mean()
+        table.columns = [f"recall@{k}" for k in table.columns]
+        st.dataframe(table.style.format("{:.3f}"), width="stretch")
+    label_rows = text[(text["metric"] == "precision") & (text["label"] == label) & text["model"].isin(shown)]
+    if not label_rows.empty:
+        data = precision_frame(frame, label, shown, task="text")
+        st.altair_chart(precision_chart(data, f"Text → image: precision@k by {label}", shown), width="stretch")
 
 
-def catalogue_labels(cat: Catalogue) -> list[str]:
-    return list(cat.label_fields)
+def compare_page(selection: Selection) -> None:
+    st.title("Compare models")
+    cat = selection.catalogue
+    if cat is None:
+        st.info("There is no catalogue yet: build one on the Catalogue page.")
+        return
+    if not selection.models:
+        st.warning("Select at least one model in the sidebar.")
+        return
+    st.markdown("How often do a model's nearest neighbours share the query's label? Each query is a catalogue "
+                "product; **precision@k** is the share of its top-k neighbours with the same label (the query "
+                "itself excluded). The dashed line is chance: picking products at random.")
+    result = saved_result_ui(cat, selection)
+    if result is None:
+        return
+    frame = results_frame(result)
+    shown = [m for m in selection.models if m in set(frame["model"].dropna())]
+    labels = sorted(set(frame.loc[frame["task"] == "image", "label"].dropna()))
+    if not labels or not shown:
+        return
+    st.session_state["w_label"] = selection.label if selection.label in labels else labels[0]
+    label = st.selectbox("Label field", labels, key="w_label", on_change=sidebar._copy, args=("w_label", "label"),
+                         width=320)
+    image_figures_ui(result, frame, label, shown)
+    text_figures_ui(result, frame, cat, label, shown)

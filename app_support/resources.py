@@ -180,9 +180,3 @@ def text_capable(cat: Catalogue) -> dict[str, str]:
 
 def built_models(cat: Catalogue) -> list[str]:
     return core_search.built_models(cat)
-
-
-@st.cache_resource(max_entries=64, show_spinner=False)
-def build_lock(directory: str, model_id: str) -> threading.Lock:
-    """One lock per catalogue and model: two sessions never build the same index at once."""
-    return threading.Lock()

@@ -27,7 +27,7 @@ from app_support import comparison, resources, sidebar, thumbs, urlstate
 from app_support.sidebar import Selection, current_query, escape_markdown, set_item_query, set_query
 from app_support.tiles import Tile, tile_grid
 from embeddings.catalog import Catalogue
-from embeddings.errors import EmbeddingsError, ImageError, QueryError
+from embeddings.errors import CatalogueChangedError, EmbeddingsError, ImageError, QueryError
 from embeddings.images import open_rgb
 from embeddings.search import MAX_TEXT_CHARS, Hit, check_text
 
@@ -42,7 +42,7 @@ BROWSE_COUNT = 12
 # -- the ways in -----------------------------------------------------------------------------
 def random_product(cat: Catalogue, filters: dict[str, str] | None, rng: random.Random | None = None) -> str | None:
     """A random product id (among those matching `filters`), or None when none matches."""
-    allowed = cat.rows_matching(filters)
+    allowed = cat.ids_matching(filters)
     pool = cat.items.index if allowed is None else sorted(allowed)
     if not len(pool):
         return None
@@ -172,7 +172,7 @@ def run_query(selection: Selection, query: dict) -> Outcome:
     outcome.models = models
     for model_id in models:
         try:  # loaded once per process (the first text or upload query waits here), not timed
-            resources.index(cat, model_id)
+            _open_index(cat, model_id)
             if kind == "text":
                 resources.text_encoder(cat, model_id)
             elif kind == "upload":
@@ -189,6 +189,15 @@ def run_query(selection: Selection, query: dict) -> Outcome:
             outcome.errors[model_id] = str(exc)
         outcome.seconds[model_id] = time.perf_counter() - started
     return outcome
+
+
+def _open_index(cat: Catalogue, model_id: str):
+    """The model's index; when a build committed a newer catalogue meanwhile, rerun the page
+    (it then opens the new catalogue and its indexes together)."""
+    try:
+        return resources.index(cat, model_id)
+    except CatalogueChangedError:
+        st.rerun()
 
 
 # -- showing it ---------------------------------------------------------------------------------
@@ -378,7 +387,7 @@ def label_choice_ui(selection: Selection, query_values: dict[str, str], kind: st
 def browse_ui(selection: Selection, *, expanded: bool) -> None:
     """A strip of random products (within the label filter); a click searches by one."""
     cat = selection.catalogue
-    allowed = cat.rows_matching(selection.filters)
+    allowed = cat.ids_matching(selection.filters)
     pool = cat.items.index.to_numpy() if allowed is None else np.array(sorted(allowed), dtype=object)
     with st.expander("Browse the catalogue: click any product to search by it", expanded=expanded):
         if st.button("Shuffle", key="shuffle", icon=":material/shuffle:"):
@@ -399,7 +408,7 @@ def no_catalogue_ui() -> None:
     st.title("Visual product search")
     st.info("There is no catalogue in the data folder yet. The **Catalogue** page builds the demo catalogue "
             "(a few thousand fashion products) or one from a folder of images, in a few minutes.")
-    st.page_link("pages/catalogue.py", label="Set up a catalogue", icon=":material/inventory_2:")
+    st.page_link("app_pages/catalogue.py", label="Set up a catalogue", icon=":material/inventory_2:")
 
 
 def search_page(selection: Selection) -> None:
@@ -413,7 +422,7 @@ def search_page(selection: Selection) -> None:
         return
     if not selection.built:
         st.warning(f"No model has an index in “{cat.name}” yet.")
-        st.page_link("pages/catalogue.py", label="Build one on the Catalogue page", icon=":material/inventory_2:")
+        st.page_link("app_pages/catalogue.py", label="Build one on the Catalogue page", icon=":material/inventory_2:")
         return
     query_bar_ui(selection)
     if st.session_state.get("query_error"):

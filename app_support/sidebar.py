@@ -333,16 +333,12 @@ def routing(selection: Selection):
 def selection() -> Selection:
     """The selection `sidebar_ui()` resolved in this run; pages start with this call.
 
-    A page file can run without `app.py` in one case: Streamlit's legacy `pages/`-folder mode,
-    which a process is in until its first `st.navigation` call (the first run of a fresh server
-    if it asks for a page's URL, and every `AppTest` rerun). The page then switches the process
-    to `st.navigation` mode and reruns, this time through `app.py` and its sidebar.
+    Page files run only through `app.py` (`st.navigation`, inside `routing`): they live in
+    `app_pages/`, not `pages/`, so Streamlit never runs one alone as a legacy v1 page.
     """
     if not getattr(_router, "active", False):
-        from streamlit.runtime.pages_manager import PagesManager
-
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+        raise RuntimeError("a page of the app ran without its router; start the app with "
+                           "`streamlit run app.py`, not a file in app_pages/")
     return st.session_state["_selection"]
 
 

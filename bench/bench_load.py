@@ -564,7 +564,7 @@ def run(catalog: Path, *, sessions: int, seconds: float, models: list[str] | Non
     text_models = [m for m in models if m in text_capable_models(catalogue)]
     if not text_models:
         raise SystemExit(f"{catalog}: none of {', '.join(models)} takes text queries; train a text bridge: "
-                         f"python -m embeddings.bridge --catalog {catalog} --models {models[0]}")
+                         f"python -m embeddings bridge --catalog {catalog} --models {models[0]}")
     if len(catalogue) < 3:
         raise SystemExit(f"{catalog}: {len(catalogue)} products; the load test needs at least 3")
     k = max(1, min(k, len(catalogue) - 1))

@@ -114,10 +114,10 @@ def bench_model(catalogue, model_id: str, rows: np.ndarray, *, tutorial_queries:
                                                                             result["numpy"]["p50_ms"])
 
     if with_float16:
-        from embeddings.index import ModelIndex, make_faiss_index
+        from embeddings.index import FaissIndex, make_faiss_index
 
         half = make_faiss_index(vectors, hnsw_above=n + 1, store_dtype="float16")
-        half_index = ModelIndex(model_id, index.manifest, half, ids, index.row_of)
+        half_index = FaissIndex(model_id, index.manifest, half, ids)
         half_searcher = Searcher(catalogue, lambda m: half_index)
         log(f"{model_id}: float16 index (interleaved with float32)")
         result["ours_float16"] = time_interleaved({
@@ -146,7 +146,7 @@ def bench_hnsw(catalogue, model_id: str, rows: np.ndarray, ef_values: list[int])
     """HNSW over the same vectors (the library's M and efConstruction): recall@10 and latency."""
     import faiss
 
-    from embeddings.index import HNSW_EF_CONSTRUCTION, HNSW_M, ModelIndex, load_vectors
+    from embeddings.index import HNSW_EF_CONSTRUCTION, HNSW_M, FaissIndex, load_vectors
     from embeddings.search import Searcher
 
     ids, vectors = load_vectors(catalogue.model_dir(model_id))
@@ -165,7 +165,7 @@ def bench_hnsw(catalogue, model_id: str, rows: np.ndarray, ef_values: list[int])
     faiss.omp_set_num_threads(1)
     row_of = {item_id: row for row, item_id in enumerate(ids)}
     manifest = {"model_id": model_id, "dim": dim, "weights_id": "-", "index_type": "hnsw"}
-    model_index = ModelIndex(model_id, manifest, graph, ids, row_of)
+    model_index = FaissIndex(model_id, manifest, graph, ids)
     searcher = Searcher(catalogue, lambda m: model_index)
     query_ids = [ids[r] for r in rows]
     out = {"count": n, "dim": dim, "M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "build_s": build_s,

@@ -1,6 +1,6 @@
-"""Building per-model indexes: batched, overlapped, resumable and incremental.
+"""Embedding a catalogue with one model: batched, overlapped, resumable and incremental.
 
-`build_model_index` embeds the catalogue items a model has no vector for yet, in fixed chunks
+`embed_catalogue` embeds the catalogue items a model has no vector for yet, in fixed chunks
 of `chunk_size` items. Each finished chunk is saved (temp file + `os.replace`) into a work
 folder keyed by the plan (model, weights, the ids to embed, chunk and batch size), so after
 Ctrl-C or `kill -9` the same command skips the finished chunks and embeds the same remaining
@@ -23,15 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from embeddings.catalog import Catalogue, write_atomic
+from embeddings.atomic import write_atomic
+from embeddings.catalog import Catalogue
 from embeddings.errors import EmbeddingsError, ImageError
 from embeddings.images import open_rgb
-from embeddings.index import (
-    DEFAULT_HNSW_ABOVE,
-    load_vectors,
-    read_manifest,
-    write_model_index,
-)
+from embeddings.index import DEFAULT_HNSW_ABOVE, load_vectors, read_manifest, write_model_index
 from embeddings.models import Embedder
 
 #: progress(done, total): called after every chunk (tqdm in the CLI, st.progress in the app).
@@ -48,7 +44,8 @@ class BuildReport:
     embedded: int = 0  # embedded in this run
     reused: int = 0  # taken from the previous index or from finished chunks of an interrupted run
     failed: list[tuple[str, str]] = field(default_factory=list)  # (item id, reason)
-    seconds: float = 0.0
+    seconds: float = 0.0  # embedding time of this run
+    total_seconds: float = 0.0  # with reading earlier vectors and chunks
     manifest: dict | None = None
 
     @property
@@ -111,104 +108,146 @@ def _prefetch(executor: ThreadPoolExecutor, chunks: Sequence[Sequence[str]], fn,
         yield number, pending.pop(number)
 
 
-def build_model_index(catalogue: Catalogue, embedder: Embedder, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                      chunk_size: int | None = None, workers: int = 2, hnsw_above: int = DEFAULT_HNSW_ABOVE,
-                      store_dtype: str = "float32", force: bool = False,
-                      progress: ProgressFn | None = None, backend: str = "faiss",
-                      milvus_uri: str | None = None, milvus_token: str | None = None) -> BuildReport:
-    """Embed what is missing, then write the model's index artefacts atomically.
+@dataclass
+class EmbeddedVectors:
+    """Every vector of a model for a catalogue, in catalogue order, ready to be indexed."""
 
-    `force` ignores vectors from a previous build. Unreadable images are reported in the
-    returned `BuildReport.failed` (and the manifest) and left out; they never stop the build.
-    `backend="milvus"` stores the index in a Milvus collection (`milvus_uri`, default Milvus
-    Lite inside the catalogue) with the catalogue's label fields as filterable scalar fields.
+    ids: list[str]
+    vectors: np.ndarray  # float32 (len(ids), dim), L2-normalised
+    report: BuildReport
+    work_dir: Path  # finished chunks of this plan; removed once the index is committed
+
+
+def embed_catalogue(catalogue: Catalogue, embedder: Embedder, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                    chunk_size: int | None = None, workers: int = 2, force: bool = False,
+                    progress: ProgressFn | None = None) -> EmbeddedVectors:
+    """Embed what the model's current index lacks (everything with `force`), chunk by chunk.
+
+    Vectors of the previous index built with the same model and weights are reused; finished
+    chunks of an interrupted run with the same plan are reused. Unreadable images are
+    reported in `report.failed` and left out; they never stop the embedding.
     """
     started = time.perf_counter()
     model_id, weights_id = embedder.id, embedder.weights_id
     chunk_size = chunk_size or batch_size * DEFAULT_CHUNK_BATCHES
     model_dir = catalogue.model_dir(model_id)
     report = BuildReport(model_id)
-
     known = {} if force else _previous_vectors(model_dir, model_id, weights_id)
     ids = catalogue.ids
     todo = [item_id for item_id in ids if item_id not in known]
     chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
-    plan = _plan_key(model_id, weights_id, todo, chunk_size, batch_size)
     work_dir = model_dir.with_name(f"{model_id}.work")
-    plan_dir = work_dir / plan
-    if work_dir.exists():  # runs with another plan (other ids, other sizes) are stale now
+    plan_dir = _plan_dir(work_dir, _plan_key(model_id, weights_id, todo, chunk_size, batch_size),
+                         {"model_id": model_id, "weights_id": weights_id, "todo": len(todo),
+                          "chunk_size": chunk_size, "batch_size": batch_size})
+    new_vectors, failed, finished = _reuse_chunks(plan_dir, chunks, report)
+    done = len(ids) - len(todo) + sum(len(chunks[n]) for n in finished)
+    if progress:
+        progress(done, len(ids))
+    remaining = [n for n in range(len(chunks)) if n not in finished]
+    embed_started = time.perf_counter()
+    for number, vectors, chunk_failed, ok_ids in _embed_chunks(embedder, catalogue, chunks, remaining,
+                                                              batch_size, workers):
+        _write_chunk(plan_dir / f"chunk-{number:06d}.npz", ok_ids, vectors, chunk_failed)
+        new_vectors.update(zip(ok_ids, vectors, strict=True))
+        failed.update(chunk_failed)
+        report.embedded += len(ok_ids)
+        done += len(chunks[number])
+        if progress:
+            progress(done, len(ids))
+    report.seconds = time.perf_counter() - embed_started
+    final_ids = [item_id for item_id in ids if item_id in known or item_id in new_vectors]
+    stacked = (np.stack([known[i] if i in known else new_vectors[i] for i in final_ids])
+               if final_ids else np.zeros((0, embedder.dim), dtype=np.float32))
+    report.reused += sum(1 for i in final_ids if i in known)
+    report.failed = sorted(failed.items())
+    report.count = len(final_ids)
+    report.total_seconds = time.perf_counter() - started
+    return EmbeddedVectors(final_ids, stacked, report, work_dir)
+
+
+def _plan_dir(work_dir: Path, plan: str, description: dict) -> Path:
+    """This plan's chunk folder; folders of other plans (other ids, other sizes) are stale."""
+    if work_dir.exists():
         for stale in work_dir.iterdir():
             if stale.name != plan:
                 shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+    plan_dir = work_dir / plan
     plan_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(plan_dir / "plan.json", json.dumps({"model_id": model_id, "weights_id": weights_id,
-                                                     "todo": len(todo), "chunk_size": chunk_size,
-                                                     "batch_size": batch_size}))
-    new_vectors: dict[str, np.ndarray] = {}
+    write_atomic(plan_dir / "plan.json", json.dumps(description))
+    return plan_dir
+
+
+def _reuse_chunks(plan_dir: Path, chunks: list[list[str]], report: BuildReport):
+    """Vectors, failures and numbers of the chunks an interrupted run of this plan finished."""
+    vectors_by_id: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
-    done_items = len(ids) - len(todo)
-    if progress:
-        progress(done_items, len(ids))
-
-    def chunk_file(number: int) -> Path:
-        return plan_dir / f"chunk-{number:06d}.npz"
-
-    remaining = []
+    finished: set[int] = set()
     for number, chunk in enumerate(chunks):
-        saved = _read_chunk(chunk_file(number), chunk)
-        if saved is None:
-            remaining.append(number)
-            continue
-        vectors, chunk_failed = saved
-        new_vectors.update(vectors)
-        failed.update(chunk_failed)
-        report.reused += len(vectors)
-        done_items += len(chunk)
-    if progress and report.reused:
-        progress(done_items, len(ids))
+        saved = _read_chunk(plan_dir / f"chunk-{number:06d}.npz", chunk)
+        if saved is not None:
+            vectors, chunk_failed = saved
+            vectors_by_id.update(vectors)
+            failed.update(chunk_failed)
+            finished.add(number)
+            report.reused += len(vectors)
+    return vectors_by_id, failed, finished
 
-    embed_started = time.perf_counter()
+
+def _embed_chunks(embedder: Embedder, catalogue: Catalogue, chunks: list[list[str]], remaining: list[int],
+                  batch_size: int, workers: int):
+    """Yield (chunk number, vectors, failures, embedded ids) for each remaining chunk, in order,
+    decoding the next chunk in threads while the model runs (see `_decode_ahead`)."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as executor:
         prepare = lambda item_id: _load_and_prepare(embedder, catalogue, item_id)  # noqa: E731
         ahead = _decode_ahead(embedder, workers)
         for position, futures in _prefetch(executor, [chunks[n] for n in remaining], prepare, ahead=ahead):
             number = remaining[position]
-            chunk = chunks[number]
             results = [future.result() for future in futures]
-            ok_ids = [item_id for item_id, (prepared, _) in zip(chunk, results, strict=True) if prepared is not None]
-            prepared = [prepared for prepared, _ in results if prepared is not None]
-            chunk_failed = {item_id: reason for item_id, (_, reason) in zip(chunk, results, strict=True)
-                            if reason is not None}
-            parts = [embedder.embed_prepared(prepared[s:s + batch_size]) for s in range(0, len(prepared), batch_size)]
+            pairs = list(zip(chunks[number], results, strict=True))
+            ok_ids = [item_id for item_id, (prepared, _) in pairs if prepared is not None]
+            prepared = [prepared for _, (prepared, _) in pairs if prepared is not None]
+            chunk_failed = {item_id: reason for item_id, (_, reason) in pairs if reason is not None}
+            parts = [embedder.embed_prepared(prepared[s:s + batch_size])
+                     for s in range(0, len(prepared), batch_size)]
             vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
-            _write_chunk(chunk_file(number), ok_ids, vectors, chunk_failed)
-            new_vectors.update(zip(ok_ids, vectors, strict=True))
-            failed.update(chunk_failed)
-            report.embedded += len(ok_ids)
-            done_items += len(chunk)
-            if progress:
-                progress(done_items, len(ids))
-    report.seconds = time.perf_counter() - embed_started
+            yield number, vectors, chunk_failed, ok_ids
 
-    final_ids = [item_id for item_id in ids if item_id in known or item_id in new_vectors]
-    dim = embedder.dim
-    stacked = (np.stack([known[i] if i in known else new_vectors[i] for i in final_ids])
-               if final_ids else np.zeros((0, dim), dtype=np.float32))
-    report.reused += sum(1 for i in final_ids if i in known)
-    report.failed = sorted(failed.items())
-    labels = ({label: catalogue.items.loc[final_ids, label].astype(str).tolist() for label in catalogue.label_fields}
-              if backend == "milvus" else None)
+
+def index_manifest(catalogue: Catalogue, embedder: Embedder, report: BuildReport) -> dict:
+    """What a model's index manifest records about the build (index.py adds the rest)."""
+    return {"model_id": embedder.id, "weights_id": embedder.weights_id,
+            "description": embedder.spec.description, "has_text": embedder.spec.has_text,
+            "catalogue_fingerprint": catalogue.fingerprint, "catalogue_count": len(catalogue),
+            "failed": [{"id": i, "reason": r} for i, r in report.failed],
+            "build_seconds": round(report.total_seconds, 3), "embedded_this_run": report.embedded}
+
+
+def index_labels(catalogue: Catalogue, ids: list[str], backend: str) -> dict[str, list[str]] | None:
+    """Label values per row for a backend that filters by itself (Milvus), else None."""
+    if backend != "milvus":
+        return None
+    return {label: catalogue.items.loc[ids, label].astype(str).tolist() for label in catalogue.label_fields}
+
+
+def build_model_index(catalogue: Catalogue, embedder: Embedder, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                      chunk_size: int | None = None, workers: int = 2, hnsw_above: int = DEFAULT_HNSW_ABOVE,
+                      store_dtype: str = "float32", force: bool = False,
+                      progress: ProgressFn | None = None, backend: str = "faiss",
+                      milvus_uri: str | None = None, milvus_token: str | None = None) -> BuildReport:
+    """Embed what is missing and put one model's index in place (`embed_catalogue`, then
+    `embeddings.index.write_model_index`). A whole catalogue is built by
+    `embeddings.catalogue_build.build_catalogue`, which commits all its models at once.
+    """
+    embedded = embed_catalogue(catalogue, embedder, batch_size=batch_size, chunk_size=chunk_size,
+                               workers=workers, force=force, progress=progress)
+    report = embedded.report
     report.manifest = write_model_index(
-        model_dir, ids=final_ids, vectors=stacked, hnsw_above=hnsw_above, store_dtype=store_dtype,
-        backend=backend, labels=labels, milvus_uri=milvus_uri, milvus_token=milvus_token,
-        manifest={"model_id": model_id, "weights_id": weights_id,
-                  "description": embedder.spec.description, "has_text": embedder.spec.has_text,
-                  "catalogue_fingerprint": catalogue.fingerprint, "catalogue_count": len(ids),
-                  "failed": [{"id": i, "reason": r} for i, r in report.failed],
-                  "build_seconds": round(time.perf_counter() - started, 3),
-                  "embedded_this_run": report.embedded})
-    report.count = len(final_ids)
-    shutil.rmtree(work_dir, ignore_errors=True)
+        catalogue.model_dir(embedder.id), ids=embedded.ids, vectors=embedded.vectors,
+        manifest=index_manifest(catalogue, embedder, report), hnsw_above=hnsw_above, store_dtype=store_dtype,
+        backend=backend, labels=index_labels(catalogue, embedded.ids, backend), milvus_uri=milvus_uri,
+        milvus_token=milvus_token)
+    shutil.rmtree(embedded.work_dir, ignore_errors=True)
     return report
 
 

@@ -1,18 +1,19 @@
-"""`python -m embeddings build|search|evaluate|models|catalogues`.
+"""`python -m embeddings build|search|evaluate|bridge|models|catalogues`.
 
-Every command prints for people by default; `search --json` and `evaluate --json` print data.
-Exit codes: 0 success, 1 some models failed (the others were built), 2 bad input.
+The top of the core: it parses options, calls the core and prints; nothing in the core imports
+it. Every command prints for people by default; `search --json` and `evaluate --json` print
+data. Exit codes: 0 success, 1 some models failed (the others answered or were built), 2 bad
+input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from embeddings.errors import EmbeddingsError
+from embeddings.errors import EmbeddingsError, describe_os_error
 
 
 def _model_list(text: str) -> list[str]:
@@ -33,25 +34,41 @@ def _weights(pairs: list[str] | None) -> dict[str, dict]:
     return options
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m embeddings", description=__doc__.splitlines()[0])
-    commands = top.add_subparsers(dest="command", required=True)
+def _filters(pairs: list[str] | None) -> dict[str, str] | None:
+    """`--filter LABEL=VALUE` options -> {label: value}."""
+    filters = {}
+    for pair in pairs or []:
+        label, sep, value = pair.partition("=")
+        if not sep or not label.strip():
+            raise EmbeddingsError(f"--filter {pair!r}: write it as LABEL=VALUE, e.g. gender=Women")
+        filters[label.strip()] = value.strip()
+    return filters or None
 
+
+def _models_option(command: argparse.ArgumentParser, *, required: bool, help_text: str) -> None:
+    """`--models` (and its older spelling `--model`): comma-separated model ids."""
+    command.add_argument("--models", "--model", dest="models", type=_model_list, required=required,
+                         help=help_text)
+
+
+def _build_parser(commands) -> None:
     build = commands.add_parser("build", help="scan a catalogue and build an index per model")
-    build.add_argument("--source", required=True, help="a dataset folder, or a Kaggle handle owner/dataset")
+    where = build.add_mutually_exclusive_group(required=True)
+    where.add_argument("--source", help="a dataset folder, or a Kaggle handle owner/dataset")
+    where.add_argument("--catalog", help="rebuild an existing catalogue from its own source and settings")
     build.add_argument("--adapter", choices=["fashion-small", "digikala", "folder"],
-                       help="how to read the source (default: detected)")
-    build.add_argument("--models", type=_model_list, default=["pixels", "efficientnet-lite0"],
-                       help="comma-separated model ids (default: pixels,efficientnet-lite0)")
+                       help="how to read the source (default: detected, or the catalogue's own)")
+    _models_option(build, required=False, help_text="comma-separated model ids (default: the catalogue's "
+                   "built models, or pixels,efficientnet-lite0 for a new catalogue)")
     build.add_argument("--out", help="catalogue folder (default: <data folder>/<source name>[-limit])")
     build.add_argument("--limit", type=int, help="keep N products, stratified by the main label")
-    build.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (default 0)")
+    build.add_argument("--seed", type=int, help="seed of the --limit subset (default 0)")
     build.add_argument("--sidecar", help="folder adapter: CSV adding titles/labels by file name")
     build.add_argument("--batch-size", type=int, default=64)
     build.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
     build.add_argument("--hnsw-above", type=int, default=None,
                        help="use an HNSW graph above this many products (default 100000)")
-    build.add_argument("--float16", action="store_true",
+    build.add_argument("--float16", action="store_const", const="float16", dest="store_dtype",
                        help="store vectors as float16: half the disk and half the serving RAM")
     build.add_argument("--backend", choices=["faiss", "milvus"], default=None,
                        help="where the index lives: faiss files in the catalogue (default) or a Milvus "
@@ -66,39 +83,43 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--bridge", action=argparse.BooleanOptionalAction, default=True,
                        help="train a text bridge for image-only models when products have titles")
 
+
+def _search_parser(commands) -> None:
     search = commands.add_parser("search", help="query a catalogue's indexes")
     search.add_argument("--catalog", required=True, help="catalogue folder (or its name in the data folder)")
-    search.add_argument("--model", type=_model_list, required=True, help="model id(s), comma-separated")
+    _models_option(search, required=True, help_text="model id(s), comma-separated")
     query = search.add_mutually_exclusive_group(required=True)
     query.add_argument("--item", help="a catalogue product id")
     query.add_argument("--text", help="a description, e.g. 'red running shoes'")
     query.add_argument("--image", help="an image file")
-    search.add_argument("-k", type=int, default=10)
+    search.add_argument("-k", type=int, default=10, help="results per model (1 to 1000, default 10)")
     search.add_argument("--filter", action="append", metavar="LABEL=VALUE",
                         help="keep only products with this label value, e.g. gender=Women (repeatable)")
     search.add_argument("--json", action="store_true", help='print [{"id", "score"}, ...] (per model if several)')
     search.add_argument("--weights", action="append", metavar="MODEL=PATH")
 
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m embeddings", description=__doc__.splitlines()[0])
+    commands = top.add_subparsers(dest="command", required=True)
+    _build_parser(commands)
+    _search_parser(commands)
     evaluate = commands.add_parser("evaluate", help="measure each model's retrieval quality")
     evaluate.add_argument("--catalog", required=True)
-    evaluate.add_argument("--models", type=_model_list, help="default: every built model")
+    _models_option(evaluate, required=False, help_text="default: every built model")
     evaluate.add_argument("--queries", type=int, default=1000, help="sampled queries per task (default 1000)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--json", action="store_true")
-
+    bridge = commands.add_parser("bridge", help="(re)train the text bridges of image-only models")
+    bridge.add_argument("--catalog", required=True)
+    _models_option(bridge, required=False, help_text="default: every built image-only model")
+    bridge.add_argument("--seed", type=int, default=0)
+    bridge.add_argument("--holdout", type=float, default=0.1, help="share of distinct titles held out (0.1)")
+    bridge.add_argument("--force", action="store_true", help="retrain even a bridge that is up to date")
     commands.add_parser("models", help="list the model zoo")
     catalogues = commands.add_parser("catalogues", help="list the catalogues in the data folder")
     catalogues.add_argument("--data", help="data folder (default: $EMBEDDINGS_DATA or data/)")
     return top
-
-
-def resolve_catalog_dir(value: str) -> Path:
-    from embeddings.config import data_dir
-
-    path = Path(value).expanduser()
-    if path.is_dir() or os.sep in value or value.startswith("."):
-        return path
-    return data_dir() / value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,165 +137,223 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def describe_os_error(exc: OSError) -> str:
-    """A one-line message for a failed write or read: which file, why, and what was kept."""
-    import errno
+# -- build --------------------------------------------------------------------------------------
+class BuildPrinter:
+    """Shows a build's progress: a tqdm bar per model while it embeds, a line per other step."""
 
-    where = exc.filename or "a file"
-    advice = {errno.ENOSPC: "the disk is full; free some space",
-              errno.EROFS: "the folder is on a read-only file system; choose another --out",
-              errno.EACCES: "permission denied; choose a folder you can write to",
-              errno.EDQUOT: "the disk quota is exceeded; free some space"}.get(exc.errno, "check the path")
-    return (f"cannot use {where}: {exc.strerror or exc} ({advice}). Indexes built before are unchanged; "
-            "finished chunks of this build are kept, so the same command continues after the fix.")
+    QUIET = {"embed", "model-done", "bridge"}
+
+    def __init__(self):
+        self.bars: dict[str, object] = {}
+
+    def __call__(self, event) -> None:
+        from tqdm import tqdm
+
+        if event.stage == "embed":
+            bar = self.bars.get(event.model_id)
+            if bar is None:
+                bar = self.bars[event.model_id] = tqdm(total=event.total, desc=event.model_id, unit="img",
+                                                       dynamic_ncols=True)
+            bar.total = event.total
+            bar.update(event.done - bar.n)
+        elif event.stage == "model-done" and event.model_id in self.bars:
+            self.bars.pop(event.model_id).close()
+        elif event.stage not in self.QUIET and event.message:
+            prefix = f"[{event.model_id}] " if event.model_id else ""
+            tqdm.write(prefix + event.message)
 
 
 def cmd_build(args) -> int:
-    from tqdm import tqdm
+    from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
 
-    from embeddings.build import build_model_index
-    from embeddings.catalog import create_catalogue, default_catalogue_name
-    from embeddings.config import data_dir
-    from embeddings.errors import ModelLoadError
-    from embeddings.index import DEFAULT_HNSW_ABOVE
-    from embeddings.models import get_spec, load_model
+    request = BuildRequest(
+        out=_build_out(args), source=args.source, adapter=args.adapter, limit=args.limit, seed=args.seed,
+        sidecar=args.sidecar, models=args.models, weights=_weights(args.weights), bridges=args.bridge,
+        index=IndexOptions(batch_size=args.batch_size, workers=args.workers, hnsw_above=args.hnsw_above,
+                           store_dtype=args.store_dtype, backend=_backend(args), milvus_uri=args.milvus_uri,
+                           milvus_token=args.milvus_token, force=args.force))
+    result = build_catalogue(request, progress=BuildPrinter())
+    _print_build(result)
+    if result.failed:
+        print(f"built {len(result.succeeded)} of {len(result.outcomes)} models; failed: "
+              f"{', '.join(o.model_id for o in result.failed)}", file=sys.stderr)
+        return 1
+    return 0
 
-    for model_id in args.models:
-        get_spec(model_id)  # unknown ids fail before any work
-    options = _weights(args.weights)
-    backend = _backend(args)
-    out = Path(args.out) if args.out else data_dir() / default_catalogue_name(args.source, args.limit)
-    # Saved only after the first model succeeds: a build that fails for every model leaves the
-    # previous catalogue and its indexes loadable.
-    catalogue = create_catalogue(args.source, out, adapter=args.adapter, limit=args.limit, seed=args.seed,
-                                 sidecar=args.sidecar, write=False)
+
+def _build_out(args) -> Path:
+    from embeddings.catalog import default_catalogue_name
+    from embeddings.config import data_dir, resolve_catalog_dir
+
+    if args.catalog:
+        return resolve_catalog_dir(args.catalog)
+    return Path(args.out) if args.out else data_dir() / default_catalogue_name(args.source, args.limit)
+
+
+def _backend(args) -> str | None:
+    """The requested backend, checking the Milvus options before any work is done."""
+    if args.backend == "faiss" and (args.milvus_uri or args.milvus_token):
+        raise EmbeddingsError("--milvus-uri/--milvus-token need --backend milvus (or drop --backend faiss)")
+    if args.milvus_uri:
+        from embeddings.milvus_backend import check_uri
+
+        args.milvus_uri = check_uri(args.milvus_uri)
+        return "milvus"
+    return args.backend
+
+
+def _print_build(result) -> None:
+    catalogue = result.catalogue
     info = catalogue.info
     print(f"catalogue {catalogue.directory}: {len(catalogue):,} products ({info['adapter']}), "
           f"labels: {', '.join(catalogue.label_fields) or 'none'}")
-    for note in info["recovered"][:5]:
-        print(f"  recovered {note['where']}: {note['reason']}")
-    if len(info["recovered"]) > 5:
-        print(f"  ... and {len(info['recovered']) - 5} more recovered rows (catalog.json lists them all)")
-    for note in info["skipped"][:10]:
-        print(f"  skipped {note['where']}: {note['reason']}")
-    if len(info["skipped"]) > 10:
-        print(f"  ... and {len(info['skipped']) - 10} more skipped (catalog.json lists them all)")
+    _print_notes("recovered", info["recovered"], 5)
+    _print_notes("skipped", info["skipped"], 10)
+    if result.updated_too:
+        print(f"the products changed, so these built models were updated too: {', '.join(result.updated_too)}")
+    for outcome in result.outcomes:
+        _print_outcome(outcome)
+    if not result.committed:
+        print("nothing was changed: no model was built", file=sys.stderr)
 
-    failures: dict[str, str] = {}
-    saved = False
-    for model_id in args.models:
-        try:
-            embedder = load_model(model_id, **options.get(model_id, {}))
-        except ModelLoadError as exc:
-            failures[model_id] = str(exc)
-            print(f"[{model_id}] not built: {exc}", file=sys.stderr)
-            continue
-        bar = tqdm(total=len(catalogue), desc=model_id, unit="img", dynamic_ncols=True)
 
-        def progress(done: int, total: int, bar=bar) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+def _print_notes(kind: str, notes: list[dict], shown: int) -> None:
+    for note in notes[:shown]:
+        print(f"  {kind} {note['where']}: {note['reason']}")
+    if len(notes) > shown:
+        print(f"  ... and {len(notes) - shown} more {kind} (catalog.json lists them all)")
 
-        try:
-            report = build_model_index(
-                catalogue, embedder, batch_size=args.batch_size, workers=args.workers,
-                hnsw_above=args.hnsw_above if args.hnsw_above is not None else DEFAULT_HNSW_ABOVE,
-                store_dtype="float16" if args.float16 else "float32", force=args.force, progress=progress,
-                backend=backend, milvus_uri=args.milvus_uri, milvus_token=args.milvus_token)
-        except (EmbeddingsError, RuntimeError, OSError) as exc:
-            # One model failing mid-way (a bad weights file, a full disk) must not cost the others.
-            bar.close()
-            failures[model_id] = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
-            print(f"[{model_id}] build failed: {failures[model_id]}", file=sys.stderr)
-            continue
-        bar.close()
-        if not saved:
-            catalogue.save()
-            saved = True
+
+def _print_outcome(outcome) -> None:
+    model_id = outcome.model_id
+    if outcome.status == "failed":
+        print(f"[{model_id}] build failed: {outcome.message}", file=sys.stderr)
+        return
+    report = outcome.report
+    if report is None:
+        print(f"[{model_id}] up to date")
+    else:
         manifest = report.manifest
         print(f"[{model_id}] {report.count:,} vectors x {manifest['dim']} ({manifest['index_type']}): "
               f"embedded {report.embedded:,} at {report.items_per_second:.1f} img/s, reused {report.reused:,}")
         for _item_id, reason in report.failed[:10]:
             print(f"  [{model_id}] unreadable image skipped: {reason}")
-        if args.bridge and not get_spec(model_id).has_text and catalogue.items["title"].ne("").any():
-            _build_bridge(catalogue, model_id, failures)
-    if failures:
-        print(f"built {len(args.models) - len(failures)} of {len(args.models)} models; failed: "
-              f"{', '.join(failures)}", file=sys.stderr)
-        return 1
-    return 0
+    if outcome.bridge:
+        print(f"[{model_id}] text bridge: {outcome.bridge}")
 
 
-def _build_bridge(catalogue, model_id: str, failures: dict[str, str]) -> None:
-    """Train the text bridge for an image-only model (issue 4); skipped quietly if unavailable."""
-    try:
-        from embeddings.bridge import train_bridge_for_catalogue
-    except ImportError:
-        return
-    try:
-        result = train_bridge_for_catalogue(catalogue, model_id)
-    except EmbeddingsError as exc:
-        print(f"[{model_id}] text bridge not trained: {exc}", file=sys.stderr)
-        return
-    if result is not None:
-        print(f"[{model_id}] text bridge: {result}")
-
-
-def _backend(args) -> str:
-    """The build's backend, checking the Milvus options before any work is done."""
-    backend = args.backend or ("milvus" if args.milvus_uri else "faiss")
-    if backend == "faiss" and (args.milvus_uri or args.milvus_token):
-        raise EmbeddingsError("--milvus-uri/--milvus-token need --backend milvus (or drop --backend faiss)")
-    if backend == "milvus" and args.milvus_uri:
-        from embeddings.milvus_backend import check_uri
-
-        args.milvus_uri = check_uri(args.milvus_uri)
-    return backend
-
-
-def _filters(pairs: list[str] | None) -> dict[str, str] | None:
-    """`--filter LABEL=VALUE` options -> {label: value}."""
-    filters = {}
-    for pair in pairs or []:
-        label, sep, value = pair.partition("=")
-        if not sep or not label.strip():
-            raise EmbeddingsError(f"--filter {pair!r}: write it as LABEL=VALUE, e.g. gender=Women")
-        filters[label.strip()] = value.strip()
-    return filters or None
-
-
+# -- search -------------------------------------------------------------------------------------
 def cmd_search(args) -> int:
-    from embeddings.catalog import Catalogue
-    from embeddings.images import open_rgb
-    from embeddings.search import make_searcher
+    from embeddings.config import resolve_catalog_dir
+    from embeddings.models import get_spec
+    from embeddings.search import make_searcher, open_snapshot
 
-    catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
-    searcher = make_searcher(catalogue, model_options=_weights(args.weights))
+    for model_id in args.models:
+        get_spec(model_id)  # an unknown id is a typo: say so before anything else
+    image = _query_image(args.image) if args.image is not None else None
+    catalogue, indexes = open_snapshot(resolve_catalog_dir(args.catalog), args.models)
     filters = _filters(args.filter)
-    if args.item is not None:
-        results = searcher.search_item(args.item, args.model, args.k, filters=filters)
-    elif args.text is not None:
-        results = searcher.search_text(args.text, args.model, args.k, filters=filters)
-    else:
-        results = searcher.search_image(open_rgb(args.image), args.model, args.k, filters=filters)
+    _check_filter_values(catalogue, filters)
+    searcher = make_searcher(catalogue, model_options=_weights(args.weights), indexes=indexes)
+    results, errors = {}, {}
+    for model_id in args.models:
+        try:
+            if args.item is not None:
+                results.update(searcher.search_item(args.item, [model_id], args.k, filters=filters))
+            elif args.text is not None:
+                results.update(searcher.search_text(args.text, [model_id], args.k, filters=filters))
+            else:
+                results.update(searcher.search_image(image, [model_id], args.k, filters=filters))
+        except EmbeddingsError as exc:
+            if len(args.models) == 1:
+                raise
+            errors[model_id] = str(exc)
+    _print_results(catalogue, args, results)
+    for model_id, message in errors.items():
+        print(f"[{model_id}] no answer: {message}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _query_image(path: str):
+    from embeddings.images import open_rgb
+
+    return open_rgb(path)
+
+
+def _check_filter_values(catalogue, filters: dict[str, str] | None) -> None:
+    """Refuse a filter no product matches, naming the values that exist."""
+    if not filters:
+        return
+    for field_name, value in filters.items():
+        if field_name not in catalogue.label_fields:
+            raise EmbeddingsError(f"--filter {field_name}={value}: catalogue {catalogue.name!r} has no label "
+                                  f"field {field_name!r}; label fields: {', '.join(catalogue.label_fields) or 'none'}")
+        if value not in set(catalogue.items[field_name]):
+            known = catalogue.label_counts(field_name).index[:12].tolist()
+            raise EmbeddingsError(f"--filter {field_name}={value}: no product in catalogue {catalogue.name!r} "
+                                  f"has that value; values: {', '.join(map(str, known))}")
+    if not catalogue.ids_matching(filters):
+        shown = " and ".join(f"{f}={v}" for f, v in filters.items())
+        raise EmbeddingsError(f"--filter {shown}: no product in catalogue {catalogue.name!r} has all of these")
+
+
+def _print_results(catalogue, args, results: dict) -> None:
     if args.json:
         rows = {m: [{"id": h.id, "score": round(h.score, 6)} for h in hits] for m, hits in results.items()}
-        print(json.dumps(rows[args.model[0]] if len(args.model) == 1 else rows))
-        return 0
+        print(json.dumps(rows[args.models[0]] if len(args.models) == 1 else rows))
+        return
     for model_id, hits in results.items():
         print(f"== {model_id}")
         for rank, hit in enumerate(hits, start=1):
             title = catalogue.items.at[hit.id, "title"] if hit.id in catalogue else ""
             print(f"{rank:>4}  {hit.score:.4f}  {hit.id}  {title}")
+
+
+# -- evaluate, bridge, listings -----------------------------------------------------------------
+def cmd_evaluate(args) -> int:
+    from embeddings.catalog import Catalogue
+    from embeddings.config import resolve_catalog_dir
+    from embeddings.evaluate import evaluate_catalogue, save_results, summary_markdown
+
+    catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
+
+    def progress(done: int, total: int) -> None:
+        print(f"evaluated {done}/{total} (model, task) steps", file=sys.stderr)
+
+    result = evaluate_catalogue(catalogue, args.models, queries=args.queries, seed=args.seed, progress=progress)
+    paths = save_results(catalogue, result)
+    for model_id, reason in result.manifest["skipped_text"].items():
+        print(f"[{model_id}] no text figures: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.rows))
+    else:
+        print(summary_markdown(result))
+        print(f"saved {paths['json']} and {paths['markdown']}")
     return 0
 
 
-def cmd_evaluate(args) -> int:
-    try:
-        from embeddings.evaluate import run_cli
-    except ImportError:
-        raise EmbeddingsError("evaluation is not available in this version") from None
-    return run_cli(args)
+def cmd_bridge(args) -> int:
+    from embeddings.bridge import train_bridge_for_catalogue
+    from embeddings.catalog import Catalogue
+    from embeddings.config import resolve_catalog_dir
+    from embeddings.locks import build_lock
+    from embeddings.models import get_spec
+    from embeddings.search import built_models
+
+    directory = resolve_catalog_dir(args.catalog)
+    catalogue = Catalogue.open(directory)
+    models = args.models or [m for m in built_models(catalogue) if not get_spec(m).has_text]
+    if not models:
+        raise EmbeddingsError(f"catalogue {catalogue.name!r} has no built image-only model to bridge")
+    with build_lock(directory):
+        for model_id in models:
+            if get_spec(model_id).has_text:
+                print(f"[{model_id}] has its own text tower: no bridge needed")
+                continue
+            summary = train_bridge_for_catalogue(catalogue, model_id, seed=args.seed,
+                                                 holdout_fraction=args.holdout, force=args.force)
+            print(f"[{model_id}] text bridge: {summary or 'no titles in this catalogue: nothing to learn from'}")
+    return 0
 
 
 def cmd_models(args) -> int:
@@ -301,5 +380,5 @@ def cmd_catalogues(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "search": cmd_search, "evaluate": cmd_evaluate, "models": cmd_models,
-            "catalogues": cmd_catalogues}
+COMMANDS = {"build": cmd_build, "search": cmd_search, "evaluate": cmd_evaluate, "bridge": cmd_bridge,
+            "models": cmd_models, "catalogues": cmd_catalogues}

@@ -21,3 +21,11 @@ def list_catalogue_dirs(root: Path | None = None) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if (p / "catalog.json").is_file())
+
+
+def resolve_catalog_dir(value: str) -> Path:
+    """A `--catalog` value: a folder path as given, or a bare name inside the data folder."""
+    path = Path(value).expanduser()
+    if path.is_dir() or os.sep in value or value.startswith("."):
+        return path
+    return data_dir() / value

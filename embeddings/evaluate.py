@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,9 +51,12 @@ from functools import cache
 
 import numpy as np
 
-from embeddings.catalog import Catalogue, write_atomic
+from embeddings.atomic import write_atomic
+from embeddings.bridge import TextBridge, read_bridge_manifest, read_holdout_ids, title_vectors
+from embeddings.catalog import Catalogue
 from embeddings.errors import EmbeddingsError
-from embeddings.index import ModelIndex, read_manifest
+from embeddings.index import read_manifest
+from embeddings.vector_index import ModelIndex
 
 DEFAULT_KS = (1, 5, 10, 20)
 DEFAULT_QUERIES = 1000
@@ -204,6 +206,14 @@ def _text_encoder_loader(catalogue: Catalogue, load_embedder: Callable[[str], ob
     return lambda model_id: default_text_encoder(catalogue, model_id, embedder_of)
 
 
+class _Rows(list):
+    """The result rows being gathered, one figure each."""
+
+    def add(self, model_id: str, task: str, label: str, metric: str, k: int, value: float) -> None:
+        self.append({"model": model_id, "task": task, "label": label, "metric": metric, "k": int(k),
+                     "value": round(float(value), 6)})
+
+
 def evaluate_catalogue(catalogue: Catalogue, models: Sequence[str] | None = None, *,
                        queries: int = DEFAULT_QUERIES, seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
                        progress: ProgressFn | None = None,
@@ -217,7 +227,6 @@ def evaluate_catalogue(catalogue: Catalogue, models: Sequence[str] | None = None
     image figures only, and the reason is kept in `manifest["skipped_text"]`. Raises
     `IndexMissingError`/`IndexMismatchError` when a model's index is missing or out of date.
     """
-    from embeddings.bridge import TextBridge, read_holdout_ids, title_vectors
     from embeddings.search import built_models, open_index
 
     started = time.perf_counter()
@@ -227,108 +236,13 @@ def evaluate_catalogue(catalogue: Catalogue, models: Sequence[str] | None = None
     models = list(models) if models else built_models(catalogue)
     if not models:
         raise EmbeddingsError(f"catalogue {catalogue.name!r} has no built model to evaluate; build one with "
-                              f"python -m embeddings build --source {catalogue.info.get('source')} "
-                              f"--out {catalogue.directory}")
+                              f"python -m embeddings build --catalog {catalogue.directory} --models pixels")
     indexes = {m: open_index(catalogue, m) for m in models}
-    text_encoders, skipped_text = {}, {}
-    load_text = _text_encoder_loader(catalogue, load_embedder)
-    for model_id in models:
-        try:
-            text_encoders[model_id] = load_text(model_id)
-        except EmbeddingsError as exc:
-            skipped_text[model_id] = str(exc)
-    total_steps = len(models) + len(text_encoders)
-    done_steps = 0
-
-    rows: list[dict] = []
-    score_samples: dict[str, list[float]] = {}
-    text_score_samples: dict[str, list[float]] = {}
-
-    def add(model_id: str, task: str, label: str, metric: str, k: int, value: float) -> None:
-        rows.append({"model": model_id, "task": task, "label": label, "metric": metric, "k": int(k),
-                     "value": round(float(value), 6)})
-
-    # -- image to image: the same sampled products for every model --------------------------
-    in_all = set.intersection(*(set(index.ids) for index in indexes.values()))
-    image_pool = [i for i in catalogue.ids if i in in_all]
-    image_ids = _sample(image_pool, int(queries), np.random.default_rng([seed, 0]))
-    queries_per_label: dict[str, dict[str, int]] = {}
-    for model_id in models:
-        index = indexes[model_id]
-        n_items = len(index)
-        usable_ks = tuple(k for k in ks if k <= n_items - 1)
-        if image_ids and usable_ks:
-            own = np.array([index.row_of[i] for i in image_ids], dtype=np.int64)
-            query_vectors = index.index.reconstruct_batch(own)
-            depth = usable_ks[-1]
-            scores, found = _search(index, query_vectors, depth + 1)
-            found, scores = _drop_self(found, scores, own, depth)
-            score_samples[model_id] = [round(float(s), 4) for s in scores.ravel()]
-            for label in catalogue.label_fields:
-                codes, counts = _label_codes(catalogue, index.ids, label)
-                figures = image_metrics(found, codes[own], codes, counts, n_items, usable_ks)
-                if figures is None:
-                    continue
-                queries_per_label.setdefault(label, {})[model_id] = figures.pop(("queries", 0))
-                for (metric, k), value in figures.items():
-                    add(model_id, "image", label, metric, k, value)
-        done_steps += 1
-        if progress:
-            progress(done_steps, total_steps)
-
-    # -- text to image: titles as queries ------------------------------------------------------
-    text_ids: list[str] = []
-    text_pool_kind = None
-    if text_encoders:
-        titles = catalogue.items["title"].astype(str).str.strip()
-        pool = set(titles.index[titles != ""])
-        for model_id in text_encoders:
-            pool &= set(indexes[model_id].ids)
-        bridged = [m for m, e in text_encoders.items() if getattr(e, "kind", "") == "bridge"]
-        text_pool_kind = "all titled products"
-        if bridged:
-            text_pool_kind = "titles held out of every bridge's training"
-            for model_id in bridged:
-                pool &= set(read_holdout_ids(catalogue.bridge_dir(model_id)))
-        text_ids = _sample([i for i in catalogue.ids if i in pool], int(queries),
-                           np.random.default_rng([seed, 1]))
-        query_titles = titles.reindex(text_ids).tolist()
-        cached_titles = None
-        for model_id, encoder in text_encoders.items():
-            index = indexes[model_id]
-            n_items = len(index)
-            if text_ids:
-                if isinstance(encoder, TextBridge):
-                    # The catalogue's title cache: the same MiniLM vectors encode_texts would compute.
-                    if cached_titles is None:
-                        cached_titles = title_vectors(catalogue)
-                    query_vectors = encoder.encode_sentence_vectors(cached_titles.for_titles(query_titles))
-                else:
-                    query_vectors = np.concatenate([
-                        encoder.encode_texts(query_titles[s:s + SEARCH_BATCH])
-                        for s in range(0, len(query_titles), SEARCH_BATCH)])
-                depth = min(ks[-1], n_items)
-                scores, found = _search(index, query_vectors, depth)
-                text_score_samples[model_id] = [round(float(s), 4) for s in scores.ravel()]
-                own = np.array([index.row_of[i] for i in text_ids], dtype=np.int64)
-                for k in (k for k in ks if k <= depth):
-                    add(model_id, "text", OWN_PRODUCT, "recall", k, np.mean((found[:, :k] == own[:, None]).any(axis=1)))
-                    add(model_id, "text", OWN_PRODUCT, "chance", k, k / n_items)
-                for label in catalogue.label_fields:
-                    codes, counts = _label_codes(catalogue, index.ids, label)
-                    query_codes = codes[own]
-                    usable = query_codes >= 0
-                    if not usable.any():
-                        continue
-                    chance = float(np.mean(counts[query_codes[usable]] / n_items))
-                    for k in (k for k in ks if k <= depth):
-                        hits = _codes_at(codes, found[usable, :k]) == query_codes[usable, None]
-                        add(model_id, "text", label, "precision", k, hits.mean())
-                        add(model_id, "text", label, "chance", k, chance)
-            done_steps += 1
-            if progress:
-                progress(done_steps, total_steps)
-
+    text_encoders, skipped_text = _text_encoders(catalogue, models, load_embedder)
+    steps = _Steps(len(models) + len(text_encoders), progress)
+    rows = _Rows()
+    image = _image_task(catalogue, indexes, int(queries), seed, ks, rows, steps)
+    text = _text_task(catalogue, indexes, text_encoders, int(queries), seed, ks, rows, steps)
     manifest = {
         "format": RESULTS_FORMAT,
         "catalogue": {"name": catalogue.name, "fingerprint": catalogue.fingerprint, "count": len(catalogue)},
@@ -336,15 +250,129 @@ def evaluate_catalogue(catalogue: Catalogue, models: Sequence[str] | None = None
         "seed": int(seed),
         "ks": list(ks),
         "queries_requested": int(queries),
-        "image_queries": {"sampled": len(image_ids), "population": len(image_pool), "ids": image_ids,
-                          "per_label": queries_per_label},
-        "text_queries": {"sampled": len(text_ids), "pool": text_pool_kind, "ids": text_ids},
+        "image_queries": image["queries"],
+        "text_queries": text["queries"],
         "label_fields": list(catalogue.label_fields),
         "skipped_text": skipped_text,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    return EvaluationResult(rows, score_samples, manifest, text_score_samples)
+    return EvaluationResult(list(rows), image["scores"], manifest, text["scores"])
+
+
+class _Steps:
+    """Counts finished (model, task) steps for `progress(done, total)`."""
+
+    def __init__(self, total: int, progress: ProgressFn | None):
+        self.done, self.total, self.progress = 0, total, progress
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
+def _text_encoders(catalogue: Catalogue, models: list[str], load_embedder) -> tuple[dict, dict]:
+    """The text encoder of every model that answers text, and why the others do not."""
+    load_text = _text_encoder_loader(catalogue, load_embedder)
+    encoders, skipped = {}, {}
+    for model_id in models:
+        try:
+            encoders[model_id] = load_text(model_id)
+        except EmbeddingsError as exc:
+            skipped[model_id] = str(exc)
+    return encoders, skipped
+
+
+def _image_task(catalogue: Catalogue, indexes: dict[str, ModelIndex], queries: int, seed: int,
+                ks: tuple[int, ...], rows: _Rows, steps: _Steps) -> dict:
+    """Leave-one-out image queries: the same sampled products for every model."""
+    in_all = set.intersection(*(set(index.ids) for index in indexes.values()))
+    pool = [i for i in catalogue.ids if i in in_all]
+    image_ids = _sample(pool, queries, np.random.default_rng([seed, 0]))
+    per_label: dict[str, dict[str, int]] = {}
+    scores_of: dict[str, list[float]] = {}
+    for model_id, index in indexes.items():
+        usable_ks = tuple(k for k in ks if k <= len(index) - 1)
+        if image_ids and usable_ks:
+            own = np.array([index.row_of[i] for i in image_ids], dtype=np.int64)
+            scores, found = _search(index, index.reconstruct_batch(own), usable_ks[-1] + 1)
+            found, scores = _drop_self(found, scores, own, usable_ks[-1])
+            scores_of[model_id] = [round(float(s), 4) for s in scores.ravel()]
+            for label in catalogue.label_fields:
+                codes, counts = _label_codes(catalogue, index.ids, label)
+                figures = image_metrics(found, codes[own], codes, counts, len(index), usable_ks)
+                if figures is None:
+                    continue
+                per_label.setdefault(label, {})[model_id] = figures.pop(("queries", 0))
+                for (metric, k), value in figures.items():
+                    rows.add(model_id, "image", label, metric, k, value)
+        steps.advance()
+    return {"scores": scores_of, "queries": {"sampled": len(image_ids), "population": len(pool),
+                                             "ids": image_ids, "per_label": per_label}}
+
+
+def _text_query_ids(catalogue: Catalogue, indexes: dict, encoders: dict, queries: int, seed: int):
+    """Titled products every text model holds; for bridges, only titles none of them trained on."""
+    titles = catalogue.items["title"].astype(str).str.strip()
+    pool = set(titles.index[titles != ""])
+    for model_id in encoders:
+        pool &= set(indexes[model_id].ids)
+    bridged = [m for m, e in encoders.items() if getattr(e, "kind", "") == "bridge"]
+    for model_id in bridged:
+        pool &= set(read_holdout_ids(catalogue.bridge_dir(model_id)))
+    kind = "titles held out of every bridge's training" if bridged else "all titled products"
+    ids = _sample([i for i in catalogue.ids if i in pool], queries, np.random.default_rng([seed, 1]))
+    return ids, titles.reindex(ids).tolist(), kind
+
+
+def _text_vectors(catalogue: Catalogue, encoder, query_titles: list[str], cached: dict) -> np.ndarray:
+    if isinstance(encoder, TextBridge):
+        # The catalogue's title cache: the same MiniLM vectors encode_texts would compute.
+        if "titles" not in cached:
+            cached["titles"] = title_vectors(catalogue)
+        return encoder.encode_sentence_vectors(cached["titles"].for_titles(query_titles))
+    return np.concatenate([encoder.encode_texts(query_titles[s:s + SEARCH_BATCH])
+                           for s in range(0, len(query_titles), SEARCH_BATCH)])
+
+
+def _text_task(catalogue: Catalogue, indexes: dict, encoders: dict, queries: int, seed: int,
+               ks: tuple[int, ...], rows: _Rows, steps: _Steps) -> dict:
+    """Titles as queries: recall of the title's own product, label precision of the top k."""
+    if not encoders:
+        return {"scores": {}, "queries": {"sampled": 0, "pool": None, "ids": []}}
+    text_ids, query_titles, pool_kind = _text_query_ids(catalogue, indexes, encoders, queries, seed)
+    scores_of: dict[str, list[float]] = {}
+    cached: dict = {}
+    for model_id, encoder in encoders.items():
+        index = indexes[model_id]
+        if text_ids:
+            depth = min(ks[-1], len(index))
+            scores, found = _search(index, _text_vectors(catalogue, encoder, query_titles, cached), depth)
+            scores_of[model_id] = [round(float(s), 4) for s in scores.ravel()]
+            own = np.array([index.row_of[i] for i in text_ids], dtype=np.int64)
+            _text_figures(catalogue, index, model_id, found, own, [k for k in ks if k <= depth], rows)
+        steps.advance()
+    return {"scores": scores_of, "queries": {"sampled": len(text_ids), "pool": pool_kind, "ids": text_ids}}
+
+
+def _text_figures(catalogue: Catalogue, index: ModelIndex, model_id: str, found: np.ndarray, own: np.ndarray,
+                  ks: list[int], rows: _Rows) -> None:
+    n_items = len(index)
+    for k in ks:
+        rows.add(model_id, "text", OWN_PRODUCT, "recall", k, np.mean((found[:, :k] == own[:, None]).any(axis=1)))
+        rows.add(model_id, "text", OWN_PRODUCT, "chance", k, k / n_items)
+    for label in catalogue.label_fields:
+        codes, counts = _label_codes(catalogue, index.ids, label)
+        query_codes = codes[own]
+        usable = query_codes >= 0
+        if not usable.any():
+            continue
+        chance = float(np.mean(counts[query_codes[usable]] / n_items))
+        for k in ks:
+            hits = _codes_at(codes, found[usable, :k]) == query_codes[usable, None]
+            rows.add(model_id, "text", label, "precision", k, hits.mean())
+            rows.add(model_id, "text", label, "chance", k, chance)
 
 
 def _model_entry(catalogue: Catalogue, model_id: str, index: ModelIndex, encoder) -> dict:
@@ -376,8 +404,6 @@ def save_results(catalogue: Catalogue, result: EvaluationResult) -> dict:
 
 def stale_reason(catalogue: Catalogue, manifest: dict) -> str | None:
     """Why saved results no longer describe the catalogue's indexes and bridges (None: current)."""
-    from embeddings.bridge import read_bridge_manifest
-
     if manifest.get("catalogue", {}).get("fingerprint") != catalogue.fingerprint:
         return "the catalogue's products changed since the evaluation"
     for model_id, entry in manifest.get("models", {}).items():
@@ -477,24 +503,3 @@ def summary_markdown(result: EvaluationResult) -> str:
     for model_id, reason in manifest.get("skipped_text", {}).items():
         lines.append(f"\n`{model_id}`: no text figures ({reason})")
     return "\n".join(lines) + "\n"
-
-
-def run_cli(args) -> int:
-    """`python -m embeddings evaluate --catalog DIR [--models a,b] [--queries N] [--seed S] [--json]`."""
-    from embeddings.cli import resolve_catalog_dir
-
-    catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
-
-    def progress(done: int, total: int) -> None:
-        print(f"evaluated {done}/{total} (model, task) steps", file=sys.stderr)
-
-    result = evaluate_catalogue(catalogue, args.models, queries=args.queries, seed=args.seed, progress=progress)
-    paths = save_results(catalogue, result)
-    for model_id, reason in result.manifest["skipped_text"].items():
-        print(f"[{model_id}] no text figures: {reason}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.rows))
-    else:
-        print(summary_markdown(result))
-        print(f"saved {paths['json']} and {paths['markdown']}")
-    return 0

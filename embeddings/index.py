@@ -7,34 +7,43 @@ A model's folder in a catalogue (`<catalogue>/models/<model id>/`) holds:
   index types hold float16 codes (`IndexScalarQuantizer` / `IndexHNSWSQ`, QT_fp16): half the
   memory, exact scan over the float16-rounded vectors;
 - `vectors.npy`: the same vectors, row-aligned (float32, or float16 when asked);
-- `ids.txt`: one catalogue id per row, in row order;
+- `ids.txt`: one catalogue id per row, in row order (ids never hold line breaks: the
+  catalogue refuses them);
 - `manifest.json`: what built it (model id, weights id, dim, count, metric, index type, library
-  versions, build time, the catalogue's fingerprint) and what was skipped.
+  versions, build time, the catalogue's fingerprint, the build options) and what was skipped.
 
-The folder is written beside the old one and swapped in, so readers never see half an index.
+Writing is in two steps, so a catalogue build can put several models in place at once:
+`stage_model_index` writes a complete folder beside the old one (and fills a new Milvus
+collection for the Milvus backend), `commit_staged` swaps it in under the catalogue's commit
+lock. `write_model_index` does both for one model. Readers take the commit lock shared, so they
+see the old index or the new one, never half of either; they never repair or write anything.
+
 Loading checks the manifest against the catalogue and the model and says what to rebuild.
 With `mmap=True` the index's vectors are memory-mapped (FAISS `IO_FLAG_MMAP_IFC`): opening is
 instant and the pages are shared with the page cache instead of copied into the process.
 
-A manifest with `"backend": "milvus"` (built with `--backend milvus`) has no `index.faiss`: its
-vectors live in a Milvus collection and `load_model_index` returns a `MilvusIndex`
-(`embeddings.milvus_backend`) with the same interface.
+A manifest with `"backend": "milvus"` has no `index.faiss`: its vectors live in a Milvus
+collection and `load_model_index` returns a `MilvusIndex` (`embeddings.milvus_backend`); both
+are `embeddings.vector_index.ModelIndex`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
-import tempfile
+import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from embeddings.atomic import fsync_files, staging_dir, swap_in
 from embeddings.errors import IndexMismatchError, IndexMissingError
+from embeddings.locks import commit_lock
+from embeddings.vector_index import ModelIndex
 
 INDEX_FILE = "index.faiss"
 VECTORS_FILE = "vectors.npy"
@@ -48,7 +57,8 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 128
 #: A filtered search on an HNSW index allowing at most this many rows scans them exactly
-#: instead of walking the graph (a graph walk can run dry when few nodes pass the filter).
+#: instead of walking the graph. Wider filters walk the graph with a widened efSearch:
+#: approximate, like any HNSW search (see `FaissIndex.search`).
 EXACT_FILTER_ROWS = 20_000
 STORE_DTYPES = ("float32", "float16")
 BACKENDS = ("faiss", "milvus")
@@ -58,6 +68,16 @@ def _faiss():
     import faiss  # imported on first use: listing catalogues needs no FAISS
 
     return faiss
+
+
+def catalogue_dir_of(model_dir: Path) -> Path:
+    """The catalogue folder a model folder (`<catalogue>/models/<model>`) belongs to."""
+    return Path(model_dir).parent.parent
+
+
+def rebuild_advice(catalogue_dir: Path, model_id: str) -> str:
+    """The command that rebuilds one model of a catalogue with the catalogue's own settings."""
+    return f"rebuild it: python -m embeddings build --catalog {catalogue_dir} --models {model_id}"
 
 
 def make_faiss_index(vectors: np.ndarray, *, hnsw_above: int = DEFAULT_HNSW_ABOVE,
@@ -96,181 +116,186 @@ def index_kind(index) -> str:
 
 
 def library_versions() -> dict[str, str]:
+    """Versions of what made an index: the inference runtimes only when this process loaded them."""
     import faiss
 
     versions = {"python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__}
-    try:
-        import torch
-
-        versions["torch"] = torch.__version__
-    except ImportError:
-        pass
+    for runtime in ("torch", "onnxruntime"):
+        module = sys.modules.get(runtime)
+        if module is not None:
+            versions[runtime] = module.__version__
     return versions
 
 
-def write_model_index(model_dir: Path, *, ids: list[str], vectors: np.ndarray, manifest: dict,
-                      hnsw_above: int = DEFAULT_HNSW_ABOVE, store_dtype: str = "float32",
-                      backend: str = "faiss", labels: dict[str, list[str]] | None = None,
-                      milvus_uri: str | None = None, milvus_token: str | None = None) -> dict:
-    """Write all four artefacts into a fresh folder, then swap it in for `model_dir`.
+# -- writing -----------------------------------------------------------------------------------
+@dataclass
+class StagedIndex:
+    """A complete index folder written beside `model_dir`, not yet swapped in."""
 
-    Returns the manifest written. `manifest` must hold model_id, weights_id and
-    catalogue_fingerprint; counts, dims, versions and the index type are filled in here.
+    model_dir: Path
+    staging: Path
+    manifest: dict
+    milvus: dict = field(default_factory=dict)  # {"uri", "token", "collection"} of a Milvus build
 
-    `backend="milvus"` pushes the vectors into a new Milvus collection first (`milvus_uri`,
-    default: Milvus Lite in `<catalogue>/milvus.db`; `labels` {label field: value per row}
-    become its scalar fields), writes the folder without `index.faiss`, then drops the
-    collections of earlier builds.
-    """
-    model_dir = Path(model_dir)
+
+def _check_ids(ids: Sequence[str], vectors: np.ndarray) -> None:
+    """Every id must round-trip through `ids.txt` (the catalogue already refuses the others)."""
     if len(ids) != len(vectors):
         raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+    bad = next((i for i in ids if not isinstance(i, str) or not i or "\n" in i or "\r" in i), None)
+    if bad is not None:
+        raise ValueError(f"id {bad!r} cannot be stored in {IDS_FILE} (empty, or holds a line break)")
+
+
+def stage_model_index(model_dir: Path, *, ids: list[str], vectors: np.ndarray, manifest: dict,
+                      hnsw_above: int = DEFAULT_HNSW_ABOVE, store_dtype: str = "float32",
+                      backend: str = "faiss", labels: dict[str, list[str]] | None = None,
+                      milvus_uri: str | None = None, milvus_token: str | None = None) -> StagedIndex:
+    """Write every artefact of a model's index into a fresh folder beside `model_dir`.
+
+    `manifest` must hold model_id, weights_id and catalogue_fingerprint; counts, dims, versions,
+    the index type and the build options are filled in here. `backend="milvus"` also fills a new
+    Milvus collection (`milvus_uri`, default: Milvus Lite in `<catalogue>/milvus.db`; `labels`
+    {label field: value per row} become its scalar fields). Nothing readers see changes until
+    `commit_staged`; `discard_staged` undoes this.
+    """
+    model_dir = Path(model_dir)
+    _check_ids(ids, vectors)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
-    index = milvus = None
+    index, milvus = None, {}
+    manifest = {"format": FORMAT_VERSION, **manifest, "dim": dim, "count": len(ids),
+                "metric": "cosine (inner product over L2-normalised vectors)", "backend": backend,
+                "vectors_dtype": store_dtype, "hnsw_above": int(hnsw_above),
+                "libraries": library_versions(),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if backend == "faiss":
         index = make_faiss_index(vectors, hnsw_above=hnsw_above, store_dtype=store_dtype)
-        kind = index_kind(index)
+        manifest["index_type"] = index_kind(index)
     else:
-        from embeddings import milvus_backend
-
-        catalogue_dir = model_dir.parent.parent
-        milvus_uri = milvus_uri or milvus_backend.default_lite_uri(catalogue_dir)
-        kind = "hnsw" if len(vectors) > hnsw_above else "flat"
-        milvus = milvus_backend.push_vectors(
-            catalogue_dir=catalogue_dir, model_id=manifest["model_id"], uri=milvus_uri, token=milvus_token,
-            ids=list(ids), vectors=vectors, labels=labels or {}, hnsw=kind == "hnsw", hnsw_m=HNSW_M,
-            ef_construction=HNSW_EF_CONSTRUCTION, ef_search=HNSW_EF_SEARCH)
-    manifest = {
-        "format": FORMAT_VERSION,
-        **manifest,
-        "dim": dim,
-        "count": len(ids),
-        "metric": "cosine (inner product over L2-normalised vectors)",
-        "backend": backend,
-        "index_type": kind,
-        "vectors_dtype": store_dtype,
-        "libraries": library_versions(),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    if milvus is None:
-        _write_folder(model_dir, index, ids, vectors, manifest, store_dtype)
-        return manifest
-    manifest["milvus"] = milvus
+        manifest["index_type"] = "hnsw" if len(vectors) > hnsw_above else "flat"
+        manifest["milvus"], milvus = _push_to_milvus(model_dir, manifest, ids, vectors, labels,
+                                                     milvus_uri, milvus_token)
     try:
-        _write_folder(model_dir, index, ids, vectors, manifest, store_dtype)
+        staging = staging_dir(model_dir)
+        _write_files(staging, index, ids, vectors, manifest, store_dtype)
     except BaseException:
-        milvus_backend.drop_collection_quietly(milvus_uri, milvus_token, milvus["collection"])
+        if milvus:
+            _drop_milvus_collection(milvus)
         raise
-    # Only now that the manifest names the new collection are the older ones unreferenced.
-    milvus_backend.drop_stale_collections(catalogue_dir=catalogue_dir, model_id=manifest["model_id"],
-                                          uri=milvus_uri, token=milvus_token, keep=milvus["collection"])
-    return manifest
+    return StagedIndex(model_dir, staging, manifest, milvus)
 
 
-def _write_folder(model_dir: Path, index, ids: list[str], vectors: np.ndarray, manifest: dict,
-                  store_dtype: str) -> None:
-    """Stage the artefacts in a fresh folder, fsync them, swap it in (no index file for Milvus)."""
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in model_dir.parent.glob(f".{model_dir.name}.new-*"):  # left by a killed build
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=f".{model_dir.name}.new-"))
+def _push_to_milvus(model_dir: Path, manifest: dict, ids: list[str], vectors: np.ndarray,
+                    labels: dict[str, list[str]] | None, uri: str | None, token: str | None):
+    from embeddings import milvus_backend
+
+    catalogue_dir = catalogue_dir_of(model_dir)
+    uri = uri or milvus_backend.default_lite_uri(catalogue_dir)
+    section = milvus_backend.push_vectors(
+        catalogue_dir=catalogue_dir, model_id=manifest["model_id"], uri=uri, token=token, ids=list(ids),
+        vectors=vectors, labels=labels or {}, hnsw=manifest["index_type"] == "hnsw", hnsw_m=HNSW_M,
+        ef_construction=HNSW_EF_CONSTRUCTION, ef_search=HNSW_EF_SEARCH)
+    return section, {"uri": uri, "token": token, "collection": section["collection"]}
+
+
+def _drop_milvus_collection(milvus: dict) -> None:
+    from embeddings import milvus_backend
+
+    milvus_backend.drop_collection_quietly(milvus["uri"], milvus["token"], milvus["collection"])
+
+
+def _write_files(staging: Path, index, ids: list[str], vectors: np.ndarray, manifest: dict,
+                 store_dtype: str) -> None:
     try:
-        staging.chmod(0o755)  # mkdtemp makes it private; an index is as readable as its catalogue
-        names = [VECTORS_FILE, IDS_FILE, MANIFEST_FILE]
         if index is not None:
             _faiss().write_index(index, str(staging / INDEX_FILE))
-            names.insert(0, INDEX_FILE)
         np.save(staging / VECTORS_FILE, vectors.astype(store_dtype))
-        (staging / IDS_FILE).write_text("".join(f"{i}\n" for i in ids))
+        with open(staging / IDS_FILE, "w", encoding="utf-8", newline="") as handle:
+            handle.write("".join(f"{i}\n" for i in ids))
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-        for name in names:
-            with open(staging / name, "rb") as handle:
-                os.fsync(handle.fileno())
-        _swap_in(staging, model_dir)
+        fsync_files(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _swap_in(staging: Path, target: Path) -> None:
-    """Replace `target` by `staging`: rename old aside, rename new in, drop old.
+def commit_staged(staged: StagedIndex) -> None:
+    """Swap a staged folder in (callers hold the catalogue's exclusive commit lock).
 
-    A crash between the two renames leaves `<target>.old`, which `recover_interrupted_swap`
-    puts back on the next load or build.
+    For a Milvus build, the collections of this model's earlier builds are dropped afterwards.
     """
-    old = target.with_name(target.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(staged.staging, staged.model_dir)
+    if staged.milvus:
+        from embeddings import milvus_backend
+
+        milvus_backend.drop_stale_collections(
+            catalogue_dir=catalogue_dir_of(staged.model_dir), model_id=staged.manifest["model_id"],
+            uri=staged.milvus["uri"], token=staged.milvus["token"], keep=staged.milvus["collection"])
 
 
-def recover_interrupted_swap(model_dir: Path) -> None:
-    old = model_dir.with_name(model_dir.name + ".old")
-    if not model_dir.exists() and old.exists():
-        os.replace(old, model_dir)
+def discard_staged(staged: StagedIndex) -> None:
+    """Undo `stage_model_index` (a build that will not commit this model)."""
+    shutil.rmtree(staged.staging, ignore_errors=True)
+    if staged.milvus:
+        _drop_milvus_collection(staged.milvus)
 
 
-def read_manifest(model_dir: Path) -> dict | None:
-    """The manifest of a built index, or None when there is none (or it is unreadable)."""
-    recover_interrupted_swap(Path(model_dir))
+def write_model_index(model_dir: Path, *, ids: list[str], vectors: np.ndarray, manifest: dict,
+                      **options) -> dict:
+    """Stage and commit one model's index (see `stage_model_index`); returns its manifest."""
+    staged = stage_model_index(model_dir, ids=ids, vectors=vectors, manifest=manifest, **options)
     try:
-        return json.loads((Path(model_dir) / MANIFEST_FILE).read_text())
+        with commit_lock(catalogue_dir_of(model_dir), exclusive=True):
+            commit_staged(staged)
+    except BaseException:
+        discard_staged(staged)
+        raise
+    return staged.manifest
+
+
+# -- reading ----------------------------------------------------------------------------------
+def read_manifest(model_dir: Path) -> dict | None:
+    """The manifest of a built index, or None when there is none (or it is unreadable).
+
+    Reads only: a folder a crashed build left half swapped is repaired by the next build.
+    """
+    try:
+        manifest = json.loads((Path(model_dir) / MANIFEST_FILE).read_text())
     except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) else None
 
 
-@dataclass
-class ModelIndex:
-    """A loaded index: search it with `search`, map rows to ids with `ids` / `row_of`.
+class FaissIndex(ModelIndex):
+    """A FAISS index file of the catalogue (memory-mapped when opened by `open_index`)."""
 
-    Label filters reach it as row numbers (`search(rows=...)`); `MilvusIndex`, which evaluates
-    them itself, says so with `native_filters = True`.
-    """
-
-    native_filters = False  # class attributes, not dataclass fields
     backend = "faiss"
 
-    model_id: str
-    manifest: dict
-    index: object  # a faiss.Index
-    ids: list[str]
-    row_of: dict[str, int]
+    def __init__(self, model_id: str, manifest: dict, index, ids: list[str]):
+        super().__init__(model_id, manifest, ids)
+        self.index = index  # a faiss.Index
 
-    @property
-    def dim(self) -> int:
-        return int(self.manifest["dim"])
+    def reconstruct_batch(self, rows: Sequence[int]) -> np.ndarray:
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if not len(rows):
+            return np.zeros((0, self.dim), np.float32)
+        return self.index.reconstruct_batch(rows)
 
-    @property
-    def weights_id(self) -> str:
-        return self.manifest["weights_id"]
+    def search(self, queries: np.ndarray, k: int, *, rows: np.ndarray | None = None,
+               filters: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search; `rows` restricts it to those row numbers (a label filter).
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def vector(self, item_id: str) -> np.ndarray:
-        """The stored vector of an item (reconstructed from the index: no second copy in RAM)."""
-        return self.index.reconstruct(self.row_of[item_id])
-
-    def search(self, queries: np.ndarray, k: int, *, rows: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS search: (scores, rows), each (n_queries, min(k, len)); rows of -1 are padding.
-
-        `rows` restricts the search to those row numbers (a label filter), exactly: on an HNSW
-        graph, up to `EXACT_FILTER_ROWS` allowed rows are scanned one by one rather than hoping
-        the graph walk meets enough of them.
+        Exact on a flat index. On an HNSW graph, up to `EXACT_FILTER_ROWS` allowed rows are
+        scanned one by one (exact); wider filters walk the graph with `efSearch` widened in
+        proportion to the share of the graph the filter hides: approximate, like HNSW itself.
         """
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if queries.shape[1] != self.dim:
-            raise IndexMismatchError(
-                f"query vectors have {queries.shape[1]} dimensions but the {self.model_id!r} index "
-                f"has {self.dim}: the query was embedded by another model")
-        k = max(0, min(int(k), len(self.ids) if rows is None else len(rows)))
+        if filters:
+            raise ValueError("a FAISS index takes label filters as row numbers (rows=...)")
+        queries = self.checked_queries(queries)
+        k = self.clamped_k(k, rows)
         if k == 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.float32), empty.astype(np.int64)
@@ -282,7 +307,7 @@ class ModelIndex:
         if hnsw and len(rows) <= EXACT_FILTER_ROWS:
             return self._scan_rows(queries, rows, k)
         selector = faiss.IDSelectorBatch(rows)
-        if hnsw:  # widen the walk in proportion to how much of the graph the filter hides
+        if hnsw:
             widened = int(self.index.hnsw.efSearch * len(self.ids) / max(1, len(rows)))
             params = faiss.SearchParametersHNSW(sel=selector, efSearch=min(max(HNSW_EF_SEARCH, k, widened), 4096))
         else:
@@ -292,7 +317,10 @@ class ModelIndex:
     def _scan_rows(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k over the given rows only (their vectors decoded from the index)."""
         scores = queries @ self.index.reconstruct_batch(rows).T
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < len(rows) else np.tile(np.arange(len(rows)), (len(queries), 1))
+        if k < len(rows):
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        else:
+            top = np.tile(np.arange(len(rows)), (len(queries), 1))
         top_scores = np.take_along_axis(scores, top, axis=1)
         order = np.argsort(-top_scores, axis=1, kind="stable")
         return (np.take_along_axis(top_scores, order, axis=1).astype(np.float32),
@@ -300,54 +328,91 @@ class ModelIndex:
 
 
 def load_model_index(model_dir: Path, *, catalogue_fingerprint: str, model_id: str,
-                     weights_id: str | None = None, mmap: bool = False,
-                     rebuild_hint: str = "") -> ModelIndex:
+                     weights_id: str | None = None, mmap: bool = False, rebuild_hint: str = "",
+                     lock: bool = True) -> ModelIndex:
     """Load a model's index, refusing one that does not belong to this catalogue or model.
 
     `mmap` maps the stored vectors instead of reading them (FAISS backend). A manifest of a
-    Milvus build returns a `MilvusIndex` connected to its collection. Raises `IndexMissingError` when nothing is built, `IndexMismatchError` when the manifest
-    names another model, other weights or another version of the catalogue, or when the files
-    disagree with it (a truncated or swapped file).
+    Milvus build returns a `MilvusIndex` connected to its collection. Raises
+    `IndexMissingError` when nothing is built, `IndexMismatchError` when the manifest names
+    another model, no weights or other weights, or another version of the catalogue, or when the
+    files disagree with it (a truncated or swapped file). `lock=False` when the caller already
+    holds the catalogue's commit lock.
     """
     model_dir = Path(model_dir)
-    manifest = read_manifest(model_dir)
-    hint = rebuild_hint or f"rebuild it: python -m embeddings build ... --models {model_id}"
-    if manifest is None:
-        raise IndexMissingError(f"no index for model {model_id!r} in {model_dir.parent.parent}; {hint}")
-    if manifest.get("model_id") != model_id:
-        raise IndexMismatchError(f"{model_dir}: built by model {manifest.get('model_id')!r}, not {model_id!r}; {hint}")
-    if weights_id is not None and manifest.get("weights_id") != weights_id:
-        raise IndexMismatchError(f"{model_dir}: built with weights {manifest.get('weights_id')!r}, "
-                                 f"not {weights_id!r}; {hint}")
-    if manifest.get("catalogue_fingerprint") != catalogue_fingerprint:
-        raise IndexMismatchError(f"{model_dir}: built for another version of the catalogue (its products "
-                                 f"changed since); {hint}")
-    if manifest.get("backend", "faiss") == "milvus":
-        from embeddings.milvus_backend import load_milvus_index
+    hint = rebuild_hint or rebuild_advice(catalogue_dir_of(model_dir), model_id)
+    if not lock:
+        return _load(model_dir, catalogue_fingerprint, model_id, weights_id, mmap, hint)
+    with commit_lock(catalogue_dir_of(model_dir)):
+        return _load(model_dir, catalogue_fingerprint, model_id, weights_id, mmap, hint)
 
-        return load_milvus_index(model_dir, manifest, rebuild_hint=hint)
+
+def _load(model_dir: Path, fingerprint: str, model_id: str, weights_id: str | None, mmap: bool,
+          hint: str) -> ModelIndex:
+    manifest = read_manifest(model_dir)
+    if manifest is None:
+        raise IndexMissingError(f"no index for model {model_id!r} in {catalogue_dir_of(model_dir)}; {hint}")
+    check_manifest(manifest, model_dir, fingerprint=fingerprint, model_id=model_id, weights_id=weights_id,
+                   hint=hint)
+    if manifest.get("backend", "faiss") == "milvus":
+        return _load_milvus(model_dir, manifest, hint)
     faiss = _faiss()
     try:
         # MMAP_IFC maps flat codes (IndexFlat, IndexScalarQuantizer, HNSW storage); plain
         # IO_FLAG_MMAP only maps inverted lists and would still copy a flat index into RAM.
         flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
         index = faiss.read_index(str(model_dir / INDEX_FILE), flags)
-        ids = (model_dir / IDS_FILE).read_text().splitlines()
+        ids = read_ids(model_dir)
     except (RuntimeError, OSError) as exc:
-        raise IndexMismatchError(f"{model_dir}: the index files are damaged ({str(exc).splitlines()[0][:200]}); {hint}") from exc
+        raise IndexMismatchError(f"{model_dir}: the index files are damaged "
+                                 f"({str(exc).splitlines()[0][:200]}); {hint}") from exc
     if index.ntotal != manifest["count"] or len(ids) != manifest["count"] or index.d != manifest["dim"]:
         raise IndexMismatchError(
             f"{model_dir}: files disagree with the manifest ({index.ntotal} vectors, {len(ids)} ids, "
             f"dim {index.d}; manifest says {manifest['count']} x {manifest['dim']}); {hint}")
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = max(index.hnsw.efSearch, HNSW_EF_SEARCH)
-    return ModelIndex(model_id, manifest, index, ids, {item_id: row for row, item_id in enumerate(ids)})
+    return FaissIndex(model_id, manifest, index, ids)
+
+
+def _load_milvus(model_dir: Path, manifest: dict, hint: str) -> ModelIndex:
+    from embeddings.milvus_backend import load_milvus_index
+
+    try:
+        ids = read_ids(model_dir)
+    except OSError as exc:
+        raise IndexMismatchError(f"{model_dir}: {IDS_FILE} is unreadable ({exc}); {hint}") from exc
+    if len(ids) != manifest["count"]:
+        raise IndexMismatchError(f"{model_dir}: {len(ids)} ids but the manifest says {manifest['count']}; "
+                                 f"{hint}")
+    return load_milvus_index(model_dir, manifest, ids, rebuild_hint=hint)
+
+
+def check_manifest(manifest: dict, model_dir: Path, *, fingerprint: str, model_id: str,
+                   weights_id: str | None, hint: str) -> None:
+    """Refuse a manifest of another model, without weights, of other weights or catalogue version."""
+    if manifest.get("model_id") != model_id:
+        raise IndexMismatchError(f"{model_dir}: built by model {manifest.get('model_id')!r}, not {model_id!r}; {hint}")
+    if not manifest.get("weights_id"):
+        raise IndexMismatchError(f"{model_dir}: the manifest does not name the weights that built it; {hint}")
+    if weights_id is not None and manifest["weights_id"] != weights_id:
+        raise IndexMismatchError(f"{model_dir}: built with weights {manifest['weights_id']!r}, "
+                                 f"not {weights_id!r}; {hint}")
+    if manifest.get("catalogue_fingerprint") != fingerprint:
+        raise IndexMismatchError(f"{model_dir}: built for another version of the catalogue (its products "
+                                 f"changed since); {hint}")
+
+
+def read_ids(model_dir: Path) -> list[str]:
+    """The row-aligned catalogue ids of an index folder."""
+    with open(Path(model_dir) / IDS_FILE, encoding="utf-8", newline="") as handle:
+        return handle.read().split("\n")[:-1]
 
 
 def load_vectors(model_dir: Path) -> tuple[list[str], np.ndarray]:
     """The stored ids and vectors (float32) of a built index, without validation (for rebuilds)."""
     model_dir = Path(model_dir)
-    ids = (model_dir / IDS_FILE).read_text().splitlines()
+    ids = read_ids(model_dir)
     vectors = np.load(model_dir / VECTORS_FILE, allow_pickle=False).astype(np.float32, copy=False)
     if len(ids) != len(vectors):
         raise ValueError(f"{model_dir}: {len(ids)} ids but {len(vectors)} vectors")

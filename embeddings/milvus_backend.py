@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
+from embeddings.vector_index import ModelIndex
 
 ENV_URI = "EMBEDDINGS_MILVUS_URI"
 ENV_TOKEN = "MILVUS_TOKEN"
@@ -297,50 +298,24 @@ def drop_stale_collections(*, catalogue_dir: Path, model_id: str, uri: str, toke
 
 # -- searching -----------------------------------------------------------------------------
 
-class MilvusIndex:
-    """A built model's index held in Milvus: the `ModelIndex` interface (ids, row_of, vector,
-    search) plus label filters evaluated by Milvus (`native_filters`)."""
+class MilvusIndex(ModelIndex):
+    """A built model's index held in Milvus (`ModelIndex`), with label filters evaluated by
+    Milvus itself (`native_filters`)."""
 
     native_filters = True
     backend = "milvus"
 
     def __init__(self, model_id: str, manifest: dict, client, collection: str, ids: list[str],
                  label_fields: dict[str, str], uri: str):
-        self.model_id = model_id
-        self.manifest = manifest
+        super().__init__(model_id, manifest, ids)
         self.client = client
         self.collection = collection
-        self.ids = ids
-        self.row_of = {item_id: row for row, item_id in enumerate(ids)}
         self.label_fields = label_fields
         self.uri = uri
         ef = (manifest.get("milvus") or {}).get("ef_search")
         self._params: dict = {"metric_type": "IP"}
         if ef:
             self._params["params"] = {"ef": int(ef)}
-
-    @property
-    def dim(self) -> int:
-        return int(self.manifest["dim"])
-
-    @property
-    def weights_id(self) -> str:
-        return self.manifest["weights_id"]
-
-    @property
-    def index(self) -> MilvusIndex:
-        """Stands in for `ModelIndex.index` (a faiss.Index) where callers only reconstruct vectors."""
-        return self
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def vector(self, item_id: str) -> np.ndarray:
-        """The item's stored vector, fetched from Milvus by primary key."""
-        return self.reconstruct(self.row_of[item_id])
-
-    def reconstruct(self, row: int) -> np.ndarray:
-        return self.reconstruct_batch([row])[0]
 
     def reconstruct_batch(self, rows) -> np.ndarray:
         """Stored vectors of these row numbers, in order (fetched from Milvus in batches)."""
@@ -359,16 +334,9 @@ class MilvusIndex:
 
     def search(self, queries: np.ndarray, k: int, *, rows: np.ndarray | None = None,
                filters: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows), each (n_queries, k'), like `ModelIndex.search`; rows of -1 are padding.
-
-        `filters` ({label: value}) and `rows` (row numbers) restrict the search inside Milvus.
-        """
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if queries.shape[1] != self.dim:
-            raise IndexMismatchError(
-                f"query vectors have {queries.shape[1]} dimensions but the {self.model_id!r} index "
-                f"has {self.dim}: the query was embedded by another model")
-        k = max(0, min(int(k), len(self.ids) if rows is None else len(rows), MAX_LIMIT))
+        """`ModelIndex.search`; `filters` ({label: value}) and `rows` restrict it inside Milvus."""
+        queries = self.checked_queries(queries)
+        k = self.clamped_k(k, rows, cap=MAX_LIMIT)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         found = np.full((len(queries), k), -1, dtype=np.int64)
         if k == 0:
@@ -398,20 +366,13 @@ class MilvusIndex:
                                   f"{_short(exc)}") from exc
 
 
-def load_milvus_index(model_dir: Path, manifest: dict, *, rebuild_hint: str) -> MilvusIndex:
+def load_milvus_index(model_dir: Path, manifest: dict, ids: list[str], *, rebuild_hint: str) -> MilvusIndex:
     """Open the collection a Milvus build recorded, after checking it matches the manifest."""
     model_dir = Path(model_dir)
     catalogue_dir = model_dir.parent.parent
     section = manifest.get("milvus") or {}
     if not section.get("collection") or not section.get("uri"):
         raise IndexMismatchError(f"{model_dir}: the manifest names no Milvus collection; {rebuild_hint}")
-    try:
-        ids = (model_dir / "ids.txt").read_text().splitlines()
-    except OSError as exc:
-        raise IndexMismatchError(f"{model_dir}: ids.txt is unreadable ({exc}); {rebuild_hint}") from exc
-    if len(ids) != manifest["count"]:
-        raise IndexMismatchError(f"{model_dir}: {len(ids)} ids but the manifest says {manifest['count']}; "
-                                 f"{rebuild_hint}")
     uri = resolve_uri(section["uri"], catalogue_dir)
     client = connect(uri)
     collection = section["collection"]

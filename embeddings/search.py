@@ -1,27 +1,41 @@
 """Search: ranked items with cosine scores, for one model or several side by side.
 
-`Searcher` is the orchestrator. It is given the catalogue and two loaders (callables), one
-for a model's index and one for its query encoders, so the app can cache them
-(`st.cache_resource`) and tests can inject fakes. It returns data; printing is elsewhere.
+`Searcher` is the orchestrator. It is given the catalogue and loaders (callables) for a model's
+index and its query encoders, so the app can cache them (`st.cache_resource`) and tests can
+inject fakes. It returns data; printing is elsewhere. Every query path checks that the encoder
+was made with the weights the index was built with: vectors of other weights would answer,
+wrongly, without complaint.
+
+`open_snapshot` opens a catalogue and its indexes under the catalogue's commit lock, so they
+belong to the same build even while another process rebuilds the catalogue.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from PIL import Image
 
 from embeddings.catalog import Catalogue
-from embeddings.errors import CatalogueError, EmbeddingsError, QueryError
-from embeddings.index import ModelIndex, load_model_index, read_manifest
+from embeddings.errors import (
+    CatalogueChangedError,
+    CatalogueError,
+    EmbeddingsError,
+    IndexMismatchError,
+    QueryError,
+)
+from embeddings.index import load_model_index, read_manifest
+from embeddings.locks import commit_lock
+from embeddings.vector_index import ModelIndex
 
 #: Longest text query accepted (characters); longer ones are refused, not truncated silently.
 MAX_TEXT_CHARS = 1000
+#: Largest k the core answers (the app's slider stops at 50).
 MAX_K = 1000
 
 
@@ -37,31 +51,30 @@ class TextEncoder(Protocol):
     """Anything that maps texts into a model's image space (a text tower, or a bridge)."""
 
     kind: str  # "native" (the model's own text tower) or "bridge" (learnt from titles)
+    weights_id: str  # the weights of the image space it maps into
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class ImageEncoder(Protocol):
+    weights_id: str
+
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
 def rank(index: ModelIndex, query: np.ndarray, k: int, *, exclude: str | None = None,
-         allowed: set[str] | None = None, rows: np.ndarray | None = None,
-         filters: dict[str, str] | None = None) -> list[Hit]:
+         rows: np.ndarray | None = None, filters: dict[str, str] | None = None) -> list[Hit]:
     """Top-k hits of one query vector.
 
-    `exclude` (an item id) never appears in the result; with `allowed` (a set of ids) only
-    those items are ranked, exactly (FAISS's id selector, not a post-filter that can run dry).
-    `rows` (the allowed row numbers) does the same without mapping ids. `filters` ({label:
-    value}) are passed to an index that evaluates them itself (`index.native_filters`, Milvus);
-    other indexes need `allowed` or `rows` (`Searcher` works out which).
+    `exclude` (an item id) never appears in the result. `rows` (allowed row numbers) restricts
+    the ranking exactly (FAISS's id selector, not a post-filter that can run dry); `filters`
+    ({label: value}) go to an index that evaluates them itself (`index.native_filters`, Milvus).
+    `Searcher` works out which of the two a label filter becomes.
     """
     extra = 1 if exclude is not None and exclude in index.row_of else 0
-    if filters and getattr(index, "native_filters", False):
+    if filters and index.native_filters:
         scores, found = index.search(query, k + extra, filters=filters)
     else:
-        if rows is None and allowed is not None:
-            rows = np.fromiter((index.row_of[i] for i in allowed if i in index.row_of), dtype=np.int64)
         scores, found = index.search(query, k + extra, rows=rows)
     skip = index.row_of.get(exclude, -2) if exclude is not None else -2
     hits = [Hit(index.ids[row], float(score)) for score, row in zip(scores[0], found[0], strict=True)
@@ -98,6 +111,14 @@ def check_text(text: str) -> str:
     return text
 
 
+def check_encoder(model_id: str, encoder, index: ModelIndex) -> None:
+    """Refuse an encoder made with other weights than the index was built with."""
+    weights = getattr(encoder, "weights_id", None)
+    if weights != index.weights_id:
+        raise QueryError(f"model {model_id!r} is loaded with weights {weights!r} but its index was "
+                         f"built with {index.weights_id!r}; load the same weights or rebuild")
+
+
 class Searcher:
     """Runs one query over several models of one catalogue.
 
@@ -113,39 +134,27 @@ class Searcher:
         self.index_loader = index_loader
         self.text_encoder_loader = text_encoder_loader
         self.image_encoder_loader = image_encoder_loader
-        # (index identity, filters) -> allowed row numbers: a label filter costs a pandas scan
-        # and an id->row mapping, so repeated queries under one filter reuse the result.
-        self._filter_rows: dict[tuple, np.ndarray] = {}
-        self._filter_lock = threading.Lock()
 
     def _check_filters(self, filters: dict[str, str] | None) -> dict[str, str] | None:
         """`filters` with string values, refusing fields the catalogue does not have."""
         if not filters:
             return None
         for field_name in filters:
-            if field_name not in self.catalogue.items.columns or field_name in ("id", "path"):
+            if field_name not in self.catalogue.label_fields:
                 raise CatalogueError(f"no label field {field_name!r} in catalogue {self.catalogue.name!r}; "
                                      f"label fields: {', '.join(self.catalogue.label_fields) or 'none'}")
         return {str(f): str(v) for f, v in filters.items()}
 
     def _restriction(self, index: ModelIndex, filters: dict[str, str] | None) -> dict:
         """`rank` keywords applying `filters` to `index`: the filters themselves for an index that
-        evaluates them (Milvus), else the allowed row numbers (cached per index and filter)."""
+        evaluates them (Milvus), else the allowed row numbers."""
         if not filters:
             return {}
-        if getattr(index, "native_filters", False):
+        if index.native_filters:
             return {"filters": filters}
-        key = (index.model_id, index.manifest.get("built_at"), len(index), tuple(sorted(filters.items())))
-        with self._filter_lock:
-            rows = self._filter_rows.get(key)
-        if rows is None:
-            allowed = self.catalogue.rows_matching(filters)
-            rows = np.sort(np.fromiter((index.row_of[i] for i in allowed if i in index.row_of), dtype=np.int64))
-            with self._filter_lock:
-                if len(self._filter_rows) >= 64:
-                    self._filter_rows.pop(next(iter(self._filter_rows)))
-                self._filter_rows[key] = rows
-        return {"rows": rows}
+        allowed = self.catalogue.ids_matching(filters)
+        rows = np.fromiter((index.row_of[i] for i in allowed if i in index.row_of), dtype=np.int64)
+        return {"rows": np.sort(rows)}
 
     def search_item(self, item_id: str, models: Sequence[str], k: int, *,
                     filters: dict[str, str] | None = None) -> dict[str, list[Hit]]:
@@ -177,6 +186,7 @@ class Searcher:
         results = {}
         for model_id in models:
             encoder, index = self.text_encoder_loader(model_id), self.index_loader(model_id)
+            check_encoder(model_id, encoder, index)
             results[model_id] = rank(index, encoder.encode_texts([text])[0], k, **self._restriction(index, filters))
         return results
 
@@ -190,27 +200,46 @@ class Searcher:
         results = {}
         for model_id in models:
             encoder, index = self.image_encoder_loader(model_id), self.index_loader(model_id)
-            weights = getattr(encoder, "weights_id", None)
-            if weights is not None and weights != index.weights_id:
-                raise QueryError(f"model {model_id!r} is loaded with weights {weights!r} but its index was "
-                                 f"built with {index.weights_id!r}; load the same weights or rebuild")
+            check_encoder(model_id, encoder, index)
             results[model_id] = rank(index, encoder.encode_images([image])[0], k, **self._restriction(index, filters))
         return results
 
 
-def open_index(catalogue: Catalogue, model_id: str, *, mmap: bool = True) -> ModelIndex:
+def open_index(catalogue: Catalogue, model_id: str, *, mmap: bool = True, lock: bool = True) -> ModelIndex:
     """Load and validate a model's index in a catalogue, on the backend its build recorded.
 
     A FAISS index is memory-mapped by default (`mmap`): opening costs no copy of the vectors,
-    pages come in on first use and stay shared with the page cache (measured: scans as fast as
-    from a private copy). A Milvus build returns a `MilvusIndex` connected to its collection.
+    pages come in on first use and stay shared with the page cache. Raises
+    `CatalogueChangedError` when the index belongs to a newer build of the catalogue than
+    `catalogue` (open the catalogue again), `IndexMismatchError` when it is really out of date.
     """
-    manifest = read_manifest(catalogue.model_dir(model_id)) or {}
-    backend = " --backend milvus" if manifest.get("backend") == "milvus" else ""
-    return load_model_index(
-        catalogue.model_dir(model_id), catalogue_fingerprint=catalogue.fingerprint, model_id=model_id,
-        mmap=mmap, rebuild_hint=(f"rebuild it: python -m embeddings build --source {catalogue.info.get('source')} "
-                                 f"--out {catalogue.directory} --models {model_id}{backend}"))
+    try:
+        return load_model_index(catalogue.model_dir(model_id), catalogue_fingerprint=catalogue.fingerprint,
+                                model_id=model_id, mmap=mmap, lock=lock)
+    except IndexMismatchError as exc:
+        now = catalogue.on_disk_fingerprint()
+        if now is not None and now != catalogue.fingerprint:
+            raise CatalogueChangedError(f"catalogue {catalogue.name!r} was rebuilt while it was open; "
+                                        "open it again") from exc
+        raise
+
+
+def open_snapshot(directory: Path, models: Sequence[str], *, mmap: bool = True
+                  ) -> tuple[Catalogue, dict[str, ModelIndex | EmbeddingsError]]:
+    """The catalogue in `directory` and the indexes of `models` as one build left them.
+
+    Opened under the catalogue's shared commit lock, so a build committing meanwhile waits. A
+    model whose index cannot be opened maps to its error (the others still answer).
+    """
+    with commit_lock(directory):
+        catalogue = Catalogue.open(directory, lock=False)
+        indexes: dict[str, ModelIndex | EmbeddingsError] = {}
+        for model_id in models:
+            try:
+                indexes[model_id] = open_index(catalogue, model_id, mmap=mmap, lock=False)
+            except EmbeddingsError as exc:
+                indexes[model_id] = exc
+    return catalogue, indexes
 
 
 def text_capable_models(catalogue: Catalogue) -> dict[str, str]:
@@ -225,13 +254,13 @@ def text_capable_models(catalogue: Catalogue) -> dict[str, str]:
             continue
         if spec.has_text:
             capable[model_id] = "native"
-        elif _bridge_is_current(catalogue, model_id):
+        elif _bridge_is_usable(catalogue, model_id):
             capable[model_id] = "bridge"
     return capable
 
 
-def _bridge_is_current(catalogue: Catalogue, model_id: str) -> bool:
-    """A bridge exists and matches the model's current index (a stale one cannot answer)."""
+def _bridge_is_usable(catalogue: Catalogue, model_id: str) -> bool:
+    """A bridge exists and maps into the space of the model's current index."""
     from embeddings.bridge import check_bridge_manifest, read_bridge_manifest
 
     manifest = read_bridge_manifest(catalogue.bridge_dir(model_id))
@@ -244,11 +273,14 @@ def _bridge_is_current(catalogue: Catalogue, model_id: str) -> bool:
     return True
 
 
-class _NativeText:
+class NativeText:
+    """A model's own text tower as a `TextEncoder`."""
+
     kind = "native"
 
     def __init__(self, embedder):
         self._embedder = embedder
+        self.weights_id = embedder.weights_id
 
     def encode_texts(self, texts):
         return self._embedder.encode_texts(texts)
@@ -259,7 +291,7 @@ def default_text_encoder(catalogue: Catalogue, model_id: str, load_embedder: Cal
     from embeddings.models import get_spec
 
     if get_spec(model_id).has_text:
-        return _NativeText(load_embedder(model_id))
+        return NativeText(load_embedder(model_id))
     bridge_dir = catalogue.bridge_dir(model_id)
     if (bridge_dir / "manifest.json").is_file():
         from embeddings.bridge import load_bridge
@@ -268,15 +300,20 @@ def default_text_encoder(catalogue: Catalogue, model_id: str, load_embedder: Cal
     capable = text_capable_models(catalogue)
     names = ", ".join(f"{m} ({kind})" for m, kind in capable.items()) or "none yet"
     raise QueryError(f"model {model_id!r} cannot take text queries in this catalogue (no text tower and no "
-                     f"text bridge); models that can: {names}. Build a bridge with "
-                     f"`python -m embeddings build ... --models {model_id} --bridge`.")
+                     f"text bridge); models that can: {names}. Train a bridge with "
+                     f"`python -m embeddings bridge --catalog {catalogue.directory} --models {model_id}`.")
 
 
-def make_searcher(catalogue: Catalogue, *, model_options: dict[str, dict] | None = None) -> Searcher:
-    """A `Searcher` with plain per-process caches (the CLI's; the app wraps its own)."""
+def make_searcher(catalogue: Catalogue, *, model_options: dict[str, dict] | None = None,
+                  indexes: dict[str, ModelIndex | EmbeddingsError] | None = None) -> Searcher:
+    """A `Searcher` with plain per-process caches (the CLI's; the app wraps its own).
+
+    `indexes` (from `open_snapshot`) are used as they are; other models open on first use.
+    """
     from embeddings.models import load_model
 
     model_options = model_options or {}
+    opened = dict(indexes or {})
 
     @cache
     def load_embedder(model_id: str):
@@ -284,7 +321,10 @@ def make_searcher(catalogue: Catalogue, *, model_options: dict[str, dict] | None
 
     @cache
     def load_index(model_id: str) -> ModelIndex:
-        return open_index(catalogue, model_id)
+        found = opened.get(model_id)
+        if isinstance(found, EmbeddingsError):
+            raise found
+        return found if found is not None else open_index(catalogue, model_id)
 
     @cache
     def load_text(model_id: str) -> TextEncoder:

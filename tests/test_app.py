@@ -37,25 +37,9 @@ TIMEOUT = 180
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def make_app(data_dir: Path, monkeypatch, *, server_like: bool = True, **params: str) -> AppTest:
-    """An AppTest of app.py on `data_dir`, with `params` in its URL.
-
-    `server_like`: AppTest resets Streamlit's legacy `pages/`-folder flag before every run, so
-    each rerun would first execute the page file alone (which then reroutes through app.py with
-    a rerun, dropping a button's one-shot click). A served app clears that flag once per process,
-    at its first `st.navigation` call; keep it cleared here too.
-    """
+def make_app(data_dir: Path, monkeypatch, **params: str) -> AppTest:
+    """An AppTest of app.py on `data_dir`, with `params` in its URL."""
     monkeypatch.setenv("EMBEDDINGS_DATA", str(data_dir))
-    if server_like:
-        from streamlit.runtime.pages_manager import PagesManager
-
-        original_init = PagesManager.__init__
-
-        def init(self, *args, **kwargs):
-            PagesManager.uses_pages_directory = False
-            original_init(self, *args, **kwargs)
-
-        monkeypatch.setattr(PagesManager, "__init__", init)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     for name, value in params.items():
         at.query_params[name] = value
@@ -252,9 +236,8 @@ def test_text_query_runs_on_the_models_that_take_text(clip_shop, monkeypatch):
 
 
 def test_text_query_through_a_text_bridge(tmp_path, product_folder, monkeypatch):
-    bridge = pytest.importorskip("embeddings.bridge")
-    if not hasattr(bridge, "train_bridge_for_catalogue"):
-        pytest.skip("embeddings.bridge has no train_bridge_for_catalogue yet")
+    from embeddings import bridge
+
     catalogue = create_catalogue(str(product_folder), tmp_path / "data" / "shop")
     build_model_index(catalogue, load_model("pixels"))
     bridge.train_bridge_for_catalogue(catalogue, "pixels")
@@ -377,7 +360,7 @@ def test_browsing_and_item_queries_do_not_import_torch(built_catalogue):
 # -- Catalogue page --------------------------------------------------------------------------
 def test_catalogue_page_lists_what_is_built(shop, monkeypatch):
     at = make_app(shop, monkeypatch)
-    at.switch_page("pages/catalogue.py").run()
+    at.switch_page("app_pages/catalogue.py").run()
     assert not at.exception
     table = at.dataframe[0].value
     rows = table.set_index("model")
@@ -393,7 +376,7 @@ def test_catalogue_page_builds_a_missing_model(tmp_path, product_folder, monkeyp
     catalogue = create_catalogue(str(product_folder), tmp_path / "data" / "shop")  # no index yet
     at = make_app(catalogue.directory.parent, monkeypatch).run()
     assert "No model has an index" in messages(at.warning)
-    at.switch_page("pages/catalogue.py").run()
+    at.switch_page("app_pages/catalogue.py").run()
     at.multiselect(key="missing_models").set_value(["pixels"])
     at.checkbox(key="missing_bridges").uncheck().run()  # the Build button enables once a model is chosen
     at.button(key="build_missing").click().run()
@@ -409,7 +392,7 @@ def test_first_run_builds_a_catalogue_from_a_folder_then_opens_search(tmp_path, 
     at = make_app(data, monkeypatch).run()
     assert not at.exception
     assert "no catalogue in the data folder yet" in messages(at.info)
-    at.switch_page("pages/catalogue.py").run()
+    at.switch_page("app_pages/catalogue.py").run()
     assert "Welcome" in messages(at.markdown)
     at.text_input(key="folder_source").set_value(str(product_folder))
     at.text_input(key="folder_name").set_value("myshop")
@@ -427,7 +410,7 @@ def test_building_from_a_missing_folder_says_so(tmp_path, monkeypatch):
     data = tmp_path / "empty-data"
     data.mkdir()
     at = make_app(data, monkeypatch)
-    at.switch_page("pages/catalogue.py").run()
+    at.switch_page("app_pages/catalogue.py").run()
     at.text_input(key="folder_source").set_value(str(tmp_path / "nowhere")).run()
     at.button(key="folder_build").click().run()
     assert not at.exception
@@ -437,13 +420,13 @@ def test_building_from_a_missing_folder_says_so(tmp_path, monkeypatch):
 def test_read_only_server_offers_no_building_or_measuring(shop, monkeypatch):
     monkeypatch.setenv("EMBEDDINGS_READ_ONLY", "1")
     at = make_app(shop, monkeypatch)
-    at.switch_page("pages/catalogue.py").run()
+    at.switch_page("app_pages/catalogue.py").run()
     assert not at.exception
     assert len(at.dataframe) == 1  # what is built is still shown
     keys = {button.key for button in at.button}
     assert not keys & {"build_missing", "folder_build", "demo_build"}
     assert "read-only" in messages(at.caption)
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert not at.exception
     assert "eval_run" not in {button.key for button in at.button}
 
@@ -453,7 +436,7 @@ def test_demo_catalogue_from_the_shared_fashion_dataset(shared_fashion, tmp_path
     data = tmp_path / "data"
     data.mkdir()
     at = make_app(data, monkeypatch)
-    at.switch_page("pages/catalogue.py").run()
+    at.switch_page("app_pages/catalogue.py").run()
     at.text_input(key="demo_source").set_value(str(shared_fashion))
     at.number_input(key="demo_limit").set_value(150)
     at.multiselect(key="demo_models").set_value(["pixels"])
@@ -467,28 +450,11 @@ def test_demo_catalogue_from_the_shared_fashion_dataset(shared_fashion, tmp_path
 
 
 # -- Compare page ----------------------------------------------------------------------------
-def _has_evaluation() -> bool:
-    try:
-        from embeddings import evaluate
-    except ImportError:
-        return False
-    return all(hasattr(evaluate, name) for name in ("evaluate_catalogue", "save_results", "load_results"))
-
-
-def test_compare_page_without_the_evaluation_module(shop, monkeypatch):
-    monkeypatch.setitem(sys.modules, "embeddings.evaluate", None)  # import fails as if absent
-    at = make_app(shop, monkeypatch)
-    at.switch_page("pages/compare.py").run()
-    assert not at.exception
-    assert "not part of this version" in messages(at.info)
-
-
-@pytest.mark.skipif(not _has_evaluation(), reason="embeddings.evaluate is not there yet")
 def test_compare_page_measures_on_demand_and_reads_it_back(own_shop, monkeypatch):
     from embeddings import evaluate
 
     at = make_app(own_shop.directory.parent, monkeypatch)
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert not at.exception
     assert evaluate.load_results(own_shop) is None
     at.slider(key="eval_queries").set_value(20)
@@ -498,19 +464,9 @@ def test_compare_page_measures_on_demand_and_reads_it_back(own_shop, monkeypatch
     assert saved is not None and {row["model"] for row in saved.rows} >= {"pixels"}
     assert len(at.get("vega_lite_chart")) >= 2  # precision@k and the score distribution
     again = make_app(own_shop.directory.parent, monkeypatch)  # a new session reads the saved result
-    again.switch_page("pages/compare.py").run()
+    again.switch_page("app_pages/compare.py").run()
     assert not again.exception
     assert "eval_run" not in [button.key for button in again.button]
-
-
-def test_a_page_run_without_the_router_reroutes_through_app_py(shop, monkeypatch):
-    """Without the flag cleared, AppTest's second run executes pages/search.py alone (as a fresh
-    server would for a first request to a page URL): the page must still get its sidebar."""
-    at = make_app(shop, monkeypatch, server_like=False).run()
-    at.button(key="random").click().run()  # a callback: survives the reroute
-    assert not at.exception
-    assert at.sidebar.selectbox(key="w_catalog").value == "shop"
-    assert {"pixels", "efficientnet-lite0"} <= set(grids(at))
 
 
 def test_deselecting_every_model_asks_for_one(shop, monkeypatch):
@@ -524,10 +480,10 @@ def test_deselecting_every_model_asks_for_one(shop, monkeypatch):
 
 def test_switching_pages_keeps_the_view(shop, monkeypatch):
     at = make_app(shop, monkeypatch, item="red/circle_0", models="pixels").run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert not at.exception
     assert url(at)["models"] == "pixels" and "item" not in url(at)
-    at.switch_page("pages/search.py").run()
+    at.switch_page("app_pages/search.py").run()
     assert url(at)["item"] == "red/circle_0"
     assert set(grids(at)) == {"pixels", "browse"}
 

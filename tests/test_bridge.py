@@ -74,7 +74,7 @@ def test_cached_title_vectors_equal_live_encoding(bridged):
 
 
 def test_title_cache_is_reused_and_incremental(bridged, tmp_path, monkeypatch):
-    import embeddings.bridge as bridge_module
+    import embeddings.bridge.sentences as bridge_module
 
     catalogue = copy_catalogue(bridged, tmp_path / "shop")
     before = title_vectors(catalogue)
@@ -126,26 +126,35 @@ def test_stale_bridge_is_refused(bridged, tmp_path):
     # The index is rebuilt with other weights: the bridge maps into a space that no longer exists.
     write_model_index(model_dir, ids=ids, vectors=vectors,
                       manifest={**manifest, "weights_id": "file:finetuned.pth"})
-    with pytest.raises(StaleBridgeError, match=r"file:finetuned\.pth.*retrain it: python -m embeddings.bridge"):
+    with pytest.raises(StaleBridgeError, match=r"file:finetuned\.pth.*retrain it: python -m embeddings bridge"):
         load_bridge(catalogue.bridge_dir("efficientnet-lite0"), catalogue=catalogue, model_id="efficientnet-lite0")
     with pytest.raises(StaleBridgeError):
         default_text_encoder(catalogue, "efficientnet-lite0", load_embedder=None)
 
 
-def test_bridge_of_another_catalogue_version_is_refused(bridged, tmp_path):
+def test_bridge_of_an_earlier_catalogue_version_still_answers(bridged, tmp_path):
+    """A bridge belongs to the model's weights, not to one set of products: after products were
+    added (an index rebuilt with the same weights, without --bridge), it still maps text into
+    the same space and answers."""
     catalogue = copy_catalogue(bridged, tmp_path / "shop")
+    model_dir = catalogue.model_dir("efficientnet-lite0")
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    ids, vectors = load_vectors(model_dir)
     info = json.loads((catalogue.directory / "catalog.json").read_text())
     info["fingerprint"] = "0123456789abcdef"  # products were added or removed since
     (catalogue.directory / "catalog.json").write_text(json.dumps(info))
+    write_model_index(model_dir, ids=ids, vectors=vectors,
+                      manifest={**manifest, "catalogue_fingerprint": "0123456789abcdef"})
     changed = Catalogue.open(catalogue.directory)
-    with pytest.raises(StaleBridgeError, match="another version of catalogue"):
-        load_bridge(changed.bridge_dir("efficientnet-lite0"), catalogue=changed, model_id="efficientnet-lite0")
+    bridge = load_bridge(changed.bridge_dir("efficientnet-lite0"), catalogue=changed, model_id="efficientnet-lite0")
+    assert bridge.manifest["catalogue_fingerprint"] != changed.fingerprint
+    assert text_capable_models(changed) == {"efficientnet-lite0": "bridge"}
 
 
 def test_missing_bridge_says_how_to_train_one(built_catalogue):
     from embeddings.errors import IndexMissingError
 
-    with pytest.raises(IndexMissingError, match="python -m embeddings.bridge --catalog"):
+    with pytest.raises(IndexMissingError, match="python -m embeddings bridge --catalog"):
         load_bridge(built_catalogue.bridge_dir("pixels"), catalogue=built_catalogue, model_id="pixels")
 
 

@@ -1,4 +1,5 @@
-"""A build killed with SIGKILL resumes, through the CLI, to the index an uninterrupted build makes."""
+"""A build killed with SIGKILL resumes to the index an uninterrupted build makes, through either
+front door: the CLI, and the core `build_catalogue` called as the app's Catalogue page calls it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,23 @@ from conftest import REPO, make_product_folder
 ARTEFACTS = ("index.faiss", "vectors.npy", "ids.txt")
 
 
-def build_command(source: Path, out: Path) -> list[str]:
+#: What the app does: a BuildRequest and a progress callback, no CLI.
+CORE_BUILD = """
+import sys
+from pathlib import Path
+from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
+source, out = sys.argv[1:3]
+request = BuildRequest(out=Path(out), source=source, models=["efficientnet-lite0"], bridges=False,
+                       index=IndexOptions(batch_size=8))
+result = build_catalogue(request, progress=lambda event: None)
+print("reused", sum(o.report.reused for o in result.outcomes if o.report))
+sys.exit(1 if result.failed else 0)
+"""
+
+
+def build_command(source: Path, out: Path, door: str = "cli") -> list[str]:
+    if door == "core":
+        return [sys.executable, "-c", CORE_BUILD, str(source), str(out)]
     return [sys.executable, "-m", "embeddings", "build", "--source", str(source), "--out", str(out),
             "--models", "efficientnet-lite0", "--batch-size", "8", "--no-bridge"]
 
@@ -25,11 +42,12 @@ def run_env(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_build_then_rerun_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("door", ["cli", "core"])
+def test_sigkill_mid_build_then_rerun_equals_uninterrupted(door, tmp_path):
     source = make_product_folder(tmp_path / "shop", variants=10)  # 120 images, 8 chunks of 16
     env = run_env(tmp_path)
     work = tmp_path / "killed" / "models" / "efficientnet-lite0.work"
-    process = subprocess.Popen(build_command(source, tmp_path / "killed"), env=env, cwd=REPO,
+    process = subprocess.Popen(build_command(source, tmp_path / "killed", door), env=env, cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -42,8 +60,9 @@ def test_sigkill_mid_build_then_rerun_equals_uninterrupted(tmp_path):
     finished_chunks = len(list(work.glob("*/chunk-*.npz")))
     assert 3 <= finished_chunks < 8
     assert not (tmp_path / "killed" / "models" / "efficientnet-lite0" / "manifest.json").exists()
+    assert not (tmp_path / "killed" / "catalog.json").exists()  # nothing is committed mid-build
 
-    resumed = subprocess.run(build_command(source, tmp_path / "killed"), env=env, cwd=REPO,
+    resumed = subprocess.run(build_command(source, tmp_path / "killed", door), env=env, cwd=REPO,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert f"reused {finished_chunks * 16}" in resumed.stdout  # finished chunks were not re-embedded

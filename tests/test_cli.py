@@ -43,7 +43,7 @@ def test_model_that_cannot_load_fails_alone(product_folder, tmp_path):
     result = cli("build", "--source", str(product_folder), "--out", str(out), "--models", "clip,pixels",
                  "--no-bridge", env=env)
     assert result.returncode == 1
-    assert "[clip] not built: model 'clip' could not load" in result.stderr
+    assert "[clip] build failed: model 'clip' could not load" in result.stderr
     assert "looked in the Hugging Face cache" in result.stderr
     assert "failed: clip" in result.stderr
     assert (out / "models" / "pixels" / "manifest.json").is_file()

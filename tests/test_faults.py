@@ -1,4 +1,8 @@
-"""Faults: builds killed at random points, a full disk, a read-only folder, a model that dies."""
+"""Faults: builds killed at random points, a full disk, a read-only folder, a model that dies.
+
+Both front doors build through one core function (`embeddings.catalogue_build.build_catalogue`):
+the CLI's `build` and the app's Catalogue page. Each fault runs through the CLI and through the
+core function called as the app calls it; `tests/test_app_builds.py` drives the page itself."""
 
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ from conftest import REPO, draw_product, make_product_folder
 
 from embeddings import models as models_module
 from embeddings.catalog import Catalogue
+from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
 from embeddings.cli import main
+from embeddings.errors import describe_os_error
 from embeddings.models import ModelSpec
 from embeddings.models.pixels import PixelsEmbedder
 from embeddings.search import make_searcher, open_index
@@ -29,6 +35,26 @@ ARTEFACTS = ("index.faiss", "vectors.npy", "ids.txt")
 def build_args(source, out, models="pixels", batch="4"):
     return ["build", "--source", str(source), "--out", str(out), "--models", models, "--batch-size", batch,
             "--no-bridge"]
+
+
+FRONT_DOORS = ("cli", "core")
+
+
+def build_through(door: str, source, out, capsys, models="pixels", batch=4) -> tuple[int, str]:
+    """Build through one front door: (exit code, what the user is told about failures)."""
+    if door == "cli":
+        code = main(build_args(source, out, models=models, batch=str(batch)))
+        return code, capsys.readouterr().err
+    events = []  # the app passes a progress callback; so does this
+    try:
+        result = build_catalogue(BuildRequest(out=Path(out), source=str(source), models=models.split(","),
+                                              bridges=False, index=IndexOptions(batch_size=batch)),
+                                 progress=events.append)
+    except OSError as exc:
+        return 2, describe_os_error(exc)
+    assert any(e.stage == "embed" for e in events) or result.failed
+    messages = [f"[{o.model_id}] build failed: {o.message}" for o in result.failed]
+    return (1 if result.failed else 0), "\n".join(messages)
 
 
 def run_build(args, env, **kwargs):
@@ -102,33 +128,36 @@ def small_source(tmp_path) -> Path:
     return source
 
 
-def test_disk_full_gives_a_clear_error_and_keeps_the_previous_index(tmp_path, capsys):
+@pytest.mark.parametrize("door", FRONT_DOORS)
+def test_disk_full_gives_a_clear_error_and_keeps_the_previous_index(door, tmp_path, capsys):
     source = small_source(tmp_path)
     with tmpfs(tmp_path / "disk", "3m") as disk:
         out = disk / "cat"
-        assert main(build_args(source, out)) == 0
+        assert build_through(door, source, out, capsys)[0] == 0
         ids_before = Catalogue.open(out).ids
         grow(source, 40)  # now needs ~6 MB: more than the disk has
         capsys.readouterr()
-        assert main(build_args(source, out)) == 1
-        err = capsys.readouterr().err
+        code, err = build_through(door, source, out, capsys)
+        assert code == 1
         assert "[pixels] build failed" in err and "No space left on device" in err
         assert "the disk is full" in err and "Indexes built before are unchanged" in err
         assert_previous_index_still_loads(out, ids_before)
 
 
-def test_read_only_folder_gives_a_clear_error_and_keeps_the_previous_index(tmp_path, capsys):
+@pytest.mark.parametrize("door", FRONT_DOORS)
+def test_read_only_folder_gives_a_clear_error_and_keeps_the_previous_index(door, tmp_path, capsys):
     source = small_source(tmp_path)
     with tmpfs(tmp_path / "disk", "20m") as disk:
         out = disk / "cat"
-        assert main(build_args(source, out)) == 0
+        assert build_through(door, source, out, capsys)[0] == 0
         ids_before = Catalogue.open(out).ids
         grow(source, 2)
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         capsys.readouterr()
-        assert main(build_args(source, out)) == 1
-        err = capsys.readouterr().err
+        code, err = build_through(door, source, out, capsys)
+        assert code == 2  # refused before any work: the catalogue cannot be written at all
         assert "Read-only file system" in err and "choose another --out" in err
+        # ... and a catalogue on a read-only file system still serves.
         assert_previous_index_still_loads(out, ids_before)
 
 
@@ -147,14 +176,14 @@ class FailsMidway(PixelsEmbedder):
         return super().embed_prepared(batch)
 
 
-def test_a_model_failing_midway_does_not_stop_the_others(product_folder, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("door", FRONT_DOORS)
+def test_a_model_failing_midway_does_not_stop_the_others(door, product_folder, tmp_path, capsys, monkeypatch):
     # Registered for this test only: the registry is process-wide.
     monkeypatch.setitem(models_module._REGISTRY, FailsMidway.spec.id, (FailsMidway.spec, FailsMidway))
-    code = main(build_args(product_folder, tmp_path / "cat", models="pixels,fails-midway,efficientnet-lite0",
-                           batch="8"))
-    err = capsys.readouterr().err
+    code, err = build_through(door, product_folder, tmp_path / "cat", capsys,
+                              models="pixels,fails-midway,efficientnet-lite0", batch=8)
     assert code == 1
-    assert "[fails-midway] build failed: simulated failure" in err and "failed: fails-midway" in err
+    assert "[fails-midway] build failed: RuntimeError: simulated failure" in err
     catalogue = Catalogue.open(tmp_path / "cat")
     for model_id in ("pixels", "efficientnet-lite0"):
         assert len(open_index(catalogue, model_id)) == 48

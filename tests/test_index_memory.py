@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 
 from embeddings.build import build_model_index
-from embeddings.catalog import Catalogue, create_catalogue
+from embeddings.catalog import create_catalogue
 from embeddings.index import (
     INDEX_FILE,
     load_model_index,
@@ -23,7 +23,7 @@ from embeddings.index import (
     write_model_index,
 )
 from embeddings.models import load_model
-from embeddings.search import Searcher, make_searcher, open_index
+from embeddings.search import make_searcher, open_index
 
 PYTHON = sys.executable
 MANIFEST = {"model_id": "m", "weights_id": "w", "catalogue_fingerprint": "f"}
@@ -170,29 +170,6 @@ def test_filtered_hnsw_search_is_exact_over_the_allowed_rows(tmp_path, monkeypat
     scores, rows = index.search(queries, 10, rows=allowed)
     assert set(rows.ravel()) <= set(allowed)
     assert np.mean([len(set(r) & set(w)) / 10 for r, w in zip(rows, want, strict=True)]) >= 0.9
-
-
-def test_filter_rows_are_computed_once_per_filter(built_catalogue, monkeypatch):
-    searcher = make_searcher(built_catalogue)
-    first = searcher.search_item("red/circle_0", ["pixels"], k=5, filters={"shape": "square"})
-    calls = []
-    original = Catalogue.rows_matching
-
-    def counting(self, filters):
-        calls.append(filters)
-        return original(self, filters)
-
-    monkeypatch.setattr(Catalogue, "rows_matching", counting)
-    again = searcher.search_item("red/circle_1", ["pixels"], k=5, filters={"shape": "square"})
-    assert calls == []  # served from the cache
-    assert first["pixels"] and all(built_catalogue.items.at[h.id, "shape"] == "square"
-                                   for h in first["pixels"] + again["pixels"])
-    other = searcher.search_item("red/circle_1", ["pixels"], k=5, filters={"shape": "circle"})
-    assert calls == [{"shape": "circle"}]
-    assert all(built_catalogue.items.at[h.id, "shape"] == "circle" for h in other["pixels"])
-    # The same answer as a fresh Searcher (no cache) gives.
-    fresh = Searcher(built_catalogue, lambda m: open_index(built_catalogue, m))
-    assert fresh.search_item("red/circle_1", ["pixels"], k=5, filters={"shape": "square"}) == again
 
 
 # -- serving without torch -----------------------------------------------------------------

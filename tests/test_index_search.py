@@ -171,16 +171,23 @@ def test_hnsw_above_threshold_has_high_recall():
     assert recall >= 0.98
 
 
-def test_write_is_atomic_and_recovers_an_interrupted_swap(tmp_path):
+def test_write_is_atomic_and_the_writer_recovers_an_interrupted_swap(tmp_path):
+    from embeddings.catalogue_build import repair_catalogue
+
     model_dir = tmp_path / "models" / "m"
     vectors = np.eye(3, 4, dtype=np.float32)
     write_model_index(model_dir, ids=["a", "b", "c"], vectors=vectors,
                       manifest={"model_id": "m", "weights_id": "w", "catalogue_fingerprint": "f"})
-    # A crash between "old aside" and "new in" leaves only m.old: loading puts it back.
+    assert not any(p.name.startswith(".m.new") for p in (tmp_path / "models").iterdir())
+    # A crash between "old aside" and "new in" leaves only m.old. A reader changes nothing: it
+    # sees no index; the next build (the writer, under its lock) puts the old one back.
     model_dir.rename(tmp_path / "models" / "m.old")
+    with pytest.raises(IndexMissingError):
+        load_model_index(model_dir, catalogue_fingerprint="f", model_id="m")
+    assert (tmp_path / "models" / "m.old").is_dir() and not model_dir.exists()
+    repair_catalogue(tmp_path)
     index = load_model_index(model_dir, catalogue_fingerprint="f", model_id="m")
     assert index.ids == ["a", "b", "c"]
-    assert not any(p.name.startswith(".m.new") for p in (tmp_path / "models").iterdir())
 
 
 def test_incremental_build_embeds_only_new_products(product_folder, tmp_path):

@@ -17,13 +17,12 @@ from conftest import REPO, make_product_folder
 from embeddings import milvus_backend
 from embeddings.build import build_model_index
 from embeddings.catalog import Catalogue, create_catalogue
+from embeddings.cli import main
 from embeddings.errors import CatalogueError, EmbeddingsError, IndexMissingError
 from embeddings.index import load_vectors, make_faiss_index, write_model_index
 from embeddings.milvus_backend import MilvusIndex
 from embeddings.models import load_model
 from embeddings.search import Searcher, built_models, make_searcher, open_index
-
-pytest.importorskip("milvus_lite")
 
 PYTHON = sys.executable
 
@@ -69,8 +68,8 @@ def test_open_index_picks_the_backend_from_the_manifest(twin_catalogues):
     assert len(index) == 48 and index.dim == 14_400
     ids, vectors = load_vectors(milvus_cat.model_dir("pixels"))
     np.testing.assert_allclose(index.vector(ids[5]), vectors[5], atol=1e-7)  # fetched from Milvus
-    # Code written against ModelIndex.index (a faiss.Index) can still reconstruct vectors.
-    np.testing.assert_allclose(index.index.reconstruct_batch([7, 2, 7]), vectors[[7, 2, 7]], atol=1e-7)
+    # The ModelIndex interface both backends share.
+    np.testing.assert_allclose(index.reconstruct_batch([7, 2, 7]), vectors[[7, 2, 7]], atol=1e-7)
 
 
 def test_every_item_query_matches_faiss_exact(twin_catalogues):
@@ -110,7 +109,7 @@ def test_milvus_filters_need_no_catalogue_rows(twin_catalogues, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the Milvus path must not compute allowed rows in pandas")
 
-    monkeypatch.setattr(Catalogue, "rows_matching", refuse)
+    monkeypatch.setattr(Catalogue, "ids_matching", refuse)
     hits = searcher.search_item(milvus_cat.ids[0], ["pixels"], k=5, filters={"shape": "circle"})["pixels"]
     assert hits and all(milvus_cat.items.at[h.id, "shape"] == "circle" for h in hits)
     with pytest.raises(CatalogueError, match="no label field 'colour'.*folder, shape"):
@@ -200,8 +199,12 @@ def test_a_dropped_collection_says_how_to_rebuild(shop, tmp_path):
     build_model_index(catalogue, load_model("pixels"), backend="milvus")
     index = open_index(catalogue, "pixels")
     index.client.drop_collection(index.collection)
-    with pytest.raises(IndexMissingError, match="not in .*milvus.db.*--models pixels --backend milvus"):
+    with pytest.raises(IndexMissingError, match="not in .*milvus.db.*build --catalog .*cat --models pixels"):
         open_index(catalogue, "pixels")
+    # The hinted command rebuilds it with the catalogue's own settings: on Milvus again.
+    assert main(["build", "--catalog", str(catalogue.directory), "--models", "pixels", "--no-bridge"]) == 0
+    rebuilt = open_index(Catalogue.open(catalogue.directory), "pixels")
+    assert isinstance(rebuilt, MilvusIndex) and len(rebuilt) == 48
 
 
 def test_uri_checks_and_recording(tmp_path):

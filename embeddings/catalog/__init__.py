@@ -13,13 +13,12 @@ from embeddings.catalog.base import (
     fingerprint_items,
     safe_relative_path,
     save_catalogue,
-    write_atomic,
 )
 from embeddings.catalog.sampling import stratified_sample
 from embeddings.errors import CatalogueError
 
 __all__ = ["Catalogue", "ScanResult", "Skipped", "create_catalogue", "resolve_source", "scan_source",
-           "fingerprint_items", "safe_relative_path", "write_atomic", "stratified_sample", "ADAPTERS",
+           "fingerprint_items", "safe_relative_path", "stratified_sample", "ADAPTERS",
            "default_catalogue_name"]
 
 
@@ -70,9 +69,9 @@ def create_catalogue(source: str, out: str | os.PathLike, *, adapter: str | None
                      write: bool = True) -> Catalogue:
     """Scan `source`, take the stratified subset, and save the catalogue into `out`.
 
-    With `write=False` nothing is written: the build saves the catalogue only once a model's
-    index for it exists, so a build that fails entirely leaves the previous catalogue (and the
-    indexes built for it) loadable.
+    With `write=False` nothing is written: a build (`embeddings.catalogue_build`) saves the
+    catalogue together with its indexes, so a build that fails entirely leaves the previous
+    catalogue (and the indexes built for it) loadable.
     """
     scan, adapter = scan_source(source, adapter=adapter, sidecar=sidecar)
     if limit is not None:
@@ -80,4 +79,4 @@ def create_catalogue(source: str, out: str | os.PathLike, *, adapter: str | None
             raise CatalogueError(f"--limit must be at least 1 (got {limit})")
         scan.items = stratified_sample(scan.items, limit, label=scan.main_label, seed=seed)
     return save_catalogue(Path(out), scan, source=source, adapter=adapter, limit=limit, seed=seed,
-                          write=write)
+                          sidecar=sidecar, write=write)

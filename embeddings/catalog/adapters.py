@@ -1,6 +1,7 @@
 """Dataset adapters: each turns a source folder into a `ScanResult`.
 
-- `fashion-small`: Kaggle paramaggarwal/fashion-product-images-small (`images/<id>.jpg` + `styles.csv`)
+- `fashion-small`: Kaggle paramaggarwal/fashion-product-images-small (`images/<id>.jpg` +
+  `styles.csv`)
 - `digikala`: Kaggle masouduut94/digikala-color-classification (one folder per colour)
 - `folder`: any folder of images; the parent folder is a label; an optional CSV sidecar adds
   titles and labels by file name.
@@ -8,6 +9,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Callable
@@ -15,31 +17,56 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from embeddings.catalog.base import IMAGE_SUFFIXES, ScanResult, Skipped, safe_relative_path
+from embeddings.catalog.base import (
+    IMAGE_SUFFIXES,
+    ScanResult,
+    Skipped,
+    safe_relative_path,
+    unstorable_name_reason,
+)
 from embeddings.errors import CatalogueError
 
 FASHION_COLUMNS = ["id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                    "season", "year", "usage", "productDisplayName"]
-FASHION_LABELS = ["gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage"]
+FASHION_LABELS = ["gender", "masterCategory", "subCategory", "articleType", "baseColour", "season",
+                  "usage"]
 
 #: CSV sidecar file names the folder adapter picks up by itself.
 SIDECAR_NAMES = ("metadata.csv", "labels.csv", "catalog.csv")
 
 
 def decode_text(raw: bytes, where: str, recovered: list[Skipped]) -> str:
-    """UTF-8 (with or without BOM); bytes that are not UTF-8 are read as Windows-1252 and reported."""
+    """Decode a CSV file line by line: UTF-8 (a BOM allowed at the start of the file), and
+    Windows-1252 only for the lines that are not valid UTF-8, each reported in `recovered` as
+    `<where> line N` (N counts physical lines from 1).
+
+    The bytes are split on b"\\n" before decoding (that byte occurs inside no multi-byte UTF-8
+    character, nor in Windows-1252), then re-joined, so the CSV parser still sees a quoted field
+    over several lines whole, and "\\r\\n" endings survive as they were.
+    """
     try:
         return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        recovered.append(Skipped(where, f"not valid UTF-8 (byte {exc.start}); read as Windows-1252"))
-        return raw.decode("cp1252", errors="replace")
+    except UnicodeDecodeError:
+        pass
+    lines = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if number == 1:
+            line = line.removeprefix(codecs.BOM_UTF8)
+        try:
+            lines.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            recovered.append(Skipped(f"{where} line {number}",
+                                     "not valid UTF-8; read as Windows-1252"))
+            lines.append(line.decode("cp1252", errors="replace"))
+    return "\n".join(lines)
 
 
 def _find_styles_csv(root: Path) -> Path:
     for candidate in (root / "styles.csv", root / "myntradataset" / "styles.csv"):
         if candidate.is_file():
             return candidate
-    raise CatalogueError(f"{root}: no styles.csv found (looked in {root} and {root / 'myntradataset'}); "
+    raise CatalogueError(f"{root}: no styles.csv found "
+                         f"(looked in {root} and {root / 'myntradataset'}); "
                          "is this the fashion-product-images-small dataset?")
 
 
@@ -60,7 +87,8 @@ def scan_fashion_small(root: Path) -> ScanResult:
     header = [h.strip() for h in header]
     missing = [c for c in ("id", "productDisplayName") if c not in header]
     if missing:
-        raise CatalogueError(f"{styles}: missing column(s) {', '.join(missing)}; expected {','.join(FASHION_COLUMNS)}")
+        raise CatalogueError(f"{styles}: missing column(s) {', '.join(missing)}; "
+                             f"expected {','.join(FASHION_COLUMNS)}")
     width = len(header)
     title_at = header.index("productDisplayName")
     labels = [c for c in FASHION_LABELS if c in header]
@@ -82,6 +110,9 @@ def scan_fashion_small(root: Path) -> ScanResult:
         if not item_id:
             skipped.append(Skipped(where, "empty id"))
             continue
+        if reason := unstorable_name_reason(item_id, f"id {item_id!r}"):
+            skipped.append(Skipped(where, reason))
+            continue
         if item_id in seen:
             skipped.append(Skipped(where, f"duplicate id {item_id}; the first row was kept"))
             continue
@@ -90,7 +121,8 @@ def scan_fashion_small(root: Path) -> ScanResult:
             skipped.append(Skipped(where, f"no image images/{item_id}.jpg"))
             continue
         seen.add(item_id)
-        rows.append({"id": item_id, "path": f"images/{image}", "title": record["productDisplayName"],
+        rows.append({"id": item_id, "path": f"images/{image}",
+                     "title": record["productDisplayName"],
                      **{label: record.get(label, "") for label in labels}})
     items = pd.DataFrame(rows, columns=["id", "path", "title", *labels])
     return ScanResult(base, items, labels, "articleType" if "articleType" in labels else None,
@@ -117,9 +149,13 @@ def scan_folder(root: Path, *, sidecar: Path | None = None, label_name: str = "f
     rows, seen = [], {}
     for path in _image_files(root):
         relative = PurePosixPath(path.relative_to(root).as_posix())
+        if reason := unstorable_name_reason(relative.as_posix()):
+            skipped.append(Skipped(repr(relative.as_posix()), reason))  # a newline shows as \n
+            continue
         item_id = relative.with_suffix("").as_posix()
         if item_id in seen:
-            skipped.append(Skipped(relative.as_posix(), f"same id as {seen[item_id]}; the first was kept"))
+            skipped.append(Skipped(relative.as_posix(),
+                                   f"same id as {seen[item_id]}; the first was kept"))
             continue
         seen[item_id] = relative.as_posix()
         parent = relative.parent.name
@@ -141,7 +177,8 @@ def scan_folder(root: Path, *, sidecar: Path | None = None, label_name: str = "f
 
 def _merge_sidecar(items: pd.DataFrame, sidecar: Path, root: Path, skipped: list[Skipped],
                    recovered: list[Skipped]) -> tuple[pd.DataFrame, list[str]]:
-    """Join a CSV whose `file` (or `path`, `filename`, `image`, `id`) column names images under root."""
+    """Join a CSV whose `file` (or `path`, `filename`, `image`, `id`) column names images under
+    root; rows naming nothing storable or nothing there are reported in `skipped`."""
     if not sidecar.is_file():
         raise CatalogueError(f"sidecar CSV {sidecar} does not exist")
     text = decode_text(sidecar.read_bytes(), sidecar.name, recovered)
@@ -158,9 +195,13 @@ def _merge_sidecar(items: pd.DataFrame, sidecar: Path, root: Path, skipped: list
         if not fields or all(not f.strip() for f in fields):
             continue
         if len(fields) != len(header):
-            skipped.append(Skipped(where, f"{len(fields)} fields where {len(header)} were expected"))
+            skipped.append(Skipped(where,
+                                   f"{len(fields)} fields where {len(header)} were expected"))
             continue
         record = dict(zip(header, (f.strip() for f in fields), strict=True))
+        if reason := unstorable_name_reason(record[key], f"{key} {record[key]!r}"):
+            skipped.append(Skipped(where, reason))
+            continue
         try:
             relative = safe_relative_path(record[key], root)
         except CatalogueError as exc:
@@ -176,7 +217,8 @@ def _merge_sidecar(items: pd.DataFrame, sidecar: Path, root: Path, skipped: list
         skipped.append(Skipped(sidecar.name, f"{by_id[item_id][key]}: no such image under {root}"))
     items = items.copy()
     if "title" in header:
-        items["title"] = [by_id.get(i, {}).get("title", t) for i, t in zip(items["id"], items["title"], strict=True)]
+        items["title"] = [by_id.get(i, {}).get("title", t)
+                          for i, t in zip(items["id"], items["title"], strict=True)]
     for column in extra:
         items[column] = [by_id.get(i, {}).get(column, "") for i in items["id"]]
     return items, extra

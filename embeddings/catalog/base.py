@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from embeddings.atomic import write_temporary
 from embeddings.errors import CatalogueError
+from embeddings.locks import commit_lock
 
 #: Columns every catalogue table has, in this order; label columns follow.
 BASE_COLUMNS = ("id", "path", "title")
@@ -38,6 +41,29 @@ class ScanResult:
     main_label: str | None
     skipped: list[Skipped] = field(default_factory=list)
     recovered: list[Skipped] = field(default_factory=list)  # rows repaired, not dropped
+
+
+#: Characters that split a line in `str.splitlines` without being control characters (Zl, Zp).
+LINE_SEPARATORS = frozenset("\u2028\u2029")
+
+
+def unstorable_name_reason(text: str, what: str = "file name") -> str | None:
+    """Why an id or path cannot be stored in a catalogue's artefacts, or None when it can.
+
+    Ids are stored one per line (`ids.txt`), so a name must not hold a line break or any other
+    control character (Unicode category Cc: \\n, \\r, \\t, \\x00-\\x1f, \\x7f-\\x9f, which includes
+    NEL \\x85), nor the line and paragraph separators U+2028/U+2029; and it must be encodable
+    as UTF-8 (no lone surrogates, which stand for the bytes of a file name that is not UTF-8).
+    Format characters (Cf) stay allowed: Persian names use the zero-width non-joiner U+200C and
+    emoji the joiner U+200D, and neither breaks a line. `what` names the thing in the reason.
+    """
+    for char in text:
+        category = unicodedata.category(char)
+        if category == "Cs":
+            return f"{what} is not valid UTF-8; rename it"
+        if category == "Cc" or char in LINE_SEPARATORS:
+            return f"{what} contains a line break or control character; rename it"
+    return None
 
 
 def safe_relative_path(raw: str, root: Path) -> str:
@@ -68,23 +94,6 @@ def fingerprint_items(items: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write a file so that readers see the old or the new content, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; catalogue files are as readable as a plain write
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class Catalogue:
     """A saved catalogue: `catalog.json` (where the images are, which labels) + `items.csv`.
 
@@ -104,7 +113,8 @@ class Catalogue:
 
     # -- reading ---------------------------------------------------------------------------
     @classmethod
-    def open(cls, directory: str | os.PathLike) -> Catalogue:
+    def open(cls, directory: str | os.PathLike, *, lock: bool = True) -> Catalogue:
+        """Read a saved catalogue. `lock=False` when the caller already holds its commit lock."""
         directory = Path(directory)
         info_path = directory / CATALOG_FILE
         if not info_path.is_file():
@@ -112,8 +122,9 @@ class Catalogue:
                 f"{directory} is not a catalogue (no {CATALOG_FILE}); build one with "
                 "`python -m embeddings build --source PATH --out DIR`")
         try:
-            info = json.loads(info_path.read_text())
-            items = pd.read_csv(directory / ITEMS_FILE, dtype=str, keep_default_na=False)
+            with commit_lock(directory) if lock else contextlib.nullcontext():  # one build's pair
+                info = json.loads(info_path.read_text())
+                items = pd.read_csv(directory / ITEMS_FILE, dtype=str, keep_default_na=False)
         except (OSError, ValueError) as exc:
             raise CatalogueError(f"{directory}: the catalogue files are unreadable ({exc}); rebuild it") from exc
         return cls(directory, info, items)
@@ -128,6 +139,14 @@ class Catalogue:
     @property
     def ids(self) -> list[str]:
         return self.items["id"].tolist()
+
+    def on_disk_fingerprint(self) -> str | None:
+        """The fingerprint `catalog.json` holds now (None when unreadable): differs from
+        `fingerprint` once a build has changed the catalogue since this object was opened."""
+        try:
+            return json.loads((self.directory / CATALOG_FILE).read_text()).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self.items.index
@@ -145,12 +164,20 @@ class Catalogue:
         return self.items[label_field].replace("", pd.NA).dropna().value_counts()
 
     def save(self) -> None:
-        """Write `items.csv` then `catalog.json`, each atomically (info never points ahead)."""
+        """Write `items.csv` and `catalog.json` so that no reader pairs one with the other's
+        previous version: both are written in full first, then renamed into place (renames need
+        no disk space, so a full disk fails before anything changes). A build calls it under the
+        catalogue's exclusive commit lock, with its indexes.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self.directory.glob(".*.tmp"):  # temp files of a killed earlier save
-            stale.unlink(missing_ok=True)
-        write_atomic(self.directory / ITEMS_FILE, self.items.to_csv(index=False))
-        write_atomic(self.directory / CATALOG_FILE, json.dumps(self.info, indent=2))
+        items = write_temporary(self.directory / ITEMS_FILE, self.items.to_csv(index=False))
+        try:
+            info = write_temporary(self.directory / CATALOG_FILE, json.dumps(self.info, indent=2))
+        except BaseException:
+            items.unlink(missing_ok=True)
+            raise
+        os.replace(items, self.directory / ITEMS_FILE)
+        os.replace(info, self.directory / CATALOG_FILE)
 
     def model_dir(self, model_id: str) -> Path:
         """Where a model's index artefacts live (swapped whole on every build)."""
@@ -160,7 +187,7 @@ class Catalogue:
         """Where a model's text bridge lives (outside `model_dir`, which rebuilds replace)."""
         return self.directory / "bridges" / model_id
 
-    def rows_matching(self, filters: dict[str, str] | None) -> set[str] | None:
+    def ids_matching(self, filters: dict[str, str] | None) -> set[str] | None:
         """Ids of the items whose labels equal every `field: value` in `filters` (None: no filter)."""
         if not filters:
             return None
@@ -175,7 +202,7 @@ class Catalogue:
 
 
 def save_catalogue(directory: Path, scan: ScanResult, *, source: str, adapter: str,
-                   limit: int | None, seed: int, write: bool = True) -> Catalogue:
+                   limit: int | None, seed: int, sidecar: str | None = None, write: bool = True) -> Catalogue:
     """Make the catalogue of a scan; with `write`, save it too (see `Catalogue.save`)."""
     items = scan.items.reset_index(drop=True)
     info = {
@@ -188,6 +215,7 @@ def save_catalogue(directory: Path, scan: ScanResult, *, source: str, adapter: s
         "fingerprint": fingerprint_items(items),
         "limit": limit,
         "seed": seed,
+        "sidecar": sidecar,
         "skipped": [{"where": s.where, "reason": s.reason} for s in scan.skipped],
         "recovered": [{"where": s.where, "reason": s.reason} for s in scan.recovered],
     }

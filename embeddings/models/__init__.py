@@ -11,13 +11,15 @@ sentence-transformers only inside its loader, so listing models is instant.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 from embeddings.errors import EmbeddingsError, ModelLoadError
 from embeddings.models.base import Embedder, ModelSpec, l2_normalise
 
 __all__ = ["Embedder", "ModelSpec", "l2_normalise", "list_models", "get_spec", "load_model",
-           "register", "text_model_ids"]
+           "register", "text_model_ids", "expected_weights_id"]
 
 #: id -> (spec, "module:function" of its loader, or a callable)
 _REGISTRY: dict[str, tuple[ModelSpec, str | Callable[..., Embedder]]] = {}
@@ -69,6 +71,25 @@ def load_model(model_id: str, **options) -> Embedder:
     return embedder
 
 
+def expected_weights_id(model_id: str, options: dict | None = None) -> str:
+    """The weights id `load_model(model_id, **options)` gives, without loading the model.
+
+    Default weights are named by the spec; local files and folders by their content hash
+    (`embeddings.models.identity`); anything else (a hub name) by itself.
+    """
+    spec = get_spec(model_id)
+    weights = (options or {}).get("weights")
+    if weights is None and spec.weights_env:
+        weights = os.environ.get(spec.weights_env) or None
+    if weights is None:
+        return spec.weights_id
+    if Path(weights).exists():
+        from embeddings.models.identity import weights_id_for_path
+
+        return weights_id_for_path(weights)
+    return str(weights)
+
+
 def _register_builtins() -> None:
     from embeddings.models import pixels
 
@@ -87,6 +108,7 @@ def _register_builtins() -> None:
         id="clip",
         description="CLIP ViT-B/32 via sentence-transformers: images and text in one 512-d space",
         dim=512, weights_id="sentence-transformers/clip-ViT-B-32", has_text=True,
+        weights_env="EMBEDDINGS_CLIP_MODEL",
     ), "embeddings.models.clip:load")
     register(ModelSpec(
         id="efficientnet-lite0",

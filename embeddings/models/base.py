@@ -23,6 +23,7 @@ class ModelSpec:
     weights_id: str
     has_text: bool
     needs_torch: bool = True
+    weights_env: str | None = None  # an environment variable that names other weights
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

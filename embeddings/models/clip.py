@@ -13,6 +13,7 @@ from PIL import Image
 from embeddings.errors import ModelLoadError
 from embeddings.models import get_spec
 from embeddings.models.base import Embedder, l2_normalise
+from embeddings.models.identity import local_weights_id
 from embeddings.runtime import tune_allocator
 
 DEFAULT_NAME = "clip-ViT-B-32"
@@ -57,7 +58,8 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def load(weights: str | Path | None = None) -> ClipEmbedder:
-    """Load CLIP from the Hugging Face hub (`clip-ViT-B-32`, cached in the HF cache) or a local folder."""
+    """Load CLIP from the Hugging Face hub (`clip-ViT-B-32`, cached in the HF cache) or a local
+    folder; see `clip_weights_id` for the weights id each gets."""
     spec = get_spec("clip")
     name = str(weights or os.environ.get("EMBEDDINGS_CLIP_MODEL") or DEFAULT_NAME)
     try:
@@ -71,17 +73,27 @@ def load(weights: str | Path | None = None) -> ClipEmbedder:
             model = SentenceTransformer(name, device="cpu", local_files_only=True)
         except Exception:
             if not Path(name).exists() and not _hub_reachable():
-                raise OSError("huggingface.co cannot be reached (no network?) and the model is not cached") from None
+                raise OSError("huggingface.co cannot be reached (no network?) "
+                              "and the model is not cached") from None
             model = SentenceTransformer(name, device="cpu")
     except Exception as exc:  # hub errors, missing files, offline mode
         raise ModelLoadError(
-            f"model 'clip' could not load {name!r}: looked in the Hugging Face cache {HF_HUB_CACHE} "
-            f"and on the hub ({type(exc).__name__}: {str(exc)[:300]}). Run once with network access, "
-            "or set EMBEDDINGS_CLIP_MODEL to a local folder.") from exc
-    dimension_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+            f"model 'clip' could not load {name!r}: looked in the Hugging Face cache "
+            f"{HF_HUB_CACHE} and on the hub ({type(exc).__name__}: {str(exc)[:300]}). "
+            "Run once with network access, or set EMBEDDINGS_CLIP_MODEL to a local folder."
+        ) from exc
+    dimension_of = (getattr(model, "get_embedding_dimension", None)
+                    or model.get_sentence_embedding_dimension)
     dim = dimension_of()
     if not dim:
         dim = int(model.encode(["probe"], convert_to_numpy=True).shape[1])
-    if name != DEFAULT_NAME:
-        spec = replace(spec, weights_id=f"local:{Path(name).name}" if Path(name).exists() else name)
-    return ClipEmbedder(model, replace(spec, dim=int(dim)))
+    return ClipEmbedder(model, replace(spec, weights_id=clip_weights_id(name), dim=int(dim)))
+
+
+def clip_weights_id(name: str) -> str:
+    """The weights id of CLIP loaded from `name`: for a local folder (or file), the content hash
+    of its files (`identity.weights_id_for_path`); for the default hub model, the spec's id as
+    before; for another hub name, that name."""
+    if Path(name).exists():
+        return local_weights_id("clip", name)
+    return get_spec("clip").weights_id if name == DEFAULT_NAME else name

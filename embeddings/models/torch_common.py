@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from embeddings.errors import ModelLoadError
 from embeddings.models.base import Embedder, ModelSpec
 from embeddings.runtime import tune_allocator
 
@@ -22,7 +23,8 @@ def fit_square(image: Image.Image, size: int) -> Image.Image:
     A centre crop (torchvision's default) cuts the top and bottom off tall product photos
     such as the fashion set's 60x80 images; padding keeps them, on the white they were shot on.
     """
-    return ImageOps.pad(image, (size, size), method=Image.Resampling.BILINEAR, color=(255, 255, 255))
+    return ImageOps.pad(image, (size, size), method=Image.Resampling.BILINEAR,
+                        color=(255, 255, 255))
 
 
 class TorchCNNEmbedder(Embedder):
@@ -50,6 +52,58 @@ class TorchCNNEmbedder(Embedder):
         return features.numpy().astype(np.float32, copy=False)
 
 
-def load_state_dict_file(path: str | Path) -> dict:
-    """A state dict from disk, without running pickled code (`weights_only=True`)."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+#: What to do about weights that cannot be used, appended to each loading error.
+WEIGHTS_HINT = "pass a PyTorch state dict saved with torch.save(model.state_dict())"
+#: Paragraphs of torch's `weights_only` refusal that are advice, not the reason (one of them
+#: suggests `weights_only=False`, which would run the file's code).
+TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def read_state_dict(path: str | Path, model_id: str) -> Mapping:
+    """The dict saved in the weights file at `path`, read without running pickled code.
+
+    Every failure is a `ModelLoadError` naming the model and the file: "no weights file at
+    PATH" when nothing is there, else "could not read PATH as safe weights: ..." (a text file,
+    pickled code that `weights_only=True` refuses, a truncated or empty file, a folder, or a
+    file that holds something other than a dict of tensors).
+    """
+    if not Path(path).exists():
+        raise ModelLoadError(f"model {model_id!r}: no weights file at {path}; check the path")
+    unsafe = f"model {model_id!r} could not read {path} as safe weights"
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # every way torch.load fails: pickle, zip, EOF, OS errors...
+        raise ModelLoadError(f"{unsafe}: {_load_failure(exc)}; {WEIGHTS_HINT}") from exc
+    if not isinstance(state, Mapping) or not all(isinstance(key, str) for key in state):
+        raise ModelLoadError(f"{unsafe}: it holds a {type(state).__name__}, not a dict of named "
+                             f"tensors; {WEIGHTS_HINT}")
+    return state
+
+
+def load_into(network: torch.nn.Module, state: Mapping, model_id: str, source: str | Path,
+              architecture: str) -> None:
+    """`network.load_state_dict(state, strict=True)`; a mismatch is a `ModelLoadError`."""
+    try:
+        network.load_state_dict(state, strict=True)
+    except Exception as exc:  # missing or unexpected keys, shapes, values that are not tensors
+        raise ModelLoadError(f"model {model_id!r}: the weights in {source} do not fit "
+                             f"{architecture} ({_shorten(str(exc))}); pass weights saved from "
+                             f"{architecture}") from exc
+
+
+def _load_failure(exc: Exception) -> str:
+    """A short reason for a failed `torch.load`, without torch's advice to turn safety off."""
+    text = str(exc).strip()
+    if not text:
+        return f"the file is empty or cut short ({type(exc).__name__})"
+    if not text.startswith("Weights only load failed"):
+        return f"{type(exc).__name__}: {_shorten(text)}"
+    paragraphs = (part.strip() for part in text.split("\n\n"))
+    detail = " ".join(part for part in paragraphs if part and not part.startswith(TORCH_ADVICE))
+    return ("not a PyTorch weights file, or it holds pickled code, which is never run"
+            + (f" ({_shorten(detail)})" if detail else ""))
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

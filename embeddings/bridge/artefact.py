@@ -1,0 +1,156 @@
+"""A trained bridge on disk, and loading it back: `TextBridge`, its manifest and checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from embeddings.atomic import fsync_files, staging_dir, swap_in
+from embeddings.bridge.sentences import TEXT_DIM, encode_sentences
+from embeddings.bridge.training import apply_head
+from embeddings.catalog import Catalogue
+from embeddings.errors import IndexMismatchError, IndexMissingError
+from embeddings.index import read_manifest
+
+BRIDGE_FORMAT = 1
+MANIFEST_FILE = "manifest.json"
+WEIGHTS_FILE = "weights.npy"
+BIAS_FILE = "bias.npy"
+HOLDOUT_FILE = "holdout_ids.txt"
+
+
+class StaleBridgeError(IndexMismatchError):
+    """A bridge was trained on vectors of other weights than the model's index holds now."""
+
+
+class TextBridge:
+    """A trained bridge: `encode_texts` maps texts into one model's image space.
+
+    Satisfies `embeddings.search.TextEncoder` (`kind == "bridge"`).
+    """
+
+    kind = "bridge"
+
+    def __init__(self, model_id: str, weights: np.ndarray, bias: np.ndarray, manifest: dict):
+        self.model_id = model_id
+        self.weights = weights  # (d, 384)
+        self.bias = bias  # (d,)
+        self.manifest = manifest
+
+    @property
+    def dim(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def weights_id(self) -> str:
+        """The weights of the image vectors it was trained on (checked against the index)."""
+        return self.manifest.get("weights_id", "")
+
+    def encode_sentence_vectors(self, text_vectors: np.ndarray) -> np.ndarray:
+        """Image-space vectors (n, d), L2-normalised, from MiniLM vectors (n, 384)."""
+        return apply_head(self.weights, self.bias, text_vectors)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 (n, d), L2-normalised, in the model's image space."""
+        return self.encode_sentence_vectors(encode_sentences(list(texts)))
+
+
+def retrain_hint(catalogue: Catalogue, model_id: str) -> str:
+    return f"retrain it: python -m embeddings bridge --catalog {catalogue.directory} --models {model_id}"
+
+
+def check_bridge_manifest(manifest: dict, *, catalogue: Catalogue, model_id: str) -> None:
+    """Raise `StaleBridgeError` unless the bridge maps into the space of the model's index.
+
+    A bridge belongs to the model's weights: trained on vectors of other weights (or of another
+    dimension) it is stale. Trained on an earlier version of the catalogue (fewer products) it
+    still maps into the same space and answers; the next build retrains it.
+    """
+    hint = retrain_hint(catalogue, model_id)
+    if manifest.get("format") != BRIDGE_FORMAT:
+        raise StaleBridgeError(f"the text bridge of {model_id!r} has format {manifest.get('format')!r}, "
+                               f"not {BRIDGE_FORMAT}; {hint}")
+    if manifest.get("model_id") != model_id:
+        raise StaleBridgeError(f"the text bridge in {catalogue.bridge_dir(model_id)} was trained for model "
+                               f"{manifest.get('model_id')!r}, not {model_id!r}; {hint}")
+    index = read_manifest(catalogue.model_dir(model_id))
+    if index is None:
+        raise IndexMissingError(f"model {model_id!r} has a text bridge but no index in catalogue "
+                                f"{catalogue.name!r}; build the index first")
+    if index.get("weights_id") != manifest.get("weights_id") or index.get("dim") != manifest.get("dim"):
+        raise StaleBridgeError(f"the text bridge of {model_id!r} was trained on vectors of weights "
+                               f"{manifest.get('weights_id')!r} ({manifest.get('dim')}-d), but the index now "
+                               f"holds weights {index.get('weights_id')!r} ({index.get('dim')}-d); {hint}")
+
+
+def read_bridge_manifest(bridge_dir: Path) -> dict | None:
+    """A bridge's manifest, or None when there is none (or it is unreadable)."""
+    try:
+        manifest = json.loads((Path(bridge_dir) / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def load_bridge(bridge_dir: Path, *, catalogue: Catalogue, model_id: str) -> TextBridge:
+    """Load a model's bridge, refusing one that is missing, damaged or stale.
+
+    Stale means the model's index now holds vectors of other weights (`StaleBridgeError`, an
+    `IndexMismatchError`, saying how to retrain). The sentence encoder itself loads on the
+    first `encode_texts`.
+    """
+    bridge_dir = Path(bridge_dir)
+    manifest = read_bridge_manifest(bridge_dir)
+    if manifest is None:
+        raise IndexMissingError(f"no text bridge for model {model_id!r} in {bridge_dir}; "
+                                f"train one: python -m embeddings bridge --catalog {catalogue.directory} "
+                                f"--models {model_id}")
+    check_bridge_manifest(manifest, catalogue=catalogue, model_id=model_id)
+    try:
+        weights = np.load(bridge_dir / WEIGHTS_FILE, allow_pickle=False)
+        bias = np.load(bridge_dir / BIAS_FILE, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise StaleBridgeError(f"the text bridge files in {bridge_dir} are damaged ({exc}); "
+                               f"{retrain_hint(catalogue, model_id)}") from exc
+    dim = manifest.get("dim")
+    if weights.shape != (dim, TEXT_DIM) or bias.shape != (dim,):
+        raise StaleBridgeError(f"the text bridge files in {bridge_dir} disagree with its manifest "
+                               f"(weights {weights.shape}, bias {bias.shape}, manifest dim {dim}); "
+                               f"{retrain_hint(catalogue, model_id)}")
+    return TextBridge(model_id, weights.astype(np.float32, copy=False), bias.astype(np.float32, copy=False),
+                      manifest)
+
+
+def stage_bridge(bridge_dir: Path, *, weights: np.ndarray, bias: np.ndarray, holdout_ids: list[str],
+                 manifest: dict) -> Path:
+    """Write every file of a bridge into a fresh folder beside `bridge_dir`; returns it.
+
+    `commit_bridge` swaps it in (under the catalogue's commit lock): readers never see half a bridge.
+    """
+    staging = staging_dir(bridge_dir)
+    try:
+        np.save(staging / WEIGHTS_FILE, weights.astype(np.float32))
+        np.save(staging / BIAS_FILE, bias.astype(np.float32))
+        (staging / HOLDOUT_FILE).write_text("".join(f"{i}\n" for i in holdout_ids))
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        fsync_files(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
+
+
+def commit_bridge(staging: Path, bridge_dir: Path) -> None:
+    swap_in(staging, bridge_dir)
+
+
+def read_holdout_ids(bridge_dir: Path) -> list[str]:
+    """The product ids whose titles the bridge never saw in training."""
+    try:
+        return (Path(bridge_dir) / HOLDOUT_FILE).read_text().splitlines()
+    except OSError:
+        return []

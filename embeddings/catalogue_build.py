@@ -1,0 +1,382 @@
+"""Building a catalogue: the one path both front doors take (the CLI's `build`, the app's
+Catalogue page).
+
+`build_catalogue(request, progress)` holds the catalogue's build lock and
+
+1. repairs what a killed build left (a half-swapped folder, staging folders, temp files);
+2. scans the source: the request's, or the catalogue's own recorded source and settings
+   (adapter, `--limit`, `--seed`, sidecar) when it rebuilds an existing catalogue;
+3. builds every model on its own: loads it, embeds what its index lacks (resumable chunks),
+   stages the new index folder and the text bridge trained on the new vectors. One model
+   failing (weights that cannot load, a full disk, an error mid-build) is recorded in its
+   `ModelOutcome` and does not stop the others;
+4. commits under the exclusive commit lock: the catalogue's table and every staged index and
+   bridge go in place together, so a reader sees the whole old catalogue or the whole new one.
+   When no model succeeded nothing is committed and the previous catalogue stays as it was.
+
+When the products changed, the models already built in the catalogue are brought up to date
+too (only the new products are embedded), so no index is left behind a newer catalogue.
+Progress reaches the caller as `BuildEvent`s; printing and widgets are the caller's business.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embeddings.atomic import recover_interrupted_swap, remove_staging_leftovers
+from embeddings.bridge import BridgeFit, commit_bridge, fit_bridge
+from embeddings.build import (
+    DEFAULT_BATCH_SIZE,
+    BuildReport,
+    embed_catalogue,
+    index_labels,
+    index_manifest,
+)
+from embeddings.catalog import Catalogue, create_catalogue
+from embeddings.catalog.base import CATALOG_FILE
+from embeddings.errors import CatalogueError, EmbeddingsError, describe_os_error
+from embeddings.index import (
+    DEFAULT_HNSW_ABOVE,
+    StagedIndex,
+    commit_staged,
+    discard_staged,
+    load_model_index,
+    read_manifest,
+    stage_model_index,
+)
+from embeddings.locks import build_lock, commit_lock
+from embeddings.models import expected_weights_id, get_spec, load_model
+
+DEFAULT_MODELS = ("pixels", "efficientnet-lite0")
+
+
+@dataclass
+class IndexOptions:
+    """How indexes are stored. None: what the model's existing index used, else the default."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: int = 2
+    hnsw_above: int | None = None
+    store_dtype: str | None = None  # "float32" | "float16"
+    backend: str | None = None  # "faiss" | "milvus"
+    milvus_uri: str | None = None
+    milvus_token: str | None = None  # never written to disk
+    force: bool = False  # re-embed everything
+
+
+@dataclass
+class BuildRequest:
+    """What to build. Fields left None come from the existing catalogue in `out`, if any."""
+
+    out: Path
+    source: str | None = None
+    adapter: str | None = None
+    limit: int | None = None
+    seed: int | None = None
+    sidecar: str | None = None
+    models: list[str] | None = None
+    weights: dict[str, dict] = field(default_factory=dict)  # model id -> load_model options
+    index: IndexOptions = field(default_factory=IndexOptions)
+    bridges: bool = True
+    new_catalogue: bool = False  # refuse a folder that already holds a catalogue
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    """One step of a build, for progress displays."""
+
+    stage: str  # "scan" | "load" | "embed" | "index" | "bridge" | "commit" | "model-done"
+    model_id: str | None = None
+    done: int = 0
+    total: int = 0
+    message: str = ""
+
+
+ProgressFn = Callable[[BuildEvent], None]
+
+
+@dataclass
+class ModelOutcome:
+    """What happened to one model: "built" (its index was written), "reused" (already up to
+    date) or "failed" (`message` says why; its previous index, if any, is untouched)."""
+
+    model_id: str
+    status: str
+    message: str = ""
+    report: BuildReport | None = None
+    bridge: str | None = None  # the bridge's summary, or why it was not trained
+
+
+@dataclass
+class CatalogueBuild:
+    """The result of `build_catalogue`."""
+
+    catalogue: Catalogue  # as committed (or as scanned, when nothing was committed)
+    outcomes: list[ModelOutcome]
+    committed: bool
+    updated_too: list[str] = field(default_factory=list)  # built models updated for new products
+
+    @property
+    def failed(self) -> list[ModelOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def succeeded(self) -> list[str]:
+        return [o.model_id for o in self.outcomes if o.status != "failed"]
+
+
+@dataclass
+class _Staged:
+    outcome: ModelOutcome
+    index: StagedIndex | None = None
+    bridge: BridgeFit | None = None
+    work_dir: Path | None = None
+
+
+def build_catalogue(request: BuildRequest, progress: ProgressFn | None = None) -> CatalogueBuild:
+    """Scan, build every model, and commit them together (see the module docstring).
+
+    Raises `EmbeddingsError` (bad input, a busy catalogue) before any work is done; model
+    failures are returned in the outcomes, not raised.
+    """
+    say = progress or (lambda event: None)
+    for model_id in request.models or []:
+        get_spec(model_id)  # unknown ids fail before any work
+    out = Path(request.out)
+    if request.new_catalogue and (out / CATALOG_FILE).exists():
+        raise CatalogueError(f"a catalogue named {out.name!r} already exists in {out.parent}; "
+                             "choose another name (or rebuild that one from its own page)")
+    with build_lock(out):
+        repair_catalogue(out)
+        previous = _open_previous(out, request)
+        catalogue = _scan(request, previous, say)
+        models, updated_too = _models_to_build(request, previous, catalogue)
+        staged = [_build_model(catalogue, model_id, request, say) for model_id in models]
+        committed = _commit(catalogue, staged, say)
+    return CatalogueBuild(catalogue, [s.outcome for s in staged], committed, updated_too)
+
+
+def repair_catalogue(directory: Path) -> None:
+    """Undo what a killed build left behind (writers only, under the build lock)."""
+    directory = Path(directory)
+    for folder in (directory / "models", directory / "bridges"):
+        if folder.is_dir():
+            for old in folder.glob("*.old"):
+                recover_interrupted_swap(old.with_name(old.name[:-len(".old")]))
+            remove_staging_leftovers(folder)
+    remove_staging_leftovers(directory)
+
+
+def _open_previous(out: Path, request: BuildRequest) -> Catalogue | None:
+    if not (out / CATALOG_FILE).is_file():
+        if request.source is None:
+            raise CatalogueError(f"{out} is not a catalogue (no {CATALOG_FILE}); build one with "
+                                 "`python -m embeddings build --source PATH --out DIR`")
+        return None
+    return Catalogue.open(out)
+
+
+def _scan(request: BuildRequest, previous: Catalogue | None, say: ProgressFn) -> Catalogue:
+    """Scan the source with the request's settings, else the catalogue's own recorded ones."""
+    info = previous.info if previous is not None else {}
+    source = request.source or info.get("source")
+    same = previous is not None and source == info.get("source")
+
+    def setting(name: str, default=None):
+        given = getattr(request, name)
+        return given if given is not None else (info.get(name, default) if same else default)
+
+    say(BuildEvent("scan", message=f"reading {source}"))
+    return create_catalogue(source, request.out, adapter=setting("adapter"), limit=setting("limit"),
+                            seed=setting("seed", 0), sidecar=setting("sidecar"), write=False)
+
+
+def _models_to_build(request: BuildRequest, previous: Catalogue | None,
+                     catalogue: Catalogue) -> tuple[list[str], list[str]]:
+    """The requested models (default: those already built, or `DEFAULT_MODELS` for a new
+    catalogue), plus every built model when the products changed."""
+    built = _built_known_models(previous) if previous is not None else []
+    wanted = list(request.models or built or DEFAULT_MODELS)
+    changed = previous is not None and previous.fingerprint != catalogue.fingerprint
+    updated_too = [m for m in built if m not in wanted] if changed else []
+    return wanted + updated_too, updated_too
+
+
+def _built_known_models(catalogue: Catalogue) -> list[str]:
+    models_dir = catalogue.directory / "models"
+    if not models_dir.is_dir():
+        return []
+    found = []
+    for folder in sorted(models_dir.iterdir()):
+        manifest = read_manifest(folder) if folder.is_dir() and not folder.name.startswith(".") else None
+        if manifest is None:
+            continue
+        try:
+            get_spec(folder.name)
+        except EmbeddingsError:
+            continue  # a model this version does not know: left as it is
+        found.append(folder.name)
+    return found
+
+
+def _build_model(catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn) -> _Staged:
+    """Everything for one model short of committing; failures end in the outcome."""
+    staged = _Staged(ModelOutcome(model_id, "failed"))
+    try:
+        _build_model_steps(catalogue, model_id, request, say, staged)
+    except Exception as exc:  # noqa: BLE001 - one model's failure, whatever it is, must not cost the others
+        _discard(staged)
+        staged.outcome = ModelOutcome(model_id, "failed", _failure_message(exc))
+    say(BuildEvent("model-done", model_id, message=staged.outcome.status))
+    return staged
+
+
+def _failure_message(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    if isinstance(exc, EmbeddingsError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _build_model_steps(catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn,
+                       staged: _Staged) -> None:
+    options = request.weights.get(model_id, {})
+    previous = read_manifest(catalogue.model_dir(model_id))
+    settings = _index_settings(request.index, previous)
+    if _is_current(previous, catalogue, model_id, options, settings, request.index.force):
+        staged.outcome = ModelOutcome(model_id, "reused", "up to date")
+        staged.bridge = _fit_bridge_from_index(catalogue, model_id, request, say, staged.outcome)
+        return
+    say(BuildEvent("load", model_id, message=f"loading {model_id}"))
+    embedder = load_model(model_id, **options)
+    embedded = embed_catalogue(
+        catalogue, embedder, batch_size=request.index.batch_size, workers=request.index.workers,
+        force=request.index.force, progress=lambda done, total: say(BuildEvent("embed", model_id, done, total)))
+    staged.work_dir = embedded.work_dir
+    say(BuildEvent("index", model_id, message="writing the index"))
+    staged.index = stage_model_index(
+        catalogue.model_dir(model_id), ids=embedded.ids, vectors=embedded.vectors,
+        manifest=index_manifest(catalogue, embedder, embedded.report),
+        labels=index_labels(catalogue, embedded.ids, settings["backend"]), **settings)
+    embedded.report.manifest = staged.index.manifest
+    embedded.report.count = len(embedded.ids)
+    staged.outcome = ModelOutcome(model_id, "built", report=embedded.report)
+    staged.bridge = _fit_bridge(catalogue, model_id, request, say, staged.outcome, embedded.ids,
+                                embedded.vectors, embedder.weights_id)
+
+
+def _index_settings(options: IndexOptions, previous: dict | None) -> dict:
+    """`stage_model_index` keywords: the request's, else the previous index's, else defaults."""
+    previous = previous or {}
+    backend = options.backend or ("milvus" if options.milvus_uri else previous.get("backend", "faiss"))
+    uri = options.milvus_uri
+    if backend == "milvus" and uri is None and previous.get("backend") == "milvus":
+        uri = _recorded_milvus_uri(previous)
+    return {"backend": backend, "milvus_uri": uri, "milvus_token": options.milvus_token,
+            "store_dtype": options.store_dtype or previous.get("vectors_dtype", "float32"),
+            "hnsw_above": (options.hnsw_above if options.hnsw_above is not None
+                           else previous.get("hnsw_above", DEFAULT_HNSW_ABOVE))}
+
+
+def _recorded_milvus_uri(manifest: dict) -> str | None:
+    """A server URI recorded by the previous build (a Lite path defaults to the catalogue's own)."""
+    from embeddings.milvus_backend import is_server_uri
+
+    recorded = (manifest.get("milvus") or {}).get("uri")
+    return recorded if recorded and is_server_uri(recorded) else None
+
+
+def _is_current(previous: dict | None, catalogue: Catalogue, model_id: str, options: dict, settings: dict,
+                force: bool) -> bool:
+    """The model's index already holds this catalogue with these weights and settings."""
+    if force or previous is None:
+        return False
+    same = (previous.get("model_id") == model_id
+            and previous.get("catalogue_fingerprint") == catalogue.fingerprint
+            and previous.get("weights_id") == expected_weights_id(model_id, options)
+            and previous.get("backend", "faiss") == settings["backend"]
+            and previous.get("vectors_dtype", "float32") == settings["store_dtype"]
+            and previous.get("hnsw_above", DEFAULT_HNSW_ABOVE) == settings["hnsw_above"])
+    if settings["backend"] == "milvus" and settings["milvus_uri"] is not None:
+        same = same and _recorded_milvus_uri(previous) == settings["milvus_uri"]
+    return same and _loads(catalogue, model_id)
+
+
+def _loads(catalogue: Catalogue, model_id: str) -> bool:
+    """The index opens and agrees with its manifest (not damaged, its Milvus collection there)."""
+    try:
+        load_model_index(catalogue.model_dir(model_id), catalogue_fingerprint=catalogue.fingerprint,
+                         model_id=model_id, mmap=True, lock=False)
+    except EmbeddingsError:
+        return False
+    return True
+
+
+def _wants_bridge(catalogue: Catalogue, model_id: str, request: BuildRequest) -> bool:
+    return (request.bridges and not get_spec(model_id).has_text
+            and bool(catalogue.items["title"].ne("").any()))
+
+
+def _fit_bridge(catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn,
+                outcome: ModelOutcome, ids: list[str], vectors, weights_id: str) -> BridgeFit | None:
+    """Stage the text bridge trained on the vectors about to be committed (None: no bridge).
+
+    A bridge that cannot be trained is reported in the outcome; the model's index still goes in.
+    """
+    if not _wants_bridge(catalogue, model_id, request):
+        return None
+    say(BuildEvent("bridge", model_id, message="training the text bridge"))
+    try:
+        fit = fit_bridge(catalogue, model_id, ids=ids, vectors=vectors, weights_id=weights_id,
+                         progress=lambda message: say(BuildEvent("bridge", model_id, message=message)))
+    except EmbeddingsError as exc:
+        outcome.bridge = f"not trained: {exc}"
+        return None
+    outcome.bridge = fit.summary if fit else "no titles to learn from"
+    return fit
+
+
+def _fit_bridge_from_index(catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn,
+                           outcome: ModelOutcome) -> BridgeFit | None:
+    if not _wants_bridge(catalogue, model_id, request):
+        return None
+    from embeddings.index import load_vectors
+
+    ids, vectors = load_vectors(catalogue.model_dir(model_id))
+    weights_id = read_manifest(catalogue.model_dir(model_id))["weights_id"]
+    return _fit_bridge(catalogue, model_id, request, say, outcome, ids, vectors, weights_id)
+
+
+def _commit(catalogue: Catalogue, staged: list[_Staged], say: ProgressFn) -> bool:
+    """Put the catalogue and every staged index and bridge in place at once (or nothing)."""
+    if not any(s.outcome.status != "failed" for s in staged):
+        return False
+    say(BuildEvent("commit", message="putting the new indexes in place"))
+    try:
+        with commit_lock(catalogue.directory, exclusive=True):
+            catalogue.save()  # first: a full disk fails here, before any folder moves
+            for item in staged:
+                if item.index is not None:
+                    commit_staged(item.index)
+                if item.bridge is not None and item.bridge.staging is not None:
+                    commit_bridge(item.bridge.staging, catalogue.bridge_dir(item.outcome.model_id))
+    except BaseException:
+        for item in staged:
+            _discard(item)
+        raise
+    for item in staged:
+        if item.work_dir is not None:
+            shutil.rmtree(item.work_dir, ignore_errors=True)
+    return True
+
+
+def _discard(staged: _Staged) -> None:
+    if staged.index is not None and staged.index.staging.exists():
+        discard_staged(staged.index)
+    if staged.bridge is not None and staged.bridge.staging is not None:
+        shutil.rmtree(staged.bridge.staging, ignore_errors=True)
+    staged.index = staged.bridge = None

@@ -1,0 +1,75 @@
+"""The one interface of a loaded model index, whichever backend holds its vectors.
+
+`embeddings.index.FaissIndex` (files in the catalogue, memory-mapped) and
+`embeddings.milvus_backend.MilvusIndex` (a Milvus collection) both derive from `ModelIndex`:
+row-aligned `ids` and `row_of`, the manifest, stored vectors by row, and `search`. The checks
+every backend needs (query dimensions, k) live here once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from embeddings.errors import IndexMismatchError
+
+
+class ModelIndex(ABC):
+    """A built model's index: search it with `search`, map rows to ids with `ids` / `row_of`.
+
+    Label filters reach it as row numbers (`search(rows=...)`); an index that evaluates them
+    itself (Milvus) says so with `native_filters = True` and takes `filters={label: value}`.
+    """
+
+    backend = ""
+    native_filters = False
+
+    def __init__(self, model_id: str, manifest: dict, ids: list[str]):
+        self.model_id = model_id
+        self.manifest = manifest
+        self.ids = ids
+        self.row_of = {item_id: row for row, item_id in enumerate(ids)}
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def weights_id(self) -> str:
+        return self.manifest["weights_id"]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def vector(self, item_id: str) -> np.ndarray:
+        """The stored vector of an item (float32, L2-normalised)."""
+        return self.reconstruct_batch([self.row_of[item_id]])[0]
+
+    @abstractmethod
+    def reconstruct_batch(self, rows: Sequence[int]) -> np.ndarray:
+        """Stored vectors of these row numbers, in order: float32 (len(rows), dim)."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int, *, rows: np.ndarray | None = None,
+               filters: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows), each (n_queries, k'); rows of -1 are padding.
+
+        `rows` restricts the search to those row numbers (a label filter worked out by the
+        caller); `filters` ({label: value}) only for an index with `native_filters`.
+        """
+
+    def checked_queries(self, queries: np.ndarray) -> np.ndarray:
+        """`queries` as a C-contiguous float32 (n, dim) array, refusing another model's vectors."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if queries.shape[1] != self.dim:
+            raise IndexMismatchError(
+                f"query vectors have {queries.shape[1]} dimensions but the {self.model_id!r} index "
+                f"has {self.dim}: the query was embedded by another model")
+        return queries
+
+    def clamped_k(self, k: int, rows: np.ndarray | None, cap: int | None = None) -> int:
+        """k limited to what can be ranked: the index's size, or the allowed rows."""
+        k = min(int(k), len(self.ids) if rows is None else len(rows))
+        return max(0, k if cap is None else min(k, cap))
