@@ -16,8 +16,9 @@ from app_support import sidebar
 
 HERE = Path(__file__).resolve().parent
 
-st.set_page_config(page_title="Visual product search", page_icon=":material/image_search:",
-                   layout="wide")
+st.set_page_config(
+    page_title="Visual product search", page_icon=":material/image_search:", layout="wide"
+)
 # Less blank space above the page: the results are what matters.
 st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.2rem; }</style>")
 
@@ -28,11 +29,18 @@ PAGES = {
     "app_pages/compare.py": ("Compare", ":material/monitoring:", "compare"),
 }
 
-page = st.navigation([
-    st.Page(HERE / path, title=title, icon=icon, url_path=None if kind == "search" else kind,
-            default=kind == "search")
-    for path, (title, icon, kind) in PAGES.items()
-])
+page = st.navigation(
+    [
+        st.Page(
+            HERE / path,
+            title=title,
+            icon=icon,
+            url_path=None if kind == "search" else kind,
+            default=kind == "search",
+        )
+        for path, (title, icon, kind) in PAGES.items()
+    ]
+)
 selection = sidebar.sidebar_ui()
 for notice in sidebar.notices():
     st.warning(notice, icon=":material/link:")

@@ -22,8 +22,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("EMBEDDINGS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def chromium_available() -> bool:
@@ -65,24 +72,53 @@ class AppServer:
                 self.process.wait()
 
 
-def start_app(data_dir: str | os.PathLike, *, log_path: str | os.PathLike, port: int | None = None,
-              env: dict[str, str] | None = None, timeout: float = 90.0) -> AppServer:
+def start_app(
+    data_dir: str | os.PathLike,
+    *,
+    log_path: str | os.PathLike,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 90.0,
+) -> AppServer:
     """Start the app on a free port with `EMBEDDINGS_DATA=data_dir`; return once it answers."""
     port = port or free_port()
     log_path = Path(log_path)
-    environment = {**os.environ, "EMBEDDINGS_DATA": str(data_dir), "HF_HUB_OFFLINE": "1",
-                   "TOKENIZERS_PARALLELISM": "false", **(env or {})}
-    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-               "--server.port", str(port), "--server.address", "127.0.0.1",
-               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
+    environment = {
+        **os.environ,
+        "EMBEDDINGS_DATA": str(data_dir),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **(env or {}),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(REPO / "app.py"),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     started = time.perf_counter()
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
     server = AppServer(process, port, log_path, started)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {process.returncode}:\n{server.log()[-3000:]}")
+            raise RuntimeError(
+                f"streamlit exited with code {process.returncode}:\n{server.log()[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=2) as response:
                 if response.status == 200:
@@ -90,7 +126,9 @@ def start_app(data_dir: str | os.PathLike, *, log_path: str | os.PathLike, port:
         except OSError:
             time.sleep(0.1)
     server.stop()
-    raise TimeoutError(f"streamlit did not answer on port {port} within {timeout:.0f} s:\n{server.log()[-3000:]}")
+    raise TimeoutError(
+        f"streamlit did not answer on port {port} within {timeout:.0f} s:\n{server.log()[-3000:]}"
+    )
 
 
 def launch_chromium(playwright):
@@ -111,12 +149,19 @@ def read_grid(page, model: str) -> dict:
     state = page.locator(grid_selector(model)).first.evaluate(
         "grid => ({query: grid.dataset.query === undefined ? null : grid.dataset.query,"
         " tiles: Array.from(grid.querySelectorAll('a.tile')).map("
-        "a => [a.dataset.id, a.dataset.score === undefined ? null : Number(a.dataset.score)])})")
+        "a => [a.dataset.id, a.dataset.score === undefined ? null : Number(a.dataset.score)])})"
+    )
     return {"query": state["query"], "tiles": [tuple(t) for t in state["tiles"]]}
 
 
-def wait_for_results(page, models: list[str], *, query: str | None = None, not_query: str | None = None,
-                     timeout: float = 60.0) -> dict:
+def wait_for_results(
+    page,
+    models: list[str],
+    *,
+    query: str | None = None,
+    not_query: str | None = None,
+    timeout: float = 60.0,
+) -> dict:
     """Wait until every model's grid shows scored tiles for `query` (if given; or for any query
     but `not_query`); return {model: {"query", "tiles": [(id, score)]}}."""
     deadline = time.monotonic() + timeout
@@ -129,7 +174,8 @@ def wait_for_results(page, models: list[str], *, query: str | None = None, not_q
                     raise LookupError(f"no grid for {model} yet")
                 state = read_grid(page, model)
                 if (query is not None and state["query"] != query) or (
-                        not_query is not None and state["query"] == not_query):
+                    not_query is not None and state["query"] == not_query
+                ):
                     raise LookupError(f"{model} still shows {state['query']!r}")
                 if not state["tiles"] or any(score is None for _, score in state["tiles"]):
                     raise LookupError(f"{model} has no scored tiles yet")

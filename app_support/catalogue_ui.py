@@ -34,15 +34,19 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 def demo_source() -> str:
     """A local copy of the demo dataset if one is found, else its Kaggle handle (downloads)."""
-    candidates = [os.environ.get(DEMO_SOURCE_ENV, ""),
-                  str(REPO_ROOT.parent / "shared" / "datasets" / "fashion-product-images-small"),
-                  str(data_dir() / "fashion-product-images-small")]
+    candidates = [
+        os.environ.get(DEMO_SOURCE_ENV, ""),
+        str(REPO_ROOT.parent / "shared" / "datasets" / "fashion-product-images-small"),
+        str(data_dir() / "fashion-product-images-small"),
+    ]
     kaggle_cache = Path.home() / ".cache" / "kagglehub" / "datasets" / DEMO_HANDLE / "versions"
     if kaggle_cache.is_dir():
         candidates += [str(p) for p in sorted(kaggle_cache.iterdir(), reverse=True)]
     for candidate in candidates:
-        if candidate and ((Path(candidate) / "styles.csv").is_file()
-                          or (Path(candidate) / "myntradataset" / "styles.csv").is_file()):
+        if candidate and (
+            (Path(candidate) / "styles.csv").is_file()
+            or (Path(candidate) / "myntradataset" / "styles.csv").is_file()
+        ):
             return candidate
     return DEMO_HANDLE
 
@@ -51,8 +55,10 @@ def check_catalogue_name(name: str) -> str:
     """A catalogue's folder name: letters, digits, '.', '_' or '-', at most 64, not hidden."""
     name = name.strip()
     if not NAME_PATTERN.fullmatch(name):
-        raise CatalogueError(f"“{name}” cannot name a catalogue: use 1 to 64 letters, digits, '.', '_' or '-', "
-                             "starting with a letter or digit.")
+        raise CatalogueError(
+            f"“{name}” cannot name a catalogue: use 1 to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit."
+        )
     return name
 
 
@@ -67,19 +73,23 @@ def built_table(cat: Catalogue) -> pd.DataFrame:
     for model_id in resources.built_models(cat):
         manifest = read_manifest(cat.model_dir(model_id)) or {}
         current = manifest.get("catalogue_fingerprint") == cat.fingerprint
-        rows.append({
-            "model": model_id,
-            "text queries": {"native": "own text tower", "bridge": "text bridge"}.get(text.get(model_id), "—"),
-            "vectors": manifest.get("count"),
-            "dim": manifest.get("dim"),
-            "index": manifest.get("index_type"),
-            "size (MB)": round(_folder_bytes(cat.model_dir(model_id)) / 1e6, 1),
-            "build (s)": manifest.get("build_seconds"),
-            "built at (UTC)": manifest.get("built_at"),
-            "weights": manifest.get("weights_id"),
-            "unreadable images": len(manifest.get("failed", [])),
-            "state": "ready" if current else "stale: products changed, rebuild",
-        })
+        rows.append(
+            {
+                "model": model_id,
+                "text queries": {"native": "own text tower", "bridge": "text bridge"}.get(
+                    text.get(model_id), "—"
+                ),
+                "vectors": manifest.get("count"),
+                "dim": manifest.get("dim"),
+                "index": manifest.get("index_type"),
+                "size (MB)": round(_folder_bytes(cat.model_dir(model_id)) / 1e6, 1),
+                "build (s)": manifest.get("build_seconds"),
+                "built at (UTC)": manifest.get("built_at"),
+                "weights": manifest.get("weights_id"),
+                "unreadable images": len(manifest.get("failed", [])),
+                "state": "ready" if current else "stale: products changed, rebuild",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -130,9 +140,11 @@ def outcome_lines(result) -> tuple[list[str], dict[str, str]]:
         if report is None:
             notes.append(f"{outcome.model_id}: already up to date")
         else:
-            notes.append(f"{outcome.model_id}: {report.count:,} vectors, {report.embedded:,} embedded at "
-                         f"{report.items_per_second:.0f} images/s, {report.reused:,} reused, "
-                         f"{len(report.failed)} unreadable")
+            notes.append(
+                f"{outcome.model_id}: {report.count:,} vectors, {report.embedded:,} embedded at "
+                f"{report.items_per_second:.0f} images/s, {report.reused:,} reused, "
+                f"{len(report.failed)} unreadable"
+            )
         if outcome.bridge:
             notes.append(f"{outcome.model_id}: text bridge: {outcome.bridge}")
     if result.updated_too:
@@ -146,8 +158,15 @@ def _request(out: Path, **fields):
     return BuildRequest(out=out, weights=resources.weights_options(), **fields)
 
 
-def create_and_build_ui(source: str, name: str, *, adapter: str | None, limit: int | None,
-                        models: list[str], bridges: bool):
+def create_and_build_ui(
+    source: str,
+    name: str,
+    *,
+    adapter: str | None,
+    limit: int | None,
+    models: list[str],
+    bridges: bool,
+):
     """Scan `source` into a new catalogue `name` and build its models, showing each step."""
     with st.status(f"Building catalogue “{name}”…", expanded=True) as status:
         try:
@@ -156,8 +175,17 @@ def create_and_build_ui(source: str, name: str, *, adapter: str | None, limit: i
             status.update(label="The catalogue could not be created", state="error")
             st.error(str(exc))
             return None
-        result = run_build_ui(_request(data_dir() / name, source=source, adapter=adapter, limit=limit,
-                                       models=models, bridges=bridges, new_catalogue=True))
+        result = run_build_ui(
+            _request(
+                data_dir() / name,
+                source=source,
+                adapter=adapter,
+                limit=limit,
+                models=models,
+                bridges=bridges,
+                new_catalogue=True,
+            )
+        )
         if result is None:
             status.update(label="The catalogue could not be created", state="error")
             return None
@@ -166,18 +194,25 @@ def create_and_build_ui(source: str, name: str, *, adapter: str | None, limit: i
             st.write(note)
         for model_id, reason in failed.items():
             st.warning(f"{model_id} was not built: {reason}")
-        status.update(label=f"Catalogue “{name}”: {len(result.succeeded)} of {len(models)} models built",
-                      state="complete" if result.committed else "error")
+        status.update(
+            label=f"Catalogue “{name}”: {len(result.succeeded)} of {len(models)} models built",
+            state="complete" if result.committed else "error",
+        )
     return result
 
 
 def _models_picker(key: str, default: list[str]) -> list[str]:
     ids = [spec.id for spec in list_models()]
-    return st.multiselect("Models to build", ids, default=[m for m in default if m in ids], key=key,
-                          format_func=lambda m: f"{m} · {get_spec(m).dim}-d",
-                          help="pixels and efficientnet-lite0 work offline (their weights ship with the "
-                               "packages); the others download their weights on first use, so they need network. "
-                               "A model that cannot load is skipped and reported.")
+    return st.multiselect(
+        "Models to build",
+        ids,
+        default=[m for m in default if m in ids],
+        key=key,
+        format_func=lambda m: f"{m} · {get_spec(m).dim}-d",
+        help="pixels and efficientnet-lite0 work offline (their weights ship with the "
+        "packages); the others download their weights on first use, so they need network. "
+        "A model that cannot load is skipped and reported.",
+    )
 
 
 def _finish(result) -> None:
@@ -185,11 +220,14 @@ def _finish(result) -> None:
     if result is None or not result.committed:
         return
     cat = result.catalogue
-    st.session_state["flash"] = (f"Catalogue “{cat.name}” is ready: {len(cat):,} products, "
-                                 f"models {', '.join(result.succeeded)}.")
+    st.session_state["flash"] = (
+        f"Catalogue “{cat.name}” is ready: {len(cat):,} products, "
+        f"models {', '.join(result.succeeded)}."
+    )
     if result.failed:
         st.session_state["flash_warning"] = "Not built: " + "; ".join(
-            f"{o.model_id} ({o.message})" for o in result.failed)
+            f"{o.model_id} ({o.message})" for o in result.failed
+        )
     st.switch_page("app_pages/search.py", query_params={"catalog": cat.name})
 
 
@@ -202,38 +240,84 @@ def new_catalogue_ui(*, first_run: bool) -> None:
             "The [Fashion Product Images (Small)](https://www.kaggle.com/datasets/paramaggarwal/"
             "fashion-product-images-small) dataset: 44,441 product photos with titles and labels (gender, "
             "category, article type, colour…). The demo takes a **stratified subset**: every article type "
-            "keeps its share.")
-        st.text_input("Dataset folder or Kaggle handle", value=source, key="demo_source",
-                      help="Found on this machine when it exists (set EMBEDDINGS_DEMO_SOURCE to point at it); "
-                           "a Kaggle handle downloads it with kagglehub (needs network and Kaggle credentials).")
-        limit = st.number_input("Products", min_value=100, max_value=50_000, value=DEMO_LIMIT, step=500, key="demo_limit")
+            "keeps its share."
+        )
+        st.text_input(
+            "Dataset folder or Kaggle handle",
+            value=source,
+            key="demo_source",
+            help="Found on this machine when it exists (set EMBEDDINGS_DEMO_SOURCE to point at it); "
+            "a Kaggle handle downloads it with kagglehub (needs network and Kaggle credentials).",
+        )
+        limit = st.number_input(
+            "Products",
+            min_value=100,
+            max_value=50_000,
+            value=DEMO_LIMIT,
+            step=500,
+            key="demo_limit",
+        )
         models = _models_picker("demo_models", DEFAULT_BUILD_MODELS)
-        bridges = st.checkbox("Train text bridges (text search for image-only models)", value=True,
-                              key="demo_bridges")
+        bridges = st.checkbox(
+            "Train text bridges (text search for image-only models)", value=True, key="demo_bridges"
+        )
         name = st.text_input("Catalogue name", value=f"fashion-{int(limit)}", key="demo_name")
-        if st.button("Build the demo catalogue", type="primary", key="demo_build", disabled=not models):
-            _finish(create_and_build_ui(st.session_state["demo_source"].strip(), name, adapter=None,
-                                         limit=int(limit), models=models, bridges=bridges))
+        if st.button(
+            "Build the demo catalogue", type="primary", key="demo_build", disabled=not models
+        ):
+            _finish(
+                create_and_build_ui(
+                    st.session_state["demo_source"].strip(),
+                    name,
+                    adapter=None,
+                    limit=int(limit),
+                    models=models,
+                    bridges=bridges,
+                )
+            )
     with folder_tab:
-        st.markdown("Any folder of images: each image's parent folder becomes its label, and a "
-                    "`metadata.csv` (columns `file`, `title`, and any labels) adds titles and labels.")
-        path = st.text_input("Folder on the server", key="folder_source", placeholder="/data/my-shop")
-        adapter = st.selectbox("Layout", ["detect", "folder", "fashion-small", "digikala"], key="folder_adapter")
-        limit = st.number_input("Products (0: all)", min_value=0, value=0, step=500, key="folder_limit")
+        st.markdown(
+            "Any folder of images: each image's parent folder becomes its label, and a "
+            "`metadata.csv` (columns `file`, `title`, and any labels) adds titles and labels."
+        )
+        path = st.text_input(
+            "Folder on the server", key="folder_source", placeholder="/data/my-shop"
+        )
+        adapter = st.selectbox(
+            "Layout", ["detect", "folder", "fashion-small", "digikala"], key="folder_adapter"
+        )
+        limit = st.number_input(
+            "Products (0: all)", min_value=0, value=0, step=500, key="folder_limit"
+        )
         models = _models_picker("folder_models", DEFAULT_BUILD_MODELS)
-        bridges = st.checkbox("Train text bridges (when products have titles)", value=True,
-                              key="folder_bridges")
+        bridges = st.checkbox(
+            "Train text bridges (when products have titles)", value=True, key="folder_bridges"
+        )
         default_name = Path(path.strip().rstrip("/")).name if path.strip() else ""
         name = st.text_input("Catalogue name", value=default_name, key="folder_name")
-        if st.button("Build from this folder", type="primary", key="folder_build", disabled=not (path and models)):
+        if st.button(
+            "Build from this folder",
+            type="primary",
+            key="folder_build",
+            disabled=not (path and models),
+        ):
             if not Path(path.strip()).expanduser().is_dir():
                 st.error(f"{path}: no such folder on the server.")
             else:
-                _finish(create_and_build_ui(path.strip(), name or default_name,
-                                             adapter=None if adapter == "detect" else adapter,
-                                             limit=int(limit) or None, models=models, bridges=bridges))
+                _finish(
+                    create_and_build_ui(
+                        path.strip(),
+                        name or default_name,
+                        adapter=None if adapter == "detect" else adapter,
+                        limit=int(limit) or None,
+                        models=models,
+                        bridges=bridges,
+                    )
+                )
     if first_run:
-        st.caption(f"Catalogues are saved under {data_dir()} (set EMBEDDINGS_DATA to use another folder).")
+        st.caption(
+            f"Catalogues are saved under {data_dir()} (set EMBEDDINGS_DATA to use another folder)."
+        )
 
 
 def overview_ui(cat: Catalogue) -> None:
@@ -244,8 +328,10 @@ def overview_ui(cat: Catalogue) -> None:
     columns[1].metric("Label fields", len(cat.label_fields))
     columns[2].metric("Models built", len(resources.built_models(cat)))
     columns[3].metric("Rows skipped", f"{len(info.get('skipped', [])):,}")
-    st.caption(f"Source: {info.get('source')} ({info.get('adapter')}) · images in {cat.root} · "
-               f"labels: {', '.join(cat.label_fields) or 'none'} · main label: {cat.main_label or 'none'}")
+    st.caption(
+        f"Source: {info.get('source')} ({info.get('adapter')}) · images in {cat.root} · "
+        f"labels: {', '.join(cat.label_fields) or 'none'} · main label: {cat.main_label or 'none'}"
+    )
     skipped = info.get("skipped", [])
     if skipped:
         with st.expander(f"{len(skipped):,} rows or files were left out"):
@@ -258,10 +344,18 @@ def build_missing_ui(cat: Catalogue, built: list[str]) -> None:
         st.caption("Every model in the zoo has an index here.")
         return
     st.markdown("**Build more models**")
-    chosen = st.multiselect("Models without an index here", missing, key="missing_models",
-                            format_func=lambda m: f"{m} — {get_spec(m).description}")
-    bridges = st.checkbox("Train text bridges for image-only models", value=True, key="missing_bridges")
-    st.caption("Leaving the page stops a build; the finished chunks are kept and the next build resumes.")
+    chosen = st.multiselect(
+        "Models without an index here",
+        missing,
+        key="missing_models",
+        format_func=lambda m: f"{m} — {get_spec(m).description}",
+    )
+    bridges = st.checkbox(
+        "Train text bridges for image-only models", value=True, key="missing_bridges"
+    )
+    st.caption(
+        "Leaving the page stops a build; the finished chunks are kept and the next build resumes."
+    )
     if st.button("Build", type="primary", key="build_missing", disabled=not chosen):
         result = run_build_ui(_request(cat.directory, models=chosen, bridges=bridges))
         if result is None:
@@ -275,8 +369,10 @@ def build_missing_ui(cat: Catalogue, built: list[str]) -> None:
             st.button("Show the new models", key="refresh_after_build")
 
 
-READ_ONLY_NOTE = ("This server is read-only ({env}=1): catalogues are built with "
-                  "`python -m embeddings build --source PATH` on the server, then appear here.")
+READ_ONLY_NOTE = (
+    "This server is read-only ({env}=1): catalogues are built with "
+    "`python -m embeddings build --source PATH` on the server, then appear here."
+)
 
 
 def catalogue_page(selection: Selection) -> None:
@@ -290,7 +386,8 @@ def catalogue_page(selection: Selection) -> None:
             "### Welcome\nThis app searches a catalogue of product photos by similarity and shows several "
             "embedding models **side by side**: raw pixels, ImageNet CNNs, SimCLR, CLIP. There is no catalogue "
             "yet: build the demo one (a few thousand fashion products, a few minutes on a laptop CPU) or one "
-            "from your own folder of images. When it is ready, the app opens the Search page.")
+            "from your own folder of images. When it is ready, the app opens the Search page."
+        )
         new_catalogue_ui(first_run=True)
         return
     cat = selection.catalogue

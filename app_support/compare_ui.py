@@ -33,51 +33,90 @@ def model_colours(models: list[str], *, chance: bool = True) -> alt.Scale:
 
 def results_frame(result) -> pd.DataFrame:
     """The result's rows as a table (model, task, label, metric, k, value)."""
-    frame = pd.DataFrame(list(result.rows), columns=["model", "task", "label", "metric", "k", "value"])
+    frame = pd.DataFrame(
+        list(result.rows), columns=["model", "task", "label", "metric", "k", "value"]
+    )
     frame["k"] = pd.to_numeric(frame["k"], errors="coerce")
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
     return frame
 
 
-def precision_frame(frame: pd.DataFrame, label: str, models: list[str], task: str = "image",
-                    metric: str = "precision") -> pd.DataFrame:
+def precision_frame(
+    frame: pd.DataFrame,
+    label: str,
+    models: list[str],
+    task: str = "image",
+    metric: str = "precision",
+) -> pd.DataFrame:
     """Rows of `metric`@k for `label` per model, plus a 'chance' series (the label-frequency baseline)."""
     rows = frame[(frame["task"] == task) & (frame["label"] == label)]
-    measured = rows[(rows["metric"] == metric) & rows["model"].isin(models)][["model", "k", "value"]]
-    chance = rows[(rows["metric"] == "chance") & rows["model"].isin(models)].groupby("k", as_index=False)["value"].mean()
+    measured = rows[(rows["metric"] == metric) & rows["model"].isin(models)][
+        ["model", "k", "value"]
+    ]
+    chance = (
+        rows[(rows["metric"] == "chance") & rows["model"].isin(models)]
+        .groupby("k", as_index=False)["value"]
+        .mean()
+    )
     chance["model"] = CHANCE
-    return pd.concat([measured, chance[["model", "k", "value"]]], ignore_index=True).sort_values(["model", "k"])
+    return pd.concat([measured, chance[["model", "k", "value"]]], ignore_index=True).sort_values(
+        ["model", "k"]
+    )
 
 
 def precision_chart(data: pd.DataFrame, title: str, models: list[str]) -> alt.Chart:
     dashed = alt.condition(alt.datum.model == CHANCE, alt.value([5, 4]), alt.value([0]))
-    return (alt.Chart(data, title=title).mark_line(point=True)
-            .encode(x=alt.X("k:O", title="k (results per query)", axis=alt.Axis(labelAngle=0)),
-                    y=alt.Y("value:Q", title="precision@k", scale=alt.Scale(domain=[0, 1])),
-                    color=alt.Color("model:N", title="model", scale=model_colours(models)), strokeDash=dashed,
-                    tooltip=["model", "k", alt.Tooltip("value:Q", format=".3f")]))
+    return (
+        alt.Chart(data, title=title)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("k:O", title="k (results per query)", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("value:Q", title="precision@k", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("model:N", title="model", scale=model_colours(models)),
+            strokeDash=dashed,
+            tooltip=["model", "k", alt.Tooltip("value:Q", format=".3f")],
+        )
+    )
 
 
 def score_frame(result, models: list[str]) -> pd.DataFrame:
     samples = getattr(result, "score_samples", {}) or {}
-    parts = [pd.DataFrame({"model": model, "score": list(samples[model])}) for model in models if samples.get(model)]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["model", "score"])
+    parts = [
+        pd.DataFrame({"model": model, "score": list(samples[model])})
+        for model in models
+        if samples.get(model)
+    ]
+    return (
+        pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["model", "score"])
+    )
 
 
 def score_chart(scores: pd.DataFrame, models: list[str]) -> alt.Chart:
     low = min(0.0, float(scores["score"].min()))
-    return (alt.Chart(scores, title="Cosine scores of the top-k results")
-            .transform_density("score", groupby=["model"], as_=["score", "density"], extent=[low, 1.0], steps=300)
-            .mark_area(opacity=0.5, interpolate="monotone")
-            .encode(x=alt.X("score:Q", title="cosine similarity", scale=alt.Scale(domain=[low, 1.0])),
-                    y=alt.Y("density:Q", title="density"),
-                    color=alt.Color("model:N", title="model", scale=model_colours(models, chance=False))))
+    return (
+        alt.Chart(scores, title="Cosine scores of the top-k results")
+        .transform_density(
+            "score", groupby=["model"], as_=["score", "density"], extent=[low, 1.0], steps=300
+        )
+        .mark_area(opacity=0.5, interpolate="monotone")
+        .encode(
+            x=alt.X("score:Q", title="cosine similarity", scale=alt.Scale(domain=[low, 1.0])),
+            y=alt.Y("density:Q", title="density"),
+            color=alt.Color("model:N", title="model", scale=model_colours(models, chance=False)),
+        )
+    )
 
 
 def score_summary(scores: pd.DataFrame) -> pd.DataFrame:
     grouped = scores.groupby("model")["score"]
-    return pd.DataFrame({"median": grouped.median(), "10th pct": grouped.quantile(0.1),
-                         "90th pct": grouped.quantile(0.9), "scores": grouped.size()})
+    return pd.DataFrame(
+        {
+            "median": grouped.median(),
+            "10th pct": grouped.quantile(0.1),
+            "90th pct": grouped.quantile(0.9),
+            "scores": grouped.size(),
+        }
+    )
 
 
 def _progress_callback(bar):
@@ -92,13 +131,22 @@ def _progress_callback(bar):
 def compute_ui(cat: Catalogue, models: list[str], default_queries: int) -> None:
     """The button that measures `models` on a sample of queries and saves the result."""
     top = max(1, min(1000, len(cat)))
-    queries = st.slider("Queries to sample", min(10, top), top, min(default_queries, top), key="eval_queries",
-                        help="Each query is a catalogue product; its neighbours are scored by their labels.")
-    if st.button(f"Measure {', '.join(models)} on {queries:,} queries", type="primary", key="eval_run"):
+    queries = st.slider(
+        "Queries to sample",
+        min(10, top),
+        top,
+        min(default_queries, top),
+        key="eval_queries",
+        help="Each query is a catalogue product; its neighbours are scored by their labels.",
+    )
+    if st.button(
+        f"Measure {', '.join(models)} on {queries:,} queries", type="primary", key="eval_run"
+    ):
         bar = st.progress(0.0, text="Starting…")
         try:
-            result = evaluate.evaluate_catalogue(cat, models, queries=queries, seed=0,
-                                                 progress=_progress_callback(bar))
+            result = evaluate.evaluate_catalogue(
+                cat, models, queries=queries, seed=0, progress=_progress_callback(bar)
+            )
             evaluate.save_results(cat, result)
         except EmbeddingsError as exc:
             bar.empty()
@@ -120,18 +168,28 @@ def saved_result_ui(cat: Catalogue, selection: Selection):
     missing = [m for m in selection.models if m not in covered]
     if result is not None:
         sampled = (manifest.get("image_queries") or {}).get("sampled", "?")
-        st.caption(f"Saved evaluation: {sampled} image queries (seed {manifest.get('seed', '?')}), measured "
-                   f"{manifest.get('created_at', '')} in {manifest.get('seconds', '?')} s. Recompute with "
-                   f"`python -m embeddings evaluate --catalog {cat.directory}`.")
+        st.caption(
+            f"Saved evaluation: {sampled} image queries (seed {manifest.get('seed', '?')}), measured "
+            f"{manifest.get('created_at', '')} in {manifest.get('seconds', '?')} s. Recompute with "
+            f"`python -m embeddings evaluate --catalog {cat.directory}`."
+        )
     if missing:
-        st.info(f"No saved measurement for {', '.join(missing)} yet." if result is not None
-                else "This catalogue has not been measured yet; measure it on a sample of queries here (or run "
-                     "`python -m embeddings evaluate --catalog ...`).")
+        st.info(
+            f"No saved measurement for {', '.join(missing)} yet."
+            if result is not None
+            else "This catalogue has not been measured yet; measure it on a sample of queries here (or run "
+            "`python -m embeddings evaluate --catalog ...`)."
+        )
         if resources.read_only():
-            st.caption(f"Measure on the server: `python -m embeddings evaluate --catalog {cat.directory}`.")
+            st.caption(
+                f"Measure on the server: `python -m embeddings evaluate --catalog {cat.directory}`."
+            )
         else:
-            compute_ui(cat, sorted(covered | set(selection.models)),
-                       int(manifest.get("queries_requested") or DEFAULT_QUERIES))
+            compute_ui(
+                cat,
+                sorted(covered | set(selection.models)),
+                int(manifest.get("queries_requested") or DEFAULT_QUERIES),
+            )
     return result
 
 
@@ -140,7 +198,9 @@ def image_figures_ui(result, frame: pd.DataFrame, label: str, shown: list[str]) 
     left, right = st.columns(2, gap="large")
     with left:
         data = precision_frame(frame, label, shown)
-        st.altair_chart(precision_chart(data, f"Image → image: precision@k by {label}", shown), width="stretch")
+        st.altair_chart(
+            precision_chart(data, f"Image → image: precision@k by {label}", shown), width="stretch"
+        )
         with st.expander("The figures"):
             table = data.pivot_table(index="model", columns="k", values="value")
             st.dataframe(table.style.format("{:.3f}"), width="stretch")
@@ -150,34 +210,54 @@ def image_figures_ui(result, frame: pd.DataFrame, label: str, shown: list[str]) 
             st.info("This evaluation holds no score samples.")
             return
         st.altair_chart(score_chart(scores, shown), width="stretch")
-        st.caption("Cosine scores are not comparable across models: a 0.8 from raw pixels and a 0.8 from "
-                   "CLIP mean different things. Read a score against its own model's distribution.")
-        st.dataframe(score_summary(scores).style.format({"median": "{:.3f}", "10th pct": "{:.3f}",
-                                                           "90th pct": "{:.3f}", "scores": "{:,}"}),
-                     width="stretch")
+        st.caption(
+            "Cosine scores are not comparable across models: a 0.8 from raw pixels and a 0.8 from "
+            "CLIP mean different things. Read a score against its own model's distribution."
+        )
+        st.dataframe(
+            score_summary(scores).style.format(
+                {"median": "{:.3f}", "10th pct": "{:.3f}", "90th pct": "{:.3f}", "scores": "{:,}"}
+            ),
+            width="stretch",
+        )
 
 
-def text_figures_ui(result, frame: pd.DataFrame, cat: Catalogue, label: str, shown: list[str]) -> None:
+def text_figures_ui(
+    result, frame: pd.DataFrame, cat: Catalogue, label: str, shown: list[str]
+) -> None:
     """Text-to-image recall of a title's own product, and label precision of text queries."""
     text = frame[frame["task"] == "text"]
     if text.empty:
         return
-    kinds = {m: (entry or {}).get("text") for m, entry in (result.manifest.get("models") or {}).items()}
+    kinds = {
+        m: (entry or {}).get("text") for m, entry in (result.manifest.get("models") or {}).items()
+    }
     st.subheader("Text → image")
-    st.markdown("Each query is a product's own title. **Recall@k**: how often that product is among the top-k "
-                "results; a model without a text tower answers through its text bridge.")
-    recall = text[text["metric"].isin(["recall", "chance"]) & ~text["label"].isin(cat.label_fields)
-                  & text["model"].isin(shown)]
+    st.markdown(
+        "Each query is a product's own title. **Recall@k**: how often that product is among the top-k "
+        "results; a model without a text tower answers through its text bridge."
+    )
+    recall = text[
+        text["metric"].isin(["recall", "chance"])
+        & ~text["label"].isin(cat.label_fields)
+        & text["model"].isin(shown)
+    ]
     if not recall.empty:
-        table = recall[recall["metric"] == "recall"].pivot_table(index="model", columns="k", values="value")
+        table = recall[recall["metric"] == "recall"].pivot_table(
+            index="model", columns="k", values="value"
+        )
         table.index = [f"{m} ({kinds.get(m) or 'text'})" for m in table.index]
         table.loc[CHANCE] = recall[recall["metric"] == "chance"].groupby("k")["value"].mean()
         table.columns = [f"recall@{k}" for k in table.columns]
         st.dataframe(table.style.format("{:.3f}"), width="stretch")
-    label_rows = text[(text["metric"] == "precision") & (text["label"] == label) & text["model"].isin(shown)]
+    label_rows = text[
+        (text["metric"] == "precision") & (text["label"] == label) & text["model"].isin(shown)
+    ]
     if not label_rows.empty:
         data = precision_frame(frame, label, shown, task="text")
-        st.altair_chart(precision_chart(data, f"Text → image: precision@k by {label}", shown), width="stretch")
+        st.altair_chart(
+            precision_chart(data, f"Text → image: precision@k by {label}", shown), width="stretch"
+        )
 
 
 def compare_page(selection: Selection) -> None:
@@ -189,9 +269,11 @@ def compare_page(selection: Selection) -> None:
     if not selection.models:
         st.warning("Select at least one model in the sidebar.")
         return
-    st.markdown("How often do a model's nearest neighbours share the query's label? Each query is a catalogue "
-                "product; **precision@k** is the share of its top-k neighbours with the same label (the query "
-                "itself excluded). The dashed line is chance: picking products at random.")
+    st.markdown(
+        "How often do a model's nearest neighbours share the query's label? Each query is a catalogue "
+        "product; **precision@k** is the share of its top-k neighbours with the same label (the query "
+        "itself excluded). The dashed line is chance: picking products at random."
+    )
     result = saved_result_ui(cat, selection)
     if result is None:
         return
@@ -201,7 +283,13 @@ def compare_page(selection: Selection) -> None:
     if not labels or not shown:
         return
     st.session_state["w_label"] = selection.label if selection.label in labels else labels[0]
-    label = st.selectbox("Label field", labels, key="w_label", on_change=sidebar._copy, args=("w_label", "label"),
-                         width=320)
+    label = st.selectbox(
+        "Label field",
+        labels,
+        key="w_label",
+        on_change=sidebar._copy,
+        args=("w_label", "label"),
+        width=320,
+    )
     image_figures_ui(result, frame, label, shown)
     text_figures_ui(result, frame, cat, label, shown)

@@ -41,8 +41,10 @@ class Overlap:
 def pairwise_overlap(results: Mapping[str, Sequence[Hit]]) -> list[Overlap]:
     """|top-k(A) ∩ top-k(B)| for every pair of models, in the order the models were given."""
     ids = {model: {hit.id for hit in hits} for model, hits in results.items()}
-    return [Overlap(a, b, len(ids[a] & ids[b]), min(len(ids[a]), len(ids[b])))
-            for a, b in combinations(results, 2)]
+    return [
+        Overlap(a, b, len(ids[a] & ids[b]), min(len(ids[a]), len(ids[b])))
+        for a, b in combinations(results, 2)
+    ]
 
 
 #: `label_of(item id, field) -> value` ("" when unknown): e.g. `ProductTable.get`.
@@ -62,13 +64,18 @@ def label_share(hits: Sequence[Hit], label_of: LabelOf, field: str, value: str) 
     return sum(matches) / len(matches)
 
 
-def label_share_table(results: Mapping[str, Sequence[Hit]], label_of: LabelOf,
-                      query_labels: Mapping[str, str], fields: Sequence[str]) -> pd.DataFrame:
+def label_share_table(
+    results: Mapping[str, Sequence[Hit]],
+    label_of: LabelOf,
+    query_labels: Mapping[str, str],
+    fields: Sequence[str],
+) -> pd.DataFrame:
     """Rows: label fields the query has a value for; columns: models; cells: share of top-k."""
     rows = {}
     for field in fields:
         value = query_labels.get(field, "")
         if value:
-            rows[f"{field} = {value}"] = {model: label_share(hits, label_of, field, value)
-                                          for model, hits in results.items()}
+            rows[f"{field} = {value}"] = {
+                model: label_share(hits, label_of, field, value) for model, hits in results.items()
+            }
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(results))

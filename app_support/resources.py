@@ -99,7 +99,9 @@ def _product_table(directory: str, stamp: int) -> ProductTable:
 
 def products(cat: Catalogue) -> ProductTable:
     """The `ProductTable` of `cat`, built once per process and per version of the catalogue."""
-    return _product_table(str(cat.directory), _stamp(cat.directory / CATALOG_FILE, cat.directory / ITEMS_FILE))
+    return _product_table(
+        str(cat.directory), _stamp(cat.directory / CATALOG_FILE, cat.directory / ITEMS_FILE)
+    )
 
 
 @st.cache_resource(max_entries=32, show_spinner="Loading the index…")
@@ -109,8 +111,12 @@ def _open_index(directory: str, fingerprint: str, model_id: str, stamp: int) -> 
 
 def index(cat: Catalogue, model_id: str) -> ModelIndex:
     """A model's index in `cat`, loaded once per process and per build of the index."""
-    return _open_index(str(cat.directory), cat.fingerprint, model_id,
-                       _stamp(cat.model_dir(model_id) / MANIFEST_FILE))
+    return _open_index(
+        str(cat.directory),
+        cat.fingerprint,
+        model_id,
+        _stamp(cat.model_dir(model_id) / MANIFEST_FILE),
+    )
 
 
 def weights_options() -> dict[str, dict]:
@@ -155,17 +161,23 @@ def embedder(model_id: str) -> LockedEncoder:
 
 
 @st.cache_resource(max_entries=16, show_spinner="Loading the text encoder (once per server)…")
-def _load_text_encoder(directory: str, fingerprint: str, model_id: str, stamp: int) -> LockedEncoder:
-    encoder = core_search.default_text_encoder(catalogue(directory), model_id,
-                                               lambda m: embedder(m))
+def _load_text_encoder(
+    directory: str, fingerprint: str, model_id: str, stamp: int
+) -> LockedEncoder:
+    encoder = core_search.default_text_encoder(
+        catalogue(directory), model_id, lambda m: embedder(m)
+    )
     return LockedEncoder(encoder)
 
 
 def text_encoder(cat: Catalogue, model_id: str) -> LockedEncoder:
     """What turns a text into `model_id`'s image space: its text tower, or its text bridge."""
-    return _load_text_encoder(str(cat.directory), cat.fingerprint, model_id,
-                              _stamp(cat.bridge_dir(model_id) / "manifest.json",
-                                     cat.model_dir(model_id) / MANIFEST_FILE))
+    return _load_text_encoder(
+        str(cat.directory),
+        cat.fingerprint,
+        model_id,
+        _stamp(cat.bridge_dir(model_id) / "manifest.json", cat.model_dir(model_id) / MANIFEST_FILE),
+    )
 
 
 def searcher(cat: Catalogue) -> Searcher:

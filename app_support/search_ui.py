@@ -40,7 +40,9 @@ BROWSE_COUNT = 12
 
 
 # -- the ways in -----------------------------------------------------------------------------
-def random_product(cat: Catalogue, filters: dict[str, str] | None, rng: random.Random | None = None) -> str | None:
+def random_product(
+    cat: Catalogue, filters: dict[str, str] | None, rng: random.Random | None = None
+) -> str | None:
     """A random product id (among those matching `filters`), or None when none matches."""
     allowed = cat.ids_matching(filters)
     pool = cat.items.index if allowed is None else sorted(allowed)
@@ -52,7 +54,9 @@ def random_product(cat: Catalogue, filters: dict[str, str] | None, rng: random.R
 def _random_clicked(cat: Catalogue, filters) -> None:
     item_id = random_product(cat, filters)
     if item_id is None:
-        st.session_state["query_error"] = "No product matches the label filter; change it in the sidebar."
+        st.session_state["query_error"] = (
+            "No product matches the label filter; change it in the sidebar."
+        )
     else:
         set_item_query(item_id)
 
@@ -68,8 +72,10 @@ def _text_submitted() -> None:
 def accept_upload(name: str, data: bytes) -> dict:
     """Check an uploaded file and make it a query; raises `ImageError` with a message for people."""
     if len(data) > MAX_UPLOAD_BYTES:
-        raise ImageError(f"{name}: {len(data) / 1e6:.1f} MB is larger than the {MAX_UPLOAD_BYTES / 1e6:.0f} MB "
-                         "upload limit; upload a smaller image.")
+        raise ImageError(
+            f"{name}: {len(data) / 1e6:.1f} MB is larger than the {MAX_UPLOAD_BYTES / 1e6:.0f} MB "
+            "upload limit; upload a smaller image."
+        )
     image = open_rgb(data, name=name)  # ImageError for anything that is not a readable image
     image.thumbnail((UPLOAD_KEEP_SIDE, UPLOAD_KEEP_SIDE), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
@@ -91,21 +97,45 @@ def query_bar_ui(selection: Selection) -> None:
     """Random product, the text box and the uploader; each sets the query in its callback."""
     cat = selection.catalogue
     random_col, text_col, upload_col = st.columns([1.1, 3.0, 2.0], vertical_alignment="bottom")
-    random_col.button("Random product", key="random", type="primary", width="stretch", icon=":material/casino:",
-                      on_click=_random_clicked, args=(cat, selection.filters),
-                      help="Search by a product picked at random (within the label filter, if any).")
+    random_col.button(
+        "Random product",
+        key="random",
+        type="primary",
+        width="stretch",
+        icon=":material/casino:",
+        on_click=_random_clicked,
+        args=(cat, selection.filters),
+        help="Search by a product picked at random (within the label filter, if any).",
+    )
     with text_col, st.form("text_query", border=False, enter_to_submit=True):
         box, go = st.columns([3.6, 1], vertical_alignment="bottom")
-        box.text_input("Describe a product", key="w_text", max_chars=MAX_TEXT_CHARS,
-                       placeholder="e.g. red running shoes")
-        go.form_submit_button("Search", on_click=_text_submitted, width="stretch", icon=":material/search:")
-    upload_col.file_uploader("…or search by an image", type=UPLOAD_TYPES, key="w_upload",
-                             on_change=_upload_changed, help="JPEG, PNG, WebP, GIF, BMP or TIFF; "
-                             f"up to {MAX_UPLOAD_BYTES // 2**20} MB. Uploads stay in your session.")
+        box.text_input(
+            "Describe a product",
+            key="w_text",
+            max_chars=MAX_TEXT_CHARS,
+            placeholder="e.g. red running shoes",
+        )
+        go.form_submit_button(
+            "Search", on_click=_text_submitted, width="stretch", icon=":material/search:"
+        )
+    upload_col.file_uploader(
+        "…or search by an image",
+        type=UPLOAD_TYPES,
+        key="w_upload",
+        on_change=_upload_changed,
+        help="JPEG, PNG, WebP, GIF, BMP or TIFF; "
+        f"up to {MAX_UPLOAD_BYTES // 2**20} MB. Uploads stay in your session.",
+    )
     capable = [m for m in selection.models if m in selection.text_models]
     if capable:
-        text_col.caption("Text is answered by " + ", ".join(
-            f"{m} ({'bridge' if selection.text_models[m] == 'bridge' else 'native'})" for m in capable) + ".")
+        text_col.caption(
+            "Text is answered by "
+            + ", ".join(
+                f"{m} ({'bridge' if selection.text_models[m] == 'bridge' else 'native'})"
+                for m in capable
+            )
+            + "."
+        )
     else:
         others = ", ".join(selection.text_models) or "none in this catalogue"
         text_col.caption(f"None of the selected models takes text (models that can: {others}).")
@@ -137,12 +167,16 @@ def run_query(selection: Selection, query: dict) -> Outcome:
     models = list(selection.models)
     if kind == "item":
         if query["id"] not in cat:
-            outcome.problem = (f"There is no product with id “{query['id']}” in catalogue “{cat.name}”. The link may "
-                               "come from another catalogue; press Random product or pick one below.")
+            outcome.problem = (
+                f"There is no product with id “{query['id']}” in catalogue “{cat.name}”. The link may "
+                "come from another catalogue; press Random product or pick one below."
+            )
             return outcome
 
         def ask(model_id):
-            return searcher.search_item(query["id"], [model_id], selection.k, filters=selection.filters)
+            return searcher.search_item(
+                query["id"], [model_id], selection.k, filters=selection.filters
+            )
     elif kind == "text":
         try:
             text = check_text(query["text"])
@@ -152,9 +186,14 @@ def run_query(selection: Selection, query: dict) -> Outcome:
         outcome.skipped = [m for m in models if m not in selection.text_models]
         models = [m for m in models if m in selection.text_models]
         if not models:
-            can = ", ".join(f"{m} ({kind_})" for m, kind_ in selection.text_models.items()) or "none yet"
-            outcome.problem = (f"None of the selected models takes text. Models that can in “{cat.name}”: {can}. "
-                               "Add one in the sidebar.")
+            can = (
+                ", ".join(f"{m} ({kind_})" for m, kind_ in selection.text_models.items())
+                or "none yet"
+            )
+            outcome.problem = (
+                f"None of the selected models takes text. Models that can in “{cat.name}”: {can}. "
+                "Add one in the sidebar."
+            )
             return outcome
 
         def ask(model_id):
@@ -216,17 +255,28 @@ _CARD_CSS = """
 """
 
 
-def query_card_html(kind: str, *, title: str, subtitle: str, image: str | None = None,
-                    labels: dict[str, str] | None = None) -> str:
+def query_card_html(
+    kind: str,
+    *,
+    title: str,
+    subtitle: str,
+    image: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> str:
     """The query's card as HTML; every piece of product data is escaped (shown as text)."""
     esc = html.escape
     picture = f'<img src="{esc(image)}" alt="{esc(title)}">' if image else ""
-    chips = "".join(f'<span class="chip">{esc(k)}: <b>{esc(v)}</b></span>'
-                    for k, v in (labels or {}).items() if v)
+    chips = "".join(
+        f'<span class="chip">{esc(k)}: <b>{esc(v)}</b></span>'
+        for k, v in (labels or {}).items()
+        if v
+    )
     title_class = "qtext" if kind == "text" else "qtitle"
-    return (f'{_CARD_CSS}<div class="qcard" data-testid="query-card" data-kind="{esc(kind)}">{picture}<div>'
-            f'<div class="qkind">{esc(subtitle)}</div><div class="{title_class}">{esc(title)}</div>'
-            f'<div class="chips">{chips}</div></div></div>')
+    return (
+        f'{_CARD_CSS}<div class="qcard" data-testid="query-card" data-kind="{esc(kind)}">{picture}<div>'
+        f'<div class="qkind">{esc(subtitle)}</div><div class="{title_class}">{esc(title)}</div>'
+        f'<div class="chips">{chips}</div></div></div>'
+    )
 
 
 def query_labels(cat: Catalogue, query: dict) -> dict[str, str]:
@@ -242,21 +292,37 @@ def query_card_ui(cat: Catalogue, query: dict) -> None:
         item_id = query["id"]
         known = item_id in cat
         title = resources.products(cat).title(item_id) or item_id
-        st.html(query_card_html("item", title=title, subtitle=f"Query · product {item_id}",
-                                image=thumbs.thumbnail(cat, item_id) if known else None,
-                                labels=query_labels(cat, query)))
+        st.html(
+            query_card_html(
+                "item",
+                title=title,
+                subtitle=f"Query · product {item_id}",
+                image=thumbs.thumbnail(cat, item_id) if known else None,
+                labels=query_labels(cat, query),
+            )
+        )
     elif kind == "text":
-        st.html(query_card_html("text", title=f"“{query['text'].strip()}”", subtitle="Query · text"))
+        st.html(
+            query_card_html("text", title=f"“{query['text'].strip()}”", subtitle="Query · text")
+        )
     else:
         try:
             image = thumbs.image_data_uri(query["data"])
         except ImageError:
             image = thumbs.PLACEHOLDER
-        st.html(query_card_html("upload", title=query.get("name") or "uploaded image",
-                                subtitle="Query · uploaded image", image=image))
+        st.html(
+            query_card_html(
+                "upload",
+                title=query.get("name") or "uploaded image",
+                subtitle="Query · uploaded image",
+                image=image,
+            )
+        )
 
 
-def _tile_label(table: resources.ProductTable, item_id: str, field_name: str | None, query_value: str | None):
+def _tile_label(
+    table: resources.ProductTable, item_id: str, field_name: str | None, query_value: str | None
+):
     if not field_name or item_id not in table:
         return None, None
     value = table.get(item_id, field_name)
@@ -268,9 +334,15 @@ def _tooltip(table: resources.ProductTable, item_id: str) -> str:
     return "\n".join(part for part in (table.title(item_id), labels, f"id {item_id}") if part)
 
 
-def item_tiles(cat: Catalogue, hits: list[Hit] | list[str], *, base_params: dict[str, str],
-               agreement: dict[str, int] | None = None, label_field: str | None = None,
-               query_value: str | None = None) -> list[Tile]:
+def item_tiles(
+    cat: Catalogue,
+    hits: list[Hit] | list[str],
+    *,
+    base_params: dict[str, str],
+    agreement: dict[str, int] | None = None,
+    label_field: str | None = None,
+    query_value: str | None = None,
+) -> list[Tile]:
     """Tiles for ranked hits (with scores) or plain ids (the browse strip)."""
     tiles = []
     base_href = urlstate.href(base_params)
@@ -279,11 +351,22 @@ def item_tiles(cat: Catalogue, hits: list[Hit] | list[str], *, base_params: dict
         item_id, score = (entry.id, entry.score) if isinstance(entry, Hit) else (entry, None)
         label, match = _tile_label(table, item_id, label_field, query_value)
         title = table.title(item_id)
-        tiles.append(Tile(
-            id=item_id, title=title or item_id, image=thumbs.thumbnail(cat, item_id),
-            href=f"{base_href}&item={quote_plus(item_id)}" if base_params else urlstate.href({"item": item_id}),
-            rank=rank if score is not None else None, score=None if score is None else round(float(score), 4),
-            agree=(agreement or {}).get(item_id, 0), label=label, match=match, tooltip=_tooltip(table, item_id)))
+        tiles.append(
+            Tile(
+                id=item_id,
+                title=title or item_id,
+                image=thumbs.thumbnail(cat, item_id),
+                href=f"{base_href}&item={quote_plus(item_id)}"
+                if base_params
+                else urlstate.href({"item": item_id}),
+                rank=rank if score is not None else None,
+                score=None if score is None else round(float(score), 4),
+                agree=(agreement or {}).get(item_id, 0),
+                label=label,
+                match=match,
+                tooltip=_tooltip(table, item_id),
+            )
+        )
     return tiles
 
 
@@ -309,7 +392,9 @@ def agreement_html(pairs: list[comparison.Overlap]) -> str:
         f'<div class="agree-row" data-pair="{html.escape(p.first)}|{html.escape(p.second)}">'
         f'<span class="pair">{html.escape(p.first)} &cap; {html.escape(p.second)}</span>'
         f'<span class="count">{p.shared} / {p.size}</span>'
-        f'<span class="bar"><i style="width:{p.share * 100:.0f}%"></i></span></div>' for p in pairs)
+        f'<span class="bar"><i style="width:{p.share * 100:.0f}%"></i></span></div>'
+        for p in pairs
+    )
     return f'{_AGREE_CSS}<div class="agree-box">{rows}</div>'
 
 
@@ -327,16 +412,31 @@ def label_table_ui(selection: Selection, outcome: Outcome, query_values: dict[st
     answered = {m: outcome.results[m] for m in outcome.models if m in outcome.results}
     if not (query_values and answered):
         return
-    table = comparison.label_share_table(answered, resources.products(selection.catalogue).get, query_values,
-                                         selection.catalogue.label_fields)
+    table = comparison.label_share_table(
+        answered,
+        resources.products(selection.catalogue).get,
+        query_values,
+        selection.catalogue.label_fields,
+    )
     if not table.empty:
-        with st.expander("Share of each model's results with the query's label, for every label field"):
-            st.dataframe(table, width="stretch", column_config={
-                model: st.column_config.ProgressColumn(model, format="percent", min_value=0.0, max_value=1.0)
-                for model in table.columns})
+        with st.expander(
+            "Share of each model's results with the query's label, for every label field"
+        ):
+            st.dataframe(
+                table,
+                width="stretch",
+                column_config={
+                    model: st.column_config.ProgressColumn(
+                        model, format="percent", min_value=0.0, max_value=1.0
+                    )
+                    for model in table.columns
+                },
+            )
 
 
-def result_columns_ui(selection: Selection, outcome: Outcome, query: dict, query_values: dict[str, str]) -> None:
+def result_columns_ui(
+    selection: Selection, outcome: Outcome, query: dict, query_values: dict[str, str]
+) -> None:
     """One column per model, side by side: header, label share, and the top-k grid."""
     cat = selection.catalogue
     answered = {m: outcome.results[m] for m in outcome.models if m in outcome.results}
@@ -353,24 +453,50 @@ def result_columns_ui(selection: Selection, outcome: Outcome, query: dict, query
             kind = selection.text_models.get(model_id) if query["kind"] == "text" else None
             st.markdown(f"#### {escape_markdown(model_id)}")
             hits = outcome.results.get(model_id)
-            note = [f"text via {'its own text tower' if kind == 'native' else 'a text bridge'}"] if kind else []
+            note = (
+                [f"text via {'its own text tower' if kind == 'native' else 'a text bridge'}"]
+                if kind
+                else []
+            )
             if hits is not None:
-                note.append(f"{len(hits)} results in {outcome.seconds.get(model_id, 0) * 1000:.1f} ms")
+                note.append(
+                    f"{len(hits)} results in {outcome.seconds.get(model_id, 0) * 1000:.1f} ms"
+                )
             st.caption(" · ".join(note) or " ")
             if model_id in outcome.errors:
                 st.error(escape_markdown(outcome.errors[model_id]))
                 continue
             if query_value and hits:
-                share = comparison.label_share(hits, resources.products(cat).get, label_field, query_value)
-                st.badge(escape_markdown(f"{round(share * len(hits))} of {len(hits)} share {label_field} = {query_value}"),
-                         icon=":material/check:", color="green" if share >= 0.5 else "orange")
+                share = comparison.label_share(
+                    hits, resources.products(cat).get, label_field, query_value
+                )
+                st.badge(
+                    escape_markdown(
+                        f"{round(share * len(hits))} of {len(hits)} share {label_field} = {query_value}"
+                    ),
+                    icon=":material/check:",
+                    color="green" if share >= 0.5 else "orange",
+                )
             if hits is not None and len(hits) < selection.k:
-                st.caption(f"Only {len(hits)} products could be ranked (label filter or catalogue size).")
-            tile_grid(item_tiles(cat, hits or [], base_params=base, agreement=agreement,
-                                 label_field=label_field, query_value=query_value),
-                      key=f"grid_{model_id}", on_click=_tile_clicked, model=model_id, current=current,
-                      query=query.get("id") or query.get("text") or query.get("name") or "",
-                      empty="No product matches.")
+                st.caption(
+                    f"Only {len(hits)} products could be ranked (label filter or catalogue size)."
+                )
+            tile_grid(
+                item_tiles(
+                    cat,
+                    hits or [],
+                    base_params=base,
+                    agreement=agreement,
+                    label_field=label_field,
+                    query_value=query_value,
+                ),
+                key=f"grid_{model_id}",
+                on_click=_tile_clicked,
+                model=model_id,
+                current=current,
+                query=query.get("id") or query.get("text") or query.get("name") or "",
+                empty="No product matches.",
+            )
 
 
 def label_choice_ui(selection: Selection, query_values: dict[str, str], kind: str) -> None:
@@ -380,35 +506,57 @@ def label_choice_ui(selection: Selection, query_values: dict[str, str], kind: st
         return
     st.session_state["w_label"] = selection.label if selection.label in fields else fields[0]
     verb = "Tick the results that share the query's" if kind == "item" else "Show each result's"
-    st.selectbox(verb, fields, key="w_label", on_change=sidebar._copy, args=("w_label", "label"),
-                 format_func=lambda f: f"{f} ({query_values[f]})" if f in query_values else f)
+    st.selectbox(
+        verb,
+        fields,
+        key="w_label",
+        on_change=sidebar._copy,
+        args=("w_label", "label"),
+        format_func=lambda f: f"{f} ({query_values[f]})" if f in query_values else f,
+    )
 
 
 def browse_ui(selection: Selection, *, expanded: bool) -> None:
     """A strip of random products (within the label filter); a click searches by one."""
     cat = selection.catalogue
     allowed = cat.ids_matching(selection.filters)
-    pool = cat.items.index.to_numpy() if allowed is None else np.array(sorted(allowed), dtype=object)
+    pool = (
+        cat.items.index.to_numpy() if allowed is None else np.array(sorted(allowed), dtype=object)
+    )
     with st.expander("Browse the catalogue: click any product to search by it", expanded=expanded):
         if st.button("Shuffle", key="shuffle", icon=":material/shuffle:"):
             st.session_state["browse_seed"] = st.session_state.get("browse_seed", 0) + 1
         seed = st.session_state.setdefault("browse_seed", 0)
         count = min(BROWSE_COUNT, len(pool))
-        ids = [str(i) for i in np.random.default_rng(seed).choice(pool, size=count, replace=False)] if count else []
+        ids = (
+            [str(i) for i in np.random.default_rng(seed).choice(pool, size=count, replace=False)]
+            if count
+            else []
+        )
         base = sidebar.view_params(selection, "search")
         base.pop("text", None)
         base.pop("item", None)
         query = current_query() or {}
-        tile_grid(item_tiles(cat, ids, base_params=base, label_field=selection.label), key="grid_browse",
-                  on_click=_tile_clicked, model="browse", query=query.get("id", ""),
-                  current=query.get("id"), empty="No product matches the label filter.")
+        tile_grid(
+            item_tiles(cat, ids, base_params=base, label_field=selection.label),
+            key="grid_browse",
+            on_click=_tile_clicked,
+            model="browse",
+            query=query.get("id", ""),
+            current=query.get("id"),
+            empty="No product matches the label filter.",
+        )
 
 
 def no_catalogue_ui() -> None:
     st.title("Visual product search")
-    st.info("There is no catalogue in the data folder yet. The **Catalogue** page builds the demo catalogue "
-            "(a few thousand fashion products) or one from a folder of images, in a few minutes.")
-    st.page_link("app_pages/catalogue.py", label="Set up a catalogue", icon=":material/inventory_2:")
+    st.info(
+        "There is no catalogue in the data folder yet. The **Catalogue** page builds the demo catalogue "
+        "(a few thousand fashion products) or one from a folder of images, in a few minutes."
+    )
+    st.page_link(
+        "app_pages/catalogue.py", label="Set up a catalogue", icon=":material/inventory_2:"
+    )
 
 
 def search_page(selection: Selection) -> None:
@@ -422,7 +570,11 @@ def search_page(selection: Selection) -> None:
         return
     if not selection.built:
         st.warning(f"No model has an index in “{cat.name}” yet.")
-        st.page_link("app_pages/catalogue.py", label="Build one on the Catalogue page", icon=":material/inventory_2:")
+        st.page_link(
+            "app_pages/catalogue.py",
+            label="Build one on the Catalogue page",
+            icon=":material/inventory_2:",
+        )
         return
     query_bar_ui(selection)
     if st.session_state.get("query_error"):
@@ -430,8 +582,10 @@ def search_page(selection: Selection) -> None:
         st.error(escape_markdown(st.session_state["query_error"]))
     query = current_query()
     if query is None:
-        st.markdown("Pick a product below, press **Random product**, describe what you want, or upload a photo: "
-                    "every selected model answers side by side, so you can see how they differ.")
+        st.markdown(
+            "Pick a product below, press **Random product**, describe what you want, or upload a photo: "
+            "every selected model answers side by side, so you can see how they differ."
+        )
         browse_ui(selection, expanded=True)
         return
     if not selection.models:
@@ -447,15 +601,21 @@ def search_page(selection: Selection) -> None:
     with card_col:
         query_card_ui(cat, query)
         if query["kind"] == "upload":
-            st.caption(":material/attach_file: Uploaded images stay in this browser session: the address bar "
-                       "cannot carry them, so a shared link will not reproduce this search.")
+            st.caption(
+                ":material/attach_file: Uploaded images stay in this browser session: the address bar "
+                "cannot carry them, so a shared link will not reproduce this search."
+            )
         else:
-            st.caption(":material/link: The address bar holds this view: copy it to share these results.")
+            st.caption(
+                ":material/link: The address bar holds this view: copy it to share these results."
+            )
     with side_col:
         label_choice_ui(selection, values, query["kind"])
         comparison_ui(selection, outcome, values)
     if outcome.skipped:
-        st.info(f"Not shown: {', '.join(outcome.skipped)} (no text tower and no text bridge in this catalogue).")
+        st.info(
+            f"Not shown: {', '.join(outcome.skipped)} (no text tower and no text bridge in this catalogue)."
+        )
     result_columns_ui(selection, outcome, query, values)
     label_table_ui(selection, outcome, values)
     browse_ui(selection, expanded=False)

@@ -112,7 +112,9 @@ def _apply_url() -> None:
         set_item_query(view.item)
     elif view.text is not None:
         set_query({"kind": "text", "text": view.text})
-        st.session_state["w_text"] = view.text.strip()[:MAX_TEXT_CHARS]  # the box shows the linked text
+        st.session_state["w_text"] = view.text.strip()[
+            :MAX_TEXT_CHARS
+        ]  # the box shows the linked text
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -122,9 +124,11 @@ def _resolve_catalogue(names: list[str]) -> str | None:
         return wanted
     if wanted and _state("catalog_from_url"):
         where = data_dir()
-        _notice(f"There is no catalogue named **{escape_markdown(wanted)}** in the data folder "
-                f"({escape_markdown(str(where))})" + (f"; showing **{escape_markdown(names[0])}** instead."
-                                                      if names else "."))
+        _notice(
+            f"There is no catalogue named **{escape_markdown(wanted)}** in the data folder "
+            f"({escape_markdown(str(where))})"
+            + (f"; showing **{escape_markdown(names[0])}** instead." if names else ".")
+        )
         set_query(None)
     _set_state("catalog_from_url", False)
     chosen = names[0] if names else None
@@ -140,9 +144,11 @@ def _resolve_models(cat: Catalogue, built: list[str]) -> list[str]:
         chosen = [m for m in wanted if m in built]
         missing = [m for m in wanted if m not in built]
         if missing and _state("models_from_url"):
-            _notice(f"The link asks for {', '.join(f'**{escape_markdown(m)}**' for m in missing)}, "
-                    f"which has no index in catalogue **{escape_markdown(cat.name)}** (built: "
-                    f"{', '.join(built) or 'none'}); build it on the Catalogue page.")
+            _notice(
+                f"The link asks for {', '.join(f'**{escape_markdown(m)}**' for m in missing)}, "
+                f"which has no index in catalogue **{escape_markdown(cat.name)}** (built: "
+                f"{', '.join(built) or 'none'}); build it on the Catalogue page."
+            )
         if wanted and not chosen:  # none of the asked models is built here: the defaults
             chosen = built[:DEFAULT_MODEL_COUNT]
     _set_state("models_from_url", False)
@@ -162,8 +168,10 @@ def _resolve_k(cat: Catalogue) -> tuple[int, int]:
     if k < 1 or k > top:
         clamped = min(max(k, 1), top)
         if _state("k_from_url"):
-            _notice(f"k={k} in the link is out of range: catalogue **{escape_markdown(cat.name)}** "
-                    f"({len(cat):,} products) shows 1 to {top} results per model; showing k={clamped}.")
+            _notice(
+                f"k={k} in the link is out of range: catalogue **{escape_markdown(cat.name)}** "
+                f"({len(cat):,} products) shows 1 to {top} results per model; showing k={clamped}."
+            )
         k = clamped
     _set_state("k_from_url", False)
     _set_state("k", k)
@@ -183,13 +191,17 @@ def _resolve_filter(cat: Catalogue) -> dict[str, str] | None:
         value = str(counts.index[0])
         _set_state("filter", (field_name, value))
     if field_name not in cat.label_fields:
-        _notice(f"Cannot filter on **{escape_markdown(field_name)}**: catalogue **{escape_markdown(cat.name)}** "
-                f"has the label fields {', '.join(cat.label_fields) or 'none'}. No filter applied.")
+        _notice(
+            f"Cannot filter on **{escape_markdown(field_name)}**: catalogue **{escape_markdown(cat.name)}** "
+            f"has the label fields {', '.join(cat.label_fields) or 'none'}. No filter applied."
+        )
         _set_state("filter", None)
         return None
     if value not in set(cat.items[field_name]):
-        _notice(f"No product has {escape_markdown(field_name)} = **{escape_markdown(value)}** in "
-                f"**{escape_markdown(cat.name)}**; no filter applied.")
+        _notice(
+            f"No product has {escape_markdown(field_name)} = **{escape_markdown(value)}** in "
+            f"**{escape_markdown(cat.name)}**; no filter applied."
+        )
         _set_state("filter", None)
         return None
     return {field_name: value}
@@ -200,9 +212,13 @@ def _resolve_label(cat: Catalogue) -> str | None:
     if wanted in cat.label_fields:
         return wanted
     if wanted:
-        _notice(f"label={escape_markdown(wanted)} in the link is not a label field of "
-                f"**{escape_markdown(cat.name)}**; using {cat.main_label or 'none'}.")
-    label = cat.main_label if cat.main_label in cat.label_fields else (cat.label_fields or [None])[0]
+        _notice(
+            f"label={escape_markdown(wanted)} in the link is not a label field of "
+            f"**{escape_markdown(cat.name)}**; using {cat.main_label or 'none'}."
+        )
+    label = (
+        cat.main_label if cat.main_label in cat.label_fields else (cat.label_fields or [None])[0]
+    )
     _set_state("label", label)
     return label
 
@@ -247,8 +263,13 @@ def sidebar_ui() -> Selection:
         return Selection(catalogues=names)
 
     st.session_state["w_catalog"] = chosen
-    sidebar.selectbox("Catalogue", names, key="w_catalog", on_change=_catalogue_changed,
-                      help=f"The catalogues in the data folder ({data_dir()}).")
+    sidebar.selectbox(
+        "Catalogue",
+        names,
+        key="w_catalog",
+        on_change=_catalogue_changed,
+        help=f"The catalogues in the data folder ({data_dir()}).",
+    )
     try:
         cat = resources.catalogue(data_dir() / chosen)
     except EmbeddingsError as exc:
@@ -265,22 +286,38 @@ def sidebar_ui() -> Selection:
     if built:
         st.session_state["w_models"] = models
         sidebar.multiselect(
-            "Models, side by side", built, key="w_models", format_func=lambda m: model_label(m, text_models),
-            on_change=_copy, args=("w_models", "models"),
+            "Models, side by side",
+            built,
+            key="w_models",
+            format_func=lambda m: model_label(m, text_models),
+            on_change=_copy,
+            args=("w_models", "models"),
             help="Only models with an index in this catalogue. '· text': the model answers text queries, "
-                 "with its own text tower or through a text bridge learnt from the product titles.")
+            "with its own text tower or through a text bridge learnt from the product titles.",
+        )
         models = _state("models")
         if text_models:
-            sidebar.caption("Text queries: " + ", ".join(
-                f"{m} ({'own text tower' if kind == 'native' else 'text bridge'})" for m, kind in text_models.items()))
+            sidebar.caption(
+                "Text queries: "
+                + ", ".join(
+                    f"{m} ({'own text tower' if kind == 'native' else 'text bridge'})"
+                    for m, kind in text_models.items()
+                )
+            )
     else:
-        sidebar.warning(f"No model has an index in **{escape_markdown(cat.name)}** yet: build one on the "
-                        "Catalogue page.")
+        sidebar.warning(
+            f"No model has an index in **{escape_markdown(cat.name)}** yet: build one on the "
+            "Catalogue page."
+        )
     if top > 1:
         st.session_state["w_k"] = k
-        sidebar.slider("Results per model (k)", 1, top, key="w_k", on_change=_copy, args=("w_k", "k"))
+        sidebar.slider(
+            "Results per model (k)", 1, top, key="w_k", on_change=_copy, args=("w_k", "k")
+        )
     else:
-        sidebar.caption(f"k = {top} (the catalogue has {len(cat):,} product{'s' if len(cat) != 1 else ''})")
+        sidebar.caption(
+            f"k = {top} (the catalogue has {len(cat):,} product{'s' if len(cat) != 1 else ''})"
+        )
 
     if cat.label_fields:
         with sidebar.expander("Filter by label", expanded=bool(filters)):
@@ -293,11 +330,25 @@ def sidebar_ui() -> Selection:
                 value = (filters or {}).get(field_name)
                 if value is not None:
                     st.session_state["w_filter_value"] = value
-                    st.selectbox("Value", counts.index.tolist(), key="w_filter_value",
-                                 on_change=_filter_changed, format_func=lambda v: f"{v} ({counts.get(v, 0):,})")
+                    st.selectbox(
+                        "Value",
+                        counts.index.tolist(),
+                        key="w_filter_value",
+                        on_change=_filter_changed,
+                        format_func=lambda v: f"{v} ({counts.get(v, 0):,})",
+                    )
                 st.caption("Every search keeps only the products with this label.")
-    return Selection(catalogues=names, catalogue=cat, built=built, text_models=text_models,
-                     models=list(models), k=k, max_k=top, filters=filters, label=label)
+    return Selection(
+        catalogues=names,
+        catalogue=cat,
+        built=built,
+        text_models=text_models,
+        models=list(models),
+        k=k,
+        max_k=top,
+        filters=filters,
+        label=label,
+    )
 
 
 def view_params(selection: Selection, page: str) -> dict[str, str]:
@@ -311,9 +362,14 @@ def view_params(selection: Selection, page: str) -> dict[str, str]:
         return urlstate.encode_view(catalog=catalog, models=selection.models, label=selection.label)
     query = current_query() or {}
     return urlstate.encode_view(
-        catalog=catalog, models=selection.models, k=selection.k, filters=selection.filters,
-        label=selection.label, item=query.get("id") if query.get("kind") == "item" else None,
-        text=query.get("text") if query.get("kind") == "text" else None)
+        catalog=catalog,
+        models=selection.models,
+        k=selection.k,
+        filters=selection.filters,
+        label=selection.label,
+        item=query.get("id") if query.get("kind") == "item" else None,
+        text=query.get("text") if query.get("kind") == "text" else None,
+    )
 
 
 _router = threading.local()
@@ -337,8 +393,10 @@ def selection() -> Selection:
     `app_pages/`, not `pages/`, so Streamlit never runs one alone as a legacy v1 page.
     """
     if not getattr(_router, "active", False):
-        raise RuntimeError("a page of the app ran without its router; start the app with "
-                           "`streamlit run app.py`, not a file in app_pages/")
+        raise RuntimeError(
+            "a page of the app ran without its router; start the app with "
+            "`streamlit run app.py`, not a file in app_pages/"
+        )
     return st.session_state["_selection"]
 
 

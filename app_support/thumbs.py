@@ -30,10 +30,14 @@ THUMB_SIZE = 200
 PASS_THROUGH_BYTES = 48_000
 WEB_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 
-PLACEHOLDER = ("data:image/svg+xml;base64," + base64.b64encode(
-    b'<svg xmlns="http://www.w3.org/2000/svg" width="60" height="80" viewBox="0 0 60 80">'
-    b'<rect width="60" height="80" fill="#e5e7eb"/><path d="M18 52l9-12 7 9 5-6 8 9z" fill="#9ca3af"/>'
-    b'</svg>').decode())
+PLACEHOLDER = (
+    "data:image/svg+xml;base64,"
+    + base64.b64encode(
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="60" height="80" viewBox="0 0 60 80">'
+        b'<rect width="60" height="80" fill="#e5e7eb"/><path d="M18 52l9-12 7 9 5-6 8 9z" fill="#9ca3af"/>'
+        b"</svg>"
+    ).decode()
+)
 
 
 def _data_uri(data: bytes, mime: str) -> str:

@@ -134,9 +134,17 @@ export default function (component) {
 _grid_component = st.components.v2.component("embeddings_tile_grid", css=_CSS, js=_JS)
 
 
-def tile_grid(tiles: Sequence[Tile], *, key: str, on_click: Callable[[str], None], query: str = "",
-              model: str = "", current: str | None = None, min_width: int = 96,
-              empty: str = "Nothing to show.") -> None:
+def tile_grid(
+    tiles: Sequence[Tile],
+    *,
+    key: str,
+    on_click: Callable[[str], None],
+    query: str = "",
+    model: str = "",
+    current: str | None = None,
+    min_width: int = 96,
+    empty: str = "Nothing to show.",
+) -> None:
     """Show `tiles` as a grid; a click on a tile calls `on_click(item id)` before the rerun.
 
     `query` and `model` are written on the grid (`data-query`, `data-model`) for tests and the
@@ -149,7 +157,15 @@ def tile_grid(tiles: Sequence[Tile], *, key: str, on_click: Callable[[str], None
         if item_id:
             on_click(str(item_id))
 
-    _grid_component(key=key, data={"tiles": [asdict(tile) for tile in tiles], "query": query,
-                                   "model": model, "current": current, "min_width": min_width,
-                                   "empty": empty},
-                    on_clicked_change=clicked)
+    _grid_component(
+        key=key,
+        data={
+            "tiles": [asdict(tile) for tile in tiles],
+            "query": query,
+            "model": model,
+            "current": current,
+            "min_width": min_width,
+            "empty": empty,
+        },
+        on_clicked_change=clicked,
+    )

@@ -54,7 +54,9 @@ def parse_params(params: Mapping[str, str]) -> tuple[UrlView, list[str]]:
         view.present.add(name)
         raw = str(params[name])
         if len(raw) > MAX_PARAM_CHARS:
-            problems.append(f"The link's `{name}` parameter is {len(raw):,} characters long; it was ignored.")
+            problems.append(
+                f"The link's `{name}` parameter is {len(raw):,} characters long; it was ignored."
+            )
             continue
         value = raw.strip()
         if name == "catalog":
@@ -66,13 +68,17 @@ def parse_params(params: Mapping[str, str]) -> tuple[UrlView, list[str]]:
             try:
                 view.k = int(value)
             except ValueError:
-                problems.append(f"k={value!r} in the link is not a whole number; the sidebar's k is used.")
+                problems.append(
+                    f"k={value!r} in the link is not a whole number; the sidebar's k is used."
+                )
         elif name == "filter":
             if not value:
                 view.filter = None
             elif ":" not in value:
-                problems.append(f"filter={value!r} in the link should read field:value (e.g. gender:Women); "
-                                "no filter applied.")
+                problems.append(
+                    f"filter={value!r} in the link should read field:value (e.g. gender:Women); "
+                    "no filter applied."
+                )
             else:
                 field_name, _, field_value = value.partition(":")
                 view.filter = (field_name.strip(), field_value.strip())
@@ -88,9 +94,16 @@ def parse_params(params: Mapping[str, str]) -> tuple[UrlView, list[str]]:
     return view, problems
 
 
-def encode_view(*, catalog: str | None, models: list[str] | None = None, k: int | None = None,
-                filters: Mapping[str, str] | None = None, label: str | None = None,
-                item: str | None = None, text: str | None = None) -> dict[str, str]:
+def encode_view(
+    *,
+    catalog: str | None,
+    models: list[str] | None = None,
+    k: int | None = None,
+    filters: Mapping[str, str] | None = None,
+    label: str | None = None,
+    item: str | None = None,
+    text: str | None = None,
+) -> dict[str, str]:
     """The query parameters for a view, in `PARAMS` order; empty choices are left out."""
     params: dict[str, str] = {}
     if catalog:
@@ -100,7 +113,7 @@ def encode_view(*, catalog: str | None, models: list[str] | None = None, k: int 
     if k is not None:
         params["k"] = str(int(k))
     if filters:
-        (field_name, value), = list(filters.items())[:1]
+        ((field_name, value),) = list(filters.items())[:1]
         params["filter"] = f"{field_name}:{value}"
     if label:
         params["label"] = label
@@ -124,5 +137,8 @@ def changed_params(current: Mapping[str, str], last_written: Mapping[str, str]) 
     pages from the navigation drops the parameters, which is not a request to reset the view, so
     absent parameters never count as changes.
     """
-    return {name: value for name, value in current.items()
-            if name in PARAMS and last_written.get(name) != value}
+    return {
+        name: value
+        for name, value in current.items()
+        if name in PARAMS and last_written.get(name) != value
+    }

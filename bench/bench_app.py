@@ -123,15 +123,23 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
-def run(catalog: Path, models: list[str] | None, clicks: int, k: int, log_dir: Path,
-        report_as: Path | None = None) -> dict:
+def run(
+    catalog: Path,
+    models: list[str] | None,
+    clicks: int,
+    k: int,
+    log_dir: Path,
+    report_as: Path | None = None,
+) -> dict:
     """Measure the app on `catalog` (a folder whose parent is the data folder to serve)."""
     catalogue = Catalogue.open(catalog)
     built = built_models(catalogue)
     models = models or built
     missing = [m for m in models if m not in built]
     if missing:
-        raise SystemExit(f"{catalog}: no index for {', '.join(missing)} (built: {', '.join(built) or 'none'})")
+        raise SystemExit(
+            f"{catalog}: no index for {', '.join(missing)} (built: {', '.join(built) or 'none'})"
+        )
     if not browser.chromium_available():
         raise SystemExit(f"no Chromium at {browser.CHROMIUM}: apt-get install chromium")
     from playwright.sync_api import sync_playwright
@@ -151,7 +159,9 @@ def run(catalog: Path, models: list[str] | None, clicks: int, k: int, log_dir: P
             print(f"server answering after {ready_s:.2f} s", file=sys.stderr)
             page.goto(f"{server.url}/?{params}")
             _wait_in_page(page, models, item)
-            first_grid_wall = page.evaluate("() => (performance.timeOrigin + performance.now()) / 1000")
+            first_grid_wall = page.evaluate(
+                "() => (performance.timeOrigin + performance.now()) / 1000"
+            )
             cold_start_s = first_grid_wall - spawned_wall
 
             warm = context.new_page()
@@ -164,12 +174,16 @@ def run(catalog: Path, models: list[str] | None, clicks: int, k: int, log_dir: P
             timings, current = [], item
             for number in range(clicks):
                 tiles = page.locator(f"{browser.grid_selector(models[0])} a.tile").evaluate_all(
-                    "links => links.map(a => a.dataset.id)")
+                    "links => links.map(a => a.dataset.id)"
+                )
                 target = tiles[number % len(tiles)]
                 elapsed = page.evaluate(_CLICK_TO_GRID_JS, [models, models[0], target])
                 timings.append(elapsed)
                 current = target
-                print(f"click {number + 1}/{clicks}: {elapsed:.0f} ms (query {current})", file=sys.stderr)
+                print(
+                    f"click {number + 1}/{clicks}: {elapsed:.0f} ms (query {current})",
+                    file=sys.stderr,
+                )
             peak = _peak_rss_mb(server.process.pid)
             sampler.stopped.set()
             sampler.join()
@@ -180,25 +194,41 @@ def run(catalog: Path, models: list[str] | None, clicks: int, k: int, log_dir: P
     import streamlit
 
     return {
-        "catalogue": str(report_as or catalog), "products": len(catalogue), "models": models, "k": k,
-        "cold_start_s": round(cold_start_s, 3), "server_answering_s": round(ready_s, 3),
+        "catalogue": str(report_as or catalog),
+        "products": len(catalogue),
+        "models": models,
+        "k": k,
+        "cold_start_s": round(cold_start_s, 3),
+        "server_answering_s": round(ready_s, 3),
         "warm_page_load_s": round(warm_load_s, 3),
-        "click_to_grid_ms": {"median": round(statistics.median(timings), 1),
-                             "p90": round(_percentile(timings, 0.9), 1),
-                             "min": round(min(timings), 1), "max": round(max(timings), 1), "n": len(timings)},
+        "click_to_grid_ms": {
+            "median": round(statistics.median(timings), 1),
+            "p90": round(_percentile(timings, 0.9), 1),
+            "min": round(min(timings), 1),
+            "max": round(max(timings), 1),
+            "n": len(timings),
+        },
         "peak_rss_mb": round(peak if peak is not None else sampler.peak / 2**20, 1),
         "peak_rss_source": "VmHWM" if peak is not None else "psutil samples every 50 ms",
         "torch_loaded_in_server": torch_loaded,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "streamlit": streamlit.__version__, "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "streamlit": streamlit.__version__,
+            "platform": platform.platform(),
+        },
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--catalog", required=True, help="catalogue folder (or its name in the data folder)")
+    parser.add_argument(
+        "--catalog", required=True, help="catalogue folder (or its name in the data folder)"
+    )
     parser.add_argument("--models", help="comma-separated model ids (default: every built model)")
-    parser.add_argument("--clicks", type=int, default=15, help="click-to-grid repetitions (default 15)")
+    parser.add_argument(
+        "--clicks", type=int, default=15, help="click-to-grid repetitions (default 15)"
+    )
     parser.add_argument("-k", type=int, default=10, help="results per model (default 10)")
     args = parser.parse_args(argv)
     catalog = Path(args.catalog).expanduser()
@@ -214,8 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(scratch) / "data"
         data.mkdir()
         (data / catalog.resolve().name).symlink_to(catalog.resolve(), target_is_directory=True)
-        figures = run(data / catalog.resolve().name, models, args.clicks, args.k, Path(scratch),
-                      report_as=catalog.resolve())
+        figures = run(
+            data / catalog.resolve().name,
+            models,
+            args.clicks,
+            args.k,
+            Path(scratch),
+            report_as=catalog.resolve(),
+        )
     print(json.dumps(figures, indent=2))
     return 0
 

@@ -40,7 +40,7 @@ def prepared_batches(catalogue, embedder, batch_size: int):
     started = time.perf_counter()
     prepared = [embedder.prepare(open_rgb(catalogue.image_path(i))) for i in catalogue.ids]
     prepare_s = time.perf_counter() - started
-    batches = [prepared[s:s + batch_size] for s in range(0, len(prepared), batch_size)]
+    batches = [prepared[s : s + batch_size] for s in range(0, len(prepared), batch_size)]
     return batches, prepare_s
 
 
@@ -52,9 +52,14 @@ def forward_only(embedder, batches) -> dict:
         embedder.embed_prepared(batch)
     wall = time.perf_counter() - started
     items = sum(len(b) for b in batches)
-    return {"items": items, "seconds": wall, "items_per_s": items / wall,
-            "items_per_cpu_s": items / max(1e-9, time.process_time() - cpu),
-            "page_faults_per_item": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / items}
+    return {
+        "items": items,
+        "seconds": wall,
+        "items_per_s": items / wall,
+        "items_per_cpu_s": items / max(1e-9, time.process_time() - cpu),
+        "page_faults_per_item": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
+        / items,
+    }
 
 
 def bench_model(catalogue, model_id: str, *, batch_size: int, workers: int) -> dict:
@@ -67,24 +72,36 @@ def bench_model(catalogue, model_id: str, *, batch_size: int, workers: int) -> d
     log(f"{model_id}: forward-only (before)")
     before = forward_only(embedder, batches)
     log(f"{model_id}: end-to-end build of {len(catalogue):,} items")
-    started, cpu = time.perf_counter(), time.process_time()  # process time covers the decode threads
-    report = build_model_index(catalogue, embedder, batch_size=batch_size, workers=workers, force=True)
+    started, cpu = (
+        time.perf_counter(),
+        time.process_time(),
+    )  # process time covers the decode threads
+    report = build_model_index(
+        catalogue, embedder, batch_size=batch_size, workers=workers, force=True
+    )
     total_s, build_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     log(f"{model_id}: forward-only (after)")
     after = forward_only(embedder, batches)
     forward_ips = (before["items_per_s"] + after["items_per_s"]) / 2
     forward_cpu = (before["items_per_cpu_s"] + after["items_per_cpu_s"]) / 2
     end_to_end_cpu = report.embedded / build_cpu_s
-    return {"items": len(catalogue), "batch_size": batch_size, "decode_workers": workers,
-            "prepare_single_thread_items_per_s": len(catalogue) / prepare_s,
-            "forward_only_before": before, "forward_only_after": after,
-            "forward_only_items_per_s": forward_ips,
-            "end_to_end_items_per_s": report.items_per_second,
-            "end_to_end_embed_seconds": report.seconds, "end_to_end_total_seconds": total_s,
-            "end_to_end_over_forward": report.items_per_second / forward_ips,
-            "forward_only_items_per_cpu_s": forward_cpu, "end_to_end_items_per_cpu_s": end_to_end_cpu,
-            "end_to_end_over_forward_cpu": end_to_end_cpu / forward_cpu,
-            "failed": len(report.failed)}
+    return {
+        "items": len(catalogue),
+        "batch_size": batch_size,
+        "decode_workers": workers,
+        "prepare_single_thread_items_per_s": len(catalogue) / prepare_s,
+        "forward_only_before": before,
+        "forward_only_after": after,
+        "forward_only_items_per_s": forward_ips,
+        "end_to_end_items_per_s": report.items_per_second,
+        "end_to_end_embed_seconds": report.seconds,
+        "end_to_end_total_seconds": total_s,
+        "end_to_end_over_forward": report.items_per_second / forward_ips,
+        "forward_only_items_per_cpu_s": forward_cpu,
+        "end_to_end_items_per_cpu_s": end_to_end_cpu,
+        "end_to_end_over_forward_cpu": end_to_end_cpu / forward_cpu,
+        "failed": len(report.failed),
+    }
 
 
 def allocator_probe(catalogue_dir: str, model_id: str, batch_size: int) -> dict:
@@ -99,10 +116,13 @@ def allocator_probe(catalogue_dir: str, model_id: str, batch_size: int) -> dict:
     batches, _ = prepared_batches(catalogue, embedder, batch_size)
     embedder.embed_prepared(batches[0])
     runs = [forward_only(embedder, batches) for _ in range(2)]
-    return {"tuned": bool(_tuned) and os.environ.get(NO_TUNE_ENV) != "1", "runs": runs,
-            "items_per_s": max(r["items_per_s"] for r in runs),
-            "items_per_cpu_s": max(r["items_per_cpu_s"] for r in runs),
-            "page_faults_per_item": min(r["page_faults_per_item"] for r in runs)}
+    return {
+        "tuned": bool(_tuned) and os.environ.get(NO_TUNE_ENV) != "1",
+        "runs": runs,
+        "items_per_s": max(r["items_per_s"] for r in runs),
+        "items_per_cpu_s": max(r["items_per_cpu_s"] for r in runs),
+        "page_faults_per_item": min(r["page_faults_per_item"] for r in runs),
+    }
 
 
 def allocator_ab(catalogue_dir: str, model_id: str, batch_size: int, rounds: int) -> dict:
@@ -110,16 +130,34 @@ def allocator_ab(catalogue_dir: str, model_id: str, batch_size: int, rounds: int
     for _ in range(rounds):  # interleaved, so load changes hit both sides alike
         for name, env in (("tuned", {}), ("glibc_defaults", {NO_TUNE_ENV: "1"})):
             log(f"allocator A/B: {name}")
-            done = subprocess.run([sys.executable, __file__, "--probe", catalogue_dir, "--models", model_id,
-                                   "--batch-size", str(batch_size)], env={**os.environ, **env},
-                                  capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--probe",
+                    catalogue_dir,
+                    "--models",
+                    model_id,
+                    "--batch-size",
+                    str(batch_size),
+                ],
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     summary = {}
     for name, runs in results.items():
-        summary[name] = {"items_per_s": max(r["items_per_s"] for r in runs),
-                         "items_per_cpu_s": max(r["items_per_cpu_s"] for r in runs),
-                         "page_faults_per_item": min(r["page_faults_per_item"] for r in runs), "runs": runs}
-    summary["speedup_cpu"] = summary["tuned"]["items_per_cpu_s"] / summary["glibc_defaults"]["items_per_cpu_s"]
+        summary[name] = {
+            "items_per_s": max(r["items_per_s"] for r in runs),
+            "items_per_cpu_s": max(r["items_per_cpu_s"] for r in runs),
+            "page_faults_per_item": min(r["page_faults_per_item"] for r in runs),
+            "runs": runs,
+        }
+    summary["speedup_cpu"] = (
+        summary["tuned"]["items_per_cpu_s"] / summary["glibc_defaults"]["items_per_cpu_s"]
+    )
     return summary
 
 
@@ -127,9 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=str(SHARED_FASHION))
     parser.add_argument("--models", default="pixels,efficientnet-lite0")
-    parser.add_argument("--items", type=int, default=1280, help="products in the benchmark catalogue")
-    parser.add_argument("--items-for", action="append", default=[], metavar="MODEL=N",
-                        help="another catalogue size for one model (pixels is fast, CNNs are not)")
+    parser.add_argument(
+        "--items", type=int, default=1280, help="products in the benchmark catalogue"
+    )
+    parser.add_argument(
+        "--items-for",
+        action="append",
+        default=[],
+        metavar="MODEL=N",
+        help="another catalogue size for one model (pixels is fast, CNNs are not)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", default="/tmp/embeddings-bench-build")
@@ -154,14 +199,21 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.work) / f"build-{size}"
             log(f"catalogue of {size:,} products in {out}")
             catalogues[size] = create_catalogue(args.source, out, limit=size)
-        result["models"][model_id] = bench_model(catalogues[size], model_id, batch_size=args.batch_size,
-                                                 workers=args.workers)
+        result["models"][model_id] = bench_model(
+            catalogues[size], model_id, batch_size=args.batch_size, workers=args.workers
+        )
     if args.allocator:
         size = sizes.get(args.allocator_model, args.items)
         if size not in catalogues:
-            catalogues[size] = create_catalogue(args.source, Path(args.work) / f"build-{size}", limit=size)
-        result["allocator"] = allocator_ab(str(catalogues[size].directory), args.allocator_model,
-                                           args.batch_size, args.allocator_rounds)
+            catalogues[size] = create_catalogue(
+                args.source, Path(args.work) / f"build-{size}", limit=size
+            )
+        result["allocator"] = allocator_ab(
+            str(catalogues[size].directory),
+            args.allocator_model,
+            args.batch_size,
+            args.allocator_rounds,
+        )
     result["peak_rss_mib"] = peak_rss_mib()
     emit(result)
     return 0

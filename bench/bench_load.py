@@ -82,7 +82,10 @@ const hosts = () => {
 """
 
 #: In-page: every grid as {model, query, tiles: [[id, score|null]]}.
-GRIDS_JS = "() => {" + _HOSTS_JS + """
+GRIDS_JS = (
+    "() => {"
+    + _HOSTS_JS
+    + """
   const grids = [];
   for (const host of hosts()) {
     const grid = host.shadowRoot && host.shadowRoot.querySelector('.grid');
@@ -93,16 +96,24 @@ GRIDS_JS = "() => {" + _HOSTS_JS + """
   }
   return grids;
 }"""
+)
 
 #: In-page: every model in `models` has a grid showing `query` with scored tiles.
-READY_JS = "([models, query]) => {" + _HOSTS_JS + """
+READY_JS = (
+    "([models, query]) => {"
+    + _HOSTS_JS
+    + """
   const grids = hosts().map(h => h.shadowRoot && h.shadowRoot.querySelector('.grid')).filter(g => g);
   return models.every(m => grids.some(g => g.dataset.model === m && g.dataset.query === query
                                          && g.querySelector('a.tile[data-score]')));
 }"""
+)
 
 #: In-page: everything a person or a script could read off the page, as one string.
-PAGE_TEXT_JS = "() => {" + _HOSTS_JS + """
+PAGE_TEXT_JS = (
+    "() => {"
+    + _HOSTS_JS
+    + """
   const parts = [location.href, document.body.innerText];
   for (const input of document.querySelectorAll('input, textarea')) parts.push(input.value || '');
   for (const host of hosts()) {
@@ -114,6 +125,7 @@ PAGE_TEXT_JS = "() => {" + _HOSTS_JS + """
   }
   return parts.join('\\n');
 }"""
+)
 
 #: In-page: the script run is over: Streamlit's app root says so, and no element is left stale.
 IDLE_JS = """() => {
@@ -145,7 +157,9 @@ def session_image(session: int, sessions: int, number: int) -> bytes:
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", UPLOAD_SIZE, session_colour(session, sessions))
-    ImageDraw.Draw(image).rectangle((0, 0, UPLOAD_SIZE[0] - 1, 4 + 3 * (number % 8)), fill=(255, 255, 255))
+    ImageDraw.Draw(image).rectangle(
+        (0, 0, UPLOAD_SIZE[0] - 1, 4 + 3 * (number % 8)), fill=(255, 255, 255)
+    )
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -159,6 +173,7 @@ def foreign_markers(text: str, session: int) -> list[str]:
 
 def nearest_session(rgb: tuple[float, float, float], sessions: int) -> int:
     """The session whose colour is nearest to `rgb`."""
+
     def distance(s):
         return sum((a - b) ** 2 for a, b in zip(rgb, session_colour(s, sessions), strict=True))
 
@@ -173,7 +188,7 @@ def card_colour(data_uri: str) -> tuple[float, float, float]:
     _, _, payload = data_uri.partition(",")
     with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
         pixels = np.asarray(image.convert("RGB"))
-    lower = pixels[pixels.shape[0] // 2:].reshape(-1, 3)
+    lower = pixels[pixels.shape[0] // 2 :].reshape(-1, 3)
     return tuple(float(v) for v in np.median(lower, axis=0))
 
 
@@ -232,8 +247,14 @@ class Plan:
     def page_url(self, item: str) -> str:
         from urllib.parse import urlencode
 
-        return f"{self.url}/?" + urlencode({"catalog": self.catalogue.name, "models": ",".join(self.models),
-                                            "k": self.k, "item": item})
+        return f"{self.url}/?" + urlencode(
+            {
+                "catalog": self.catalogue.name,
+                "models": ",".join(self.models),
+                "k": self.k,
+                "item": item,
+            }
+        )
 
 
 def _css_string(value: str) -> str:
@@ -276,8 +297,9 @@ class Session:
             await self.context.close()
 
     async def _wait_ready(self, models: list[str], query: str) -> None:
-        await self.page.wait_for_function(READY_JS, arg=[models, query], polling=50,
-                                          timeout=self.plan.timeout_s * 1000)
+        await self.page.wait_for_function(
+            READY_JS, arg=[models, query], polling=50, timeout=self.plan.timeout_s * 1000
+        )
 
     async def _grids(self) -> dict[str, dict]:
         return {grid["model"]: grid for grid in await self.page.evaluate(GRIDS_JS)}
@@ -286,12 +308,21 @@ class Session:
     async def ask_item(self):
         """Click a result tile (not the current query's product)."""
         grids = await self._grids()
-        candidates = sorted({(model, tile[0]) for model, grid in grids.items() if model != "browse"
-                             for tile in grid["tiles"] if tile[0] != self.current})
+        candidates = sorted(
+            {
+                (model, tile[0])
+                for model, grid in grids.items()
+                if model != "browse"
+                for tile in grid["tiles"]
+                if tile[0] != self.current
+            }
+        )
         if not candidates:
             raise RuntimeError(f"no result tile to click (grids: {sorted(grids)})")
         model, target = self.rng.choice(candidates)
-        tile = self.page.locator(f"{browser.grid_selector(model)} a.tile[data-id={_css_string(target)}]").first
+        tile = self.page.locator(
+            f"{browser.grid_selector(model)} a.tile[data-id={_css_string(target)}]"
+        ).first
         return target, self.plan.models, tile.click, None
 
     async def ask_text(self):
@@ -318,8 +349,11 @@ class Session:
 
     async def ask(self, kind: str) -> None:
         """Ask one query of `kind`, time it to the grids, then check the page."""
-        query, models, act, upload = await {"item": self.ask_item, "text": self.ask_text,
-                                            "upload": self.ask_upload}[kind]()
+        query, models, act, upload = await {
+            "item": self.ask_item,
+            "text": self.ask_text,
+            "upload": self.ask_upload,
+        }[kind]()
         self.asked += 1
         started = time.perf_counter()
         await act()
@@ -340,25 +374,39 @@ class Session:
             self.log.errors.append(f"{kind} {query!r}: the page shows an error: {message[:300]}")
         text = await page.evaluate(PAGE_TEXT_JS)
         own = MARKER.search(query)
-        if own and own.group(0) not in text:  # the scan must see this query to be able to see others'
-            self.log.errors.append(f"{kind} {query!r}: the page's text does not hold the query's marker")
+        if (
+            own and own.group(0) not in text
+        ):  # the scan must see this query to be able to see others'
+            self.log.errors.append(
+                f"{kind} {query!r}: the page's text does not hold the query's marker"
+            )
         for foreign in foreign_markers(text, self.number):
             self.log.leaks.append(f"session {self.number} after {kind} {query!r} shows {foreign}")
         grids = await self._grids()
         for model in models:
             if grids.get(model, {}).get("query") != query:
-                self.log.errors.append(f"{kind} {query!r}: {model}'s grid shows {grids.get(model, {}).get('query')!r} "
-                                       "once the run is over")
+                self.log.errors.append(
+                    f"{kind} {query!r}: {model}'s grid shows {grids.get(model, {}).get('query')!r} "
+                    "once the run is over"
+                )
         if kind == "upload":
             card = page.locator("[data-testid=query-card] img").first
             colour = card_colour(await card.get_attribute("src"))
             owner = nearest_session(colour, self.plan.sessions)
             if owner != self.number:
-                self.log.leaks.append(f"session {self.number}'s query card after uploading {query} shows an "
-                                      f"image in session {owner}'s colour {tuple(round(c) for c in colour)}")
-        self.log.observations.append(Observation(
-            self.number, kind, query, {m: [tuple(t) for t in grids[m]["tiles"]] for m in models if m in grids},
-            upload))
+                self.log.leaks.append(
+                    f"session {self.number}'s query card after uploading {query} shows an "
+                    f"image in session {owner}'s colour {tuple(round(c) for c in colour)}"
+                )
+        self.log.observations.append(
+            Observation(
+                self.number,
+                kind,
+                query,
+                {m: [tuple(t) for t in grids[m]["tiles"]] for m in models if m in grids},
+                upload,
+            )
+        )
 
     # -- the loop
     async def run(self, start: asyncio.Event, deadline_box: list[float]) -> SessionLog:
@@ -369,7 +417,9 @@ class Session:
             try:
                 await self.ask(kind)
             except Exception as exc:  # a timeout or a broken page: count it, reload, go on
-                self.log.errors.append(f"{kind}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+                self.log.errors.append(
+                    f"{kind}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                )
                 await self._recover()
             done += 1
             if self.plan.think_s:
@@ -383,11 +433,25 @@ class Session:
             await self._wait_ready(self.plan.models, item)
             self.current = item
         except Exception as exc:
-            self.log.errors.append(f"reload after an error failed: {type(exc).__name__}: {str(exc)[:200]}")
+            self.log.errors.append(
+                f"reload after an error failed: {type(exc).__name__}: {str(exc)[:200]}"
+            )
 
 
-TEXTS = ("red shirt", "blue jeans", "black shoes", "white sneakers", "green dress", "leather bag",
-         "sports watch", "yellow top", "red circle", "blue square", "green triangle", "yellow product")
+TEXTS = (
+    "red shirt",
+    "blue jeans",
+    "black shoes",
+    "white sneakers",
+    "green dress",
+    "leather bag",
+    "sports watch",
+    "yellow top",
+    "red circle",
+    "blue square",
+    "green triangle",
+    "yellow product",
+)
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -461,10 +525,12 @@ class CpuAccount(threading.Thread):
         self.stopped.set()
         with self.lock:
             browser_s = sum(self.last[key] - self.first[key] for key in self.last)
-        self.figures = {"server": round(sum(self.server.cpu_times()[:2]) - self.server_start, 1),
-                        "browser": round(browser_s, 1),
-                        "this_script": round(time.process_time() - self.own_start, 1),
-                        "wall": round(time.perf_counter() - self.wall_start, 1)}
+        self.figures = {
+            "server": round(sum(self.server.cpu_times()[:2]) - self.server_start, 1),
+            "browser": round(browser_s, 1),
+            "this_script": round(time.process_time() - self.own_start, 1),
+            "wall": round(time.perf_counter() - self.wall_start, 1),
+        }
         return self.figures
 
 
@@ -474,11 +540,15 @@ async def drive(plan: Plan, cpu: CpuAccount) -> dict:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=browser.CHROMIUM, args=browser.CHROMIUM_ARGS,
-                                                    headless=True)
+        chromium = await playwright.chromium.launch(
+            executable_path=browser.CHROMIUM, args=browser.CHROMIUM_ARGS, headless=True
+        )
         try:
             warmup_s = await _warm_up(plan, chromium)
-            print(f"warm-up done in {warmup_s:.1f} s; opening {plan.sessions} sessions", file=sys.stderr)
+            print(
+                f"warm-up done in {warmup_s:.1f} s; opening {plan.sessions} sessions",
+                file=sys.stderr,
+            )
             sessions = [Session(plan, number, chromium) for number in range(plan.sessions)]
             cpu.begin()
             opened = time.perf_counter()
@@ -486,10 +556,14 @@ async def drive(plan: Plan, cpu: CpuAccount) -> dict:
             open_s = time.perf_counter() - opened
             for session, outcome in zip(sessions, outcomes, strict=True):
                 if isinstance(outcome, Exception):
-                    session.log.errors.append(f"opening the page: {type(outcome).__name__}: {str(outcome)[:300]}")
+                    session.log.errors.append(
+                        f"opening the page: {type(outcome).__name__}: {str(outcome)[:300]}"
+                    )
                     await session._recover()
-            print(f"{plan.sessions} sessions open in {open_s:.1f} s; running for {plan.seconds:.0f} s",
-                  file=sys.stderr)
+            print(
+                f"{plan.sessions} sessions open in {open_s:.1f} s; running for {plan.seconds:.0f} s",
+                file=sys.stderr,
+            )
             start, deadline = asyncio.Event(), [0.0]
             runs = [asyncio.ensure_future(s.run(start, deadline)) for s in sessions]
             began = time.monotonic()
@@ -522,11 +596,15 @@ def verify(plan: Plan, logs: list[SessionLog]) -> list[str]:
                 elif seen.kind == "text":
                     expected = searcher.search_text(seen.query, [model], plan.k + extra)[model]
                 else:
-                    image = open_rgb(accept_upload(seen.query, seen.upload)["data"], name=seen.query)
+                    image = open_rgb(
+                        accept_upload(seen.query, seen.upload)["data"], name=seen.query
+                    )
                     expected = searcher.search_image(image, [model], plan.k + extra)[model]
                 problem = ranking_problem(tiles, expected, plan.k)
                 if problem:
-                    problems.append(f"session {seen.session} {seen.kind} {seen.query!r} on {model}: {problem}")
+                    problems.append(
+                        f"session {seen.session} {seen.kind} {seen.query!r} on {model}: {problem}"
+                    )
     return problems
 
 
@@ -546,25 +624,46 @@ def _latency(values: list[float]) -> dict:
     ordered = sorted(values)
 
     def pick(share):
-        return round(1000 * ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))], 1)
+        return round(
+            1000 * ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))], 1
+        )
 
-    return {"n": len(ordered), "p50_ms": pick(0.5), "p95_ms": pick(0.95), "max_ms": round(1000 * ordered[-1], 1),
-            "mean_ms": round(1000 * statistics.fmean(ordered), 1)}
+    return {
+        "n": len(ordered),
+        "p50_ms": pick(0.5),
+        "p95_ms": pick(0.95),
+        "max_ms": round(1000 * ordered[-1], 1),
+        "mean_ms": round(1000 * statistics.fmean(ordered), 1),
+    }
 
 
-def run(catalog: Path, *, sessions: int, seconds: float, models: list[str] | None = None, k: int = 10,
-        timeout_s: float = 180.0, think_s: float = 0.0, seed: int = 0, log_dir: Path) -> dict:
+def run(
+    catalog: Path,
+    *,
+    sessions: int,
+    seconds: float,
+    models: list[str] | None = None,
+    k: int = 10,
+    timeout_s: float = 180.0,
+    think_s: float = 0.0,
+    seed: int = 0,
+    log_dir: Path,
+) -> dict:
     """Serve `catalog` (alone, from a data folder of its own) and run the sessions; the figures."""
     catalogue = Catalogue.open(catalog)
     built = built_models(catalogue)
     models = models or built[:4]
     missing = [m for m in models if m not in built]
     if missing:
-        raise SystemExit(f"{catalog}: no index for {', '.join(missing)} (built: {', '.join(built) or 'none'})")
+        raise SystemExit(
+            f"{catalog}: no index for {', '.join(missing)} (built: {', '.join(built) or 'none'})"
+        )
     text_models = [m for m in models if m in text_capable_models(catalogue)]
     if not text_models:
-        raise SystemExit(f"{catalog}: none of {', '.join(models)} takes text queries; train a text bridge: "
-                         f"python -m embeddings bridge --catalog {catalog} --models {models[0]}")
+        raise SystemExit(
+            f"{catalog}: none of {', '.join(models)} takes text queries; train a text bridge: "
+            f"python -m embeddings bridge --catalog {catalog} --models {models[0]}"
+        )
     if len(catalogue) < 3:
         raise SystemExit(f"{catalog}: {len(catalogue)} products; the load test needs at least 3")
     k = max(1, min(k, len(catalogue) - 1))
@@ -581,8 +680,18 @@ def run(catalog: Path, *, sessions: int, seconds: float, models: list[str] | Non
         import psutil
 
         process = psutil.Process(server.process.pid)
-        plan = Plan(url=server.url, catalogue=Catalogue.open(link), models=models, text_models=text_models, k=k,
-                    sessions=sessions, seconds=seconds, timeout_s=timeout_s, think_s=think_s, seed=seed)
+        plan = Plan(
+            url=server.url,
+            catalogue=Catalogue.open(link),
+            models=models,
+            text_models=text_models,
+            k=k,
+            sessions=sessions,
+            seconds=seconds,
+            timeout_s=timeout_s,
+            think_s=think_s,
+            seed=seed,
+        )
         cpu = CpuAccount(server.process.pid)
         outcome = asyncio.run(drive(plan, cpu))
         peak = _peak_rss_mb(server.process.pid)
@@ -602,24 +711,40 @@ def run(catalog: Path, *, sessions: int, seconds: float, models: list[str] | Non
     import streamlit
 
     return {
-        "catalogue": str(catalog.resolve()), "products": len(catalogue), "models": models,
-        "text_models": text_models, "k": k,
-        "sessions": sessions, "seconds": seconds, "ran_s": round(outcome["ran_s"], 1), "think_s": think_s,
+        "catalogue": str(catalog.resolve()),
+        "products": len(catalogue),
+        "models": models,
+        "text_models": text_models,
+        "k": k,
+        "sessions": sessions,
+        "seconds": seconds,
+        "ran_s": round(outcome["ran_s"], 1),
+        "think_s": think_s,
         "queries": {kind: len(values) for kind, values in latencies.items()},
         "queries_total": sum(len(values) for values in latencies.values()),
-        "per_session": {str(log.session): {kind: len(log.latencies[kind]) for kind in KINDS} for log in logs},
-        "errors": len(errors), "error_samples": errors[:20],
-        "leaks": len(leaks), "leak_samples": leaks[:20],
-        "wrong_results": len(wrong), "wrong_result_samples": wrong[:20],
+        "per_session": {
+            str(log.session): {kind: len(log.latencies[kind]) for kind in KINDS} for log in logs
+        },
+        "errors": len(errors),
+        "error_samples": errors[:20],
+        "leaks": len(leaks),
+        "leak_samples": leaks[:20],
+        "wrong_results": len(wrong),
+        "wrong_result_samples": wrong[:20],
         "rankings_checked": sum(len(seen.grids) for log in logs for seen in log.observations),
         "latency_ms": {kind: _latency(values) for kind, values in latencies.items()},
         "page_load_ms": _latency([log.page_load_s for log in logs if log.page_load_s is not None]),
-        "warmup_s": round(outcome["warmup_s"], 1), "sessions_open_s": round(outcome["open_s"], 1),
+        "warmup_s": round(outcome["warmup_s"], 1),
+        "sessions_open_s": round(outcome["open_s"], 1),
         "server_peak_rss_mb": peak,
         "cpu_s": cpu.figures,  # from the sessions' opening to their last answer: who used the cores
-        "machine": {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
-                    "python": platform.python_version(), "streamlit": streamlit.__version__,
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(),
+            "streamlit": streamlit.__version__,
+            "platform": platform.platform(),
+        },
     }
 
 
@@ -633,12 +758,17 @@ def default_catalogue(work: Path, products: int = 400) -> Path:
 
     out = work / "catalogues" / f"fashion-{products}"
     models = ["pixels", "efficientnet-lite0"]
-    if (out / "catalog.json").is_file() and set(models) <= set(built_models(Catalogue.open(out))) \
-            and "efficientnet-lite0" in text_capable_models(Catalogue.open(out)):
+    if (
+        (out / "catalog.json").is_file()
+        and set(models) <= set(built_models(Catalogue.open(out)))
+        and "efficientnet-lite0" in text_capable_models(Catalogue.open(out))
+    ):
         return out
     if not (SHARED_FASHION / "styles.csv").is_file():
-        raise SystemExit(f"no --catalog given and the shared dataset is absent ({SHARED_FASHION}); "
-                         "pass --catalog DIR (a built catalogue with a model that takes text)")
+        raise SystemExit(
+            f"no --catalog given and the shared dataset is absent ({SHARED_FASHION}); "
+            "pass --catalog DIR (a built catalogue with a model that takes text)"
+        )
     print(f"building the load catalogue ({products} products) into {out}", file=sys.stderr)
     catalogue = create_catalogue(str(SHARED_FASHION), out, limit=products, seed=1)
     for model_id in models:
@@ -649,19 +779,38 @@ def default_catalogue(work: Path, products: int = 400) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=20, help="concurrent browser sessions (default 20)")
-    parser.add_argument("--seconds", type=float, default=60, help="how long every session keeps asking (default 60)")
-    parser.add_argument("--catalog", help="a built catalogue folder (default: a 400-product fashion sample "
-                                          "built into --work)")
-    parser.add_argument("--models", help="comma-separated model ids (default: up to 4 built models)")
+    parser.add_argument(
+        "--sessions", type=int, default=20, help="concurrent browser sessions (default 20)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=60, help="how long every session keeps asking (default 60)"
+    )
+    parser.add_argument(
+        "--catalog",
+        help="a built catalogue folder (default: a 400-product fashion sample built into --work)",
+    )
+    parser.add_argument(
+        "--models", help="comma-separated model ids (default: up to 4 built models)"
+    )
     parser.add_argument("-k", type=int, default=10, help="results per model (default 10)")
-    parser.add_argument("--timeout", type=float, default=180, help="seconds one query may take before it "
-                                                                   "counts as an error (default 180)")
-    parser.add_argument("--think", type=float, default=0.0, help="mean pause between a session's queries, "
-                                                                 "in seconds (default 0: back to back)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=180,
+        help="seconds one query may take before it counts as an error (default 180)",
+    )
+    parser.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        help="mean pause between a session's queries, in seconds (default 0: back to back)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", default=str(DEFAULT_WORK), help=f"where the default catalogue is built "
-                                                                  f"(default {DEFAULT_WORK})")
+    parser.add_argument(
+        "--work",
+        default=str(DEFAULT_WORK),
+        help=f"where the default catalogue is built (default {DEFAULT_WORK})",
+    )
     args = parser.parse_args(argv)
     if args.sessions < 1 or args.sessions > 99:
         parser.error("--sessions must be between 1 and 99 (markers have two digits)")
@@ -675,8 +824,17 @@ def main(argv: list[str] | None = None) -> int:
         catalog = default_catalogue(Path(args.work).expanduser())
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     with tempfile.TemporaryDirectory(prefix="bench-load-") as scratch:
-        figures = run(catalog, sessions=args.sessions, seconds=args.seconds, models=models, k=args.k,
-                      timeout_s=args.timeout, think_s=args.think, seed=args.seed, log_dir=Path(scratch))
+        figures = run(
+            catalog,
+            sessions=args.sessions,
+            seconds=args.seconds,
+            models=models,
+            k=args.k,
+            timeout_s=args.timeout,
+            think_s=args.think,
+            seed=args.seed,
+            log_dir=Path(scratch),
+        )
     print(json.dumps(figures, indent=2))
     return 0
 

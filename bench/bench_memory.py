@@ -42,9 +42,22 @@ def float16_copy(catalogue_dir: Path, models: list[str], out: Path) -> Path:
             continue
         log(f"writing a float16 copy of {model_id}")
         ids, vectors = load_vectors(source.model_dir(model_id))
-        keep = {k: manifest[k] for k in ("model_id", "weights_id", "description", "has_text",
-                                         "catalogue_fingerprint", "catalogue_count", "failed") if k in manifest}
-        written = write_model_index(target, ids=ids, vectors=vectors, manifest=keep, store_dtype="float16")
+        keep = {
+            k: manifest[k]
+            for k in (
+                "model_id",
+                "weights_id",
+                "description",
+                "has_text",
+                "catalogue_fingerprint",
+                "catalogue_count",
+                "failed",
+            )
+            if k in manifest
+        }
+        written = write_model_index(
+            target, ids=ids, vectors=vectors, manifest=keep, store_dtype="float16"
+        )
         written["built_at"] = f"float16 of {manifest['built_at']}"
         (target / "manifest.json").write_text(json.dumps(written, indent=2))
     return out
@@ -52,7 +65,9 @@ def float16_copy(catalogue_dir: Path, models: list[str], out: Path) -> Path:
 
 def probe(catalogue_dir: str, models: list[str], mmap: bool, queries: int) -> dict:
     """Run in a fresh process: what serving these indexes costs in memory and time."""
-    cached = {m: page_cache_share(Path(catalogue_dir) / "models" / m / "index.faiss") for m in models}
+    cached = {
+        m: page_cache_share(Path(catalogue_dir) / "models" / m / "index.faiss") for m in models
+    }
     started = time.perf_counter()
     from embeddings.catalog import Catalogue
     from embeddings.search import Searcher, open_index
@@ -74,12 +89,21 @@ def probe(catalogue_dir: str, models: list[str], mmap: bool, queries: int) -> di
     step = max(1, len(ids) // queries)
     for item_id in ids[::step][:queries]:
         searcher.search_item(item_id, models, 10)
-    return {"mmap": mmap, "page_cache_before": cached, "catalogue_open_s": catalogue_s, "index_open_s": open_s,
-            "first_query_s": first_query_s, "first_query_hits": {m: len(h) for m, h in first.items()},
-            "rss_after_catalogue": after_catalogue, "rss_after_open": after_open,
-            "rss_after_queries": rss_mib(), "torch_imported": "torch" in sys.modules,
-            "index_files_mib": {m: (catalogue.model_dir(m) / "index.faiss").stat().st_size / 2**20
-                                for m in models}}
+    return {
+        "mmap": mmap,
+        "page_cache_before": cached,
+        "catalogue_open_s": catalogue_s,
+        "index_open_s": open_s,
+        "first_query_s": first_query_s,
+        "first_query_hits": {m: len(h) for m, h in first.items()},
+        "rss_after_catalogue": after_catalogue,
+        "rss_after_open": after_open,
+        "rss_after_queries": rss_mib(),
+        "torch_imported": "torch" in sys.modules,
+        "index_files_mib": {
+            m: (catalogue.model_dir(m) / "index.faiss").stat().st_size / 2**20 for m in models
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,9 +125,22 @@ def main(argv: list[str] | None = None) -> int:
         if variant == "float16":
             directory = str(float16_copy(Path(args.catalogue), models, Path(args.work) / "float16"))
         log(f"memory probe: {variant}")
-        done = subprocess.run([sys.executable, __file__, "--catalogue", directory, "--models", args.models,
-                               "--queries", str(args.queries), "--probe", "copy" if variant == "copy" else "mmap"],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--catalogue",
+                directory,
+                "--models",
+                args.models,
+                "--queries",
+                str(args.queries),
+                "--probe",
+                "copy" if variant == "copy" else "mmap",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             result["variants"][variant] = {"error": done.stderr.strip().splitlines()[-1:]}
             continue

@@ -50,7 +50,7 @@ def synthetic(n: int, *, seed: int, dim: int = DIM) -> np.ndarray:
         spread = 0.5 * rng.standard_normal((m, LATENT), dtype=np.float32)
         points = centres[cluster] + np.einsum("ml,mld->md", spread, bases[cluster])
         points += 0.02 * rng.standard_normal((m, dim), dtype=np.float32)
-        out[start:start + m] = points / np.linalg.norm(points, axis=1, keepdims=True)
+        out[start : start + m] = points / np.linalg.norm(points, axis=1, keepdims=True)
     return out
 
 
@@ -59,7 +59,11 @@ def dataset(work: Path, n: int, queries: int) -> tuple[Path, Path, Path]:
     import faiss
 
     work.mkdir(parents=True, exist_ok=True)
-    base, query_file, truth_file = work / f"base-{n}.npy", work / f"queries-{queries}.npy", work / f"truth-{n}-{queries}.npy"
+    base, query_file, truth_file = (
+        work / f"base-{n}.npy",
+        work / f"queries-{queries}.npy",
+        work / f"truth-{n}-{queries}.npy",
+    )
     if not base.is_file():
         log(f"generating {n:,} x {DIM} clustered vectors")
         np.save(base, synthetic(n, seed=1))
@@ -76,7 +80,9 @@ def dataset(work: Path, n: int, queries: int) -> tuple[Path, Path, Path]:
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f[f >= 0]) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
+    return float(
+        np.mean([len(set(f[f >= 0]) & set(t)) / K for f, t in zip(found, truth, strict=True)])
+    )
 
 
 def timed_queries(search, queries: np.ndarray, warmup: int = 3) -> tuple[dict, np.ndarray]:
@@ -89,12 +95,25 @@ def timed_queries(search, queries: np.ndarray, warmup: int = 3) -> tuple[dict, n
         rows = search(q)
         durations.append(time.perf_counter() - started)
         cpu.append(time.thread_time() - started_cpu)
-        found.append(np.pad(np.asarray(rows[:K], dtype=np.int64), (0, K - min(K, len(rows))), constant_values=-1))
+        found.append(
+            np.pad(
+                np.asarray(rows[:K], dtype=np.int64), (0, K - min(K, len(rows))), constant_values=-1
+            )
+        )
     return percentiles(durations, cpu), np.stack(found)
 
 
-def run_faiss(engine: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, *, hnsw_m: int,
-              ef_construction: int, ef_values: list[int], work: Path) -> dict:
+def run_faiss(
+    engine: str,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    *,
+    hnsw_m: int,
+    ef_construction: int,
+    ef_values: list[int],
+    work: Path,
+) -> dict:
     """FAISS flat or HNSW. An HNSW graph is kept in `work` once built (building 1M vectors takes
     many minutes on 2 cores): later runs load it and report the figures of the build that made it."""
     import faiss
@@ -108,7 +127,9 @@ def run_faiss(engine: str, vectors: np.ndarray, queries: np.ndarray, truth: np.n
         out = {**json.loads(cached_figures.read_text()), "cached_graph": str(cached)}
     else:
         started = time.perf_counter()
-        faiss.omp_set_num_threads(os.cpu_count() or 1)  # building may use every core; queries use one
+        faiss.omp_set_num_threads(
+            os.cpu_count() or 1
+        )  # building may use every core; queries use one
         if engine == "faiss-flat":
             index = faiss.IndexFlatIP(DIM)
         else:
@@ -116,8 +137,13 @@ def run_faiss(engine: str, vectors: np.ndarray, queries: np.ndarray, truth: np.n
             index.hnsw.efConstruction = ef_construction
         index.add(vectors)
         build_s = time.perf_counter() - started
-        out = {"build_s": build_s, "build_threads": os.cpu_count(), "memory_mib": rss_mib().get("RssAnon", 0.0) - before,
-               "vectors_mib": vectors.nbytes / 2**20, "built_at": time.strftime("%Y-%m-%d %H:%M")}
+        out = {
+            "build_s": build_s,
+            "build_threads": os.cpu_count(),
+            "memory_mib": rss_mib().get("RssAnon", 0.0) - before,
+            "vectors_mib": vectors.nbytes / 2**20,
+            "built_at": time.strftime("%Y-%m-%d %H:%M"),
+        }
         if engine == "faiss-hnsw":
             faiss.write_index(index, str(cached))
             cached_figures.write_text(json.dumps(out))
@@ -131,12 +157,23 @@ def run_faiss(engine: str, vectors: np.ndarray, queries: np.ndarray, truth: np.n
         index.hnsw.efSearch = ef
         latency, found = timed_queries(lambda q: index.search(q[None], K)[1][0], queries)
         out["by_ef"][str(ef)] = {"latency": latency, "recall_at_10": recall(found, truth)}
-        log(f"{engine} ef={ef}: recall {out['by_ef'][str(ef)]['recall_at_10']:.4f} p95 {latency['p95_ms']:.3f} ms")
+        log(
+            f"{engine} ef={ef}: recall {out['by_ef'][str(ef)]['recall_at_10']:.4f} p95 {latency['p95_ms']:.3f} ms"
+        )
     return out
 
 
-def run_milvus(engine: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, *, work: Path,
-               hnsw_m: int, ef_construction: int, ef_values: list[int]) -> dict:
+def run_milvus(
+    engine: str,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    *,
+    work: Path,
+    hnsw_m: int,
+    ef_construction: int,
+    ef_values: list[int],
+) -> dict:
     """Milvus Lite through pymilvus, as the app uses it (gRPC to the in-process Lite server)."""
     import shutil
 
@@ -153,9 +190,15 @@ def run_milvus(engine: str, vectors: np.ndarray, queries: np.ndarray, truth: np.
     if engine == "milvus-flat":
         params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
     else:
-        params.add_index(field_name="vector", index_type="HNSW", metric_type="IP",
-                         params={"M": hnsw_m, "efConstruction": ef_construction})
-    client.create_collection("bench", schema=schema, index_params=params, consistency_level="Bounded")
+        params.add_index(
+            field_name="vector",
+            index_type="HNSW",
+            metric_type="IP",
+            params={"M": hnsw_m, "efConstruction": ef_construction},
+        )
+    client.create_collection(
+        "bench", schema=schema, index_params=params, consistency_level="Bounded"
+    )
     started = time.perf_counter()
     batch = 8192
     for start in range(0, len(vectors), batch):
@@ -173,8 +216,13 @@ def run_milvus(engine: str, vectors: np.ndarray, queries: np.ndarray, truth: np.
     build_s = time.perf_counter() - started
     memory = rss_mib().get("RssAnon", 0.0) - before
     time.sleep(5)  # let Lite's background flush/compaction threads finish before timing queries
-    out = {"insert_s": insert_s, "build_s": build_s, "memory_mib": memory, "index_state": described,
-           "note": "Milvus Lite runs in this process (a gRPC server on a thread); memory includes its copies"}
+    out = {
+        "insert_s": insert_s,
+        "build_s": build_s,
+        "memory_mib": memory,
+        "index_state": described,
+        "note": "Milvus Lite runs in this process (a gRPC server on a thread); memory includes its copies",
+    }
 
     def search(q, ef=None):
         params = {"metric_type": "IP", **({"params": {"ef": ef}} if ef else {})}
@@ -189,11 +237,15 @@ def run_milvus(engine: str, vectors: np.ndarray, queries: np.ndarray, truth: np.
         for ef in ef_values:
             latency, found = timed_queries(lambda q, ef=ef: search(q, ef), queries, warmup=20)
             out["by_ef"][str(ef)] = {"latency": latency, "recall_at_10": recall(found, truth)}
-            log(f"{engine} ef={ef}: recall {out['by_ef'][str(ef)]['recall_at_10']:.4f} p95 {latency['p95_ms']:.3f} ms")
+            log(
+                f"{engine} ef={ef}: recall {out['by_ef'][str(ef)]['recall_at_10']:.4f} p95 {latency['p95_ms']:.3f} ms"
+            )
     client.close()
     from milvus_lite import server_manager_instance
 
-    server_manager_instance.release_server(str(db))  # stop the in-process server before deleting its files
+    server_manager_instance.release_server(
+        str(db)
+    )  # stop the in-process server before deleting its files
     shutil.rmtree(db, ignore_errors=True)
     return out
 
@@ -203,14 +255,32 @@ def run_engine(args) -> dict:
     base, query_file, truth_file = dataset(work, args.size, args.queries)
     vectors = np.ascontiguousarray(np.load(base))
     queries, truth = np.load(query_file), np.load(truth_file)
-    ef_values = [int(e) for e in (args.milvus_ef if args.engine.startswith("milvus") else args.ef).split(",")]
+    ef_values = [
+        int(e) for e in (args.milvus_ef if args.engine.startswith("milvus") else args.ef).split(",")
+    ]
     log(f"{args.engine} at {args.size:,}")
     if args.engine.startswith("faiss"):
-        result = run_faiss(args.engine, vectors, queries, truth, hnsw_m=args.hnsw_m,
-                           ef_construction=args.ef_construction, ef_values=ef_values, work=work)
+        result = run_faiss(
+            args.engine,
+            vectors,
+            queries,
+            truth,
+            hnsw_m=args.hnsw_m,
+            ef_construction=args.ef_construction,
+            ef_values=ef_values,
+            work=work,
+        )
     else:
-        result = run_milvus(args.engine, vectors, queries, truth, work=work, hnsw_m=args.hnsw_m,
-                            ef_construction=args.ef_construction, ef_values=ef_values)
+        result = run_milvus(
+            args.engine,
+            vectors,
+            queries,
+            truth,
+            work=work,
+            hnsw_m=args.hnsw_m,
+            ef_construction=args.ef_construction,
+            ef_values=ef_values,
+        )
     result["peak_rss_mib"] = rss_mib().get("VmHWM")
     return result
 
@@ -219,15 +289,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--engines", default=",".join(ENGINES))
-    parser.add_argument("--engines-for", action="append", default=[], metavar="SIZE=ENGINES",
-                        help="other engines at one size, e.g. 1000000=faiss-flat,faiss-hnsw")
+    parser.add_argument(
+        "--engines-for",
+        action="append",
+        default=[],
+        metavar="SIZE=ENGINES",
+        help="other engines at one size, e.g. 1000000=faiss-flat,faiss-hnsw",
+    )
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--hnsw-m", type=int, default=HNSW_M, help=f"default: the library's ({HNSW_M})")
-    parser.add_argument("--ef-construction", type=int, default=HNSW_EF_CONSTRUCTION,
-                        help=f"default: the library's build setting ({HNSW_EF_CONSTRUCTION})")
+    parser.add_argument(
+        "--hnsw-m", type=int, default=HNSW_M, help=f"default: the library's ({HNSW_M})"
+    )
+    parser.add_argument(
+        "--ef-construction",
+        type=int,
+        default=HNSW_EF_CONSTRUCTION,
+        help=f"default: the library's build setting ({HNSW_EF_CONSTRUCTION})",
+    )
     parser.add_argument("--ef", default="16,32,64,128,256")
-    parser.add_argument("--milvus-ef", default="64,128",
-                        help="efSearch values on Milvus Lite (its queries cost O(n) Python work each)")
+    parser.add_argument(
+        "--milvus-ef",
+        default="64,128",
+        help="efSearch values on Milvus Lite (its queries cost O(n) Python work each)",
+    )
     parser.add_argument("--work", default="/tmp/embeddings-bench-scale")
     parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
@@ -240,26 +324,66 @@ def main(argv: list[str] | None = None) -> int:
         emit(run_engine(args))
         return 0
 
-    per_size = {int(size): engines for size, engines in (pair.split("=", 1) for pair in args.engines_for)}
-    result = {"machine": machine(), "dim": DIM, "clusters": CLUSTERS, "latent": LATENT, "queries": args.queries,
-              "k": K, "threads": 1, "sizes": {}}
+    per_size = {
+        int(size): engines for size, engines in (pair.split("=", 1) for pair in args.engines_for)
+    }
+    result = {
+        "machine": machine(),
+        "dim": DIM,
+        "clusters": CLUSTERS,
+        "latent": LATENT,
+        "queries": args.queries,
+        "k": K,
+        "threads": 1,
+        "sizes": {},
+    }
     for size in (int(s) for s in args.sizes.split(",") if s):
         # In a child process too: the exact ground truth needs the vectors in RAM, this process must not.
-        subprocess.run([sys.executable, __file__, "--prepare", "--size", str(size), "--queries", str(args.queries),
-                        "--work", args.work], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--prepare",
+                "--size",
+                str(size),
+                "--queries",
+                str(args.queries),
+                "--work",
+                args.work,
+            ],
+            check=True,
+        )
         result["sizes"][str(size)] = {}
         for engine in per_size.get(size, args.engines).split(","):
             if engine not in ENGINES:
                 raise SystemExit(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-            command = [sys.executable, __file__, "--engine", engine, "--size", str(size), "--queries",
-                       str(args.queries), "--hnsw-m", str(args.hnsw_m), "--ef-construction",
-                       str(args.ef_construction), "--ef", args.ef, "--milvus-ef", args.milvus_ef,
-                       "--work", args.work]
+            command = [
+                sys.executable,
+                __file__,
+                "--engine",
+                engine,
+                "--size",
+                str(size),
+                "--queries",
+                str(args.queries),
+                "--hnsw-m",
+                str(args.hnsw_m),
+                "--ef-construction",
+                str(args.ef_construction),
+                "--ef",
+                args.ef,
+                "--milvus-ef",
+                args.milvus_ef,
+                "--work",
+                args.work,
+            ]
             started = time.perf_counter()
             done = subprocess.run(command, capture_output=True, text=True)
             sys.stderr.write(done.stderr[-4000:])
             if done.returncode != 0:
-                result["sizes"][str(size)][engine] = {"error": done.stderr.strip().splitlines()[-1:]}
+                result["sizes"][str(size)][engine] = {
+                    "error": done.stderr.strip().splitlines()[-1:]
+                }
                 continue
             entry = json.loads(done.stdout.strip().splitlines()[-1])
             entry["wall_s"] = time.perf_counter() - started

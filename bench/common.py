@@ -18,7 +18,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # `python bench/x.py` from anywhere finds the `embeddings` package
+    sys.path.insert(
+        0, str(REPO)
+    )  # `python bench/x.py` from anywhere finds the `embeddings` package
 
 #: Where the shared fashion dataset lives relative to the repository.
 SHARED_FASHION = REPO.parent / "shared" / "datasets" / "fashion-product-images-small"
@@ -26,7 +28,12 @@ SHARED_FASHION = REPO.parent / "shared" / "datasets" / "fashion-product-images-s
 
 def single_thread() -> None:
     """Pin BLAS, OpenMP and FAISS to one thread (call before importing numpy for BLAS to obey)."""
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    for name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    ):
         os.environ[name] = "1"
     try:
         import faiss
@@ -43,11 +50,17 @@ def percentiles(seconds: list[float], cpu_seconds: list[float] | None = None) ->
     import numpy as np
 
     ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    out = {"n": int(len(ms)), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-           "mean_ms": float(ms.mean())}
+    out = {
+        "n": int(len(ms)),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "mean_ms": float(ms.mean()),
+    }
     if cpu_seconds is not None:
         cpu = np.asarray(cpu_seconds, dtype=np.float64) * 1000.0
-        out.update(cpu_p50_ms=float(np.percentile(cpu, 50)), cpu_p95_ms=float(np.percentile(cpu, 95)))
+        out.update(
+            cpu_p50_ms=float(np.percentile(cpu, 50)), cpu_p95_ms=float(np.percentile(cpu, 95))
+        )
     return out
 
 
@@ -64,7 +77,9 @@ def time_each(fn: Callable[[int], object], n: int, *, warmup: int = 3) -> dict:
     return percentiles(durations, cpu)
 
 
-def time_interleaved(methods: dict[str, Callable[[int], object]], n: int, *, warmup: int = 3) -> dict[str, dict]:
+def time_interleaved(
+    methods: dict[str, Callable[[int], object]], n: int, *, warmup: int = 3
+) -> dict[str, dict]:
     """Time several ways of answering the same n queries, round-robin, so a burst of load from
     other processes hits every method alike (fairer ratios on a shared machine).
 
@@ -118,8 +133,11 @@ def page_cache_share(path: str | Path) -> float | None:
     path = Path(path)
     if not path.is_file() or not shutil.which("fincore") or path.stat().st_size == 0:
         return None
-    done = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        capture_output=True,
+        text=True,
+    )
     try:
         return min(1.0, int(done.stdout.split()[0]) / path.stat().st_size)  # RES counts whole pages
     except (IndexError, ValueError):
@@ -135,7 +153,11 @@ def evict_from_page_cache(path: str | Path) -> None:
 
 def machine() -> dict:
     """CPU, cores, memory, load and library versions: the context every figure needs."""
-    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -147,7 +169,16 @@ def machine() -> dict:
     except OSError:
         pass
     versions = {}
-    for module in ("numpy", "faiss", "torch", "pandas", "sklearn", "pymilvus", "milvus_lite", "streamlit"):
+    for module in (
+        "numpy",
+        "faiss",
+        "torch",
+        "pandas",
+        "sklearn",
+        "pymilvus",
+        "milvus_lite",
+        "streamlit",
+    ):
         try:
             versions[module] = __import__(module).__version__
         except Exception:  # a missing optional library is reported as absent

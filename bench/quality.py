@@ -42,12 +42,19 @@ def ensure_bridge(catalogue: Catalogue, model_id: str, *, retrain: bool, seed: i
     if manifest is not None and not retrain:
         try:
             check_bridge_manifest(manifest, catalogue=catalogue, model_id=model_id)
-            print(f"[{model_id}] text bridge up to date (trained {manifest.get('trained_at')})", file=sys.stderr)
+            print(
+                f"[{model_id}] text bridge up to date (trained {manifest.get('trained_at')})",
+                file=sys.stderr,
+            )
             return
         except EmbeddingsError as exc:
             print(f"[{model_id}] retraining: {exc}", file=sys.stderr)
     summary = train_bridge_for_catalogue(
-        catalogue, model_id, seed=seed, progress=lambda message: print(f"[{model_id}] {message}", file=sys.stderr))
+        catalogue,
+        model_id,
+        seed=seed,
+        progress=lambda message: print(f"[{model_id}] {message}", file=sys.stderr),
+    )
     print(f"[{model_id}] text bridge: {summary}", file=sys.stderr)
 
 
@@ -64,34 +71,52 @@ def quality_table(result, label_main: str = "articleType") -> str:
     header = ["model"]
     for label in IMAGE_LABELS:
         header += [f"img→img {label} P@{K}", f"mAP@{K}"]
-    header += [f"text→img own product R@{K}", f"text→img {label_main} P@{K}", "text via",
-               f"bridge held-out R@{K} (n titles rank n images)"]
+    header += [
+        f"text→img own product R@{K}",
+        f"text→img {label_main} P@{K}",
+        "text via",
+        f"bridge held-out R@{K} (n titles rank n images)",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     chance = ["*chance*"]
     for model_id, entry in manifest["models"].items():
         cells = [f"`{model_id}`"]
         for label in IMAGE_LABELS:
-            cells += [fmt(result.value(model_id, "image", label, "precision", K)),
-                      fmt(result.value(model_id, "image", label, "map", K))]
-        cells += [fmt(result.value(model_id, "text", OWN_PRODUCT, "recall", K)),
-                  fmt(result.value(model_id, "text", label_main, "precision", K)),
-                  entry.get("text") or "–"]
+            cells += [
+                fmt(result.value(model_id, "image", label, "precision", K)),
+                fmt(result.value(model_id, "image", label, "map", K)),
+            ]
+        cells += [
+            fmt(result.value(model_id, "text", OWN_PRODUCT, "recall", K)),
+            fmt(result.value(model_id, "text", label_main, "precision", K)),
+            entry.get("text") or "–",
+        ]
         holdout = (entry.get("bridge") or {}).get("holdout") or {}
-        cells.append(f"{fmt(holdout.get(f'recall@{K}'))} ({holdout.get('queries', 0):,} titles)"
-                     if holdout else "–")
+        cells.append(
+            f"{fmt(holdout.get(f'recall@{K}'))} ({holdout.get('queries', 0):,} titles)"
+            if holdout
+            else "–"
+        )
         lines.append("| " + " | ".join(cells) + " |")
     first = next(iter(manifest["models"]))
     for label in IMAGE_LABELS:
         chance += [fmt(result.value(first, "image", label, "chance", K)), ""]
     text_models = [m for m, e in manifest["models"].items() if e.get("text")]
-    holdouts = [(manifest["models"][m].get("bridge") or {}).get("holdout") or {} for m in text_models]
-    chance += [fmt(result.value(text_models[0], "text", OWN_PRODUCT, "chance", K)) if text_models else "–",
-               fmt(result.value(text_models[0], "text", label_main, "chance", K)) if text_models else "–", "",
-               fmt(next((h.get(f"chance_recall@{K}") for h in holdouts if h), None))]
+    holdouts = [
+        (manifest["models"][m].get("bridge") or {}).get("holdout") or {} for m in text_models
+    ]
+    chance += [
+        fmt(result.value(text_models[0], "text", OWN_PRODUCT, "chance", K)) if text_models else "–",
+        fmt(result.value(text_models[0], "text", label_main, "chance", K)) if text_models else "–",
+        "",
+        fmt(next((h.get(f"chance_recall@{K}") for h in holdouts if h), None)),
+    ]
     lines.append("| " + " | ".join(chance) + " |")
     for model_id in PLACEHOLDER_MODELS:
         if model_id not in manifest["models"]:
-            lines.append(f"| `{model_id}` | " + " | ".join(["to measure"] * (len(header) - 1)) + " |")
+            lines.append(
+                f"| `{model_id}` | " + " | ".join(["to measure"] * (len(header) - 1)) + " |"
+            )
     notes = [
         "",
         f"{manifest['catalogue']['count']:,} products ({manifest['catalogue']['name']}); image queries: "
@@ -103,12 +128,18 @@ def quality_table(result, label_main: str = "articleType") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--catalog", required=True, help="a built catalogue folder (or its name in the data folder)")
+    parser.add_argument(
+        "--catalog", required=True, help="a built catalogue folder (or its name in the data folder)"
+    )
     parser.add_argument("--models", default="pixels,efficientnet-lite0")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--retrain", action="store_true", help="retrain the text bridges even when up to date")
-    parser.add_argument("--no-bridges", action="store_true", help="evaluate without training any bridge")
+    parser.add_argument(
+        "--retrain", action="store_true", help="retrain the text bridges even when up to date"
+    )
+    parser.add_argument(
+        "--no-bridges", action="store_true", help="evaluate without training any bridge"
+    )
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     try:
@@ -121,12 +152,17 @@ def main(argv: list[str] | None = None) -> int:
         def progress(done: int, total: int) -> None:
             print(f"evaluated {done}/{total} (model, task) steps", file=sys.stderr)
 
-        result = evaluate_catalogue(catalogue, models, queries=args.queries, seed=args.seed, progress=progress)
+        result = evaluate_catalogue(
+            catalogue, models, queries=args.queries, seed=args.seed, progress=progress
+        )
     except EmbeddingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     paths = save_results(catalogue, result)
-    print(f"saved {paths['json']} and {paths['markdown']} ({result.manifest['seconds']:.0f} s)", file=sys.stderr)
+    print(
+        f"saved {paths['json']} and {paths['markdown']} ({result.manifest['seconds']:.0f} s)",
+        file=sys.stderr,
+    )
     print(quality_table(result))
     return 0
 

@@ -58,14 +58,18 @@ def run_times(results: dict) -> str:
     """How long the runner took, per invocation, and what of it later runs reuse."""
     seconds = results.get("run_seconds") or [results.get("total_seconds", 0)]
     invocations = results.get("invocations") or [""]
-    graph = ((((results.get("scale") or {}).get("sizes") or {}).get("1000000") or {}).get("faiss-hnsw") or {})
+    graph = (((results.get("scale") or {}).get("sizes") or {}).get("1000000") or {}).get(
+        "faiss-hnsw"
+    ) or {}
     first = f"{seconds[0] / 60:.1f} min for the whole run"
     if "build_s" in graph and "cached_graph" not in graph:
-        first += (f" (of which {graph['build_s'] / 60:.1f} min built the 1M-vector HNSW graph, which later runs "
-                  "load from the work folder)")
+        first += (
+            f" (of which {graph['build_s'] / 60:.1f} min built the 1M-vector HNSW graph, which later runs "
+            "load from the work folder)"
+        )
     rest = []
     for spent, line in zip(seconds[1:], invocations[1:], strict=False):
-        flags = line[line.index("--only"):] if "--only" in line else line
+        flags = line[line.index("--only") :] if "--only" in line else line
         rest.append(f"{spent / 60:.1f} min for `{flags}`")
     return "; then ".join([first, *rest]) + "."
 
@@ -77,19 +81,27 @@ def query_rows(name: str, block: dict | None) -> list[str]:
     rows = []
     for model_id, r in block["models"].items():
         tutorial = r.get("tutorial", {})
-        tutorial_cell = (f"skipped: {tutorial['skipped']}" if "skipped" in tutorial
-                         else f"{p50_p95(tutorial)} (n={tutorial.get('n')})")
-        rows.append(f"| {r['count']:,} | {model_id} ({r['dim']:,}-d) | {tutorial_cell} | {p50_p95(r['numpy'])} "
-                    f"| {p50_p95(r['faiss_bare'])} | {p50_p95(r['ours'])} | {cpu_p50_p95(r['ours'])} "
-                    f"| {ratio(r.get('ratio_tutorial_over_ours_p50'))} | {r['ratio_ours_over_best_bare_p50']:.2f}x "
-                    f"| {r['ours_vs_numpy_top10_overlap']:.2f} |")
+        tutorial_cell = (
+            f"skipped: {tutorial['skipped']}"
+            if "skipped" in tutorial
+            else f"{p50_p95(tutorial)} (n={tutorial.get('n')})"
+        )
+        rows.append(
+            f"| {r['count']:,} | {model_id} ({r['dim']:,}-d) | {tutorial_cell} | {p50_p95(r['numpy'])} "
+            f"| {p50_p95(r['faiss_bare'])} | {p50_p95(r['ours'])} | {cpu_p50_p95(r['ours'])} "
+            f"| {ratio(r.get('ratio_tutorial_over_ours_p50'))} | {r['ratio_ours_over_best_bare_p50']:.2f}x "
+            f"| {r['ours_vs_numpy_top10_overlap']:.2f} |"
+        )
     return rows
 
 
 def best_hnsw(hnsw: dict, recall_target: float) -> tuple[str, dict] | None:
     """The smallest efSearch reaching the recall target (its figures), or None."""
-    candidates = [(int(ef), v) for ef, v in hnsw.get("by_efSearch", hnsw.get("by_ef", {})).items()
-                  if v.get("recall_at_10", 0) >= recall_target]
+    candidates = [
+        (int(ef), v)
+        for ef, v in hnsw.get("by_efSearch", hnsw.get("by_ef", {})).items()
+        if v.get("recall_at_10", 0) >= recall_target
+    ]
     if not candidates:
         return None
     ef, figures = min(candidates, key=lambda item: item[0])
@@ -101,41 +113,57 @@ def targets(results: dict) -> list[str]:
     full = (results.get("query_full") or {}).get("models", {}).get("efficientnet-lite0")
     if full and "ratio_tutorial_over_ours_p50" in full:
         r = full["ratio_tutorial_over_ours_p50"]
-        lines.append(f"| 44K `efficientnet-lite0` item query: exact search >= 150x faster than the tutorial's "
-                     f"method | tutorial p50 {ms(full['tutorial'])} ms vs ours {ms(full['ours'])} ms = "
-                     f"**{r:,.0f}x** | {verdict(r >= 150)} |")
+        lines.append(
+            f"| 44K `efficientnet-lite0` item query: exact search >= 150x faster than the tutorial's "
+            f"method | tutorial p50 {ms(full['tutorial'])} ms vs ours {ms(full['ours'])} ms = "
+            f"**{r:,.0f}x** | {verdict(r >= 150)} |"
+        )
     else:
-        lines.append(f"| 44K exact >= 150x faster than the tutorial | {MISSING} | {verdict(None)} |")
+        lines.append(
+            f"| 44K exact >= 150x faster than the tutorial | {MISSING} | {verdict(None)} |"
+        )
     if full:
         r = full["ratio_ours_over_best_bare_p50"]
-        lines.append(f"| ... and within 1.5x of a bare numpy/FAISS scan of the same matrix | ours p50 "
-                     f"{ms(full['ours'])} ms vs numpy {ms(full['numpy'])} / FAISS {ms(full['faiss_bare'])} ms = "
-                     f"**{r:.2f}x** | {verdict(r <= 1.5)} |")
+        lines.append(
+            f"| ... and within 1.5x of a bare numpy/FAISS scan of the same matrix | ours p50 "
+            f"{ms(full['ours'])} ms vs numpy {ms(full['numpy'])} / FAISS {ms(full['faiss_bare'])} ms = "
+            f"**{r:.2f}x** | {verdict(r <= 1.5)} |"
+        )
     hnsw = ((results.get("query_full") or {}).get("hnsw") or {}).get("efficientnet-lite0")
     if hnsw:
         found = best_hnsw(hnsw, 0.99)
         if found:
             ef, f = found
             p95 = f["ours"]["p95_ms"]
-            lines.append(f"| 44K HNSW: recall@10 >= 0.99 against exact and p95 < 0.5 ms | efSearch {ef}: recall "
-                         f"{f['recall_at_10']:.4f}, our call p95 **{p95:.3f} ms** wall, "
-                         f"{ms(f['ours'], 'cpu_p95_ms')} ms thread CPU (bare FAISS p95 "
-                         f"{f['faiss_bare']['p95_ms']:.3f} ms) | {verdict(p95 < 0.5)} |")
+            lines.append(
+                f"| 44K HNSW: recall@10 >= 0.99 against exact and p95 < 0.5 ms | efSearch {ef}: recall "
+                f"{f['recall_at_10']:.4f}, our call p95 **{p95:.3f} ms** wall, "
+                f"{ms(f['ours'], 'cpu_p95_ms')} ms thread CPU (bare FAISS p95 "
+                f"{f['faiss_bare']['p95_ms']:.3f} ms) | {verdict(p95 < 0.5)} |"
+            )
         else:
-            lines.append(f"| 44K HNSW recall@10 >= 0.99 | no efSearch tried reached 0.99 | {verdict(False)} |")
+            lines.append(
+                f"| 44K HNSW recall@10 >= 0.99 | no efSearch tried reached 0.99 | {verdict(False)} |"
+            )
     else:
         lines.append(f"| 44K HNSW recall >= 0.99, p95 < 0.5 ms | {MISSING} | {verdict(None)} |")
-    million = (((results.get("scale") or {}).get("sizes") or {}).get("1000000") or {}).get("faiss-hnsw")
+    million = (((results.get("scale") or {}).get("sizes") or {}).get("1000000") or {}).get(
+        "faiss-hnsw"
+    )
     if million and "by_ef" in million:
         found = best_hnsw(million, 0.95)
         if found:
             ef, f = found
             p95 = f["latency"]["p95_ms"]
-            lines.append(f"| 1M x 512: p95 < 2 ms at recall@10 >= 0.95 (FAISS HNSW) | efSearch {ef}: recall "
-                         f"{f['recall_at_10']:.4f}, p95 **{p95:.3f} ms** wall, "
-                         f"{ms(f['latency'], 'cpu_p95_ms')} ms thread CPU | {verdict(p95 < 2)} |")
+            lines.append(
+                f"| 1M x 512: p95 < 2 ms at recall@10 >= 0.95 (FAISS HNSW) | efSearch {ef}: recall "
+                f"{f['recall_at_10']:.4f}, p95 **{p95:.3f} ms** wall, "
+                f"{ms(f['latency'], 'cpu_p95_ms')} ms thread CPU | {verdict(p95 < 2)} |"
+            )
         else:
-            lines.append(f"| 1M: recall@10 >= 0.95 | no efSearch tried reached 0.95 | {verdict(False)} |")
+            lines.append(
+                f"| 1M: recall@10 >= 0.95 | no efSearch tried reached 0.95 | {verdict(False)} |"
+            )
     else:
         lines.append(f"| 1M: p95 < 2 ms at recall >= 0.95 | {MISSING} | {verdict(None)} |")
     effnet = ((results.get("build") or {}).get("models") or {}).get("efficientnet-lite0")
@@ -143,40 +171,59 @@ def targets(results: dict) -> list[str]:
         r = effnet["end_to_end_over_forward"]
         cpu = effnet.get("end_to_end_over_forward_cpu")
         cpu_text = f"; per CPU-second {cpu:.0%}" if cpu else ""
-        lines.append(f"| build: end-to-end >= 85% of forward-only (`efficientnet-lite0`) | "
-                     f"{effnet['end_to_end_items_per_s']:.1f} vs {effnet['forward_only_items_per_s']:.1f} img/s = "
-                     f"**{r:.0%}**{cpu_text} | {verdict(r >= 0.85)} |")
+        lines.append(
+            f"| build: end-to-end >= 85% of forward-only (`efficientnet-lite0`) | "
+            f"{effnet['end_to_end_items_per_s']:.1f} vs {effnet['forward_only_items_per_s']:.1f} img/s = "
+            f"**{r:.0%}**{cpu_text} | {verdict(r >= 0.85)} |"
+        )
     else:
         lines.append(f"| build >= 85% of forward-only | {MISSING} | {verdict(None)} |")
     app = results.get("app") or {}
     memory = (results.get("memory") or {}).get("variants", {}).get("mmap", {})
-    torch_flags = [v for v in (app.get("torch_loaded_in_server"), memory.get("torch_imported")) if v is not None]
+    torch_flags = [
+        v
+        for v in (app.get("torch_loaded_in_server"), memory.get("torch_imported"))
+        if v is not None
+    ]
     if torch_flags:
-        lines.append(f"| serving: browsing does not import torch | app server: "
-                     f"{'torch loaded' if app.get('torch_loaded_in_server') else 'no torch' if 'torch_loaded_in_server' in app else MISSING}; "
-                     f"core item queries: {'torch imported' if memory.get('torch_imported') else 'no torch'} | "
-                     f"{verdict(not any(torch_flags))} |")
+        lines.append(
+            f"| serving: browsing does not import torch | app server: "
+            f"{'torch loaded' if app.get('torch_loaded_in_server') else 'no torch' if 'torch_loaded_in_server' in app else MISSING}; "
+            f"core item queries: {'torch imported' if memory.get('torch_imported') else 'no torch'} | "
+            f"{verdict(not any(torch_flags))} |"
+        )
     if "peak_rss_mb" in app:
-        lines.append(f"| serving: peak RSS < 1 GB, full catalogue, two models ({', '.join(app.get('models', []))}) "
-                     f"| **{app['peak_rss_mb']:,.0f} MB** ({app.get('peak_rss_source')}) | "
-                     f"{verdict(app['peak_rss_mb'] < 1000)} |")
-        lines.append(f"| serving: cold start to first grid < 5 s (index files in the page cache: "
-                     f"{cache_text(app)}) | **{app['cold_start_s']:.2f} s** | {verdict(app['cold_start_s'] < 5)} |")
+        lines.append(
+            f"| serving: peak RSS < 1 GB, full catalogue, two models ({', '.join(app.get('models', []))}) "
+            f"| **{app['peak_rss_mb']:,.0f} MB** ({app.get('peak_rss_source')}) | "
+            f"{verdict(app['peak_rss_mb'] < 1000)} |"
+        )
+        lines.append(
+            f"| serving: cold start to first grid < 5 s (index files in the page cache: "
+            f"{cache_text(app)}) | **{app['cold_start_s']:.2f} s** | {verdict(app['cold_start_s'] < 5)} |"
+        )
         cold = results.get("app_cold_cache") or {}
         if "cold_start_s" in cold:
-            lines.append(f"| ... the same after evicting the index files from the page cache ({cache_text(cold)}"
-                         f" cached), as after a reboot | **{cold['cold_start_s']:.2f} s** | "
-                         f"{verdict(cold['cold_start_s'] < 5)} |")
+            lines.append(
+                f"| ... the same after evicting the index files from the page cache ({cache_text(cold)}"
+                f" cached), as after a reboot | **{cold['cold_start_s']:.2f} s** | "
+                f"{verdict(cold['cold_start_s'] < 5)} |"
+            )
     else:
-        lines.append(f"| serving: peak RSS < 1 GB; cold start < 5 s | {MISSING}: {app.get('error', '')} | "
-                     f"{verdict(None)} |")
+        lines.append(
+            f"| serving: peak RSS < 1 GB; cold start < 5 s | {MISSING}: {app.get('error', '')} | "
+            f"{verdict(None)} |"
+        )
     return lines
 
 
 def cache_text(run: dict) -> str:
     served = run.get("models")
-    shares = {m: v for m, v in (run.get("page_cache_before") or {}).items()
-              if v is not None and (not served or m in served)}
+    shares = {
+        m: v
+        for m, v in (run.get("page_cache_before") or {}).items()
+        if v is not None and (not served or m in served)
+    }
     if not shares:
         return "unknown"
     return ", ".join(f"{m} {v:.0%}" for m, v in shares.items())
@@ -200,30 +247,53 @@ def missed_notes(results: dict) -> list[str]:
             "is memory-mapped, so those pages are file-backed (shared, reclaimable page cache, counted in RSS when "
             f"touched); the core's private memory with both models is {mapped['rss_after_queries'].get('RssAnon', 0):,.0f} MiB "
             f"(serving memory table)."
-            + (f" With float16 indexes the app peaked at {app16['peak_rss_mb']:,.0f} MB." if "peak_rss_mb" in app16 else "")
-            + (f" The app serving `efficientnet-lite0` alone on the same catalogue peaked at "
-               f"{results['app_compact']['peak_rss_mb']:,.0f} MB." if "peak_rss_mb" in (results.get("app_compact") or {})
-               else ""))
+            + (
+                f" With float16 indexes the app peaked at {app16['peak_rss_mb']:,.0f} MB."
+                if "peak_rss_mb" in app16
+                else ""
+            )
+            + (
+                f" The app serving `efficientnet-lite0` alone on the same catalogue peaked at "
+                f"{results['app_compact']['peak_rss_mb']:,.0f} MB."
+                if "peak_rss_mb" in (results.get("app_compact") or {})
+                else ""
+            )
+        )
     cold = results.get("app_cold_cache") or {}
     if app.get("cold_start_s", 0) >= 5 or cold.get("cold_start_s", 0) >= 5:
-        others = [f"{label} {results[key]['cold_start_s']:.1f} s" for key, label in
-                  (("app_float16", "float16 indexes"), ("app_compact", "`efficientnet-lite0` alone"))
-                  if "cold_start_s" in (results.get(key) or {})]
-        rest = app.get("cold_start_s", 0) - app.get("server_answering_s", 0) - app.get("warm_page_load_s", 0)
-        text = (f"- **Cold start**: {app.get('cold_start_s', 0):.1f} s with the index files in the page cache "
-                f"({cache_text(app)})")
+        others = [
+            f"{label} {results[key]['cold_start_s']:.1f} s"
+            for key, label in (
+                ("app_float16", "float16 indexes"),
+                ("app_compact", "`efficientnet-lite0` alone"),
+            )
+            if "cold_start_s" in (results.get(key) or {})
+        ]
+        rest = (
+            app.get("cold_start_s", 0)
+            - app.get("server_answering_s", 0)
+            - app.get("warm_page_load_s", 0)
+        )
+        text = (
+            f"- **Cold start**: {app.get('cold_start_s', 0):.1f} s with the index files in the page cache "
+            f"({cache_text(app)})"
+        )
         if "cold_start_s" in cold:
             text += f", {cold['cold_start_s']:.1f} s after evicting them ({cache_text(cold)})"
-        text += (f". The server answered HTTP after {app.get('server_answering_s', 0):.1f} s and a second page on "
-                 f"the warm server showed its grids in {app.get('warm_page_load_s', 0):.1f} s; the remaining "
-                 f"~{max(0.0, rest):.1f} s is the first session's one-time work (the script's imports, opening the "
-                 "44K catalogue, mapping the indexes) and the first scan of each index, which pages the "
-                 "vectors in: 2.4 GiB for `pixels`, read from disk when not cached.")
+        text += (
+            f". The server answered HTTP after {app.get('server_answering_s', 0):.1f} s and a second page on "
+            f"the warm server showed its grids in {app.get('warm_page_load_s', 0):.1f} s; the remaining "
+            f"~{max(0.0, rest):.1f} s is the first session's one-time work (the script's imports, opening the "
+            "44K catalogue, mapping the indexes) and the first scan of each index, which pages the "
+            "vectors in: 2.4 GiB for `pixels`, read from disk when not cached."
+        )
         if others:
             text += f" Cold starts with less to page in, same run: {'; '.join(others)}."
         if mapped.get("first_query_s") is not None:
-            text += (f" In the core alone (serving memory table) the first query over both models took "
-                     f"{mapped['first_query_s']:.2f} s with {cache_text(mapped)} of the files cached.")
+            text += (
+                f" In the core alone (serving memory table) the first query over both models took "
+                f"{mapped['first_query_s']:.2f} s with {cache_text(mapped)} of the files cached."
+            )
         notes.append(text)
     return notes
 
@@ -234,221 +304,377 @@ def thread_cpu(engine: str, latency: dict) -> str:
 
 
 def write_report(results: dict, argv: list[str] | None = None) -> str:
-    out = ["# Benchmarks", "",
-           "Speed, memory and scale of the search engine, measured on this repository's machine. Generated by "
-           "`python bench/run.py` (its invocations and every command are at the end; raw figures: "
-           "`results.json` in the work folder). Latencies are one query at a time on one thread (BLAS, OpenMP and FAISS pinned to "
-           "1 thread), k=10, the query item excluded; p50 / p95 in milliseconds of wall-clock time. Where "
-           "shown, \"thread CPU\" is the same calls' CPU time on the querying thread: on this shared machine "
-           "the wall clock also counts time other processes held the core, so CPU time is what an idle "
-           "machine's wall clock would show for single-threaded work. Targets are judged on wall time.", "",
-           "## Machine", "", *machine_lines(results), "",
-           "## Targets (issue 5)", "", *targets(results), ""]
+    out = [
+        "# Benchmarks",
+        "",
+        "Speed, memory and scale of the search engine, measured on this repository's machine. Generated by "
+        "`python bench/run.py` (its invocations and every command are at the end; raw figures: "
+        "`results.json` in the work folder). Latencies are one query at a time on one thread (BLAS, OpenMP and FAISS pinned to "
+        "1 thread), k=10, the query item excluded; p50 / p95 in milliseconds of wall-clock time. Where "
+        'shown, "thread CPU" is the same calls\' CPU time on the querying thread: on this shared machine '
+        "the wall clock also counts time other processes held the core, so CPU time is what an idle "
+        "machine's wall clock would show for single-threaded work. Targets are judged on wall time.",
+        "",
+        "## Machine",
+        "",
+        *machine_lines(results),
+        "",
+        "## Targets (issue 5)",
+        "",
+        *targets(results),
+        "",
+    ]
 
     notes = missed_notes(results)
     if notes:
         out += ["### Why the missed targets are missed", "", *notes, ""]
 
-    out += ["## Query latency: the tutorial's method, numpy, FAISS, our search call", "",
-            "The tutorial's method: embeddings as Python lists in a pandas column, `cosine_similarity` of the "
-            "query's list against `df['embedding'].tolist()`, full argsort. numpy: `vectors @ q` + "
-            "argpartition on a float32 matrix in RAM. FAISS: `index.search` on the same (memory-mapped) index. "
-            "Ours: `Searcher.search_item(id, [model], 10)` as the app calls it (fetches the item's vector, "
-            "searches, maps rows to ids, drops the item). Overlap: our top-10 against numpy's, averaged over "
-            "50 queries (1.00 = the same items).", "",
-            "| products | model | tutorial p50 / p95 | numpy p50 / p95 | FAISS p50 / p95 | ours p50 / p95 | "
-            "ours, thread CPU | tutorial / ours | ours / best bare | overlap |", "|---|---|---|---|---|---|---|---|---|---|"]
+    out += [
+        "## Query latency: the tutorial's method, numpy, FAISS, our search call",
+        "",
+        "The tutorial's method: embeddings as Python lists in a pandas column, `cosine_similarity` of the "
+        "query's list against `df['embedding'].tolist()`, full argsort. numpy: `vectors @ q` + "
+        "argpartition on a float32 matrix in RAM. FAISS: `index.search` on the same (memory-mapped) index. "
+        "Ours: `Searcher.search_item(id, [model], 10)` as the app calls it (fetches the item's vector, "
+        "searches, maps rows to ids, drops the item). Overlap: our top-10 against numpy's, averaged over "
+        "50 queries (1.00 = the same items).",
+        "",
+        "| products | model | tutorial p50 / p95 | numpy p50 / p95 | FAISS p50 / p95 | ours p50 / p95 | "
+        "ours, thread CPU | tutorial / ours | ours / best bare | overlap |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     out += query_rows(f"{results.get('small_limit', 5000):,}", results.get("query_small"))
     out += query_rows("44,441", results.get("query_full"))
     out.append("")
-    blocks = [b for b in (results.get("query_small"), results.get("query_full")) if b and "models" in b]
-    few = sorted({(m, r["tutorial"]["n"]) for b in blocks for m, r in b["models"].items()
-                  if "n" in r.get("tutorial", {}) and r["tutorial"]["n"] < b["queries"]})
+    blocks = [
+        b for b in (results.get("query_small"), results.get("query_full")) if b and "models" in b
+    ]
+    few = sorted(
+        {
+            (m, r["tutorial"]["n"])
+            for b in blocks
+            for m, r in b["models"].items()
+            if "n" in r.get("tutorial", {}) and r["tutorial"]["n"] < b["queries"]
+        }
+    )
     if few:
-        out += ["The tutorial's method ran fewer queries where noted (n): each takes seconds there; "
-                "`python bench/run.py --full` runs 200. Its ratio is against our call timed on the same queries, "
-                "alternating with it.", ""]
+        out += [
+            "The tutorial's method ran fewer queries where noted (n): each takes seconds there; "
+            "`python bench/run.py --full` runs 200. Its ratio is against our call timed on the same queries, "
+            "alternating with it.",
+            "",
+        ]
     if any(r["ours_vs_numpy_top10_overlap"] < 1 for b in blocks for r in b["models"].values()):
-        out += ["An overlap below 1.00 comes from near-ties: float32 sums over thousands of dimensions, added in "
-                "another order by numpy and FAISS, swap items whose scores differ in the last digits.", ""]
+        out += [
+            "An overlap below 1.00 comes from near-ties: float32 sums over thousands of dimensions, added in "
+            "another order by numpy and FAISS, swap items whose scores differ in the last digits.",
+            "",
+        ]
 
     extra = []
     for key in ("query_small", "query_full"):
         for model_id, r in ((results.get(key) or {}).get("models") or {}).items():
             if "ours_float16" in r:
-                extra.append(f"| {r['count']:,} | {model_id} | float16 index | {p50_p95(r['ours_float16'])} | "
-                             f"{r['float16_index_mib']:.0f} MiB vs {r['float32_index_mib']:.0f} MiB float32; "
-                             f"top-10 overlap with float32 {r['float16_vs_float32_top10_overlap']:.3f} |")
+                extra.append(
+                    f"| {r['count']:,} | {model_id} | float16 index | {p50_p95(r['ours_float16'])} | "
+                    f"{r['float16_index_mib']:.0f} MiB vs {r['float32_index_mib']:.0f} MiB float32; "
+                    f"top-10 overlap with float32 {r['float16_vs_float32_top10_overlap']:.3f} |"
+                )
             if "ours_filtered" in r:
                 f = r["ours_filtered"]
-                extra.append(f"| {r['count']:,} | {model_id} | filtered `{f['filters']}` | {p50_p95(f)} | "
-                             f"{f['allowed']:,} products allowed; exact (FAISS id selector) |")
+                extra.append(
+                    f"| {r['count']:,} | {model_id} | filtered `{f['filters']}` | {p50_p95(f)} | "
+                    f"{f['allowed']:,} products allowed; exact (FAISS id selector) |"
+                )
         side = (results.get(key) or {}).get("side_by_side")
         if side:
-            extra.append(f"| {(results.get(key) or {}).get('products', 0):,} | {' + '.join(side['models'])} | "
-                         f"side by side, one call | {p50_p95(side['ours'])} | every built model, one item query |")
+            extra.append(
+                f"| {(results.get(key) or {}).get('products', 0):,} | {' + '.join(side['models'])} | "
+                f"side by side, one call | {p50_p95(side['ours'])} | every built model, one item query |"
+            )
     if extra:
-        out += ["### Variants of our search call", "", "| products | model | variant | p50 / p95 | notes |",
-                "|---|---|---|---|---|", *extra, ""]
+        out += [
+            "### Variants of our search call",
+            "",
+            "| products | model | variant | p50 / p95 | notes |",
+            "|---|---|---|---|---|",
+            *extra,
+            "",
+        ]
 
     hnsw_rows = []
     for key in ("query_small", "query_full"):
         block = results.get(key) or {}
         for model_id, h in (block.get("hnsw") or {}).items():
             for ef, f in h["by_efSearch"].items():
-                hnsw_rows.append(f"| {h['count']:,} | {model_id} | {ef} | {f['recall_at_10']:.4f} | "
-                                 f"{p50_p95(f['ours'])} | {cpu_p50_p95(f['ours'])} | {p50_p95(f['faiss_bare'])} | "
-                                 f"{h['build_s']:.1f} s "
-                                 f"({h['threads_for_build']} threads) |")
+                hnsw_rows.append(
+                    f"| {h['count']:,} | {model_id} | {ef} | {f['recall_at_10']:.4f} | "
+                    f"{p50_p95(f['ours'])} | {cpu_p50_p95(f['ours'])} | {p50_p95(f['faiss_bare'])} | "
+                    f"{h['build_s']:.1f} s "
+                    f"({h['threads_for_build']} threads) |"
+                )
     if hnsw_rows:
-        out += ["### HNSW on the real embeddings", "",
-                "An `IndexHNSWFlat` over the same vectors with the library's build settings (M=32, "
-                "efConstruction=200); recall@10 against the exact top-10 of the same queries.", "",
-                "| products | model | efSearch | recall@10 | ours p50 / p95 | ours, thread CPU p50 / p95 | "
-                "FAISS p50 / p95 | build |",
-                "|---|---|---|---|---|---|---|---|", *hnsw_rows, ""]
+        out += [
+            "### HNSW on the real embeddings",
+            "",
+            "An `IndexHNSWFlat` over the same vectors with the library's build settings (M=32, "
+            "efConstruction=200); recall@10 against the exact top-10 of the same queries.",
+            "",
+            "| products | model | efSearch | recall@10 | ours p50 / p95 | ours, thread CPU p50 / p95 | "
+            "FAISS p50 / p95 | build |",
+            "|---|---|---|---|---|---|---|---|",
+            *hnsw_rows,
+            "",
+        ]
 
     build = results.get("build") or {}
-    out += ["## Build throughput", "",
-            "End-to-end: `build_model_index` (decode JPEGs in 2 threads, preprocess, forward, save chunks) in "
-            "items/s of its embedding loop; forward-only: the model's `embed_prepared` on the same batches, "
-            "already decoded (mean of a run before and one after the build). Per CPU-second figures are less "
-            "sensitive to other processes on the machine.", ""]
+    out += [
+        "## Build throughput",
+        "",
+        "End-to-end: `build_model_index` (decode JPEGs in 2 threads, preprocess, forward, save chunks) in "
+        "items/s of its embedding loop; forward-only: the model's `embed_prepared` on the same batches, "
+        "already decoded (mean of a run before and one after the build). Per CPU-second figures are less "
+        "sensitive to other processes on the machine.",
+        "",
+    ]
     if build.get("models"):
-        out += ["| model | items | batch | forward-only img/s | end-to-end img/s | end-to-end / forward | "
-                "per CPU-s: forward / end-to-end | decode+prepare, 1 thread |", "|---|---|---|---|---|---|---|---|"]
+        out += [
+            "| model | items | batch | forward-only img/s | end-to-end img/s | end-to-end / forward | "
+            "per CPU-s: forward / end-to-end | decode+prepare, 1 thread |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for model_id, r in build["models"].items():
-            cpu = (f"{r['forward_only_items_per_cpu_s']:,.1f} / {r['end_to_end_items_per_cpu_s']:,.1f}"
-                   if "end_to_end_items_per_cpu_s" in r else "—")
-            out.append(f"| {model_id} | {r['items']:,} | {r['batch_size']} | {r['forward_only_items_per_s']:,.1f} | "
-                       f"{r['end_to_end_items_per_s']:,.1f} | {r['end_to_end_over_forward']:.0%} | {cpu} | "
-                       f"{r['prepare_single_thread_items_per_s']:,.0f} img/s |")
+            cpu = (
+                f"{r['forward_only_items_per_cpu_s']:,.1f} / {r['end_to_end_items_per_cpu_s']:,.1f}"
+                if "end_to_end_items_per_cpu_s" in r
+                else "—"
+            )
+            out.append(
+                f"| {model_id} | {r['items']:,} | {r['batch_size']} | {r['forward_only_items_per_s']:,.1f} | "
+                f"{r['end_to_end_items_per_s']:,.1f} | {r['end_to_end_over_forward']:.0%} | {cpu} | "
+                f"{r['prepare_single_thread_items_per_s']:,.0f} img/s |"
+            )
         out.append("")
-        out.append("For `pixels` the \"model\" is a reshape and a normalisation, so its end-to-end rate is the "
-                   "JPEG decoding rate; the ratio only means something for a real network.")
+        out.append(
+            'For `pixels` the "model" is a reshape and a normalisation, so its end-to-end rate is the '
+            "JPEG decoding rate; the ratio only means something for a real network."
+        )
         out.append("")
     else:
         out += [f"{MISSING}: {build.get('error', 'section not run')}", ""]
     allocator = build.get("allocator")
     if allocator:
         t, d = allocator["tuned"], allocator["glibc_defaults"]
-        out += ["### The allocator fix (`embeddings/runtime.py`)", "",
-                "EfficientNet-Lite0 forward-only, batch 64, each side in a fresh process (interleaved):", "",
-                "| malloc | img/s | img per CPU-second | minor page faults per image |", "|---|---|---|---|",
-                f"| glibc defaults | {d['items_per_s']:.1f} | {d['items_per_cpu_s']:.1f} | {d['page_faults_per_item']:,.0f} |",
-                f"| `tune_allocator()` (M_MMAP_MAX=0, trim threshold 1 GiB) | {t['items_per_s']:.1f} | "
-                f"{t['items_per_cpu_s']:.1f} | {t['page_faults_per_item']:,.0f} |", "",
-                f"Per CPU-second the tuned allocator does {allocator['speedup_cpu']:.2f}x the work, with "
-                f"{d['page_faults_per_item']:,.0f} -> {t['page_faults_per_item']:,.0f} page faults per image. The "
-                "first version of `tune_allocator` only raised the mmap threshold, which glibc caps at 32 MiB while "
-                "one activation of a batch of 64 is ~100 MiB, so big activations were still mmap'ed and faulted in "
-                "afresh for every batch; turning malloc's mmap off (`M_MMAP_MAX=0`) keeps them in the heap "
-                "(`tests/test_index_memory.py` checks that a freed 128 MiB block is reused without faults).", ""]
+        out += [
+            "### The allocator fix (`embeddings/runtime.py`)",
+            "",
+            "EfficientNet-Lite0 forward-only, batch 64, each side in a fresh process (interleaved):",
+            "",
+            "| malloc | img/s | img per CPU-second | minor page faults per image |",
+            "|---|---|---|---|",
+            f"| glibc defaults | {d['items_per_s']:.1f} | {d['items_per_cpu_s']:.1f} | {d['page_faults_per_item']:,.0f} |",
+            f"| `tune_allocator()` (M_MMAP_MAX=0, trim threshold 1 GiB) | {t['items_per_s']:.1f} | "
+            f"{t['items_per_cpu_s']:.1f} | {t['page_faults_per_item']:,.0f} |",
+            "",
+            f"Per CPU-second the tuned allocator does {allocator['speedup_cpu']:.2f}x the work, with "
+            f"{d['page_faults_per_item']:,.0f} -> {t['page_faults_per_item']:,.0f} page faults per image. The "
+            "first version of `tune_allocator` only raised the mmap threshold, which glibc caps at 32 MiB while "
+            "one activation of a batch of 64 is ~100 MiB, so big activations were still mmap'ed and faulted in "
+            "afresh for every batch; turning malloc's mmap off (`M_MMAP_MAX=0`) keeps them in the heap "
+            "(`tests/test_index_memory.py` checks that a freed 128 MiB block is reused without faults).",
+            "",
+        ]
 
     memory = results.get("memory") or {}
-    out += ["## Serving memory (core, no Streamlit)", "",
-            "A fresh process opens the catalogue and both indexes and runs item queries on each. RSS is split "
-            "into anonymous memory (private copies) and file-backed pages (memory-mapped index files: shared "
-            "with the page cache, reclaimable by the kernel, not copied).", ""]
+    out += [
+        "## Serving memory (core, no Streamlit)",
+        "",
+        "A fresh process opens the catalogue and both indexes and runs item queries on each. RSS is split "
+        "into anonymous memory (private copies) and file-backed pages (memory-mapped index files: shared "
+        "with the page cache, reclaimable by the kernel, not copied).",
+        "",
+    ]
     if memory.get("variants"):
-        out += ["| variant | index files | open (both) | first query | RSS after queries | anonymous | file-backed "
-                "| peak | torch imported |", "|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            "| variant | index files | open (both) | first query | RSS after queries | anonymous | file-backed "
+            "| peak | torch imported |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, v in memory["variants"].items():
             if "error" in v:
                 out.append(f"| {name} | {MISSING}: {v['error']} | | | | | | | |")
                 continue
             after = v["rss_after_queries"]
             files = " + ".join(f"{size:,.0f}" for size in v["index_files_mib"].values())
-            out.append(f"| {name} | {files} MiB | {sum(v['index_open_s'].values()):.2f} s | "
-                       f"{v['first_query_s'] * 1000:,.0f} ms | {after.get('VmRSS', 0):,.0f} MiB | "
-                       f"{after.get('RssAnon', 0):,.0f} MiB | {after.get('RssFile', 0):,.0f} MiB | "
-                       f"{after.get('VmHWM', 0):,.0f} MiB | {v['torch_imported']} |")
-        out += ["", f"Catalogue: `{memory.get('catalogue')}`, models {', '.join(memory.get('models', []))}.", ""]
+            out.append(
+                f"| {name} | {files} MiB | {sum(v['index_open_s'].values()):.2f} s | "
+                f"{v['first_query_s'] * 1000:,.0f} ms | {after.get('VmRSS', 0):,.0f} MiB | "
+                f"{after.get('RssAnon', 0):,.0f} MiB | {after.get('RssFile', 0):,.0f} MiB | "
+                f"{after.get('VmHWM', 0):,.0f} MiB | {v['torch_imported']} |"
+            )
+        out += [
+            "",
+            f"Catalogue: `{memory.get('catalogue')}`, models {', '.join(memory.get('models', []))}.",
+            "",
+        ]
     else:
         out += [f"{MISSING}: {memory.get('error', 'section not run')}", ""]
 
     scale = results.get("scale") or {}
-    out += ["## Scale: synthetic clustered vectors, FAISS and Milvus Lite", "",
-            f"{scale.get('clusters', 1000):,} clusters in {scale.get('dim', 512)}-d (each point: its cluster's "
-            f"centre + a Gaussian spread in a {scale.get('latent', 16)}-d subspace of its own + small noise, "
-            f"L2-normalised); {scale.get('queries', 200)} held-out queries, one at a time, one thread; recall@10 "
-            "against the exact top-10. HNSW graphs use the library's build settings unless the row says otherwise "
-            "(M=32, efConstruction=200: what `build --hnsw-above` makes). Build: FAISS uses every core; Milvus "
-            "Lite's time is insert + flush + its "
-            "index build. Memory: growth of the process's anonymous RSS during the build (Milvus Lite runs "
-            "inside the process).", ""]
+    out += [
+        "## Scale: synthetic clustered vectors, FAISS and Milvus Lite",
+        "",
+        f"{scale.get('clusters', 1000):,} clusters in {scale.get('dim', 512)}-d (each point: its cluster's "
+        f"centre + a Gaussian spread in a {scale.get('latent', 16)}-d subspace of its own + small noise, "
+        f"L2-normalised); {scale.get('queries', 200)} held-out queries, one at a time, one thread; recall@10 "
+        "against the exact top-10. HNSW graphs use the library's build settings unless the row says otherwise "
+        "(M=32, efConstruction=200: what `build --hnsw-above` makes). Build: FAISS uses every core; Milvus "
+        "Lite's time is insert + flush + its "
+        "index build. Memory: growth of the process's anonymous RSS during the build (Milvus Lite runs "
+        "inside the process).",
+        "",
+    ]
     if scale.get("sizes"):
-        out += ["| vectors | engine | setting | recall@10 | p50 / p95 ms | thread CPU p50 / p95 | build | memory |",
-                "|---|---|---|---|---|---|---|---|"]
+        out += [
+            "| vectors | engine | setting | recall@10 | p50 / p95 ms | thread CPU p50 / p95 | build | memory |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for size, engines in scale["sizes"].items():
             for engine, r in engines.items():
                 if "error" in r:
                     out.append(f"| {int(size):,} | {engine} | | {MISSING}: {r['error']} | | | | |")
                     continue
-                build_s = f"{r['build_s']:.1f} s" + (f" (insert {r['insert_s']:.1f} s)" if "insert_s" in r else "")
+                build_s = f"{r['build_s']:.1f} s" + (
+                    f" (insert {r['insert_s']:.1f} s)" if "insert_s" in r else ""
+                )
                 if "cached_graph" in r:
                     build_s += f" (built {r.get('built_at', 'earlier')}, graph reused)"
                 if "by_ef" in r:
                     for ef, f in r["by_ef"].items():
-                        out.append(f"| {int(size):,} | {engine} | M={r['M']}, efC={r['efConstruction']}, ef={ef} | "
-                                   f"{f['recall_at_10']:.4f} | {p50_p95(f['latency'])} | {thread_cpu(engine, f['latency'])} "
-                                   f"| {build_s} | {r['memory_mib']:,.0f} MiB |")
+                        out.append(
+                            f"| {int(size):,} | {engine} | M={r['M']}, efC={r['efConstruction']}, ef={ef} | "
+                            f"{f['recall_at_10']:.4f} | {p50_p95(f['latency'])} | {thread_cpu(engine, f['latency'])} "
+                            f"| {build_s} | {r['memory_mib']:,.0f} MiB |"
+                        )
                 else:
-                    out.append(f"| {int(size):,} | {engine} | exact | {r['recall_at_10']:.4f} | "
-                               f"{p50_p95(r['latency'])} | {thread_cpu(engine, r['latency'])} | {build_s} | "
-                               f"{r['memory_mib']:,.0f} MiB |")
-        lite = next((r for r in scale["sizes"].get("100000", {}).values() if "insert_s" in r and "memory_mib" in r), None)
-        if "1000000" in scale["sizes"] and not any(e.startswith("milvus") for e in scale["sizes"]["1000000"]):
-            why = (f"at 100,000 vectors ({100_000 * scale.get('dim', 512) * 4 / 2**20:.0f} MiB) it grew the process by "
-                   f"{lite['memory_mib']:,.0f} MiB (peak RSS {lite['peak_rss_mib']:,.0f} MiB), so 1M would need roughly "
-                   "ten times that on a machine shared with others, and its per-query time grows with the row count"
-                   if lite else "its memory and per-query time grow with the row count")
-            out += [f"| 1,000,000 | milvus-lite | | not run in this mode (`--full` runs it): {why} | | | | |"]
-        out += ["", "Milvus Lite (the `milvus-lite` 3.x package) is a pure-Python engine behind a local gRPC "
-                "server: every search walks all rows in Python to resolve deletes and versions before the "
-                "FAISS index runs (`milvus_lite/search/executor_indexed.py`), so its latency grows with the "
-                "collection whatever the index. It is the local, zero-setup default; for latency at scale point "
-                "`--milvus-uri` at a Milvus server or Zilliz Cloud (see the README, section Scale).", ""]
+                    out.append(
+                        f"| {int(size):,} | {engine} | exact | {r['recall_at_10']:.4f} | "
+                        f"{p50_p95(r['latency'])} | {thread_cpu(engine, r['latency'])} | {build_s} | "
+                        f"{r['memory_mib']:,.0f} MiB |"
+                    )
+        lite = next(
+            (
+                r
+                for r in scale["sizes"].get("100000", {}).values()
+                if "insert_s" in r and "memory_mib" in r
+            ),
+            None,
+        )
+        if "1000000" in scale["sizes"] and not any(
+            e.startswith("milvus") for e in scale["sizes"]["1000000"]
+        ):
+            why = (
+                f"at 100,000 vectors ({100_000 * scale.get('dim', 512) * 4 / 2**20:.0f} MiB) it grew the process by "
+                f"{lite['memory_mib']:,.0f} MiB (peak RSS {lite['peak_rss_mib']:,.0f} MiB), so 1M would need roughly "
+                "ten times that on a machine shared with others, and its per-query time grows with the row count"
+                if lite
+                else "its memory and per-query time grow with the row count"
+            )
+            out += [
+                f"| 1,000,000 | milvus-lite | | not run in this mode (`--full` runs it): {why} | | | | |"
+            ]
+        out += [
+            "",
+            "Milvus Lite (the `milvus-lite` 3.x package) is a pure-Python engine behind a local gRPC "
+            "server: every search walks all rows in Python to resolve deletes and versions before the "
+            "FAISS index runs (`milvus_lite/search/executor_indexed.py`), so its latency grows with the "
+            "collection whatever the index. It is the local, zero-setup default; for latency at scale point "
+            "`--milvus-uri` at a Milvus server or Zilliz Cloud (see the README, section Scale).",
+            "",
+        ]
     else:
         out += [f"{MISSING}: {scale.get('error', 'section not run')}", ""]
 
-    out += ["## The app in a browser (`bench/bench_app.py`)", "",
-            "Cold start: from spawning `streamlit run app.py` to the first frame showing every model's grid "
-            "for an item query opened by URL. Click-to-grid: a click on a result tile to the frame where every "
-            "grid shows the new results. Peak RSS of the Streamlit server process (VmHWM: memory-mapped index "
-            "pages count too).", "",
-            "| backend | catalogue | models | index files in page cache at start | cold start to first grid | "
-            "warm page load | click-to-grid median / p90 | peak RSS of the server | torch in the server |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for backend, key in (("FAISS, index files evicted from the page cache first", "app_cold_cache"),
-                         ("FAISS", "app"), ("FAISS, float16 indexes", "app_float16"),
-                         ("FAISS, one compact model", "app_compact"), ("Milvus Lite", "app_milvus")):
+    out += [
+        "## The app in a browser (`bench/bench_app.py`)",
+        "",
+        "Cold start: from spawning `streamlit run app.py` to the first frame showing every model's grid "
+        "for an item query opened by URL. Click-to-grid: a click on a result tile to the frame where every "
+        "grid shows the new results. Peak RSS of the Streamlit server process (VmHWM: memory-mapped index "
+        "pages count too).",
+        "",
+        "| backend | catalogue | models | index files in page cache at start | cold start to first grid | "
+        "warm page load | click-to-grid median / p90 | peak RSS of the server | torch in the server |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for backend, key in (
+        ("FAISS, index files evicted from the page cache first", "app_cold_cache"),
+        ("FAISS", "app"),
+        ("FAISS, float16 indexes", "app_float16"),
+        ("FAISS, one compact model", "app_compact"),
+        ("Milvus Lite", "app_milvus"),
+    ):
         app = results.get(key) or {}
         if "cold_start_s" in app:
             click = app["click_to_grid_ms"]
-            out.append(f"| {backend} | {app['products']:,} products | {', '.join(app['models'])} | "
-                       f"{cache_text(app) if key != 'app_milvus' else 'n/a (Milvus)'} | {app['cold_start_s']:.2f} s | {app['warm_page_load_s']:.2f} s | {click['median']:.0f} / "
-                       f"{click['p90']:.0f} ms (n={click['n']}) | {app['peak_rss_mb']:,.0f} MB | "
-                       f"{app['torch_loaded_in_server']} |")
+            out.append(
+                f"| {backend} | {app['products']:,} products | {', '.join(app['models'])} | "
+                f"{cache_text(app) if key != 'app_milvus' else 'n/a (Milvus)'} | {app['cold_start_s']:.2f} s | {app['warm_page_load_s']:.2f} s | {click['median']:.0f} / "
+                f"{click['p90']:.0f} ms (n={click['n']}) | {app['peak_rss_mb']:,.0f} MB | "
+                f"{app['torch_loaded_in_server']} |"
+            )
         else:
-            out.append(f"| {backend} | {MISSING}: {app.get('error', 'section not run')} | | | | | | | |")
+            out.append(
+                f"| {backend} | {MISSING}: {app.get('error', 'section not run')} | | | | | | | |"
+            )
     out.append("")
 
     # Each section's own command (a section re-run with --merge replaces its figures and its command).
-    section_commands = [results[key]["command"] for key in SECTIONS if "command" in (results.get(key) or {})]
-    out += ["## Commands run", "", "The runner's invocations:", "", "```",
-            *[f"python bench/run.py {line}".rstrip() for line in results.get("invocations", [" ".join(argv or [])])],
-            "```", "", "and the commands behind the figures above, one per section:", "", "```",
-            *(section_commands or results.get("commands", [])), "```", "", APPENDIX_MARKER, ""]
+    section_commands = [
+        results[key]["command"] for key in SECTIONS if "command" in (results.get(key) or {})
+    ]
+    out += [
+        "## Commands run",
+        "",
+        "The runner's invocations:",
+        "",
+        "```",
+        *[
+            f"python bench/run.py {line}".rstrip()
+            for line in results.get("invocations", [" ".join(argv or [])])
+        ],
+        "```",
+        "",
+        "and the commands behind the figures above, one per section:",
+        "",
+        "```",
+        *(section_commands or results.get("commands", [])),
+        "```",
+        "",
+        APPENDIX_MARKER,
+        "",
+    ]
     return "\n".join(out)
 
 
 #: The runner's sections, in the order they run.
-SECTIONS = ("query_small", "query_full", "build", "memory", "scale", "app_cold_cache", "app", "app_compact",
-            "app_float16", "app_milvus")
+SECTIONS = (
+    "query_small",
+    "query_full",
+    "build",
+    "memory",
+    "scale",
+    "app_cold_cache",
+    "app",
+    "app_compact",
+    "app_float16",
+    "app_milvus",
+)
 
 #: Sections written by hand below this line (e.g. the load test's) survive a new run.
-APPENDIX_MARKER = "<!-- end of the generated figures: sections below this line are kept by bench/run.py -->"
+APPENDIX_MARKER = (
+    "<!-- end of the generated figures: sections below this line are kept by bench/run.py -->"
+)
 
 
 def keep_appendix(previous: str) -> str:
@@ -460,7 +686,7 @@ def keep_appendix(previous: str) -> str:
     if commands < 0:
         return ""
     block_end = previous.find("```", previous.find("```", commands) + 3)
-    tail = previous[block_end + 3:] if block_end >= 0 else ""
+    tail = previous[block_end + 3 :] if block_end >= 0 else ""
     return tail.lstrip("\n")
 
 
@@ -470,7 +696,9 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="BENCHMARKS.md from a results.json")
     parser.add_argument("results", type=Path)
-    parser.add_argument("--out", type=Path, help="rewrite this file, keeping its hand-written appendix")
+    parser.add_argument(
+        "--out", type=Path, help="rewrite this file, keeping its hand-written appendix"
+    )
     args = parser.parse_args()
     report = write_report(json.loads(args.results.read_text()))
     if args.out:

@@ -25,7 +25,9 @@ def write_temporary(path: Path, data: bytes | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; catalogue files are as readable as a plain write
+        os.fchmod(
+            fd, 0o644
+        )  # mkstemp makes it private; catalogue files are as readable as a plain write
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode() if isinstance(data, str) else data)
             handle.flush()
@@ -92,5 +94,9 @@ def remove_staging_leftovers(folder: Path) -> None:
     if not folder.is_dir():
         return
     for stale in folder.iterdir():
-        if stale.name.startswith(".") and (STAGING_INFIX in stale.name or stale.name.endswith(".tmp")):
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        if stale.name.startswith(".") and (
+            STAGING_INFIX in stale.name or stale.name.endswith(".tmp")
+        ):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(
+                missing_ok=True
+            )

@@ -53,7 +53,9 @@ class BuildReport:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
 
-def _plan_key(model_id: str, weights_id: str, todo: Sequence[str], chunk_size: int, batch_size: int) -> str:
+def _plan_key(
+    model_id: str, weights_id: str, todo: Sequence[str], chunk_size: int, batch_size: int
+) -> str:
     digest = hashlib.sha256(f"{model_id}\n{weights_id}\n{chunk_size}\n{batch_size}\n".encode())
     for item_id in todo:
         digest.update(item_id.encode() + b"\n")
@@ -63,7 +65,11 @@ def _plan_key(model_id: str, weights_id: str, todo: Sequence[str], chunk_size: i
 def _previous_vectors(model_dir: Path, model_id: str, weights_id: str) -> dict[str, np.ndarray]:
     """Vectors of the index already built for this model and weights (for incremental builds)."""
     manifest = read_manifest(model_dir)
-    if not manifest or manifest.get("model_id") != model_id or manifest.get("weights_id") != weights_id:
+    if (
+        not manifest
+        or manifest.get("model_id") != model_id
+        or manifest.get("weights_id") != weights_id
+    ):
         return {}
     try:
         ids, vectors = load_vectors(model_dir)
@@ -75,7 +81,9 @@ def _previous_vectors(model_dir: Path, model_id: str, weights_id: str) -> dict[s
 def _load_and_prepare(embedder: Embedder, catalogue: Catalogue, item_id: str):
     """Decode one image and preprocess it; returns (prepared, None) or (None, reason)."""
     try:
-        image = open_rgb(catalogue.image_path(item_id), name=f"{item_id} ({catalogue.items.at[item_id, 'path']})")
+        image = open_rgb(
+            catalogue.image_path(item_id), name=f"{item_id} ({catalogue.items.at[item_id, 'path']})"
+        )
         return embedder.prepare(image), None
     except (ImageError, EmbeddingsError) as exc:
         return None, str(exc)
@@ -97,8 +105,9 @@ def _decode_ahead(embedder: Embedder, workers: int) -> int:
     return 1 if workers + torch.get_num_threads() <= (os.cpu_count() or 1) else 0
 
 
-def _prefetch(executor: ThreadPoolExecutor, chunks: Sequence[Sequence[str]], fn, ahead: int = 1
-              ) -> Iterator[tuple[int, list[Future]]]:
+def _prefetch(
+    executor: ThreadPoolExecutor, chunks: Sequence[Sequence[str]], fn, ahead: int = 1
+) -> Iterator[tuple[int, list[Future]]]:
     """Yield (chunk number, futures) while the next `ahead` chunks are already decoding."""
     pending: dict[int, list[Future]] = {}
     for number in range(len(chunks)):
@@ -118,9 +127,16 @@ class EmbeddedVectors:
     work_dir: Path  # finished chunks of this plan; removed once the index is committed
 
 
-def embed_catalogue(catalogue: Catalogue, embedder: Embedder, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                    chunk_size: int | None = None, workers: int = 2, force: bool = False,
-                    progress: ProgressFn | None = None) -> EmbeddedVectors:
+def embed_catalogue(
+    catalogue: Catalogue,
+    embedder: Embedder,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    chunk_size: int | None = None,
+    workers: int = 2,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> EmbeddedVectors:
     """Embed what the model's current index lacks (everything with `force`), chunk by chunk.
 
     Vectors of the previous index built with the same model and weights are reused; finished
@@ -135,19 +151,28 @@ def embed_catalogue(catalogue: Catalogue, embedder: Embedder, *, batch_size: int
     known = {} if force else _previous_vectors(model_dir, model_id, weights_id)
     ids = catalogue.ids
     todo = [item_id for item_id in ids if item_id not in known]
-    chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
+    chunks = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
     work_dir = model_dir.with_name(f"{model_id}.work")
-    plan_dir = _plan_dir(work_dir, _plan_key(model_id, weights_id, todo, chunk_size, batch_size),
-                         {"model_id": model_id, "weights_id": weights_id, "todo": len(todo),
-                          "chunk_size": chunk_size, "batch_size": batch_size})
+    plan_dir = _plan_dir(
+        work_dir,
+        _plan_key(model_id, weights_id, todo, chunk_size, batch_size),
+        {
+            "model_id": model_id,
+            "weights_id": weights_id,
+            "todo": len(todo),
+            "chunk_size": chunk_size,
+            "batch_size": batch_size,
+        },
+    )
     new_vectors, failed, finished = _reuse_chunks(plan_dir, chunks, report)
     done = len(ids) - len(todo) + sum(len(chunks[n]) for n in finished)
     if progress:
         progress(done, len(ids))
     remaining = [n for n in range(len(chunks)) if n not in finished]
     embed_started = time.perf_counter()
-    for number, vectors, chunk_failed, ok_ids in _embed_chunks(embedder, catalogue, chunks, remaining,
-                                                              batch_size, workers):
+    for number, vectors, chunk_failed, ok_ids in _embed_chunks(
+        embedder, catalogue, chunks, remaining, batch_size, workers
+    ):
         _write_chunk(plan_dir / f"chunk-{number:06d}.npz", ok_ids, vectors, chunk_failed)
         new_vectors.update(zip(ok_ids, vectors, strict=True))
         failed.update(chunk_failed)
@@ -157,8 +182,11 @@ def embed_catalogue(catalogue: Catalogue, embedder: Embedder, *, batch_size: int
             progress(done, len(ids))
     report.seconds = time.perf_counter() - embed_started
     final_ids = [item_id for item_id in ids if item_id in known or item_id in new_vectors]
-    stacked = (np.stack([known[i] if i in known else new_vectors[i] for i in final_ids])
-               if final_ids else np.zeros((0, embedder.dim), dtype=np.float32))
+    stacked = (
+        np.stack([known[i] if i in known else new_vectors[i] for i in final_ids])
+        if final_ids
+        else np.zeros((0, embedder.dim), dtype=np.float32)
+    )
     report.reused += sum(1 for i in final_ids if i in known)
     report.failed = sorted(failed.items())
     report.count = len(final_ids)
@@ -194,59 +222,102 @@ def _reuse_chunks(plan_dir: Path, chunks: list[list[str]], report: BuildReport):
     return vectors_by_id, failed, finished
 
 
-def _embed_chunks(embedder: Embedder, catalogue: Catalogue, chunks: list[list[str]], remaining: list[int],
-                  batch_size: int, workers: int):
+def _embed_chunks(
+    embedder: Embedder,
+    catalogue: Catalogue,
+    chunks: list[list[str]],
+    remaining: list[int],
+    batch_size: int,
+    workers: int,
+):
     """Yield (chunk number, vectors, failures, embedded ids) for each remaining chunk, in order,
     decoding the next chunk in threads while the model runs (see `_decode_ahead`)."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as executor:
         prepare = lambda item_id: _load_and_prepare(embedder, catalogue, item_id)  # noqa: E731
         ahead = _decode_ahead(embedder, workers)
-        for position, futures in _prefetch(executor, [chunks[n] for n in remaining], prepare, ahead=ahead):
+        for position, futures in _prefetch(
+            executor, [chunks[n] for n in remaining], prepare, ahead=ahead
+        ):
             number = remaining[position]
             results = [future.result() for future in futures]
             pairs = list(zip(chunks[number], results, strict=True))
             ok_ids = [item_id for item_id, (prepared, _) in pairs if prepared is not None]
             prepared = [prepared for _, (prepared, _) in pairs if prepared is not None]
             chunk_failed = {item_id: reason for item_id, (_, reason) in pairs if reason is not None}
-            parts = [embedder.embed_prepared(prepared[s:s + batch_size])
-                     for s in range(0, len(prepared), batch_size)]
+            parts = [
+                embedder.embed_prepared(prepared[s : s + batch_size])
+                for s in range(0, len(prepared), batch_size)
+            ]
             vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
             yield number, vectors, chunk_failed, ok_ids
 
 
 def index_manifest(catalogue: Catalogue, embedder: Embedder, report: BuildReport) -> dict:
     """What a model's index manifest records about the build (index.py adds the rest)."""
-    return {"model_id": embedder.id, "weights_id": embedder.weights_id,
-            "description": embedder.spec.description, "has_text": embedder.spec.has_text,
-            "catalogue_fingerprint": catalogue.fingerprint, "catalogue_count": len(catalogue),
-            "failed": [{"id": i, "reason": r} for i, r in report.failed],
-            "build_seconds": round(report.total_seconds, 3), "embedded_this_run": report.embedded}
+    return {
+        "model_id": embedder.id,
+        "weights_id": embedder.weights_id,
+        "description": embedder.spec.description,
+        "has_text": embedder.spec.has_text,
+        "catalogue_fingerprint": catalogue.fingerprint,
+        "catalogue_count": len(catalogue),
+        "failed": [{"id": i, "reason": r} for i, r in report.failed],
+        "build_seconds": round(report.total_seconds, 3),
+        "embedded_this_run": report.embedded,
+    }
 
 
 def index_labels(catalogue: Catalogue, ids: list[str], backend: str) -> dict[str, list[str]] | None:
     """Label values per row for a backend that filters by itself (Milvus), else None."""
     if backend != "milvus":
         return None
-    return {label: catalogue.items.loc[ids, label].astype(str).tolist() for label in catalogue.label_fields}
+    return {
+        label: catalogue.items.loc[ids, label].astype(str).tolist()
+        for label in catalogue.label_fields
+    }
 
 
-def build_model_index(catalogue: Catalogue, embedder: Embedder, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                      chunk_size: int | None = None, workers: int = 2, hnsw_above: int = DEFAULT_HNSW_ABOVE,
-                      store_dtype: str = "float32", force: bool = False,
-                      progress: ProgressFn | None = None, backend: str = "faiss",
-                      milvus_uri: str | None = None, milvus_token: str | None = None) -> BuildReport:
+def build_model_index(
+    catalogue: Catalogue,
+    embedder: Embedder,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    chunk_size: int | None = None,
+    workers: int = 2,
+    hnsw_above: int = DEFAULT_HNSW_ABOVE,
+    store_dtype: str = "float32",
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    backend: str = "faiss",
+    milvus_uri: str | None = None,
+    milvus_token: str | None = None,
+) -> BuildReport:
     """Embed what is missing and put one model's index in place (`embed_catalogue`, then
     `embeddings.index.write_model_index`). A whole catalogue is built by
     `embeddings.catalogue_build.build_catalogue`, which commits all its models at once.
     """
-    embedded = embed_catalogue(catalogue, embedder, batch_size=batch_size, chunk_size=chunk_size,
-                               workers=workers, force=force, progress=progress)
+    embedded = embed_catalogue(
+        catalogue,
+        embedder,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        workers=workers,
+        force=force,
+        progress=progress,
+    )
     report = embedded.report
     report.manifest = write_model_index(
-        catalogue.model_dir(embedder.id), ids=embedded.ids, vectors=embedded.vectors,
-        manifest=index_manifest(catalogue, embedder, report), hnsw_above=hnsw_above, store_dtype=store_dtype,
-        backend=backend, labels=index_labels(catalogue, embedded.ids, backend), milvus_uri=milvus_uri,
-        milvus_token=milvus_token)
+        catalogue.model_dir(embedder.id),
+        ids=embedded.ids,
+        vectors=embedded.vectors,
+        manifest=index_manifest(catalogue, embedder, report),
+        hnsw_above=hnsw_above,
+        store_dtype=store_dtype,
+        backend=backend,
+        labels=index_labels(catalogue, embedded.ids, backend),
+        milvus_uri=milvus_uri,
+        milvus_token=milvus_token,
+    )
     shutil.rmtree(embedded.work_dir, ignore_errors=True)
     return report
 
@@ -255,8 +326,13 @@ def _write_chunk(path: Path, ids: list[str], vectors: np.ndarray, failed: dict[s
     import io
 
     buffer = io.BytesIO()
-    np.savez(buffer, ids=np.array(ids, dtype=str), vectors=vectors.astype(np.float32),
-             failed_ids=np.array(list(failed), dtype=str), failed_reasons=np.array(list(failed.values()), dtype=str))
+    np.savez(
+        buffer,
+        ids=np.array(ids, dtype=str),
+        vectors=vectors.astype(np.float32),
+        failed_ids=np.array(list(failed), dtype=str),
+        failed_reasons=np.array(list(failed.values()), dtype=str),
+    )
     write_atomic(path, buffer.getvalue())
 
 
@@ -268,7 +344,9 @@ def _read_chunk(path: Path, expected: Sequence[str]):
         with np.load(path, allow_pickle=False) as data:
             ids = data["ids"].tolist()
             vectors = data["vectors"]
-            failed = dict(zip(data["failed_ids"].tolist(), data["failed_reasons"].tolist(), strict=True))
+            failed = dict(
+                zip(data["failed_ids"].tolist(), data["failed_reasons"].tolist(), strict=True)
+            )
     except (OSError, ValueError, KeyError):
         return None
     if sorted(ids + list(failed)) != sorted(expected):

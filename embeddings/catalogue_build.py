@@ -147,8 +147,10 @@ def build_catalogue(request: BuildRequest, progress: ProgressFn | None = None) -
         get_spec(model_id)  # unknown ids fail before any work
     out = Path(request.out)
     if request.new_catalogue and (out / CATALOG_FILE).exists():
-        raise CatalogueError(f"a catalogue named {out.name!r} already exists in {out.parent}; "
-                             "choose another name (or rebuild that one from its own page)")
+        raise CatalogueError(
+            f"a catalogue named {out.name!r} already exists in {out.parent}; "
+            "choose another name (or rebuild that one from its own page)"
+        )
     with build_lock(out):
         repair_catalogue(out)
         previous = _open_previous(out, request)
@@ -165,7 +167,7 @@ def repair_catalogue(directory: Path) -> None:
     for folder in (directory / "models", directory / "bridges"):
         if folder.is_dir():
             for old in folder.glob("*.old"):
-                recover_interrupted_swap(old.with_name(old.name[:-len(".old")]))
+                recover_interrupted_swap(old.with_name(old.name[: -len(".old")]))
             remove_staging_leftovers(folder)
     remove_staging_leftovers(directory)
 
@@ -173,8 +175,10 @@ def repair_catalogue(directory: Path) -> None:
 def _open_previous(out: Path, request: BuildRequest) -> Catalogue | None:
     if not (out / CATALOG_FILE).is_file():
         if request.source is None:
-            raise CatalogueError(f"{out} is not a catalogue (no {CATALOG_FILE}); build one with "
-                                 "`python -m embeddings build --source PATH --out DIR`")
+            raise CatalogueError(
+                f"{out} is not a catalogue (no {CATALOG_FILE}); build one with "
+                "`python -m embeddings build --source PATH --out DIR`"
+            )
         return None
     return Catalogue.open(out)
 
@@ -190,12 +194,20 @@ def _scan(request: BuildRequest, previous: Catalogue | None, say: ProgressFn) ->
         return given if given is not None else (info.get(name, default) if same else default)
 
     say(BuildEvent("scan", message=f"reading {source}"))
-    return create_catalogue(source, request.out, adapter=setting("adapter"), limit=setting("limit"),
-                            seed=setting("seed", 0), sidecar=setting("sidecar"), write=False)
+    return create_catalogue(
+        source,
+        request.out,
+        adapter=setting("adapter"),
+        limit=setting("limit"),
+        seed=setting("seed", 0),
+        sidecar=setting("sidecar"),
+        write=False,
+    )
 
 
-def _models_to_build(request: BuildRequest, previous: Catalogue | None,
-                     catalogue: Catalogue) -> tuple[list[str], list[str]]:
+def _models_to_build(
+    request: BuildRequest, previous: Catalogue | None, catalogue: Catalogue
+) -> tuple[list[str], list[str]]:
     """The requested models (default: those already built, or `DEFAULT_MODELS` for a new
     catalogue), plus every built model when the products changed."""
     built = _built_known_models(previous) if previous is not None else []
@@ -211,7 +223,9 @@ def _built_known_models(catalogue: Catalogue) -> list[str]:
         return []
     found = []
     for folder in sorted(models_dir.iterdir()):
-        manifest = read_manifest(folder) if folder.is_dir() and not folder.name.startswith(".") else None
+        manifest = (
+            read_manifest(folder) if folder.is_dir() and not folder.name.startswith(".") else None
+        )
         if manifest is None:
             continue
         try:
@@ -222,7 +236,9 @@ def _built_known_models(catalogue: Catalogue) -> list[str]:
     return found
 
 
-def _build_model(catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn) -> _Staged:
+def _build_model(
+    catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn
+) -> _Staged:
     """Everything for one model short of committing; failures end in the outcome."""
     staged = _Staged(ModelOutcome(model_id, "failed"))
     try:
@@ -242,8 +258,9 @@ def _failure_message(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _build_model_steps(catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn,
-                       staged: _Staged) -> None:
+def _build_model_steps(
+    catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn, staged: _Staged
+) -> None:
     options = request.weights.get(model_id, {})
     previous = read_manifest(catalogue.model_dir(model_id))
     settings = _index_settings(request.index, previous)
@@ -254,32 +271,58 @@ def _build_model_steps(catalogue: Catalogue, model_id: str, request: BuildReques
     say(BuildEvent("load", model_id, message=f"loading {model_id}"))
     embedder = load_model(model_id, **options)
     embedded = embed_catalogue(
-        catalogue, embedder, batch_size=request.index.batch_size, workers=request.index.workers,
-        force=request.index.force, progress=lambda done, total: say(BuildEvent("embed", model_id, done, total)))
+        catalogue,
+        embedder,
+        batch_size=request.index.batch_size,
+        workers=request.index.workers,
+        force=request.index.force,
+        progress=lambda done, total: say(BuildEvent("embed", model_id, done, total)),
+    )
     staged.work_dir = embedded.work_dir
     say(BuildEvent("index", model_id, message="writing the index"))
     staged.index = stage_model_index(
-        catalogue.model_dir(model_id), ids=embedded.ids, vectors=embedded.vectors,
+        catalogue.model_dir(model_id),
+        ids=embedded.ids,
+        vectors=embedded.vectors,
         manifest=index_manifest(catalogue, embedder, embedded.report),
-        labels=index_labels(catalogue, embedded.ids, settings["backend"]), **settings)
+        labels=index_labels(catalogue, embedded.ids, settings["backend"]),
+        **settings,
+    )
     embedded.report.manifest = staged.index.manifest
     embedded.report.count = len(embedded.ids)
     staged.outcome = ModelOutcome(model_id, "built", report=embedded.report)
-    staged.bridge = _fit_bridge(catalogue, model_id, request, say, staged.outcome, embedded.ids,
-                                embedded.vectors, embedder.weights_id)
+    staged.bridge = _fit_bridge(
+        catalogue,
+        model_id,
+        request,
+        say,
+        staged.outcome,
+        embedded.ids,
+        embedded.vectors,
+        embedder.weights_id,
+    )
 
 
 def _index_settings(options: IndexOptions, previous: dict | None) -> dict:
     """`stage_model_index` keywords: the request's, else the previous index's, else defaults."""
     previous = previous or {}
-    backend = options.backend or ("milvus" if options.milvus_uri else previous.get("backend", "faiss"))
+    backend = options.backend or (
+        "milvus" if options.milvus_uri else previous.get("backend", "faiss")
+    )
     uri = options.milvus_uri
     if backend == "milvus" and uri is None and previous.get("backend") == "milvus":
         uri = _recorded_milvus_uri(previous)
-    return {"backend": backend, "milvus_uri": uri, "milvus_token": options.milvus_token,
-            "store_dtype": options.store_dtype or previous.get("vectors_dtype", "float32"),
-            "hnsw_above": (options.hnsw_above if options.hnsw_above is not None
-                           else previous.get("hnsw_above", DEFAULT_HNSW_ABOVE))}
+    return {
+        "backend": backend,
+        "milvus_uri": uri,
+        "milvus_token": options.milvus_token,
+        "store_dtype": options.store_dtype or previous.get("vectors_dtype", "float32"),
+        "hnsw_above": (
+            options.hnsw_above
+            if options.hnsw_above is not None
+            else previous.get("hnsw_above", DEFAULT_HNSW_ABOVE)
+        ),
+    }
 
 
 def _recorded_milvus_uri(manifest: dict) -> str | None:
@@ -290,17 +333,25 @@ def _recorded_milvus_uri(manifest: dict) -> str | None:
     return recorded if recorded and is_server_uri(recorded) else None
 
 
-def _is_current(previous: dict | None, catalogue: Catalogue, model_id: str, options: dict, settings: dict,
-                force: bool) -> bool:
+def _is_current(
+    previous: dict | None,
+    catalogue: Catalogue,
+    model_id: str,
+    options: dict,
+    settings: dict,
+    force: bool,
+) -> bool:
     """The model's index already holds this catalogue with these weights and settings."""
     if force or previous is None:
         return False
-    same = (previous.get("model_id") == model_id
-            and previous.get("catalogue_fingerprint") == catalogue.fingerprint
-            and previous.get("weights_id") == expected_weights_id(model_id, options)
-            and previous.get("backend", "faiss") == settings["backend"]
-            and previous.get("vectors_dtype", "float32") == settings["store_dtype"]
-            and previous.get("hnsw_above", DEFAULT_HNSW_ABOVE) == settings["hnsw_above"])
+    same = (
+        previous.get("model_id") == model_id
+        and previous.get("catalogue_fingerprint") == catalogue.fingerprint
+        and previous.get("weights_id") == expected_weights_id(model_id, options)
+        and previous.get("backend", "faiss") == settings["backend"]
+        and previous.get("vectors_dtype", "float32") == settings["store_dtype"]
+        and previous.get("hnsw_above", DEFAULT_HNSW_ABOVE) == settings["hnsw_above"]
+    )
     if settings["backend"] == "milvus" and settings["milvus_uri"] is not None:
         same = same and _recorded_milvus_uri(previous) == settings["milvus_uri"]
     return same and _loads(catalogue, model_id)
@@ -309,20 +360,36 @@ def _is_current(previous: dict | None, catalogue: Catalogue, model_id: str, opti
 def _loads(catalogue: Catalogue, model_id: str) -> bool:
     """The index opens and agrees with its manifest (not damaged, its Milvus collection there)."""
     try:
-        load_model_index(catalogue.model_dir(model_id), catalogue_fingerprint=catalogue.fingerprint,
-                         model_id=model_id, mmap=True, lock=False)
+        load_model_index(
+            catalogue.model_dir(model_id),
+            catalogue_fingerprint=catalogue.fingerprint,
+            model_id=model_id,
+            mmap=True,
+            lock=False,
+        )
     except EmbeddingsError:
         return False
     return True
 
 
 def _wants_bridge(catalogue: Catalogue, model_id: str, request: BuildRequest) -> bool:
-    return (request.bridges and not get_spec(model_id).has_text
-            and bool(catalogue.items["title"].ne("").any()))
+    return (
+        request.bridges
+        and not get_spec(model_id).has_text
+        and bool(catalogue.items["title"].ne("").any())
+    )
 
 
-def _fit_bridge(catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn,
-                outcome: ModelOutcome, ids: list[str], vectors, weights_id: str) -> BridgeFit | None:
+def _fit_bridge(
+    catalogue: Catalogue,
+    model_id: str,
+    request: BuildRequest,
+    say: ProgressFn,
+    outcome: ModelOutcome,
+    ids: list[str],
+    vectors,
+    weights_id: str,
+) -> BridgeFit | None:
     """Stage the text bridge trained on the vectors about to be committed (None: no bridge).
 
     A bridge that cannot be trained is reported in the outcome; the model's index still goes in.
@@ -331,8 +398,14 @@ def _fit_bridge(catalogue: Catalogue, model_id: str, request: BuildRequest, say:
         return None
     say(BuildEvent("bridge", model_id, message="training the text bridge"))
     try:
-        fit = fit_bridge(catalogue, model_id, ids=ids, vectors=vectors, weights_id=weights_id,
-                         progress=lambda message: say(BuildEvent("bridge", model_id, message=message)))
+        fit = fit_bridge(
+            catalogue,
+            model_id,
+            ids=ids,
+            vectors=vectors,
+            weights_id=weights_id,
+            progress=lambda message: say(BuildEvent("bridge", model_id, message=message)),
+        )
     except EmbeddingsError as exc:
         outcome.bridge = f"not trained: {exc}"
         return None
@@ -340,8 +413,13 @@ def _fit_bridge(catalogue: Catalogue, model_id: str, request: BuildRequest, say:
     return fit
 
 
-def _fit_bridge_from_index(catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn,
-                           outcome: ModelOutcome) -> BridgeFit | None:
+def _fit_bridge_from_index(
+    catalogue: Catalogue,
+    model_id: str,
+    request: BuildRequest,
+    say: ProgressFn,
+    outcome: ModelOutcome,
+) -> BridgeFit | None:
     if not _wants_bridge(catalogue, model_id, request):
         return None
     from embeddings.index import load_vectors

@@ -29,7 +29,9 @@ def _weights(pairs: list[str] | None) -> dict[str, dict]:
     for pair in pairs or []:
         model_id, sep, path = pair.partition("=")
         if not sep or not model_id or not path:
-            raise EmbeddingsError(f"--weights {pair!r}: write it as MODEL=PATH, e.g. resnet50=/models/r50.pth")
+            raise EmbeddingsError(
+                f"--weights {pair!r}: write it as MODEL=PATH, e.g. resnet50=/models/r50.pth"
+            )
         options[model_id.strip()] = {"weights": path.strip()}
     return options
 
@@ -47,55 +49,106 @@ def _filters(pairs: list[str] | None) -> dict[str, str] | None:
 
 def _models_option(command: argparse.ArgumentParser, *, required: bool, help_text: str) -> None:
     """`--models` (and its older spelling `--model`): comma-separated model ids."""
-    command.add_argument("--models", "--model", dest="models", type=_model_list, required=required,
-                         help=help_text)
+    command.add_argument(
+        "--models", "--model", dest="models", type=_model_list, required=required, help=help_text
+    )
 
 
 def _build_parser(commands) -> None:
     build = commands.add_parser("build", help="scan a catalogue and build an index per model")
     where = build.add_mutually_exclusive_group(required=True)
     where.add_argument("--source", help="a dataset folder, or a Kaggle handle owner/dataset")
-    where.add_argument("--catalog", help="rebuild an existing catalogue from its own source and settings")
-    build.add_argument("--adapter", choices=["fashion-small", "digikala", "folder"],
-                       help="how to read the source (default: detected, or the catalogue's own)")
-    _models_option(build, required=False, help_text="comma-separated model ids (default: the catalogue's "
-                   "built models, or pixels,efficientnet-lite0 for a new catalogue)")
-    build.add_argument("--out", help="catalogue folder (default: <data folder>/<source name>[-limit])")
+    where.add_argument(
+        "--catalog", help="rebuild an existing catalogue from its own source and settings"
+    )
+    build.add_argument(
+        "--adapter",
+        choices=["fashion-small", "digikala", "folder"],
+        help="how to read the source (default: detected, or the catalogue's own)",
+    )
+    _models_option(
+        build,
+        required=False,
+        help_text="comma-separated model ids (default: the catalogue's "
+        "built models, or pixels,efficientnet-lite0 for a new catalogue)",
+    )
+    build.add_argument(
+        "--out", help="catalogue folder (default: <data folder>/<source name>[-limit])"
+    )
     build.add_argument("--limit", type=int, help="keep N products, stratified by the main label")
     build.add_argument("--seed", type=int, help="seed of the --limit subset (default 0)")
     build.add_argument("--sidecar", help="folder adapter: CSV adding titles/labels by file name")
     build.add_argument("--batch-size", type=int, default=64)
     build.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
-    build.add_argument("--hnsw-above", type=int, default=None,
-                       help="use an HNSW graph above this many products (default 100000)")
-    build.add_argument("--float16", action="store_const", const="float16", dest="store_dtype",
-                       help="store vectors as float16: half the disk and half the serving RAM")
-    build.add_argument("--backend", choices=["faiss", "milvus"], default=None,
-                       help="where the index lives: faiss files in the catalogue (default) or a Milvus "
-                            "collection (Milvus Lite in <catalogue>/milvus.db unless --milvus-uri)")
-    build.add_argument("--milvus-uri", help="a Milvus server or Zilliz Cloud (http://host:19530), or a "
-                                            "Milvus Lite path ending in .db; implies --backend milvus")
-    build.add_argument("--milvus-token", help="Milvus token (user:password or API key); default: "
-                                              "$MILVUS_TOKEN; never written to disk")
-    build.add_argument("--force", action="store_true", help="re-embed everything, ignoring earlier vectors")
-    build.add_argument("--weights", action="append", metavar="MODEL=PATH",
-                       help="load a model's weights from a local file or folder")
-    build.add_argument("--bridge", action=argparse.BooleanOptionalAction, default=True,
-                       help="train a text bridge for image-only models when products have titles")
+    build.add_argument(
+        "--hnsw-above",
+        type=int,
+        default=None,
+        help="use an HNSW graph above this many products (default 100000)",
+    )
+    build.add_argument(
+        "--float16",
+        action="store_const",
+        const="float16",
+        dest="store_dtype",
+        help="store vectors as float16: half the disk and half the serving RAM",
+    )
+    build.add_argument(
+        "--backend",
+        choices=["faiss", "milvus"],
+        default=None,
+        help="where the index lives: faiss files in the catalogue (default) or a Milvus "
+        "collection (Milvus Lite in <catalogue>/milvus.db unless --milvus-uri)",
+    )
+    build.add_argument(
+        "--milvus-uri",
+        help="a Milvus server or Zilliz Cloud (http://host:19530), or a "
+        "Milvus Lite path ending in .db; implies --backend milvus",
+    )
+    build.add_argument(
+        "--milvus-token",
+        help="Milvus token (user:password or API key); default: "
+        "$MILVUS_TOKEN; never written to disk",
+    )
+    build.add_argument(
+        "--force", action="store_true", help="re-embed everything, ignoring earlier vectors"
+    )
+    build.add_argument(
+        "--weights",
+        action="append",
+        metavar="MODEL=PATH",
+        help="load a model's weights from a local file or folder",
+    )
+    build.add_argument(
+        "--bridge",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train a text bridge for image-only models when products have titles",
+    )
 
 
 def _search_parser(commands) -> None:
     search = commands.add_parser("search", help="query a catalogue's indexes")
-    search.add_argument("--catalog", required=True, help="catalogue folder (or its name in the data folder)")
+    search.add_argument(
+        "--catalog", required=True, help="catalogue folder (or its name in the data folder)"
+    )
     _models_option(search, required=True, help_text="model id(s), comma-separated")
     query = search.add_mutually_exclusive_group(required=True)
     query.add_argument("--item", help="a catalogue product id")
     query.add_argument("--text", help="a description, e.g. 'red running shoes'")
     query.add_argument("--image", help="an image file")
-    search.add_argument("-k", type=int, default=10, help="results per model (1 to 1000, default 10)")
-    search.add_argument("--filter", action="append", metavar="LABEL=VALUE",
-                        help="keep only products with this label value, e.g. gender=Women (repeatable)")
-    search.add_argument("--json", action="store_true", help='print [{"id", "score"}, ...] (per model if several)')
+    search.add_argument(
+        "-k", type=int, default=10, help="results per model (1 to 1000, default 10)"
+    )
+    search.add_argument(
+        "--filter",
+        action="append",
+        metavar="LABEL=VALUE",
+        help="keep only products with this label value, e.g. gender=Women (repeatable)",
+    )
+    search.add_argument(
+        "--json", action="store_true", help='print [{"id", "score"}, ...] (per model if several)'
+    )
     search.add_argument("--weights", action="append", metavar="MODEL=PATH")
 
 
@@ -107,15 +160,21 @@ def parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="measure each model's retrieval quality")
     evaluate.add_argument("--catalog", required=True)
     _models_option(evaluate, required=False, help_text="default: every built model")
-    evaluate.add_argument("--queries", type=int, default=1000, help="sampled queries per task (default 1000)")
+    evaluate.add_argument(
+        "--queries", type=int, default=1000, help="sampled queries per task (default 1000)"
+    )
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--json", action="store_true")
     bridge = commands.add_parser("bridge", help="(re)train the text bridges of image-only models")
     bridge.add_argument("--catalog", required=True)
     _models_option(bridge, required=False, help_text="default: every built image-only model")
     bridge.add_argument("--seed", type=int, default=0)
-    bridge.add_argument("--holdout", type=float, default=0.1, help="share of distinct titles held out (0.1)")
-    bridge.add_argument("--force", action="store_true", help="retrain even a bridge that is up to date")
+    bridge.add_argument(
+        "--holdout", type=float, default=0.1, help="share of distinct titles held out (0.1)"
+    )
+    bridge.add_argument(
+        "--force", action="store_true", help="retrain even a bridge that is up to date"
+    )
     commands.add_parser("models", help="list the model zoo")
     catalogues = commands.add_parser("catalogues", help="list the catalogues in the data folder")
     catalogues.add_argument("--data", help="data folder (default: $EMBEDDINGS_DATA or data/)")
@@ -133,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: finished chunks are kept; run the same command to continue", file=sys.stderr)
+        print(
+            "\ninterrupted: finished chunks are kept; run the same command to continue",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -152,8 +214,9 @@ class BuildPrinter:
         if event.stage == "embed":
             bar = self.bars.get(event.model_id)
             if bar is None:
-                bar = self.bars[event.model_id] = tqdm(total=event.total, desc=event.model_id, unit="img",
-                                                       dynamic_ncols=True)
+                bar = self.bars[event.model_id] = tqdm(
+                    total=event.total, desc=event.model_id, unit="img", dynamic_ncols=True
+                )
             bar.total = event.total
             bar.update(event.done - bar.n)
         elif event.stage == "model-done" and event.model_id in self.bars:
@@ -167,16 +230,34 @@ def cmd_build(args) -> int:
     from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
 
     request = BuildRequest(
-        out=_build_out(args), source=args.source, adapter=args.adapter, limit=args.limit, seed=args.seed,
-        sidecar=args.sidecar, models=args.models, weights=_weights(args.weights), bridges=args.bridge,
-        index=IndexOptions(batch_size=args.batch_size, workers=args.workers, hnsw_above=args.hnsw_above,
-                           store_dtype=args.store_dtype, backend=_backend(args), milvus_uri=args.milvus_uri,
-                           milvus_token=args.milvus_token, force=args.force))
+        out=_build_out(args),
+        source=args.source,
+        adapter=args.adapter,
+        limit=args.limit,
+        seed=args.seed,
+        sidecar=args.sidecar,
+        models=args.models,
+        weights=_weights(args.weights),
+        bridges=args.bridge,
+        index=IndexOptions(
+            batch_size=args.batch_size,
+            workers=args.workers,
+            hnsw_above=args.hnsw_above,
+            store_dtype=args.store_dtype,
+            backend=_backend(args),
+            milvus_uri=args.milvus_uri,
+            milvus_token=args.milvus_token,
+            force=args.force,
+        ),
+    )
     result = build_catalogue(request, progress=BuildPrinter())
     _print_build(result)
     if result.failed:
-        print(f"built {len(result.succeeded)} of {len(result.outcomes)} models; failed: "
-              f"{', '.join(o.model_id for o in result.failed)}", file=sys.stderr)
+        print(
+            f"built {len(result.succeeded)} of {len(result.outcomes)} models; failed: "
+            f"{', '.join(o.model_id for o in result.failed)}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -187,13 +268,17 @@ def _build_out(args) -> Path:
 
     if args.catalog:
         return resolve_catalog_dir(args.catalog)
-    return Path(args.out) if args.out else data_dir() / default_catalogue_name(args.source, args.limit)
+    return (
+        Path(args.out) if args.out else data_dir() / default_catalogue_name(args.source, args.limit)
+    )
 
 
 def _backend(args) -> str | None:
     """The requested backend, checking the Milvus options before any work is done."""
     if args.backend == "faiss" and (args.milvus_uri or args.milvus_token):
-        raise EmbeddingsError("--milvus-uri/--milvus-token need --backend milvus (or drop --backend faiss)")
+        raise EmbeddingsError(
+            "--milvus-uri/--milvus-token need --backend milvus (or drop --backend faiss)"
+        )
     if args.milvus_uri:
         from embeddings.milvus_backend import check_uri
 
@@ -205,12 +290,16 @@ def _backend(args) -> str | None:
 def _print_build(result) -> None:
     catalogue = result.catalogue
     info = catalogue.info
-    print(f"catalogue {catalogue.directory}: {len(catalogue):,} products ({info['adapter']}), "
-          f"labels: {', '.join(catalogue.label_fields) or 'none'}")
+    print(
+        f"catalogue {catalogue.directory}: {len(catalogue):,} products ({info['adapter']}), "
+        f"labels: {', '.join(catalogue.label_fields) or 'none'}"
+    )
     _print_notes("recovered", info["recovered"], 5)
     _print_notes("skipped", info["skipped"], 10)
     if result.updated_too:
-        print(f"the products changed, so these built models were updated too: {', '.join(result.updated_too)}")
+        print(
+            f"the products changed, so these built models were updated too: {', '.join(result.updated_too)}"
+        )
     for outcome in result.outcomes:
         _print_outcome(outcome)
     if not result.committed:
@@ -234,8 +323,10 @@ def _print_outcome(outcome) -> None:
         print(f"[{model_id}] up to date")
     else:
         manifest = report.manifest
-        print(f"[{model_id}] {report.count:,} vectors x {manifest['dim']} ({manifest['index_type']}): "
-              f"embedded {report.embedded:,} at {report.items_per_second:.1f} img/s, reused {report.reused:,}")
+        print(
+            f"[{model_id}] {report.count:,} vectors x {manifest['dim']} ({manifest['index_type']}): "
+            f"embedded {report.embedded:,} at {report.items_per_second:.1f} img/s, reused {report.reused:,}"
+        )
         for _item_id, reason in report.failed[:10]:
             print(f"  [{model_id}] unreadable image skipped: {reason}")
     if outcome.bridge:
@@ -286,20 +377,29 @@ def _check_filter_values(catalogue, filters: dict[str, str] | None) -> None:
         return
     for field_name, value in filters.items():
         if field_name not in catalogue.label_fields:
-            raise EmbeddingsError(f"--filter {field_name}={value}: catalogue {catalogue.name!r} has no label "
-                                  f"field {field_name!r}; label fields: {', '.join(catalogue.label_fields) or 'none'}")
+            raise EmbeddingsError(
+                f"--filter {field_name}={value}: catalogue {catalogue.name!r} has no label "
+                f"field {field_name!r}; label fields: {', '.join(catalogue.label_fields) or 'none'}"
+            )
         if value not in set(catalogue.items[field_name]):
             known = catalogue.label_counts(field_name).index[:12].tolist()
-            raise EmbeddingsError(f"--filter {field_name}={value}: no product in catalogue {catalogue.name!r} "
-                                  f"has that value; values: {', '.join(map(str, known))}")
+            raise EmbeddingsError(
+                f"--filter {field_name}={value}: no product in catalogue {catalogue.name!r} "
+                f"has that value; values: {', '.join(map(str, known))}"
+            )
     if not catalogue.ids_matching(filters):
         shown = " and ".join(f"{f}={v}" for f, v in filters.items())
-        raise EmbeddingsError(f"--filter {shown}: no product in catalogue {catalogue.name!r} has all of these")
+        raise EmbeddingsError(
+            f"--filter {shown}: no product in catalogue {catalogue.name!r} has all of these"
+        )
 
 
 def _print_results(catalogue, args, results: dict) -> None:
     if args.json:
-        rows = {m: [{"id": h.id, "score": round(h.score, 6)} for h in hits] for m, hits in results.items()}
+        rows = {
+            m: [{"id": h.id, "score": round(h.score, 6)} for h in hits]
+            for m, hits in results.items()
+        }
         print(json.dumps(rows[args.models[0]] if len(args.models) == 1 else rows))
         return
     for model_id, hits in results.items():
@@ -320,7 +420,9 @@ def cmd_evaluate(args) -> int:
     def progress(done: int, total: int) -> None:
         print(f"evaluated {done}/{total} (model, task) steps", file=sys.stderr)
 
-    result = evaluate_catalogue(catalogue, args.models, queries=args.queries, seed=args.seed, progress=progress)
+    result = evaluate_catalogue(
+        catalogue, args.models, queries=args.queries, seed=args.seed, progress=progress
+    )
     paths = save_results(catalogue, result)
     for model_id, reason in result.manifest["skipped_text"].items():
         print(f"[{model_id}] no text figures: {reason}", file=sys.stderr)
@@ -344,15 +446,20 @@ def cmd_bridge(args) -> int:
     catalogue = Catalogue.open(directory)
     models = args.models or [m for m in built_models(catalogue) if not get_spec(m).has_text]
     if not models:
-        raise EmbeddingsError(f"catalogue {catalogue.name!r} has no built image-only model to bridge")
+        raise EmbeddingsError(
+            f"catalogue {catalogue.name!r} has no built image-only model to bridge"
+        )
     with build_lock(directory):
         for model_id in models:
             if get_spec(model_id).has_text:
                 print(f"[{model_id}] has its own text tower: no bridge needed")
                 continue
-            summary = train_bridge_for_catalogue(catalogue, model_id, seed=args.seed,
-                                                 holdout_fraction=args.holdout, force=args.force)
-            print(f"[{model_id}] text bridge: {summary or 'no titles in this catalogue: nothing to learn from'}")
+            summary = train_bridge_for_catalogue(
+                catalogue, model_id, seed=args.seed, holdout_fraction=args.holdout, force=args.force
+            )
+            print(
+                f"[{model_id}] text bridge: {summary or 'no titles in this catalogue: nothing to learn from'}"
+            )
     return 0
 
 
@@ -376,9 +483,17 @@ def cmd_catalogues(args) -> int:
         print(f"no catalogues in {root}; build one with python -m embeddings build --source PATH")
     for directory in found:
         catalogue = Catalogue.open(directory)
-        print(f"{catalogue.name:<30} {len(catalogue):>7,} products  models: {', '.join(built_models(catalogue)) or '-'}")
+        print(
+            f"{catalogue.name:<30} {len(catalogue):>7,} products  models: {', '.join(built_models(catalogue)) or '-'}"
+        )
     return 0
 
 
-COMMANDS = {"build": cmd_build, "search": cmd_search, "evaluate": cmd_evaluate, "bridge": cmd_bridge,
-            "models": cmd_models, "catalogues": cmd_catalogues}
+COMMANDS = {
+    "build": cmd_build,
+    "search": cmd_search,
+    "evaluate": cmd_evaluate,
+    "bridge": cmd_bridge,
+    "models": cmd_models,
+    "catalogues": cmd_catalogues,
+}

@@ -34,12 +34,16 @@ def describe_os_error(exc: OSError) -> str:
     import errno
 
     where = exc.filename or "a file"
-    advice = {errno.ENOSPC: "the disk is full; free some space",
-              errno.EROFS: "the folder is on a read-only file system; choose another --out",
-              errno.EACCES: "permission denied; choose a folder you can write to",
-              errno.EDQUOT: "the disk quota is exceeded; free some space"}.get(exc.errno, "check the path")
-    return (f"cannot use {where}: {exc.strerror or exc} ({advice}). Indexes built before are unchanged; "
-            "finished chunks of this build are kept, so the same command continues after the fix.")
+    advice = {
+        errno.ENOSPC: "the disk is full; free some space",
+        errno.EROFS: "the folder is on a read-only file system; choose another --out",
+        errno.EACCES: "permission denied; choose a folder you can write to",
+        errno.EDQUOT: "the disk quota is exceeded; free some space",
+    }.get(exc.errno, "check the path")
+    return (
+        f"cannot use {where}: {exc.strerror or exc} ({advice}). Indexes built before are unchanged; "
+        "finished chunks of this build are kept, so the same command continues after the fix."
+    )
 
 
 class CatalogueChangedError(EmbeddingsError):

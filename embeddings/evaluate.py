@@ -89,7 +89,13 @@ class EvaluationResult:
 
     def value(self, model: str, task: str, label: str, metric: str, k: int) -> float | None:
         for row in self.rows:
-            if (row["model"], row["task"], row["label"], row["metric"], row["k"]) == (model, task, label, metric, k):
+            if (row["model"], row["task"], row["label"], row["metric"], row["k"]) == (
+                model,
+                task,
+                label,
+                metric,
+                k,
+            ):
                 return row["value"]
         return None
 
@@ -100,8 +106,13 @@ class EvaluationResult:
         return pd.DataFrame(self.rows, columns=["model", "task", "label", "metric", "k", "value"])
 
     def to_json(self) -> dict:
-        return {"format": RESULTS_FORMAT, "manifest": self.manifest, "rows": self.rows,
-                "score_samples": self.score_samples, "text_score_samples": self.text_score_samples}
+        return {
+            "format": RESULTS_FORMAT,
+            "manifest": self.manifest,
+            "rows": self.rows,
+            "score_samples": self.score_samples,
+            "text_score_samples": self.text_score_samples,
+        }
 
 
 def index_fingerprint(index_manifest: dict) -> str:
@@ -133,7 +144,7 @@ def _search(index: ModelIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     """(scores, rows) of the top k for each query, in batches."""
     scores, rows = [], []
     for start in range(0, len(queries), SEARCH_BATCH):
-        s, r = index.search(queries[start:start + SEARCH_BATCH], k)
+        s, r = index.search(queries[start : start + SEARCH_BATCH], k)
         scores.append(s)
         rows.append(r)
     if not scores:
@@ -141,7 +152,9 @@ def _search(index: ModelIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     return np.concatenate(scores), np.concatenate(rows)
 
 
-def _drop_self(rows: np.ndarray, scores: np.ndarray, own: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _drop_self(
+    rows: np.ndarray, scores: np.ndarray, own: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Remove each query's own row from its k + 1 results (or the last one if it is absent)."""
     is_self = rows == own[:, None]
     absent = ~is_self.any(axis=1)
@@ -151,15 +164,28 @@ def _drop_self(rows: np.ndarray, scores: np.ndarray, own: np.ndarray, k: int) ->
     return rows[keep].reshape(len(rows), k), scores[keep].reshape(len(rows), k)
 
 
-def _label_codes(catalogue: Catalogue, ids: Sequence[str], label: str) -> tuple[np.ndarray, np.ndarray]:
+def _label_codes(
+    catalogue: Catalogue, ids: Sequence[str], label: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes of a label over `ids` (-1 when empty) and each code's count."""
-    values = catalogue.items[label].reindex(list(ids)).fillna("").astype(str).str.strip().to_numpy(dtype=object)
+    values = (
+        catalogue.items[label]
+        .reindex(list(ids))
+        .fillna("")
+        .astype(str)
+        .str.strip()
+        .to_numpy(dtype=object)
+    )
     known = values != ""
     codes = np.full(len(values), -1, dtype=np.int64)
     if known.any():
         _, inverse = np.unique(values[known], return_inverse=True)
         codes[known] = inverse
-    counts = np.bincount(codes[known], minlength=int(codes.max()) + 1) if known.any() else np.zeros(0, np.int64)
+    counts = (
+        np.bincount(codes[known], minlength=int(codes.max()) + 1)
+        if known.any()
+        else np.zeros(0, np.int64)
+    )
     return codes, counts
 
 
@@ -168,16 +194,25 @@ def _codes_at(codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.where(rows >= 0, codes[np.maximum(rows, 0)], -2)
 
 
-def image_metrics(retrieved: np.ndarray, query_codes: np.ndarray, codes: np.ndarray, counts: np.ndarray,
-                  n_items: int, ks: Sequence[int]) -> dict[tuple[str, int], float] | None:
+def image_metrics(
+    retrieved: np.ndarray,
+    query_codes: np.ndarray,
+    codes: np.ndarray,
+    counts: np.ndarray,
+    n_items: int,
+    ks: Sequence[int],
+) -> dict[tuple[str, int], float] | None:
     """Leave-one-out label metrics (see the module docstring) for one label field.
 
     `retrieved` (q, K): result rows with the query removed; `query_codes` (q,): the queries'
     label codes; `codes`/`counts`: every row's code and each code's count. None when no
     query has a relevant product.
     """
-    relevant_total = np.where(query_codes >= 0, counts[np.maximum(query_codes, 0)] - 1, 0) \
-        if len(counts) else np.zeros(len(query_codes), np.int64)
+    relevant_total = (
+        np.where(query_codes >= 0, counts[np.maximum(query_codes, 0)] - 1, 0)
+        if len(counts)
+        else np.zeros(len(query_codes), np.int64)
+    )
     usable = (query_codes >= 0) & (relevant_total > 0)
     if not usable.any():
         return None
@@ -191,7 +226,9 @@ def image_metrics(retrieved: np.ndarray, query_codes: np.ndarray, codes: np.ndar
         found = cumulative[:, k - 1]
         out["precision", k] = float(np.mean(found / k))
         out["recall", k] = float(np.mean(found / relevant_total))
-        average_precision = (hits[:, :k] * precision_at_i[:, :k]).sum(axis=1) / np.minimum(k, relevant_total)
+        average_precision = (hits[:, :k] * precision_at_i[:, :k]).sum(axis=1) / np.minimum(
+            k, relevant_total
+        )
         out["map", k] = float(np.mean(average_precision))
         out["chance", k] = chance
     out["queries", 0] = int(usable.sum())
@@ -210,14 +247,28 @@ class _Rows(list):
     """The result rows being gathered, one figure each."""
 
     def add(self, model_id: str, task: str, label: str, metric: str, k: int, value: float) -> None:
-        self.append({"model": model_id, "task": task, "label": label, "metric": metric, "k": int(k),
-                     "value": round(float(value), 6)})
+        self.append(
+            {
+                "model": model_id,
+                "task": task,
+                "label": label,
+                "metric": metric,
+                "k": int(k),
+                "value": round(float(value), 6),
+            }
+        )
 
 
-def evaluate_catalogue(catalogue: Catalogue, models: Sequence[str] | None = None, *,
-                       queries: int = DEFAULT_QUERIES, seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
-                       progress: ProgressFn | None = None,
-                       load_embedder: Callable[[str], object] | None = None) -> EvaluationResult:
+def evaluate_catalogue(
+    catalogue: Catalogue,
+    models: Sequence[str] | None = None,
+    *,
+    queries: int = DEFAULT_QUERIES,
+    seed: int = 0,
+    ks: Sequence[int] = DEFAULT_KS,
+    progress: ProgressFn | None = None,
+    load_embedder: Callable[[str], object] | None = None,
+) -> EvaluationResult:
     """Measure every model in `models` (default: every built one) on both tasks.
 
     `queries`: products sampled per task (all of them when the catalogue is smaller).
@@ -235,8 +286,10 @@ def evaluate_catalogue(catalogue: Catalogue, models: Sequence[str] | None = None
         raise EmbeddingsError(f"--queries must be at least 1 (got {queries})")
     models = list(models) if models else built_models(catalogue)
     if not models:
-        raise EmbeddingsError(f"catalogue {catalogue.name!r} has no built model to evaluate; build one with "
-                              f"python -m embeddings build --catalog {catalogue.directory} --models pixels")
+        raise EmbeddingsError(
+            f"catalogue {catalogue.name!r} has no built model to evaluate; build one with "
+            f"python -m embeddings build --catalog {catalogue.directory} --models pixels"
+        )
     indexes = {m: open_index(catalogue, m) for m in models}
     text_encoders, skipped_text = _text_encoders(catalogue, models, load_embedder)
     steps = _Steps(len(models) + len(text_encoders), progress)
@@ -245,7 +298,11 @@ def evaluate_catalogue(catalogue: Catalogue, models: Sequence[str] | None = None
     text = _text_task(catalogue, indexes, text_encoders, int(queries), seed, ks, rows, steps)
     manifest = {
         "format": RESULTS_FORMAT,
-        "catalogue": {"name": catalogue.name, "fingerprint": catalogue.fingerprint, "count": len(catalogue)},
+        "catalogue": {
+            "name": catalogue.name,
+            "fingerprint": catalogue.fingerprint,
+            "count": len(catalogue),
+        },
         "models": {m: _model_entry(catalogue, m, indexes[m], text_encoders.get(m)) for m in models},
         "seed": int(seed),
         "ks": list(ks),
@@ -284,8 +341,15 @@ def _text_encoders(catalogue: Catalogue, models: list[str], load_embedder) -> tu
     return encoders, skipped
 
 
-def _image_task(catalogue: Catalogue, indexes: dict[str, ModelIndex], queries: int, seed: int,
-                ks: tuple[int, ...], rows: _Rows, steps: _Steps) -> dict:
+def _image_task(
+    catalogue: Catalogue,
+    indexes: dict[str, ModelIndex],
+    queries: int,
+    seed: int,
+    ks: tuple[int, ...],
+    rows: _Rows,
+    steps: _Steps,
+) -> dict:
     """Leave-one-out image queries: the same sampled products for every model."""
     in_all = set.intersection(*(set(index.ids) for index in indexes.values()))
     pool = [i for i in catalogue.ids if i in in_all]
@@ -308,8 +372,15 @@ def _image_task(catalogue: Catalogue, indexes: dict[str, ModelIndex], queries: i
                 for (metric, k), value in figures.items():
                     rows.add(model_id, "image", label, metric, k, value)
         steps.advance()
-    return {"scores": scores_of, "queries": {"sampled": len(image_ids), "population": len(pool),
-                                             "ids": image_ids, "per_label": per_label}}
+    return {
+        "scores": scores_of,
+        "queries": {
+            "sampled": len(image_ids),
+            "population": len(pool),
+            "ids": image_ids,
+            "per_label": per_label,
+        },
+    }
 
 
 def _text_query_ids(catalogue: Catalogue, indexes: dict, encoders: dict, queries: int, seed: int):
@@ -322,22 +393,38 @@ def _text_query_ids(catalogue: Catalogue, indexes: dict, encoders: dict, queries
     for model_id in bridged:
         pool &= set(read_holdout_ids(catalogue.bridge_dir(model_id)))
     kind = "titles held out of every bridge's training" if bridged else "all titled products"
-    ids = _sample([i for i in catalogue.ids if i in pool], queries, np.random.default_rng([seed, 1]))
+    ids = _sample(
+        [i for i in catalogue.ids if i in pool], queries, np.random.default_rng([seed, 1])
+    )
     return ids, titles.reindex(ids).tolist(), kind
 
 
-def _text_vectors(catalogue: Catalogue, encoder, query_titles: list[str], cached: dict) -> np.ndarray:
+def _text_vectors(
+    catalogue: Catalogue, encoder, query_titles: list[str], cached: dict
+) -> np.ndarray:
     if isinstance(encoder, TextBridge):
         # The catalogue's title cache: the same MiniLM vectors encode_texts would compute.
         if "titles" not in cached:
             cached["titles"] = title_vectors(catalogue)
         return encoder.encode_sentence_vectors(cached["titles"].for_titles(query_titles))
-    return np.concatenate([encoder.encode_texts(query_titles[s:s + SEARCH_BATCH])
-                           for s in range(0, len(query_titles), SEARCH_BATCH)])
+    return np.concatenate(
+        [
+            encoder.encode_texts(query_titles[s : s + SEARCH_BATCH])
+            for s in range(0, len(query_titles), SEARCH_BATCH)
+        ]
+    )
 
 
-def _text_task(catalogue: Catalogue, indexes: dict, encoders: dict, queries: int, seed: int,
-               ks: tuple[int, ...], rows: _Rows, steps: _Steps) -> dict:
+def _text_task(
+    catalogue: Catalogue,
+    indexes: dict,
+    encoders: dict,
+    queries: int,
+    seed: int,
+    ks: tuple[int, ...],
+    rows: _Rows,
+    steps: _Steps,
+) -> dict:
     """Titles as queries: recall of the title's own product, label precision of the top k."""
     if not encoders:
         return {"scores": {}, "queries": {"sampled": 0, "pool": None, "ids": []}}
@@ -348,19 +435,40 @@ def _text_task(catalogue: Catalogue, indexes: dict, encoders: dict, queries: int
         index = indexes[model_id]
         if text_ids:
             depth = min(ks[-1], len(index))
-            scores, found = _search(index, _text_vectors(catalogue, encoder, query_titles, cached), depth)
+            scores, found = _search(
+                index, _text_vectors(catalogue, encoder, query_titles, cached), depth
+            )
             scores_of[model_id] = [round(float(s), 4) for s in scores.ravel()]
             own = np.array([index.row_of[i] for i in text_ids], dtype=np.int64)
-            _text_figures(catalogue, index, model_id, found, own, [k for k in ks if k <= depth], rows)
+            _text_figures(
+                catalogue, index, model_id, found, own, [k for k in ks if k <= depth], rows
+            )
         steps.advance()
-    return {"scores": scores_of, "queries": {"sampled": len(text_ids), "pool": pool_kind, "ids": text_ids}}
+    return {
+        "scores": scores_of,
+        "queries": {"sampled": len(text_ids), "pool": pool_kind, "ids": text_ids},
+    }
 
 
-def _text_figures(catalogue: Catalogue, index: ModelIndex, model_id: str, found: np.ndarray, own: np.ndarray,
-                  ks: list[int], rows: _Rows) -> None:
+def _text_figures(
+    catalogue: Catalogue,
+    index: ModelIndex,
+    model_id: str,
+    found: np.ndarray,
+    own: np.ndarray,
+    ks: list[int],
+    rows: _Rows,
+) -> None:
     n_items = len(index)
     for k in ks:
-        rows.add(model_id, "text", OWN_PRODUCT, "recall", k, np.mean((found[:, :k] == own[:, None]).any(axis=1)))
+        rows.add(
+            model_id,
+            "text",
+            OWN_PRODUCT,
+            "recall",
+            k,
+            np.mean((found[:, :k] == own[:, None]).any(axis=1)),
+        )
         rows.add(model_id, "text", OWN_PRODUCT, "chance", k, k / n_items)
     for label in catalogue.label_fields:
         codes, counts = _label_codes(catalogue, index.ids, label)
@@ -376,13 +484,21 @@ def _text_figures(catalogue: Catalogue, index: ModelIndex, model_id: str, found:
 
 
 def _model_entry(catalogue: Catalogue, model_id: str, index: ModelIndex, encoder) -> dict:
-    entry = {"weights_id": index.weights_id, "index_fingerprint": index_fingerprint(index.manifest),
-             "index_type": index.manifest.get("index_type"), "count": len(index),
-             "built_at": index.manifest.get("built_at"), "text": getattr(encoder, "kind", None)}
+    entry = {
+        "weights_id": index.weights_id,
+        "index_fingerprint": index_fingerprint(index.manifest),
+        "index_type": index.manifest.get("index_type"),
+        "count": len(index),
+        "built_at": index.manifest.get("built_at"),
+        "text": getattr(encoder, "kind", None),
+    }
     if getattr(encoder, "kind", None) == "bridge":
         bridge = encoder.manifest
-        entry["bridge"] = {"trained_at": bridge.get("trained_at"), "trained_on": bridge.get("trained_on"),
-                           "holdout": bridge.get("holdout")}
+        entry["bridge"] = {
+            "trained_at": bridge.get("trained_at"),
+            "trained_on": bridge.get("trained_on"),
+            "holdout": bridge.get("holdout"),
+        }
     return entry
 
 
@@ -430,8 +546,12 @@ def load_results(catalogue: Catalogue) -> EvaluationResult | None:
     manifest = data.get("manifest") or {}
     if stale_reason(catalogue, manifest) is not None:
         return None
-    return EvaluationResult(data.get("rows", []), data.get("score_samples", {}), manifest,
-                            data.get("text_score_samples", {}))
+    return EvaluationResult(
+        data.get("rows", []),
+        data.get("score_samples", {}),
+        manifest,
+        data.get("text_score_samples", {}),
+    )
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -448,19 +568,37 @@ def summary_markdown(result: EvaluationResult) -> str:
     ks = manifest["ks"]
     catalogue = manifest["catalogue"]
     image = manifest["image_queries"]
-    lines = [f"# Retrieval quality: {catalogue['name']}", "",
-             f"{catalogue['count']:,} products; seed {manifest['seed']}; measured {manifest['created_at']} "
-             f"in {manifest['seconds']:.0f} s.", ""]
+    lines = [
+        f"# Retrieval quality: {catalogue['name']}",
+        "",
+        f"{catalogue['count']:,} products; seed {manifest['seed']}; measured {manifest['created_at']} "
+        f"in {manifest['seconds']:.0f} s.",
+        "",
+    ]
     for model_id, entry in manifest["models"].items():
-        text = {"native": "native text tower", "bridge": "text bridge"}.get(entry.get("text"), "no text queries")
-        lines.append(f"- `{model_id}`: {entry['count']:,} vectors ({entry['index_type']}), weights "
-                     f"`{entry['weights_id']}`, {text}")
-    lines += ["", "## Image to image (leave-one-out)", "",
-              f"{image['sampled']:,} query products sampled of {image['population']:,}. precision@k, "
-              "mAP@k (normalised by min(k, relevant)) and recall@k, where relevant = the other products "
-              "sharing the query's label; chance = expected precision of a random ranking.", ""]
+        text = {"native": "native text tower", "bridge": "text bridge"}.get(
+            entry.get("text"), "no text queries"
+        )
+        lines.append(
+            f"- `{model_id}`: {entry['count']:,} vectors ({entry['index_type']}), weights "
+            f"`{entry['weights_id']}`, {text}"
+        )
+    lines += [
+        "",
+        "## Image to image (leave-one-out)",
+        "",
+        f"{image['sampled']:,} query products sampled of {image['population']:,}. precision@k, "
+        "mAP@k (normalised by min(k, relevant)) and recall@k, where relevant = the other products "
+        "sharing the query's label; chance = expected precision of a random ranking.",
+        "",
+    ]
     big = ks[-1]
-    header = ["label", "model"] + [f"P@{k}" for k in ks] + [f"mAP@{k}" for k in ks] + [f"R@{big}", "chance"]
+    header = (
+        ["label", "model"]
+        + [f"P@{k}" for k in ks]
+        + [f"mAP@{k}" for k in ks]
+        + [f"R@{big}", "chance"]
+    )
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     models = list(manifest["models"])
     for label in manifest["label_fields"]:
@@ -470,8 +608,10 @@ def summary_markdown(result: EvaluationResult) -> str:
             cells = [label, f"`{model_id}`"]
             cells += [_fmt(result.value(model_id, "image", label, "precision", k)) for k in ks]
             cells += [_fmt(result.value(model_id, "image", label, "map", k)) for k in ks]
-            cells += [_fmt(result.value(model_id, "image", label, "recall", big)),
-                      _fmt(result.value(model_id, "image", label, "chance", ks[0]))]
+            cells += [
+                _fmt(result.value(model_id, "image", label, "recall", big)),
+                _fmt(result.value(model_id, "image", label, "chance", ks[0])),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     text = manifest["text_queries"]
     text_models = [m for m in models if manifest["models"][m].get("text")]
@@ -479,9 +619,12 @@ def summary_markdown(result: EvaluationResult) -> str:
     if not text_models:
         lines.append("No model evaluated here answers text queries.")
     else:
-        lines += [f"{text['sampled']:,} product titles as queries ({text['pool']}). Recall@k: the title's "
-                  "own product is in the top k; label precision@k: share of the top k with the query "
-                  "product's label.", ""]
+        lines += [
+            f"{text['sampled']:,} product titles as queries ({text['pool']}). Recall@k: the title's "
+            "own product is in the top k; label precision@k: share of the top k with the query "
+            "product's label.",
+            "",
+        ]
         header = ["model", "via"] + [f"R@{k}" for k in ks] + [f"chance R@{big}"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for model_id in text_models:

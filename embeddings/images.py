@@ -33,8 +33,12 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 BACKGROUND = (255, 255, 255)
 
 
-def open_rgb(source: str | os.PathLike | bytes, *, name: str | None = None,
-             max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def open_rgb(
+    source: str | os.PathLike | bytes,
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> Image.Image:
     """Decode `source` (a path or the bytes of a file) into an 8-bit RGB image, upright.
 
     `name` is what error messages call the image (defaults to the path). Raises `ImageError`
@@ -60,8 +64,9 @@ def open_rgb(source: str | os.PathLike | bytes, *, name: str | None = None,
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{label}: not an image Pillow can read "
-                         "(is it a JPEG, PNG, WebP or GIF?).") from None
+        raise ImageError(
+            f"{label}: not an image Pillow can read (is it a JPEG, PNG, WebP or GIF?)."
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(_too_large(label, _pillow_pixel_count(exc), max_pixels)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -74,13 +79,16 @@ def _open_stream(source: str | os.PathLike | bytes, label: str) -> io.BufferedIO
     """A binary stream over `source`; `ImageError` for empty input, a folder or a missing file."""
     if isinstance(source, bytes):
         if not source:
-            raise ImageError(f"{label}: the file is empty (0 bytes); "
-                             "upload a JPEG, PNG, WebP or GIF image.")
+            raise ImageError(
+                f"{label}: the file is empty (0 bytes); upload a JPEG, PNG, WebP or GIF image."
+            )
         return io.BytesIO(source)
     path = Path(source)
     if path.is_dir():
-        raise ImageError(f"{label}: is a folder, not an image; pass the path of an image file "
-                         "(JPEG, PNG, WebP or GIF).")
+        raise ImageError(
+            f"{label}: is a folder, not an image; pass the path of an image file "
+            "(JPEG, PNG, WebP or GIF)."
+        )
     if not path.is_file():
         raise ImageError(f"{label}: no such file; check the path or rebuild the catalogue.")
     if path.stat().st_size == 0:
@@ -88,15 +96,18 @@ def _open_stream(source: str | os.PathLike | bytes, label: str) -> io.BufferedIO
     try:
         return path.open("rb")
     except OSError as exc:
-        raise ImageError(f"{label}: cannot be opened ({exc.strerror or exc}); "
-                         "check its permissions.") from None
+        raise ImageError(
+            f"{label}: cannot be opened ({exc.strerror or exc}); check its permissions."
+        ) from None
 
 
 def _too_large(label: str, size: str, max_pixels: int) -> str:
     """The message for an image over the pixel limit (the smaller of ours and Pillow's guard)."""
     limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
-    return (f"{label}: {size} is larger than the {limit:,}-pixel limit (a possible decompression "
-            "bomb); resize it first.")
+    return (
+        f"{label}: {size} is larger than the {limit:,}-pixel limit (a possible decompression "
+        "bomb); resize it first."
+    )
 
 
 def _pillow_pixel_count(exc: Exception) -> str:

@@ -80,8 +80,9 @@ def rebuild_advice(catalogue_dir: Path, model_id: str) -> str:
     return f"rebuild it: python -m embeddings build --catalog {catalogue_dir} --models {model_id}"
 
 
-def make_faiss_index(vectors: np.ndarray, *, hnsw_above: int = DEFAULT_HNSW_ABOVE,
-                     store_dtype: str = "float32"):
+def make_faiss_index(
+    vectors: np.ndarray, *, hnsw_above: int = DEFAULT_HNSW_ABOVE, store_dtype: str = "float32"
+):
     """An inner-product FAISS index over `vectors` (float32, L2-normalised rows).
 
     `store_dtype="float16"` keeps float16 codes in the index (half the RAM); scores are then
@@ -94,12 +95,19 @@ def make_faiss_index(vectors: np.ndarray, *, hnsw_above: int = DEFAULT_HNSW_ABOV
     dim = vectors.shape[1]
     half = store_dtype == "float16"
     if len(vectors) > hnsw_above:
-        index = (faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-                 if half else faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT))
+        index = (
+            faiss.IndexHNSWSQ(
+                dim, faiss.ScalarQuantizer.QT_fp16, HNSW_M, faiss.METRIC_INNER_PRODUCT
+            )
+            if half
+            else faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        )
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         index.hnsw.efSearch = HNSW_EF_SEARCH
     elif half:
-        index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexScalarQuantizer(
+            dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+        )
     else:
         index = faiss.IndexFlatIP(dim)
     if len(vectors):
@@ -119,7 +127,11 @@ def library_versions() -> dict[str, str]:
     """Versions of what made an index: the inference runtimes only when this process loaded them."""
     import faiss
 
-    versions = {"python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "faiss": faiss.__version__,
+    }
     for runtime in ("torch", "onnxruntime"):
         module = sys.modules.get(runtime)
         if module is not None:
@@ -144,13 +156,24 @@ def _check_ids(ids: Sequence[str], vectors: np.ndarray) -> None:
         raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
     bad = next((i for i in ids if not isinstance(i, str) or not i or "\n" in i or "\r" in i), None)
     if bad is not None:
-        raise ValueError(f"id {bad!r} cannot be stored in {IDS_FILE} (empty, or holds a line break)")
+        raise ValueError(
+            f"id {bad!r} cannot be stored in {IDS_FILE} (empty, or holds a line break)"
+        )
 
 
-def stage_model_index(model_dir: Path, *, ids: list[str], vectors: np.ndarray, manifest: dict,
-                      hnsw_above: int = DEFAULT_HNSW_ABOVE, store_dtype: str = "float32",
-                      backend: str = "faiss", labels: dict[str, list[str]] | None = None,
-                      milvus_uri: str | None = None, milvus_token: str | None = None) -> StagedIndex:
+def stage_model_index(
+    model_dir: Path,
+    *,
+    ids: list[str],
+    vectors: np.ndarray,
+    manifest: dict,
+    hnsw_above: int = DEFAULT_HNSW_ABOVE,
+    store_dtype: str = "float32",
+    backend: str = "faiss",
+    labels: dict[str, list[str]] | None = None,
+    milvus_uri: str | None = None,
+    milvus_token: str | None = None,
+) -> StagedIndex:
     """Write every artefact of a model's index into a fresh folder beside `model_dir`.
 
     `manifest` must hold model_id, weights_id and catalogue_fingerprint; counts, dims, versions,
@@ -166,18 +189,26 @@ def stage_model_index(model_dir: Path, *, ids: list[str], vectors: np.ndarray, m
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
     index, milvus = None, {}
-    manifest = {"format": FORMAT_VERSION, **manifest, "dim": dim, "count": len(ids),
-                "metric": "cosine (inner product over L2-normalised vectors)", "backend": backend,
-                "vectors_dtype": store_dtype, "hnsw_above": int(hnsw_above),
-                "libraries": library_versions(),
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    manifest = {
+        "format": FORMAT_VERSION,
+        **manifest,
+        "dim": dim,
+        "count": len(ids),
+        "metric": "cosine (inner product over L2-normalised vectors)",
+        "backend": backend,
+        "vectors_dtype": store_dtype,
+        "hnsw_above": int(hnsw_above),
+        "libraries": library_versions(),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if backend == "faiss":
         index = make_faiss_index(vectors, hnsw_above=hnsw_above, store_dtype=store_dtype)
         manifest["index_type"] = index_kind(index)
     else:
         manifest["index_type"] = "hnsw" if len(vectors) > hnsw_above else "flat"
-        manifest["milvus"], milvus = _push_to_milvus(model_dir, manifest, ids, vectors, labels,
-                                                     milvus_uri, milvus_token)
+        manifest["milvus"], milvus = _push_to_milvus(
+            model_dir, manifest, ids, vectors, labels, milvus_uri, milvus_token
+        )
     try:
         staging = staging_dir(model_dir)
         _write_files(staging, index, ids, vectors, manifest, store_dtype)
@@ -188,16 +219,32 @@ def stage_model_index(model_dir: Path, *, ids: list[str], vectors: np.ndarray, m
     return StagedIndex(model_dir, staging, manifest, milvus)
 
 
-def _push_to_milvus(model_dir: Path, manifest: dict, ids: list[str], vectors: np.ndarray,
-                    labels: dict[str, list[str]] | None, uri: str | None, token: str | None):
+def _push_to_milvus(
+    model_dir: Path,
+    manifest: dict,
+    ids: list[str],
+    vectors: np.ndarray,
+    labels: dict[str, list[str]] | None,
+    uri: str | None,
+    token: str | None,
+):
     from embeddings import milvus_backend
 
     catalogue_dir = catalogue_dir_of(model_dir)
     uri = uri or milvus_backend.default_lite_uri(catalogue_dir)
     section = milvus_backend.push_vectors(
-        catalogue_dir=catalogue_dir, model_id=manifest["model_id"], uri=uri, token=token, ids=list(ids),
-        vectors=vectors, labels=labels or {}, hnsw=manifest["index_type"] == "hnsw", hnsw_m=HNSW_M,
-        ef_construction=HNSW_EF_CONSTRUCTION, ef_search=HNSW_EF_SEARCH)
+        catalogue_dir=catalogue_dir,
+        model_id=manifest["model_id"],
+        uri=uri,
+        token=token,
+        ids=list(ids),
+        vectors=vectors,
+        labels=labels or {},
+        hnsw=manifest["index_type"] == "hnsw",
+        hnsw_m=HNSW_M,
+        ef_construction=HNSW_EF_CONSTRUCTION,
+        ef_search=HNSW_EF_SEARCH,
+    )
     return section, {"uri": uri, "token": token, "collection": section["collection"]}
 
 
@@ -207,8 +254,9 @@ def _drop_milvus_collection(milvus: dict) -> None:
     milvus_backend.drop_collection_quietly(milvus["uri"], milvus["token"], milvus["collection"])
 
 
-def _write_files(staging: Path, index, ids: list[str], vectors: np.ndarray, manifest: dict,
-                 store_dtype: str) -> None:
+def _write_files(
+    staging: Path, index, ids: list[str], vectors: np.ndarray, manifest: dict, store_dtype: str
+) -> None:
     try:
         if index is not None:
             _faiss().write_index(index, str(staging / INDEX_FILE))
@@ -232,8 +280,12 @@ def commit_staged(staged: StagedIndex) -> None:
         from embeddings import milvus_backend
 
         milvus_backend.drop_stale_collections(
-            catalogue_dir=catalogue_dir_of(staged.model_dir), model_id=staged.manifest["model_id"],
-            uri=staged.milvus["uri"], token=staged.milvus["token"], keep=staged.milvus["collection"])
+            catalogue_dir=catalogue_dir_of(staged.model_dir),
+            model_id=staged.manifest["model_id"],
+            uri=staged.milvus["uri"],
+            token=staged.milvus["token"],
+            keep=staged.milvus["collection"],
+        )
 
 
 def discard_staged(staged: StagedIndex) -> None:
@@ -243,8 +295,9 @@ def discard_staged(staged: StagedIndex) -> None:
         _drop_milvus_collection(staged.milvus)
 
 
-def write_model_index(model_dir: Path, *, ids: list[str], vectors: np.ndarray, manifest: dict,
-                      **options) -> dict:
+def write_model_index(
+    model_dir: Path, *, ids: list[str], vectors: np.ndarray, manifest: dict, **options
+) -> dict:
     """Stage and commit one model's index (see `stage_model_index`); returns its manifest."""
     staged = stage_model_index(model_dir, ids=ids, vectors=vectors, manifest=manifest, **options)
     try:
@@ -284,8 +337,14 @@ class FaissIndex(ModelIndex):
             return np.zeros((0, self.dim), np.float32)
         return self.index.reconstruct_batch(rows)
 
-    def search(self, queries: np.ndarray, k: int, *, rows: np.ndarray | None = None,
-               filters: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        rows: np.ndarray | None = None,
+        filters: dict[str, str] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search; `rows` restricts it to those row numbers (a label filter).
 
         Exact on a flat index. On an HNSW graph, up to `EXACT_FILTER_ROWS` allowed rows are
@@ -309,12 +368,16 @@ class FaissIndex(ModelIndex):
         selector = faiss.IDSelectorBatch(rows)
         if hnsw:
             widened = int(self.index.hnsw.efSearch * len(self.ids) / max(1, len(rows)))
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=min(max(HNSW_EF_SEARCH, k, widened), 4096))
+            params = faiss.SearchParametersHNSW(
+                sel=selector, efSearch=min(max(HNSW_EF_SEARCH, k, widened), 4096)
+            )
         else:
             params = faiss.SearchParameters(sel=selector)
         return self.index.search(queries, k, params=params)
 
-    def _scan_rows(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _scan_rows(
+        self, queries: np.ndarray, rows: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k over the given rows only (their vectors decoded from the index)."""
         scores = queries @ self.index.reconstruct_batch(rows).T
         if k < len(rows):
@@ -323,13 +386,22 @@ class FaissIndex(ModelIndex):
             top = np.tile(np.arange(len(rows)), (len(queries), 1))
         top_scores = np.take_along_axis(scores, top, axis=1)
         order = np.argsort(-top_scores, axis=1, kind="stable")
-        return (np.take_along_axis(top_scores, order, axis=1).astype(np.float32),
-                rows[np.take_along_axis(top, order, axis=1)])
+        return (
+            np.take_along_axis(top_scores, order, axis=1).astype(np.float32),
+            rows[np.take_along_axis(top, order, axis=1)],
+        )
 
 
-def load_model_index(model_dir: Path, *, catalogue_fingerprint: str, model_id: str,
-                     weights_id: str | None = None, mmap: bool = False, rebuild_hint: str = "",
-                     lock: bool = True) -> ModelIndex:
+def load_model_index(
+    model_dir: Path,
+    *,
+    catalogue_fingerprint: str,
+    model_id: str,
+    weights_id: str | None = None,
+    mmap: bool = False,
+    rebuild_hint: str = "",
+    lock: bool = True,
+) -> ModelIndex:
     """Load a model's index, refusing one that does not belong to this catalogue or model.
 
     `mmap` maps the stored vectors instead of reading them (FAISS backend). A manifest of a
@@ -347,13 +419,22 @@ def load_model_index(model_dir: Path, *, catalogue_fingerprint: str, model_id: s
         return _load(model_dir, catalogue_fingerprint, model_id, weights_id, mmap, hint)
 
 
-def _load(model_dir: Path, fingerprint: str, model_id: str, weights_id: str | None, mmap: bool,
-          hint: str) -> ModelIndex:
+def _load(
+    model_dir: Path, fingerprint: str, model_id: str, weights_id: str | None, mmap: bool, hint: str
+) -> ModelIndex:
     manifest = read_manifest(model_dir)
     if manifest is None:
-        raise IndexMissingError(f"no index for model {model_id!r} in {catalogue_dir_of(model_dir)}; {hint}")
-    check_manifest(manifest, model_dir, fingerprint=fingerprint, model_id=model_id, weights_id=weights_id,
-                   hint=hint)
+        raise IndexMissingError(
+            f"no index for model {model_id!r} in {catalogue_dir_of(model_dir)}; {hint}"
+        )
+    check_manifest(
+        manifest,
+        model_dir,
+        fingerprint=fingerprint,
+        model_id=model_id,
+        weights_id=weights_id,
+        hint=hint,
+    )
     if manifest.get("backend", "faiss") == "milvus":
         return _load_milvus(model_dir, manifest, hint)
     faiss = _faiss()
@@ -364,12 +445,18 @@ def _load(model_dir: Path, fingerprint: str, model_id: str, weights_id: str | No
         index = faiss.read_index(str(model_dir / INDEX_FILE), flags)
         ids = read_ids(model_dir)
     except (RuntimeError, OSError) as exc:
-        raise IndexMismatchError(f"{model_dir}: the index files are damaged "
-                                 f"({str(exc).splitlines()[0][:200]}); {hint}") from exc
-    if index.ntotal != manifest["count"] or len(ids) != manifest["count"] or index.d != manifest["dim"]:
+        raise IndexMismatchError(
+            f"{model_dir}: the index files are damaged ({str(exc).splitlines()[0][:200]}); {hint}"
+        ) from exc
+    if (
+        index.ntotal != manifest["count"]
+        or len(ids) != manifest["count"]
+        or index.d != manifest["dim"]
+    ):
         raise IndexMismatchError(
             f"{model_dir}: files disagree with the manifest ({index.ntotal} vectors, {len(ids)} ids, "
-            f"dim {index.d}; manifest says {manifest['count']} x {manifest['dim']}); {hint}")
+            f"dim {index.d}; manifest says {manifest['count']} x {manifest['dim']}); {hint}"
+        )
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = max(index.hnsw.efSearch, HNSW_EF_SEARCH)
     return FaissIndex(model_id, manifest, index, ids)
@@ -383,24 +470,40 @@ def _load_milvus(model_dir: Path, manifest: dict, hint: str) -> ModelIndex:
     except OSError as exc:
         raise IndexMismatchError(f"{model_dir}: {IDS_FILE} is unreadable ({exc}); {hint}") from exc
     if len(ids) != manifest["count"]:
-        raise IndexMismatchError(f"{model_dir}: {len(ids)} ids but the manifest says {manifest['count']}; "
-                                 f"{hint}")
+        raise IndexMismatchError(
+            f"{model_dir}: {len(ids)} ids but the manifest says {manifest['count']}; {hint}"
+        )
     return load_milvus_index(model_dir, manifest, ids, rebuild_hint=hint)
 
 
-def check_manifest(manifest: dict, model_dir: Path, *, fingerprint: str, model_id: str,
-                   weights_id: str | None, hint: str) -> None:
+def check_manifest(
+    manifest: dict,
+    model_dir: Path,
+    *,
+    fingerprint: str,
+    model_id: str,
+    weights_id: str | None,
+    hint: str,
+) -> None:
     """Refuse a manifest of another model, without weights, of other weights or catalogue version."""
     if manifest.get("model_id") != model_id:
-        raise IndexMismatchError(f"{model_dir}: built by model {manifest.get('model_id')!r}, not {model_id!r}; {hint}")
+        raise IndexMismatchError(
+            f"{model_dir}: built by model {manifest.get('model_id')!r}, not {model_id!r}; {hint}"
+        )
     if not manifest.get("weights_id"):
-        raise IndexMismatchError(f"{model_dir}: the manifest does not name the weights that built it; {hint}")
+        raise IndexMismatchError(
+            f"{model_dir}: the manifest does not name the weights that built it; {hint}"
+        )
     if weights_id is not None and manifest["weights_id"] != weights_id:
-        raise IndexMismatchError(f"{model_dir}: built with weights {manifest['weights_id']!r}, "
-                                 f"not {weights_id!r}; {hint}")
+        raise IndexMismatchError(
+            f"{model_dir}: built with weights {manifest['weights_id']!r}, "
+            f"not {weights_id!r}; {hint}"
+        )
     if manifest.get("catalogue_fingerprint") != fingerprint:
-        raise IndexMismatchError(f"{model_dir}: built for another version of the catalogue (its products "
-                                 f"changed since); {hint}")
+        raise IndexMismatchError(
+            f"{model_dir}: built for another version of the catalogue (its products "
+            f"changed since); {hint}"
+        )
 
 
 def read_ids(model_dir: Path) -> list[str]:

@@ -42,8 +42,10 @@ def build_lock(catalogue_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise BuildBusyError(f"catalogue {directory.name!r} is being built by {holder} right now; "
-                                 "wait for that build to finish, then run this one again") from None
+            raise BuildBusyError(
+                f"catalogue {directory.name!r} is being built by {holder} right now; "
+                "wait for that build to finish, then run this one again"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
         yield

@@ -50,12 +50,15 @@ def _pymilvus():
     try:
         import pymilvus
     except ImportError as exc:
-        raise EmbeddingsError("the Milvus backend needs pymilvus (and milvus-lite for local "
-                              "databases): pip install -r requirements.txt") from exc
+        raise EmbeddingsError(
+            "the Milvus backend needs pymilvus (and milvus-lite for local "
+            "databases): pip install -r requirements.txt"
+        ) from exc
     return pymilvus
 
 
 # -- where the database is -----------------------------------------------------------------
+
 
 def is_server_uri(uri: str) -> bool:
     """True for a Milvus server / Zilliz Cloud address, False for a Milvus Lite path."""
@@ -94,11 +97,15 @@ def check_uri(uri: str) -> str:
     """Validate a `--milvus-uri` before any work, with a message saying what is accepted."""
     uri = (uri or "").strip()
     if not uri:
-        raise EmbeddingsError("--milvus-uri is empty; give http://host:19530 for a server or a "
-                              "local path ending in .db for Milvus Lite")
+        raise EmbeddingsError(
+            "--milvus-uri is empty; give http://host:19530 for a server or a "
+            "local path ending in .db for Milvus Lite"
+        )
     if not is_server_uri(uri) and not uri.endswith(".db"):
-        raise EmbeddingsError(f"--milvus-uri {uri!r}: a Milvus Lite database path must end in .db "
-                              "(e.g. ./milvus.db); a server address starts with http:// or https://")
+        raise EmbeddingsError(
+            f"--milvus-uri {uri!r}: a Milvus Lite database path must end in .db "
+            "(e.g. ./milvus.db); a server address starts with http:// or https://"
+        )
     return uri
 
 
@@ -127,12 +134,16 @@ def connect(uri: str, token: str | None = None):
 
 def _connect_advice(uri: str, exc: Exception) -> str:
     if is_server_uri(uri):
-        return (f"cannot reach Milvus at {uri} ({_short(exc)}); start the server, check the address "
-                f"(or set {ENV_URI}) and the token ({ENV_TOKEN})")
-    return (f"cannot open the Milvus Lite database {uri} ({_short(exc)}). Milvus Lite allows one process "
-            "at a time: stop the other one (the app, or another build), or serve the database for "
-            f"several processes with `milvus-lite server --data-dir {uri}` and use "
-            "--milvus-uri http://127.0.0.1:19530")
+        return (
+            f"cannot reach Milvus at {uri} ({_short(exc)}); start the server, check the address "
+            f"(or set {ENV_URI}) and the token ({ENV_TOKEN})"
+        )
+    return (
+        f"cannot open the Milvus Lite database {uri} ({_short(exc)}). Milvus Lite allows one process "
+        "at a time: stop the other one (the app, or another build), or serve the database for "
+        f"several processes with `milvus-lite server --data-dir {uri}` and use "
+        "--milvus-uri http://127.0.0.1:19530"
+    )
 
 
 def _short(exc: Exception) -> str:
@@ -141,6 +152,7 @@ def _short(exc: Exception) -> str:
 
 
 # -- names ---------------------------------------------------------------------------------
+
 
 def _slug(text: str, limit: int) -> str:
     return (re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_") or "x")[:limit]
@@ -179,26 +191,41 @@ def filter_expression(filters: dict[str, str] | None, fields: dict[str, str]) ->
     parts = []
     for label, value in (filters or {}).items():
         if label not in fields:
-            raise EmbeddingsError(f"no label field {label!r} in this Milvus index; label fields: "
-                                  f"{', '.join(fields) or 'none'}")
+            raise EmbeddingsError(
+                f"no label field {label!r} in this Milvus index; label fields: "
+                f"{', '.join(fields) or 'none'}"
+            )
         parts.append(f"{fields[label]} == {quote(value)}")
     return " and ".join(parts)
 
 
 # -- building ------------------------------------------------------------------------------
 
+
 def _varchar_length(values) -> int:
     longest = max((len(str(v).encode()) for v in values), default=0)
     return int(min(65_535, max(16, longest * 2)))
 
 
-def create_collection(client, name: str, *, dim: int, labels: dict[str, list[str]],
-                      fields: dict[str, str], ids: list[str], hnsw: bool, hnsw_m: int,
-                      ef_construction: int) -> None:
+def create_collection(
+    client,
+    name: str,
+    *,
+    dim: int,
+    labels: dict[str, list[str]],
+    fields: dict[str, str],
+    ids: list[str],
+    hnsw: bool,
+    hnsw_m: int,
+    ef_construction: int,
+) -> None:
     """An empty collection with the row key, the catalogue id, label fields and the vector."""
     DataType = _pymilvus().DataType
-    schema = client.create_schema(auto_id=False, enable_dynamic_field=False,
-                                  description="embeddings: one row per catalogue product")
+    schema = client.create_schema(
+        auto_id=False,
+        enable_dynamic_field=False,
+        description="embeddings: one row per catalogue product",
+    )
     schema.add_field(ROW_FIELD, DataType.INT64, is_primary=True)
     schema.add_field(ID_FIELD, DataType.VARCHAR, max_length=_varchar_length(ids))
     for label, field_name in fields.items():
@@ -206,17 +233,31 @@ def create_collection(client, name: str, *, dim: int, labels: dict[str, list[str
     schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
     index_params = client.prepare_index_params()
     if hnsw:
-        index_params.add_index(field_name=VECTOR_FIELD, index_type="HNSW", metric_type="IP",
-                               params={"M": hnsw_m, "efConstruction": ef_construction})
+        index_params.add_index(
+            field_name=VECTOR_FIELD,
+            index_type="HNSW",
+            metric_type="IP",
+            params={"M": hnsw_m, "efConstruction": ef_construction},
+        )
     else:
         index_params.add_index(field_name=VECTOR_FIELD, index_type="FLAT", metric_type="IP")
     # Bounded staleness: searches do not wait for the newest writes (Strong costs ~20 ms a query
     # on Milvus Lite); the build itself waits until every row is visible (`_wait_visible`).
-    client.create_collection(name, schema=schema, index_params=index_params, consistency_level="Bounded")
+    client.create_collection(
+        name, schema=schema, index_params=index_params, consistency_level="Bounded"
+    )
 
 
-def insert_rows(client, name: str, *, ids: list[str], vectors: np.ndarray, labels: dict[str, list[str]],
-                fields: dict[str, str], progress=None) -> None:
+def insert_rows(
+    client,
+    name: str,
+    *,
+    ids: list[str],
+    vectors: np.ndarray,
+    labels: dict[str, list[str]],
+    fields: dict[str, str],
+    progress=None,
+) -> None:
     rows_per_batch = max(1, INSERT_BYTES // max(1, vectors.shape[1] * 4))
     for start in range(0, len(ids), rows_per_batch):
         stop = min(len(ids), start + rows_per_batch)
@@ -236,17 +277,32 @@ def _wait_visible(client, name: str, count: int, timeout_s: float = 120.0) -> No
     deadline = time.monotonic() + timeout_s
     seen = -1
     while time.monotonic() < deadline:
-        result = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        result = client.query(
+            name, filter="", output_fields=["count(*)"], consistency_level="Strong"
+        )
         seen = int(result[0]["count(*)"]) if result else 0
         if seen == count:
             return
         time.sleep(0.2)
-    raise EmbeddingsError(f"Milvus collection {name} shows {seen} of {count} rows after {timeout_s:.0f} s")
+    raise EmbeddingsError(
+        f"Milvus collection {name} shows {seen} of {count} rows after {timeout_s:.0f} s"
+    )
 
 
-def push_vectors(*, catalogue_dir: Path, model_id: str, uri: str, token: str | None, ids: list[str],
-                 vectors: np.ndarray, labels: dict[str, list[str]], hnsw: bool, hnsw_m: int,
-                 ef_construction: int, ef_search: int) -> dict:
+def push_vectors(
+    *,
+    catalogue_dir: Path,
+    model_id: str,
+    uri: str,
+    token: str | None,
+    ids: list[str],
+    vectors: np.ndarray,
+    labels: dict[str, list[str]],
+    hnsw: bool,
+    hnsw_m: int,
+    ef_construction: int,
+    ef_search: int,
+) -> dict:
     """Fill a fresh collection with `vectors` and return the manifest's `milvus` section.
 
     The collection is complete and loaded when this returns; on any failure it is dropped.
@@ -258,8 +314,17 @@ def push_vectors(*, catalogue_dir: Path, model_id: str, uri: str, token: str | N
     pymilvus = _pymilvus()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     try:
-        create_collection(client, name, dim=int(vectors.shape[1]), labels=labels, fields=fields, ids=ids,
-                          hnsw=hnsw, hnsw_m=hnsw_m, ef_construction=ef_construction)
+        create_collection(
+            client,
+            name,
+            dim=int(vectors.shape[1]),
+            labels=labels,
+            fields=fields,
+            ids=ids,
+            hnsw=hnsw,
+            hnsw_m=hnsw_m,
+            ef_construction=ef_construction,
+        )
         insert_rows(client, name, ids=ids, vectors=vectors, labels=labels, fields=fields)
         client.flush(name)
         client.load_collection(name)
@@ -268,12 +333,20 @@ def push_vectors(*, catalogue_dir: Path, model_id: str, uri: str, token: str | N
         with contextlib.suppress(Exception):  # the original error matters more than the clean-up
             client.drop_collection(name)
         if isinstance(exc, pymilvus.MilvusException):
-            raise EmbeddingsError(f"Milvus at {uri} refused the index of {model_id!r}: {_short(exc)}") from exc
+            raise EmbeddingsError(
+                f"Milvus at {uri} refused the index of {model_id!r}: {_short(exc)}"
+            ) from exc
         raise
-    return {"uri": recorded_uri(uri, catalogue_dir), "collection": name, "label_fields": fields,
-            "index": "HNSW" if hnsw else "FLAT", "hnsw_m": hnsw_m if hnsw else None,
-            "ef_construction": ef_construction if hnsw else None, "ef_search": ef_search if hnsw else None,
-            "pymilvus": pymilvus.__version__}
+    return {
+        "uri": recorded_uri(uri, catalogue_dir),
+        "collection": name,
+        "label_fields": fields,
+        "index": "HNSW" if hnsw else "FLAT",
+        "hnsw_m": hnsw_m if hnsw else None,
+        "ef_construction": ef_construction if hnsw else None,
+        "ef_search": ef_search if hnsw else None,
+        "pymilvus": pymilvus.__version__,
+    }
 
 
 def drop_collection_quietly(uri: str, token: str | None, name: str) -> None:
@@ -282,21 +355,25 @@ def drop_collection_quietly(uri: str, token: str | None, name: str) -> None:
         connect(uri, token).drop_collection(name)
 
 
-def drop_stale_collections(*, catalogue_dir: Path, model_id: str, uri: str, token: str | None,
-                           keep: str) -> list[str]:
+def drop_stale_collections(
+    *, catalogue_dir: Path, model_id: str, uri: str, token: str | None, keep: str
+) -> list[str]:
     """Drop this catalogue+model's collections other than `keep` (older builds, killed builds)."""
     client = connect(uri, token)
     prefix = collection_prefix(catalogue_dir, model_id)
     dropped = []
     for name in client.list_collections():
         if name.startswith(prefix) and name != keep:
-            with contextlib.suppress(Exception):  # another build may be dropping it; the next retries
+            with contextlib.suppress(
+                Exception
+            ):  # another build may be dropping it; the next retries
                 client.drop_collection(name)
                 dropped.append(name)
     return dropped
 
 
 # -- searching -----------------------------------------------------------------------------
+
 
 class MilvusIndex(ModelIndex):
     """A built model's index held in Milvus (`ModelIndex`), with label filters evaluated by
@@ -305,8 +382,16 @@ class MilvusIndex(ModelIndex):
     native_filters = True
     backend = "milvus"
 
-    def __init__(self, model_id: str, manifest: dict, client, collection: str, ids: list[str],
-                 label_fields: dict[str, str], uri: str):
+    def __init__(
+        self,
+        model_id: str,
+        manifest: dict,
+        client,
+        collection: str,
+        ids: list[str],
+        label_fields: dict[str, str],
+        uri: str,
+    ):
         super().__init__(model_id, manifest, ids)
         self.client = client
         self.collection = collection
@@ -323,17 +408,29 @@ class MilvusIndex(ModelIndex):
         found: dict[int, np.ndarray] = {}
         batch = max(1, INSERT_BYTES // max(1, self.dim * 4))
         for start in range(0, len(rows), batch):
-            for record in self._call(self.client.get, self.collection, ids=rows[start:start + batch],
-                                     output_fields=[VECTOR_FIELD]):
+            for record in self._call(
+                self.client.get,
+                self.collection,
+                ids=rows[start : start + batch],
+                output_fields=[VECTOR_FIELD],
+            ):
                 found[int(record[ROW_FIELD])] = np.asarray(record[VECTOR_FIELD], dtype=np.float32)
         missing = [r for r in rows if r not in found]
         if missing:
-            raise IndexMismatchError(f"Milvus collection {self.collection} has no row {missing[0]} "
-                                     f"({self.ids[missing[0]]!r}); rebuild the {self.model_id!r} index")
+            raise IndexMismatchError(
+                f"Milvus collection {self.collection} has no row {missing[0]} "
+                f"({self.ids[missing[0]]!r}); rebuild the {self.model_id!r} index"
+            )
         return np.stack([found[r] for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
 
-    def search(self, queries: np.ndarray, k: int, *, rows: np.ndarray | None = None,
-               filters: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        rows: np.ndarray | None = None,
+        filters: dict[str, str] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """`ModelIndex.search`; `filters` ({label: value}) and `rows` restrict it inside Milvus."""
         queries = self.checked_queries(queries)
         k = self.clamped_k(k, rows, cap=MAX_LIMIT)
@@ -348,9 +445,16 @@ class MilvusIndex(ModelIndex):
         params = dict(self._params)
         if "params" in params:  # HNSW needs ef >= k
             params["params"] = {"ef": max(int(params["params"]["ef"]), k)}
-        results = self._call(self.client.search, self.collection, data=list(queries), limit=k,
-                             filter=expression, anns_field=VECTOR_FIELD, search_params=params,
-                             output_fields=[])
+        results = self._call(
+            self.client.search,
+            self.collection,
+            data=list(queries),
+            limit=k,
+            filter=expression,
+            anns_field=VECTOR_FIELD,
+            search_params=params,
+            output_fields=[],
+        )
         for q, hits in enumerate(results):
             for j, hit in enumerate(hits[:k]):
                 found[q, j] = int(hit.get(ROW_FIELD, hit.get("id")))
@@ -362,34 +466,55 @@ class MilvusIndex(ModelIndex):
         try:
             return method(*args, **kwargs)
         except pymilvus.MilvusException as exc:
-            raise EmbeddingsError(f"Milvus ({self.uri}, collection {self.collection}) failed: "
-                                  f"{_short(exc)}") from exc
+            raise EmbeddingsError(
+                f"Milvus ({self.uri}, collection {self.collection}) failed: {_short(exc)}"
+            ) from exc
 
 
-def load_milvus_index(model_dir: Path, manifest: dict, ids: list[str], *, rebuild_hint: str) -> MilvusIndex:
+def load_milvus_index(
+    model_dir: Path, manifest: dict, ids: list[str], *, rebuild_hint: str
+) -> MilvusIndex:
     """Open the collection a Milvus build recorded, after checking it matches the manifest."""
     model_dir = Path(model_dir)
     catalogue_dir = model_dir.parent.parent
     section = manifest.get("milvus") or {}
     if not section.get("collection") or not section.get("uri"):
-        raise IndexMismatchError(f"{model_dir}: the manifest names no Milvus collection; {rebuild_hint}")
+        raise IndexMismatchError(
+            f"{model_dir}: the manifest names no Milvus collection; {rebuild_hint}"
+        )
     uri = resolve_uri(section["uri"], catalogue_dir)
     client = connect(uri)
     collection = section["collection"]
     pymilvus = _pymilvus()
     try:
         if not client.has_collection(collection):
-            raise IndexMissingError(f"the Milvus collection {collection} of model {manifest['model_id']!r} "
-                                    f"is not in {uri} (dropped, or another database); {rebuild_hint}")
+            raise IndexMissingError(
+                f"the Milvus collection {collection} of model {manifest['model_id']!r} "
+                f"is not in {uri} (dropped, or another database); {rebuild_hint}"
+            )
         described = client.describe_collection(collection)
-        dims = [int(f.get("params", {}).get("dim", 0)) for f in described.get("fields", [])
-                if f.get("name") == VECTOR_FIELD]
+        dims = [
+            int(f.get("params", {}).get("dim", 0))
+            for f in described.get("fields", [])
+            if f.get("name") == VECTOR_FIELD
+        ]
         count = int(client.get_collection_stats(collection).get("row_count", -1))
         client.load_collection(collection)
     except pymilvus.MilvusException as exc:
-        raise EmbeddingsError(f"Milvus at {uri} failed to open collection {collection}: {_short(exc)}") from exc
+        raise EmbeddingsError(
+            f"Milvus at {uri} failed to open collection {collection}: {_short(exc)}"
+        ) from exc
     if dims != [manifest["dim"]] or count != manifest["count"]:
-        raise IndexMismatchError(f"Milvus collection {collection} holds {count} vectors of dim {dims} but the "
-                                 f"manifest says {manifest['count']} x {manifest['dim']}; {rebuild_hint}")
-    return MilvusIndex(manifest["model_id"], manifest, client, collection, ids,
-                       dict(section.get("label_fields") or {}), uri)
+        raise IndexMismatchError(
+            f"Milvus collection {collection} holds {count} vectors of dim {dims} but the "
+            f"manifest says {manifest['count']} x {manifest['dim']}; {rebuild_hint}"
+        )
+    return MilvusIndex(
+        manifest["model_id"],
+        manifest,
+        client,
+        collection,
+        ids,
+        dict(section.get("label_fields") or {}),
+        uri,
+    )

@@ -62,8 +62,15 @@ class ImageEncoder(Protocol):
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
-def rank(index: ModelIndex, query: np.ndarray, k: int, *, exclude: str | None = None,
-         rows: np.ndarray | None = None, filters: dict[str, str] | None = None) -> list[Hit]:
+def rank(
+    index: ModelIndex,
+    query: np.ndarray,
+    k: int,
+    *,
+    exclude: str | None = None,
+    rows: np.ndarray | None = None,
+    filters: dict[str, str] | None = None,
+) -> list[Hit]:
     """Top-k hits of one query vector.
 
     `exclude` (an item id) never appears in the result. `rows` (allowed row numbers) restricts
@@ -77,8 +84,11 @@ def rank(index: ModelIndex, query: np.ndarray, k: int, *, exclude: str | None = 
     else:
         scores, found = index.search(query, k + extra, rows=rows)
     skip = index.row_of.get(exclude, -2) if exclude is not None else -2
-    hits = [Hit(index.ids[row], float(score)) for score, row in zip(scores[0], found[0], strict=True)
-            if row >= 0 and row != skip]
+    hits = [
+        Hit(index.ids[row], float(score))
+        for score, row in zip(scores[0], found[0], strict=True)
+        if row >= 0 and row != skip
+    ]
     return hits[:k]
 
 
@@ -87,9 +97,14 @@ def built_models(catalogue: Catalogue) -> list[str]:
     models_dir = catalogue.directory / "models"
     if not models_dir.is_dir():
         return []
-    return sorted(p.name for p in models_dir.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and "." not in p.name
-                  and read_manifest(p) is not None)
+    return sorted(
+        p.name
+        for p in models_dir.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and "." not in p.name
+        and read_manifest(p) is not None
+    )
 
 
 def check_k(k: int) -> int:
@@ -107,7 +122,9 @@ def check_text(text: str) -> str:
     if not text:
         raise QueryError("the text query is empty; type a few words, e.g. 'red running shoes'")
     if len(text) > MAX_TEXT_CHARS:
-        raise QueryError(f"the text query is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}")
+        raise QueryError(
+            f"the text query is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}"
+        )
     return text
 
 
@@ -115,8 +132,10 @@ def check_encoder(model_id: str, encoder, index: ModelIndex) -> None:
     """Refuse an encoder made with other weights than the index was built with."""
     weights = getattr(encoder, "weights_id", None)
     if weights != index.weights_id:
-        raise QueryError(f"model {model_id!r} is loaded with weights {weights!r} but its index was "
-                         f"built with {index.weights_id!r}; load the same weights or rebuild")
+        raise QueryError(
+            f"model {model_id!r} is loaded with weights {weights!r} but its index was "
+            f"built with {index.weights_id!r}; load the same weights or rebuild"
+        )
 
 
 class Searcher:
@@ -127,9 +146,13 @@ class Searcher:
     `ImageEncoder`. Item queries touch only the indexes (no model, no torch).
     """
 
-    def __init__(self, catalogue: Catalogue, index_loader: Callable[[str], ModelIndex],
-                 text_encoder_loader: Callable[[str], TextEncoder] | None = None,
-                 image_encoder_loader: Callable[[str], ImageEncoder] | None = None):
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        index_loader: Callable[[str], ModelIndex],
+        text_encoder_loader: Callable[[str], TextEncoder] | None = None,
+        image_encoder_loader: Callable[[str], ImageEncoder] | None = None,
+    ):
         self.catalogue = catalogue
         self.index_loader = index_loader
         self.text_encoder_loader = text_encoder_loader
@@ -141,8 +164,10 @@ class Searcher:
             return None
         for field_name in filters:
             if field_name not in self.catalogue.label_fields:
-                raise CatalogueError(f"no label field {field_name!r} in catalogue {self.catalogue.name!r}; "
-                                     f"label fields: {', '.join(self.catalogue.label_fields) or 'none'}")
+                raise CatalogueError(
+                    f"no label field {field_name!r} in catalogue {self.catalogue.name!r}; "
+                    f"label fields: {', '.join(self.catalogue.label_fields) or 'none'}"
+                )
         return {str(f): str(v) for f, v in filters.items()}
 
     def _restriction(self, index: ModelIndex, filters: dict[str, str] | None) -> dict:
@@ -156,8 +181,9 @@ class Searcher:
         rows = np.fromiter((index.row_of[i] for i in allowed if i in index.row_of), dtype=np.int64)
         return {"rows": np.sort(rows)}
 
-    def search_item(self, item_id: str, models: Sequence[str], k: int, *,
-                    filters: dict[str, str] | None = None) -> dict[str, list[Hit]]:
+    def search_item(
+        self, item_id: str, models: Sequence[str], k: int, *, filters: dict[str, str] | None = None
+    ) -> dict[str, list[Hit]]:
         """Products most like catalogue item `item_id`, per model; the item itself is excluded.
 
         `filters` ({label field: value}) keeps only matching products, in every method here.
@@ -170,14 +196,22 @@ class Searcher:
         for model_id in models:
             index = self.index_loader(model_id)
             if item_id not in index.row_of:
-                raise QueryError(f"product {item_id!r} has no {model_id!r} vector (its image could not "
-                                 "be read when the index was built)")
-            results[model_id] = rank(index, index.vector(item_id), k, exclude=item_id,
-                                     **self._restriction(index, filters))
+                raise QueryError(
+                    f"product {item_id!r} has no {model_id!r} vector (its image could not "
+                    "be read when the index was built)"
+                )
+            results[model_id] = rank(
+                index,
+                index.vector(item_id),
+                k,
+                exclude=item_id,
+                **self._restriction(index, filters),
+            )
         return results
 
-    def search_text(self, text: str, models: Sequence[str], k: int, *,
-                    filters: dict[str, str] | None = None) -> dict[str, list[Hit]]:
+    def search_text(
+        self, text: str, models: Sequence[str], k: int, *, filters: dict[str, str] | None = None
+    ) -> dict[str, list[Hit]]:
         """Text-to-image per model (native text tower or text bridge)."""
         k, text = check_k(k), check_text(text)
         filters = self._check_filters(filters)
@@ -187,11 +221,19 @@ class Searcher:
         for model_id in models:
             encoder, index = self.text_encoder_loader(model_id), self.index_loader(model_id)
             check_encoder(model_id, encoder, index)
-            results[model_id] = rank(index, encoder.encode_texts([text])[0], k, **self._restriction(index, filters))
+            results[model_id] = rank(
+                index, encoder.encode_texts([text])[0], k, **self._restriction(index, filters)
+            )
         return results
 
-    def search_image(self, image: Image.Image, models: Sequence[str], k: int, *,
-                     filters: dict[str, str] | None = None) -> dict[str, list[Hit]]:
+    def search_image(
+        self,
+        image: Image.Image,
+        models: Sequence[str],
+        k: int,
+        *,
+        filters: dict[str, str] | None = None,
+    ) -> dict[str, list[Hit]]:
         """Image-to-image per model for an image from outside the catalogue (an upload)."""
         k = check_k(k)
         filters = self._check_filters(filters)
@@ -201,11 +243,15 @@ class Searcher:
         for model_id in models:
             encoder, index = self.image_encoder_loader(model_id), self.index_loader(model_id)
             check_encoder(model_id, encoder, index)
-            results[model_id] = rank(index, encoder.encode_images([image])[0], k, **self._restriction(index, filters))
+            results[model_id] = rank(
+                index, encoder.encode_images([image])[0], k, **self._restriction(index, filters)
+            )
         return results
 
 
-def open_index(catalogue: Catalogue, model_id: str, *, mmap: bool = True, lock: bool = True) -> ModelIndex:
+def open_index(
+    catalogue: Catalogue, model_id: str, *, mmap: bool = True, lock: bool = True
+) -> ModelIndex:
     """Load and validate a model's index in a catalogue, on the backend its build recorded.
 
     A FAISS index is memory-mapped by default (`mmap`): opening costs no copy of the vectors,
@@ -214,18 +260,25 @@ def open_index(catalogue: Catalogue, model_id: str, *, mmap: bool = True, lock: 
     `catalogue` (open the catalogue again), `IndexMismatchError` when it is really out of date.
     """
     try:
-        return load_model_index(catalogue.model_dir(model_id), catalogue_fingerprint=catalogue.fingerprint,
-                                model_id=model_id, mmap=mmap, lock=lock)
+        return load_model_index(
+            catalogue.model_dir(model_id),
+            catalogue_fingerprint=catalogue.fingerprint,
+            model_id=model_id,
+            mmap=mmap,
+            lock=lock,
+        )
     except IndexMismatchError as exc:
         now = catalogue.on_disk_fingerprint()
         if now is not None and now != catalogue.fingerprint:
-            raise CatalogueChangedError(f"catalogue {catalogue.name!r} was rebuilt while it was open; "
-                                        "open it again") from exc
+            raise CatalogueChangedError(
+                f"catalogue {catalogue.name!r} was rebuilt while it was open; open it again"
+            ) from exc
         raise
 
 
-def open_snapshot(directory: Path, models: Sequence[str], *, mmap: bool = True
-                  ) -> tuple[Catalogue, dict[str, ModelIndex | EmbeddingsError]]:
+def open_snapshot(
+    directory: Path, models: Sequence[str], *, mmap: bool = True
+) -> tuple[Catalogue, dict[str, ModelIndex | EmbeddingsError]]:
     """The catalogue in `directory` and the indexes of `models` as one build left them.
 
     Opened under the catalogue's shared commit lock, so a build committing meanwhile waits. A
@@ -286,7 +339,9 @@ class NativeText:
         return self._embedder.encode_texts(texts)
 
 
-def default_text_encoder(catalogue: Catalogue, model_id: str, load_embedder: Callable[[str], object]) -> TextEncoder:
+def default_text_encoder(
+    catalogue: Catalogue, model_id: str, load_embedder: Callable[[str], object]
+) -> TextEncoder:
     """The model's own text tower when it has one, else its text bridge, else a `QueryError`."""
     from embeddings.models import get_spec
 
@@ -299,13 +354,19 @@ def default_text_encoder(catalogue: Catalogue, model_id: str, load_embedder: Cal
         return load_bridge(bridge_dir, catalogue=catalogue, model_id=model_id)
     capable = text_capable_models(catalogue)
     names = ", ".join(f"{m} ({kind})" for m, kind in capable.items()) or "none yet"
-    raise QueryError(f"model {model_id!r} cannot take text queries in this catalogue (no text tower and no "
-                     f"text bridge); models that can: {names}. Train a bridge with "
-                     f"`python -m embeddings bridge --catalog {catalogue.directory} --models {model_id}`.")
+    raise QueryError(
+        f"model {model_id!r} cannot take text queries in this catalogue (no text tower and no "
+        f"text bridge); models that can: {names}. Train a bridge with "
+        f"`python -m embeddings bridge --catalog {catalogue.directory} --models {model_id}`."
+    )
 
 
-def make_searcher(catalogue: Catalogue, *, model_options: dict[str, dict] | None = None,
-                  indexes: dict[str, ModelIndex | EmbeddingsError] | None = None) -> Searcher:
+def make_searcher(
+    catalogue: Catalogue,
+    *,
+    model_options: dict[str, dict] | None = None,
+    indexes: dict[str, ModelIndex | EmbeddingsError] | None = None,
+) -> Searcher:
     """A `Searcher` with plain per-process caches (the CLI's; the app wraps its own).
 
     `indexes` (from `open_snapshot`) are used as they are; other models open on first use.

@@ -52,8 +52,14 @@ class ModelIndex(ABC):
         """Stored vectors of these row numbers, in order: float32 (len(rows), dim)."""
 
     @abstractmethod
-    def search(self, queries: np.ndarray, k: int, *, rows: np.ndarray | None = None,
-               filters: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        rows: np.ndarray | None = None,
+        filters: dict[str, str] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows), each (n_queries, k'); rows of -1 are padding.
 
         `rows` restricts the search to those row numbers (a label filter worked out by the
@@ -66,7 +72,8 @@ class ModelIndex(ABC):
         if queries.shape[1] != self.dim:
             raise IndexMismatchError(
                 f"query vectors have {queries.shape[1]} dimensions but the {self.model_id!r} index "
-                f"has {self.dim}: the query was embedded by another model")
+                f"has {self.dim}: the query was embedded by another model"
+            )
         return queries
 
     def clamped_k(self, k: int, rows: np.ndarray | None, cap: int | None = None) -> int:

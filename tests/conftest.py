@@ -18,7 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/tiny_models.py
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 60, 220), "yellow": (240, 210, 20)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (40, 60, 220),
+    "yellow": (240, 210, 20),
+}
 SHAPES = ("circle", "square", "triangle")
 
 
@@ -36,7 +41,9 @@ def draw_product(colour: str, shape: str, variant: int, size=(60, 80)) -> Image.
     elif shape == "square":
         draw.rectangle(box, fill=fill)
     else:
-        draw.polygon([(box[0], box[3]), ((box[0] + box[2]) // 2, box[1]), (box[2], box[3])], fill=fill)
+        draw.polygon(
+            [(box[0], box[3]), ((box[0] + box[2]) // 2, box[1]), (box[2], box[3])], fill=fill
+        )
     return image
 
 
@@ -80,7 +87,9 @@ def built_catalogue(product_folder, tmp_path_factory):
 @pytest.fixture(scope="session")
 def shared_fashion() -> Path:
     if not (SHARED_FASHION / "styles.csv").is_file():
-        pytest.skip(f"the shared dataset is absent ({SHARED_FASHION}); put ../shared beside the repository")
+        pytest.skip(
+            f"the shared dataset is absent ({SHARED_FASHION}); put ../shared beside the repository"
+        )
     return SHARED_FASHION
 
 

@@ -100,7 +100,12 @@ def test_first_load_shows_the_sidebar_and_a_browse_strip(shop, monkeypatch):
     browse = grids(at)["browse"]
     assert len(browse["tiles"]) == 12 and all(tile["score"] is None for tile in browse["tiles"])
     assert all(tile["image"].startswith("data:image/") for tile in browse["tiles"])
-    assert url(at) == {"catalog": "shop", "models": "efficientnet-lite0,pixels", "k": "10", "label": "folder"}
+    assert url(at) == {
+        "catalog": "shop",
+        "models": "efficientnet-lite0,pixels",
+        "k": "10",
+        "label": "folder",
+    }
 
 
 def test_random_product_shows_every_model_side_by_side(shop, built_catalogue, monkeypatch):
@@ -116,12 +121,17 @@ def test_random_product_shows_every_model_side_by_side(shop, built_catalogue, mo
         assert grid["query"] == query["id"]
         expected = searcher.search_item(query["id"], [model_id], 10)[model_id]
         assert tile_ids(grid) == [hit.id for hit in expected]
-        assert [tile["score"] for tile in grid["tiles"]] == [round(hit.score, 4) for hit in expected]
+        assert [tile["score"] for tile in grid["tiles"]] == [
+            round(hit.score, 4) for hit in expected
+        ]
         assert [tile["rank"] for tile in grid["tiles"]] == list(range(1, 11))
     assert url(at)["item"] == query["id"]
     html_bodies = messages(at.get("html"))
     assert f"product {query['id']}" in html_bodies  # the query card
-    assert "pixels &cap; efficientnet-lite0" in html_bodies or "efficientnet-lite0 &cap; pixels" in html_bodies
+    assert (
+        "pixels &cap; efficientnet-lite0" in html_bodies
+        or "efficientnet-lite0 &cap; pixels" in html_bodies
+    )
 
 
 def test_tiles_mark_agreement_and_the_query_label(shop, built_catalogue, monkeypatch):
@@ -151,7 +161,13 @@ def test_url_reproduces_the_view(shop, built_catalogue, monkeypatch):
     expected = make_searcher(built_catalogue).search_item(item_id, ["pixels"], 5)["pixels"]
     assert tile_ids(shown["pixels"]) == [hit.id for hit in expected]
     assert at.sidebar.slider(key="w_k").value == 5
-    assert url(at) == {"catalog": "shop", "models": "pixels", "k": "5", "label": "folder", "item": item_id}
+    assert url(at) == {
+        "catalog": "shop",
+        "models": "pixels",
+        "k": "5",
+        "label": "folder",
+        "item": item_id,
+    }
 
 
 def test_filter_keeps_only_products_with_the_label(shop, built_catalogue, monkeypatch):
@@ -166,22 +182,25 @@ def test_filter_keeps_only_products_with_the_label(shop, built_catalogue, monkey
     assert url(at)["filter"] == "shape:square"
 
 
-@pytest.mark.parametrize(("params", "expected"), [
-    ({"item": "no/such_product"}, "There is no product with id “no/such_product”"),
-    ({"k": "abc"}, "not a whole number"),
-    ({"k": "100000", "item": "red/circle_0"}, "k=100000 in the link is out of range"),
-    ({"k": "0", "item": "red/circle_0"}, "k=0 in the link is out of range"),
-    ({"models": "pixels,no-such-model"}, "no-such-model"),
-    ({"catalog": "elsewhere"}, "There is no catalogue named"),
-    ({"filter": "shape"}, "should read field:value"),
-    ({"filter": "shape:hexagon"}, "No product has shape"),
-    ({"filter": "price:3"}, "Cannot filter on"),
-    ({"label": "price"}, "is not a label field"),
-    ({"text": "x" * 1500}, "1,500 characters long"),
-    ({"text": "   "}, "the text query is empty"),
-    ({"text": "red shirt"}, "None of the selected models takes text"),
-    ({"models": "x" * 5000}, "5,000 characters long; it was ignored"),
-])
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"item": "no/such_product"}, "There is no product with id “no/such_product”"),
+        ({"k": "abc"}, "not a whole number"),
+        ({"k": "100000", "item": "red/circle_0"}, "k=100000 in the link is out of range"),
+        ({"k": "0", "item": "red/circle_0"}, "k=0 in the link is out of range"),
+        ({"models": "pixels,no-such-model"}, "no-such-model"),
+        ({"catalog": "elsewhere"}, "There is no catalogue named"),
+        ({"filter": "shape"}, "should read field:value"),
+        ({"filter": "shape:hexagon"}, "No product has shape"),
+        ({"filter": "price:3"}, "Cannot filter on"),
+        ({"label": "price"}, "is not a label field"),
+        ({"text": "x" * 1500}, "1,500 characters long"),
+        ({"text": "   "}, "the text query is empty"),
+        ({"text": "red shirt"}, "None of the selected models takes text"),
+        ({"models": "x" * 5000}, "5,000 characters long; it was ignored"),
+    ],
+)
 def test_bad_urls_get_a_clear_message_and_the_app_stays_up(shop, monkeypatch, params, expected):
     at = make_app(shop, monkeypatch, **params).run()
     assert not at.exception
@@ -262,14 +281,19 @@ def test_upload_searches_every_model_and_is_not_in_the_url(shop, built_catalogue
     assert "cannot carry them" in messages(at.caption)
 
 
-@pytest.mark.parametrize(("name", "make", "expected"), [
-    ("notes.png", lambda: b"this is not an image at all", "not an image Pillow can read"),
-    ("empty.png", lambda: b"", "the file is empty"),
-    ("cut.jpg", lambda: _jpeg(draw_product("red", "circle", 0))[:300], "damaged or truncated"),
-    ("huge.png", lambda: png_bytes(Image.new("1", (9000, 9000))), "decompression bomb"),
-    ("big.jpg", lambda: b"\xff" * (MAX_UPLOAD_BYTES + 1), "upload limit"),
-])
-def test_bad_uploads_get_a_message_and_keep_the_previous_results(shop, monkeypatch, name, make, expected):
+@pytest.mark.parametrize(
+    ("name", "make", "expected"),
+    [
+        ("notes.png", lambda: b"this is not an image at all", "not an image Pillow can read"),
+        ("empty.png", lambda: b"", "the file is empty"),
+        ("cut.jpg", lambda: _jpeg(draw_product("red", "circle", 0))[:300], "damaged or truncated"),
+        ("huge.png", lambda: png_bytes(Image.new("1", (9000, 9000))), "decompression bomb"),
+        ("big.jpg", lambda: b"\xff" * (MAX_UPLOAD_BYTES + 1), "upload limit"),
+    ],
+)
+def test_bad_uploads_get_a_message_and_keep_the_previous_results(
+    shop, monkeypatch, name, make, expected
+):
     at = make_app(shop, monkeypatch, item="red/circle_0").run()
     at.file_uploader(key="w_upload").upload(name, make(), "image/png").run()
     assert not at.exception
@@ -290,7 +314,9 @@ def test_product_titles_are_shown_as_text_not_html(tmp_path, monkeypatch):
     rows = ["file,title"]
     for number in range(4):
         draw_product("red", "circle", number).save(source / "red" / f"p{number}.png")
-        rows.append(f'red/p{number}.png,"<img src=x onerror=alert({number})> **bold** :red[x] [a](javascript:1)"')
+        rows.append(
+            f'red/p{number}.png,"<img src=x onerror=alert({number})> **bold** :red[x] [a](javascript:1)"'
+        )
     (source / "metadata.csv").write_text("\n".join(rows) + "\n")
     catalogue = create_catalogue(str(source), tmp_path / "data" / "evil")
     build_model_index(catalogue, load_model("pixels"))
@@ -346,9 +372,19 @@ def test_browsing_and_item_queries_do_not_import_torch(built_catalogue):
                            "after_upload": "torch" in sys.modules, "errors": [str(e.value) for e in at.error],
                            "exception": [str(e.value) for e in at.exception]}}))
     """)
-    env = {**os.environ, "EMBEDDINGS_DATA": str(built_catalogue.directory.parent), "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "EMBEDDINGS_DATA": str(built_catalogue.directory.parent),
+        "PYTHONPATH": str(REPO),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["exception"] == [] and report["errors"] == []
@@ -378,7 +414,9 @@ def test_catalogue_page_builds_a_missing_model(tmp_path, product_folder, monkeyp
     assert "No model has an index" in messages(at.warning)
     at.switch_page("app_pages/catalogue.py").run()
     at.multiselect(key="missing_models").set_value(["pixels"])
-    at.checkbox(key="missing_bridges").uncheck().run()  # the Build button enables once a model is chosen
+    at.checkbox(
+        key="missing_bridges"
+    ).uncheck().run()  # the Build button enables once a model is chosen
     at.button(key="build_missing").click().run()
     assert not at.exception
     manifest = json.loads((catalogue.model_dir("pixels") / "manifest.json").read_text())
@@ -386,7 +424,9 @@ def test_catalogue_page_builds_a_missing_model(tmp_path, product_folder, monkeyp
     assert "pixels: 48 vectors" in messages(at.success)
 
 
-def test_first_run_builds_a_catalogue_from_a_folder_then_opens_search(tmp_path, product_folder, monkeypatch):
+def test_first_run_builds_a_catalogue_from_a_folder_then_opens_search(
+    tmp_path, product_folder, monkeypatch
+):
     data = tmp_path / "empty-data"
     data.mkdir()
     at = make_app(data, monkeypatch).run()
@@ -490,19 +530,39 @@ def test_switching_pages_keeps_the_view(shop, monkeypatch):
 
 # -- helpers without Streamlit ----------------------------------------------------------------
 def test_url_state_round_trip():
-    params = urlstate.encode_view(catalog="fashion", models=["pixels", "clip"], k=7,
-                                  filters={"gender": "Women"}, label="articleType", item="15970")
-    assert params == {"catalog": "fashion", "models": "pixels,clip", "k": "7", "filter": "gender:Women",
-                      "label": "articleType", "item": "15970"}
+    params = urlstate.encode_view(
+        catalog="fashion",
+        models=["pixels", "clip"],
+        k=7,
+        filters={"gender": "Women"},
+        label="articleType",
+        item="15970",
+    )
+    assert params == {
+        "catalog": "fashion",
+        "models": "pixels,clip",
+        "k": "7",
+        "filter": "gender:Women",
+        "label": "articleType",
+        "item": "15970",
+    }
     view, problems = urlstate.parse_params(params)
     assert problems == []
     assert (view.catalog, view.models, view.k, view.filter, view.label, view.item) == (
-        "fashion", ["pixels", "clip"], 7, ("gender", "Women"), "articleType", "15970")
+        "fashion",
+        ["pixels", "clip"],
+        7,
+        ("gender", "Women"),
+        "articleType",
+        "15970",
+    )
     text_view, _ = urlstate.parse_params(urlstate.encode_view(catalog="c", text="red shoes"))
     assert text_view.text == "red shoes" and text_view.item is None
     both, problems = urlstate.parse_params({"item": "1", "text": "x"})
     assert both.item == "1" and both.text is None and "both an item and a text" in problems[0]
-    assert urlstate.changed_params({"k": "5", "item": "2", "other": "x"}, {"k": "5", "item": "1"}) == {"item": "2"}
+    assert urlstate.changed_params(
+        {"k": "5", "item": "2", "other": "x"}, {"k": "5", "item": "1"}
+    ) == {"item": "2"}
     assert urlstate.changed_params({}, {"k": "5"}) == {}  # a page switch drops parameters: no reset
     assert urlstate.href({"item": "a/b c"}) == "?item=a%2Fb+c"
 
@@ -515,7 +575,10 @@ def test_comparison_figures():
     assert comparison.agreement_counts(results) == {"a": 2, "b": 1, "c": 2, "d": 1, "e": 1}
     overlaps = comparison.pairwise_overlap(results)
     assert [(o.first, o.second, o.shared, o.size) for o in overlaps] == [
-        ("m1", "m2", 2, 3), ("m1", "m3", 0, 1), ("m2", "m3", 0, 1)]
+        ("m1", "m2", 2, 3),
+        ("m1", "m3", 0, 1),
+        ("m2", "m3", 0, 1),
+    ]
     import pandas as pd
 
     items = pd.DataFrame({"colour": ["red", "red", "blue", "red", "blue"]}, index=list("abcde"))
@@ -523,17 +586,27 @@ def test_comparison_figures():
     def label_of(item_id, field):
         return items.at[item_id, field] if item_id in items.index else ""
 
-    assert comparison.label_matches(first + [Hit("zz", 0.1)], label_of, "colour", "red") == [True, True, False, False]
+    assert comparison.label_matches(first + [Hit("zz", 0.1)], label_of, "colour", "red") == [
+        True,
+        True,
+        False,
+        False,
+    ]
     assert comparison.label_share(second, label_of, "colour", "red") == pytest.approx(2 / 3)
     assert comparison.label_share([], label_of, "colour", "red") is None
-    table = comparison.label_share_table(results, label_of, {"colour": "red", "size": ""}, ["colour", "size"])
+    table = comparison.label_share_table(
+        results, label_of, {"colour": "red", "size": ""}, ["colour", "size"]
+    )
     assert list(table.index) == ["colour = red"]
     assert table.loc["colour = red"].tolist() == pytest.approx([2 / 3, 2 / 3, 0.0])
 
 
 def test_thumbnails(tmp_path):
     small = _jpeg(draw_product("green", "square", 1))
-    assert thumbs.image_data_uri(small) == "data:image/jpeg;base64," + __import__("base64").b64encode(small).decode()
+    assert (
+        thumbs.image_data_uri(small)
+        == "data:image/jpeg;base64," + __import__("base64").b64encode(small).decode()
+    )
     large = png_bytes(Image.new("RGB", (1200, 900), (10, 20, 30)))
     uri = thumbs.image_data_uri(large)
     assert uri.startswith("data:image/jpeg;base64,")

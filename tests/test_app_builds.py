@@ -13,9 +13,9 @@ from conftest import REPO, make_product_folder
 from streamlit.testing.v1 import AppTest
 
 from embeddings import models as models_module
+from embeddings.catalog import Catalogue
 from embeddings.models import ModelSpec
 from embeddings.models.pixels import PixelsEmbedder
-from embeddings.catalog import Catalogue
 from embeddings.search import built_models, open_index
 
 APP = str(REPO / "app.py")
@@ -24,7 +24,9 @@ APP = str(REPO / "app.py")
 class FailsMidway(PixelsEmbedder):
     """A model that dies in its first batch (a driver error, an OOM...)."""
 
-    spec = ModelSpec("fails-midway", "test model that raises while embedding", 14400, "test", False, False)
+    spec = ModelSpec(
+        "fails-midway", "test model that raises while embedding", 14400, "test", False, False
+    )
 
     def embed_prepared(self, batch):
         raise RuntimeError("simulated failure in the middle of the build")
@@ -49,24 +51,41 @@ def texts(elements) -> str:
     return "\n".join(str(element.value) for element in elements)
 
 
-def test_a_model_failing_midway_in_the_app_does_not_stop_the_others(product_folder, tmp_path, monkeypatch):
-    monkeypatch.setitem(models_module._REGISTRY, FailsMidway.spec.id, (FailsMidway.spec, FailsMidway))
+def test_a_model_failing_midway_in_the_app_does_not_stop_the_others(
+    product_folder, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(
+        models_module._REGISTRY, FailsMidway.spec.id, (FailsMidway.spec, FailsMidway)
+    )
     data = tmp_path / "data"
     data.mkdir()
-    at = build_from_folder(catalogue_page(data, monkeypatch), product_folder, "shop",
-                           ["fails-midway", "pixels", "efficientnet-lite0"])
+    at = build_from_folder(
+        catalogue_page(data, monkeypatch),
+        product_folder,
+        "shop",
+        ["fails-midway", "pixels", "efficientnet-lite0"],
+    )
     assert not at.exception, at.exception
-    assert "Not built: fails-midway (RuntimeError: simulated failure" in texts(at.warning)  # on Search
+    assert "Not built: fails-midway (RuntimeError: simulated failure" in texts(
+        at.warning
+    )  # on Search
     catalogue = Catalogue.open(data / "shop")
-    assert built_models(catalogue) == ["efficientnet-lite0", "pixels"]  # the models after it were built
+    assert built_models(catalogue) == [
+        "efficientnet-lite0",
+        "pixels",
+    ]  # the models after it were built
     assert len(open_index(catalogue, "efficientnet-lite0")) == 48
 
 
 def test_the_app_saves_no_catalogue_when_every_model_fails(product_folder, tmp_path, monkeypatch):
-    monkeypatch.setitem(models_module._REGISTRY, FailsMidway.spec.id, (FailsMidway.spec, FailsMidway))
+    monkeypatch.setitem(
+        models_module._REGISTRY, FailsMidway.spec.id, (FailsMidway.spec, FailsMidway)
+    )
     data = tmp_path / "data"
     data.mkdir()
-    at = build_from_folder(catalogue_page(data, monkeypatch), product_folder, "shop", ["fails-midway"])
+    at = build_from_folder(
+        catalogue_page(data, monkeypatch), product_folder, "shop", ["fails-midway"]
+    )
     assert not at.exception, at.exception
     assert "fails-midway was not built: RuntimeError: simulated failure" in texts(at.warning)
     assert not (data / "shop" / "catalog.json").exists()

@@ -12,8 +12,11 @@ import re
 
 from conftest import REPO
 
-APP_SOURCES = [REPO / "app.py", *sorted((REPO / "app_support").glob("*.py")),
-               *sorted((REPO / "app_pages").glob("*.py"))]
+APP_SOURCES = [
+    REPO / "app.py",
+    *sorted((REPO / "app_support").glob("*.py")),
+    *sorted((REPO / "app_pages").glob("*.py")),
+]
 
 
 def test_a_fresh_server_is_never_in_legacy_pages_mode(monkeypatch):
@@ -34,8 +37,11 @@ def test_the_app_does_not_patch_streamlit_internals():
 
 def test_every_page_of_the_router_exists_and_is_thin():
     from_app = re.findall(r'"(app_pages/\w+\.py)"', (REPO / "app.py").read_text())
-    assert sorted(from_app) == ["app_pages/catalogue.py", "app_pages/compare.py",
-                                "app_pages/search.py"]
+    assert sorted(from_app) == [
+        "app_pages/catalogue.py",
+        "app_pages/compare.py",
+        "app_pages/search.py",
+    ]
     for page in from_app:
         assert len((REPO / page).read_text().splitlines()) <= 8, page
     links = set()

@@ -85,7 +85,6 @@ ALERT_SCRIPTS_JS = """() => {
 }"""
 
 
-
 def upload_limit_mb() -> int:
     """`server.maxUploadSize` from the repository's .streamlit/config.toml (Streamlit's default: 200)."""
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
@@ -98,8 +97,10 @@ def png_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
-PDF = (b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
-       b"2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n")
+PDF = (
+    b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
+    b"2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+)
 
 
 # -- the catalogue, the server, the browser -------------------------------------------------------
@@ -122,14 +123,21 @@ def evil_catalogue(tmp_path_factory):
             for variant in range(3):
                 name = f"{colour}/{shape}_{variant}.png"
                 draw_product(colour, shape, variant).save(source / name)
-                rows.append({"file": name, "title": f"{TITLE_HTML} {colour} {shape} {variant}",
-                             "style": LABEL_HTML if shape == "circle" else "<i>plain</i>"})
+                rows.append(
+                    {
+                        "file": name,
+                        "title": f"{TITLE_HTML} {colour} {shape} {variant}",
+                        "style": LABEL_HTML if shape == "circle" else "<i>plain</i>",
+                    }
+                )
     with open(source / "metadata.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["file", "title", "style"])
         writer.writeheader()
         writer.writerows(rows)
     catalogue = create_catalogue(str(source), root / "data" / "evil")
-    assert catalogue.items.at["red/circle_0", "title"].startswith(TITLE_HTML)  # the sidecar was read
+    assert catalogue.items.at["red/circle_0", "title"].startswith(
+        TITLE_HTML
+    )  # the sidecar was read
     build_model_index(catalogue, load_model("pixels"))
     train_bridge_for_catalogue(catalogue, "pixels")
     return catalogue
@@ -137,11 +145,12 @@ def evil_catalogue(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(evil_catalogue, tmp_path_factory):
-    app = browser.start_app(evil_catalogue.directory.parent, log_path=tmp_path_factory.mktemp("logs") / "streamlit.log")
+    app = browser.start_app(
+        evil_catalogue.directory.parent, log_path=tmp_path_factory.mktemp("logs") / "streamlit.log"
+    )
     yield app
     app.stop()
     assert "Traceback" not in app.log(), app.log()[-4000:]
-
 
 
 @dataclass
@@ -222,12 +231,17 @@ class Bystander:
         assert self.shown["pixels"]["tiles"] == [(hit.id, round(hit.score, 4)) for hit in expected]
 
     def assert_unaffected(self) -> None:
-        assert browser.wait_for_results(self.tab.page, MODELS, query=self.query, timeout=30) == self.shown
+        assert (
+            browser.wait_for_results(self.tab.page, MODELS, query=self.query, timeout=30)
+            == self.shown
+        )
         assert self.tab.alerts() == ""
         assert_inert(self.tab)
         tiles = [tile_id for tile_id, _ in self.shown["pixels"]["tiles"]]
         target = tiles[len(tiles) // 2]
-        self.tab.page.locator(f"{browser.grid_selector('pixels')} a.tile[data-id='{target}']").click()
+        self.tab.page.locator(
+            f"{browser.grid_selector('pixels')} a.tile[data-id='{target}']"
+        ).click()
         self.query = target
         self.shown = self.tab.results(target)
         self._assert_core_ranking()
@@ -255,13 +269,17 @@ def test_an_oversize_upload_is_refused_by_the_uploader(watched, server, bystande
     from app_support.search_ui import MAX_UPLOAD_BYTES
 
     limit = upload_limit_mb()
-    assert limit * 2**20 == MAX_UPLOAD_BYTES, "the app's own upload check and server.maxUploadSize disagree"
+    assert limit * 2**20 == MAX_UPLOAD_BYTES, (
+        "the app's own upload check and server.maxUploadSize disagree"
+    )
     watched.goto(server, item="red/circle_0")
     before = watched.results("red/circle_0")
     big = tmp_path / "holiday.png"
     big.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * ((limit + 1) * 2**20))
     watched.page.locator("input[type=file]").set_input_files(str(big))
-    watched.page.get_by_text(f"File must be {limit:.1f}MB or smaller", exact=False).wait_for(timeout=WAIT_MS)
+    watched.page.get_by_text(f"File must be {limit:.1f}MB or smaller", exact=False).wait_for(
+        timeout=WAIT_MS
+    )
     assert watched.results("red/circle_0") == before  # the file never became the query
     assert "holiday.png" not in watched.page.locator("[data-testid=query-card]").inner_text()
     assert watched.alerts() == ""
@@ -280,13 +298,22 @@ PUT_UPLOAD_JS = """async ([url, token, size]) => {
 }"""
 
 
-def test_an_oversize_upload_sent_past_the_browser_check_is_refused_by_the_server(watched, server, bystander):
+def test_an_oversize_upload_sent_past_the_browser_check_is_refused_by_the_server(
+    watched, server, bystander
+):
     limit = upload_limit_mb()
     watched.goto(server)
     page = watched.page
-    with page.expect_request(lambda r: r.method == "PUT" and "/_stcore/upload_file/" in r.url) as sent:
+    with page.expect_request(
+        lambda r: r.method == "PUT" and "/_stcore/upload_file/" in r.url
+    ) as sent:
         page.locator("input[type=file]").set_input_files(
-            {"name": "small.png", "mimeType": "image/png", "buffer": png_bytes(draw_product("blue", "square", 1))})
+            {
+                "name": "small.png",
+                "mimeType": "image/png",
+                "buffer": png_bytes(draw_product("blue", "square", 1)),
+            }
+        )
     request = sent.value
     before = watched.results("small.png")
     token = request.all_headers().get("x-xsrftoken")
@@ -301,16 +328,25 @@ def test_an_oversize_upload_sent_past_the_browser_check_is_refused_by_the_server
     bystander.assert_unaffected()
 
 
-@pytest.mark.parametrize(("name", "mime", "expected"), [
-    ("report.pdf", "application/pdf", "application/pdf files are not allowed"),
-    ("photo.png", "image/png", "photo.png: not an image Pillow can read"),
-    ("<img src=x onerror=alert(1)> [a](javascript:alert(2)) **x**.png", "image/png",
-     "<img src=x onerror=alert(1)> [a](javascript:alert(2)) **x**.png: not an image Pillow can read"),
-], ids=["pdf", "pdf-renamed-png", "html-file-name"])
+@pytest.mark.parametrize(
+    ("name", "mime", "expected"),
+    [
+        ("report.pdf", "application/pdf", "application/pdf files are not allowed"),
+        ("photo.png", "image/png", "photo.png: not an image Pillow can read"),
+        (
+            "<img src=x onerror=alert(1)> [a](javascript:alert(2)) **x**.png",
+            "image/png",
+            "<img src=x onerror=alert(1)> [a](javascript:alert(2)) **x**.png: not an image Pillow can read",
+        ),
+    ],
+    ids=["pdf", "pdf-renamed-png", "html-file-name"],
+)
 def test_a_file_of_the_wrong_type_is_refused(watched, server, bystander, name, mime, expected):
     watched.goto(server, item="red/circle_0")
     before = watched.results("red/circle_0")
-    watched.page.locator("input[type=file]").set_input_files({"name": name, "mimeType": mime, "buffer": PDF})
+    watched.page.locator("input[type=file]").set_input_files(
+        {"name": name, "mimeType": mime, "buffer": PDF}
+    )
     watched.page.get_by_text(expected, exact=False).first.wait_for(timeout=WAIT_MS)
     if mime == "image/png":  # past the browser's type check: the app's own message, as an error box
         assert expected in watched.alerts()
@@ -321,19 +357,42 @@ def test_a_file_of_the_wrong_type_is_refused(watched, server, bystander, name, m
 
 
 # -- URL parameters ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(("params", "expected"), [
-    ({"item": "no/such_product"}, "There is no product with id “no/such_product” in catalogue “evil”"),
-    ({"item": "[a](javascript:alert(1)) **x** <img src=x onerror=alert(2)>"},
-     "There is no product with id “[a](javascript:alert(1)) **x** <img src=x onerror=alert(2)>”"),
-    ({"models": "pixels,<img src=x onerror=alert(1)>"},
-     "The link asks for <img src=x onerror=alert(1)>, which has no index in catalogue evil"),
-    ({"catalog": "<b>nowhere</b>"}, "There is no catalogue named <b>nowhere</b> in the data folder"),
-    ({"k": str(10**9), "item": "red/circle_0"}, "k=1000000000 in the link is out of range"),
-    ({"k": "ten"}, "k='ten' in the link is not a whole number"),
-    ({"k": "1e9"}, "k='1e9' in the link is not a whole number"),
-], ids=["unknown-item", "item-as-markup", "unknown-model-as-html", "unknown-catalogue-as-html", "k-1e9-int",
-        "k-ten", "k-1e9-text"])
-def test_a_bad_link_gets_a_clear_message_and_the_page_works(watched, server, bystander, params, expected):
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (
+            {"item": "no/such_product"},
+            "There is no product with id “no/such_product” in catalogue “evil”",
+        ),
+        (
+            {"item": "[a](javascript:alert(1)) **x** <img src=x onerror=alert(2)>"},
+            "There is no product with id “[a](javascript:alert(1)) **x** <img src=x onerror=alert(2)>”",
+        ),
+        (
+            {"models": "pixels,<img src=x onerror=alert(1)>"},
+            "The link asks for <img src=x onerror=alert(1)>, which has no index in catalogue evil",
+        ),
+        (
+            {"catalog": "<b>nowhere</b>"},
+            "There is no catalogue named <b>nowhere</b> in the data folder",
+        ),
+        ({"k": str(10**9), "item": "red/circle_0"}, "k=1000000000 in the link is out of range"),
+        ({"k": "ten"}, "k='ten' in the link is not a whole number"),
+        ({"k": "1e9"}, "k='1e9' in the link is not a whole number"),
+    ],
+    ids=[
+        "unknown-item",
+        "item-as-markup",
+        "unknown-model-as-html",
+        "unknown-catalogue-as-html",
+        "k-1e9-int",
+        "k-ten",
+        "k-1e9-text",
+    ],
+)
+def test_a_bad_link_gets_a_clear_message_and_the_page_works(
+    watched, server, bystander, params, expected
+):
     watched.goto(server, **params)
     page = watched.page
     page.locator("[data-testid^='stAlertContent']").first.wait_for(timeout=WAIT_MS)
@@ -342,7 +401,9 @@ def test_a_bad_link_gets_a_clear_message_and_the_page_works(watched, server, bys
     k = int(parse_qs(urlparse(page.url).query).get("k", ["10"])[0])
     assert 1 <= k <= 17  # the URL the app wrote back holds a k it can serve (18 products)
     if "item" in params and params["item"] == "red/circle_0":
-        assert len(watched.results("red/circle_0")["pixels"]["tiles"]) == 17  # k clamped to the others
+        assert (
+            len(watched.results("red/circle_0")["pixels"]["tiles"]) == 17
+        )  # k clamped to the others
     assert_inert(watched)
     bystander.assert_unaffected()
 
@@ -373,7 +434,9 @@ def test_script_tags_in_a_text_query_show_as_text(watched, server, chromium, bys
     bystander.assert_unaffected()
 
 
-def test_html_in_product_titles_and_labels_shows_as_text(watched, server, evil_catalogue, bystander):
+def test_html_in_product_titles_and_labels_shows_as_text(
+    watched, server, evil_catalogue, bystander
+):
     watched.goto(server, item="red/circle_0", label="style")
     shown = watched.results("red/circle_0")
     page_text = watched.text()
@@ -383,17 +446,23 @@ def test_html_in_product_titles_and_labels_shows_as_text(watched, server, evil_c
         assert titles[tile_id] in page_text  # each result's title, literally, in its tile
     card = watched.page.locator("[data-testid=query-card]").inner_text()
     assert titles["red/circle_0"] in card and f"style: {LABEL_HTML}" in card
-    matches = sum(evil_catalogue.items.at[tile_id, "style"] == LABEL_HTML for tile_id, _ in shown["pixels"]["tiles"])
+    matches = sum(
+        evil_catalogue.items.at[tile_id, "style"] == LABEL_HTML
+        for tile_id, _ in shown["pixels"]["tiles"]
+    )
     assert f"{matches} of 10 share style = {LABEL_HTML}" in page_text  # the badge
     first = watched.page.locator(f"{browser.grid_selector('pixels')} a.tile").first
-    assert first.get_attribute("title").startswith(titles[shown["pixels"]["tiles"][0][0]])  # the tooltip
+    assert first.get_attribute("title").startswith(
+        titles[shown["pixels"]["tiles"][0][0]]
+    )  # the tooltip
     assert first.locator("img").get_attribute("alt") == titles[shown["pixels"]["tiles"][0][0]]
     assert_inert(watched)
     # The browse strip (the first page, no query) shows titles the same way.
     watched.goto(server)
     browse_text = watched.text()
     for tile_id in watched.page.locator(f"{browser.grid_selector('browse')} a.tile").evaluate_all(
-            "links => links.map(a => a.dataset.id)"):
+        "links => links.map(a => a.dataset.id)"
+    ):
         assert titles[tile_id] in browse_text
     assert_inert(watched)
     bystander.assert_unaffected()

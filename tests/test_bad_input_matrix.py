@@ -83,13 +83,32 @@ def _palette_transparent() -> bytes:
 
 # name, file name, bytes, expected: None = decodes to RGB, else a regex of the refusal message
 IMAGE_CASES = [
-    ("truncated", "cut.jpg", lambda: jpeg_bytes(Image.effect_noise((64, 64), 50).convert("RGB"))[:700],
-     "damaged or truncated"),
+    (
+        "truncated",
+        "cut.jpg",
+        lambda: jpeg_bytes(Image.effect_noise((64, 64), 50).convert("RGB"))[:700],
+        "damaged or truncated",
+    ),
     ("zero bytes", "zero.jpg", lambda: b"", "empty \\(0 bytes\\)"),
     ("text", "note.jpg", lambda: b"just some text, not pixels", "not an image"),
-    ("html", "page.jpg", lambda: b"<!doctype html><html><script>alert(1)</script></html>", "not an image"),
-    ("pdf renamed", "doc.jpg", lambda: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n", "not an image"),
-    ("decompression bomb", "bomb.png", lambda: _png(Image.new("1", (20_000, 20_000))), "decompression bomb"),
+    (
+        "html",
+        "page.jpg",
+        lambda: b"<!doctype html><html><script>alert(1)</script></html>",
+        "not an image",
+    ),
+    (
+        "pdf renamed",
+        "doc.jpg",
+        lambda: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n",
+        "not an image",
+    ),
+    (
+        "decompression bomb",
+        "bomb.png",
+        lambda: _png(Image.new("1", (20_000, 20_000))),
+        "decompression bomb",
+    ),
     ("cmyk", "cmyk.jpg", lambda: jpeg_bytes(Image.new("CMYK", (10, 10), (0, 200, 200, 0))), None),
     ("16-bit", "deep.png", lambda: _png(Image.fromarray(np.full((9, 9), 40000, np.uint16))), None),
     ("palette + transparency", "pal.png", _palette_transparent, None),
@@ -99,7 +118,9 @@ IMAGE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name, filename, make, refusal", IMAGE_CASES, ids=[c[0] for c in IMAGE_CASES])
+@pytest.mark.parametrize(
+    "name, filename, make, refusal", IMAGE_CASES, ids=[c[0] for c in IMAGE_CASES]
+)
 def test_image_in_a_catalogue(fresh, name, filename, make, refusal):
     source, catalogue = fresh
     (source / "red" / filename).write_bytes(make())
@@ -117,7 +138,9 @@ def test_image_in_a_catalogue(fresh, name, filename, make, refusal):
     still_serves(grown)
 
 
-@pytest.mark.parametrize("name, filename, make, refusal", IMAGE_CASES, ids=[c[0] for c in IMAGE_CASES])
+@pytest.mark.parametrize(
+    "name, filename, make, refusal", IMAGE_CASES, ids=[c[0] for c in IMAGE_CASES]
+)
 def test_image_as_an_upload(fresh, name, filename, make, refusal):
     _, catalogue = fresh
     if refusal is None:
@@ -131,7 +154,11 @@ def test_image_as_an_upload(fresh, name, filename, make, refusal):
 
 
 SIDECAR_CASES = [
-    ("unquoted commas", "file,title,shape\nred/circle_0.png,Shirt, blue, slim,circle\n", "fields where 3"),
+    (
+        "unquoted commas",
+        "file,title,shape\nred/circle_0.png,Shirt, blue, slim,circle\n",
+        "fields where 3",
+    ),
     ("missing key column", "title,shape\nA,b\n", "needs a column named file"),
     ("duplicate ids", "file,title\nred/circle_0.png,A\nred/circle_0.png,B\n", "duplicate entry"),
     ("dot-dot path", "file,title\n../../etc/passwd,x\n", "leaves the catalogue folder"),
@@ -140,7 +167,9 @@ SIDECAR_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name, csv_text, message", SIDECAR_CASES, ids=[c[0] for c in SIDECAR_CASES])
+@pytest.mark.parametrize(
+    "name, csv_text, message", SIDECAR_CASES, ids=[c[0] for c in SIDECAR_CASES]
+)
 def test_sidecar_csv(fresh, name, csv_text, message):
     source, catalogue = fresh
     (source / "metadata.csv").write_text(csv_text)
@@ -157,7 +186,9 @@ def test_sidecar_csv(fresh, name, csv_text, message):
 
 def test_sidecar_empty_titles_and_non_utf8(fresh):
     source, catalogue = fresh
-    (source / "metadata.csv").write_bytes("file,title\nred/circle_0.png,\nred/square_0.png,Caf\xe9\n".encode("cp1252"))
+    (source / "metadata.csv").write_bytes(
+        "file,title\nred/circle_0.png,\nred/square_0.png,Caf\xe9\n".encode("cp1252")
+    )
     rescanned = create_catalogue(str(source), catalogue.directory, write=False)
     assert rescanned.item("red/circle_0")["title"] == ""
     assert rescanned.item("red/square_0")["title"] == "Café"
@@ -175,7 +206,9 @@ def _damage(catalogue: Catalogue, how: str) -> None:
         (model_dir / "manifest.json").write_text(json.dumps({**manifest, "model_id": "clip"}))
     elif how == "manifest of another catalogue":
         manifest = json.loads((model_dir / "manifest.json").read_text())
-        (model_dir / "manifest.json").write_text(json.dumps({**manifest, "catalogue_fingerprint": "0" * 16}))
+        (model_dir / "manifest.json").write_text(
+            json.dumps({**manifest, "catalogue_fingerprint": "0" * 16})
+        )
     elif how == "dimension mismatch":
         manifest = json.loads((model_dir / "manifest.json").read_text())
         (model_dir / "manifest.json").write_text(json.dumps({**manifest, "dim": 1280}))
@@ -207,16 +240,34 @@ def test_damaged_index_is_refused_with_a_rebuild_hint_and_rebuilds(fresh, how, m
 
 
 QUERY_CASES = [
-    ("unknown id", lambda s, c: s.search_item("../../etc/passwd", ["pixels"], 3), "no product with id"),
-    ("huge k", lambda s, c: s.search_item(c.ids[0], ["pixels"], 10**9), "k must be between 1 and 1000"),
+    (
+        "unknown id",
+        lambda s, c: s.search_item("../../etc/passwd", ["pixels"], 3),
+        "no product with id",
+    ),
+    (
+        "huge k",
+        lambda s, c: s.search_item(c.ids[0], ["pixels"], 10**9),
+        "k must be between 1 and 1000",
+    ),
     ("k not a number", lambda s, c: s.search_item(c.ids[0], ["pixels"], "ten"), "whole number"),
-    ("script tag text on an image-only model", lambda s, c: s.search_text("<script>alert(1)</script>", ["pixels"], 3),
-     "cannot take text queries"),
+    (
+        "script tag text on an image-only model",
+        lambda s, c: s.search_text("<script>alert(1)</script>", ["pixels"], 3),
+        "cannot take text queries",
+    ),
     ("empty text", lambda s, c: s.search_text("", ["pixels"], 3), "empty"),
     ("very long text", lambda s, c: s.search_text("shoe " * 1000, ["pixels"], 3), "limit is 1,000"),
-    ("unknown model", lambda s, c: s.search_item(c.ids[0], ["vgg16"], 3), "no index for model 'vgg16'"),
-    ("unknown label filter", lambda s, c: s.search_item(c.ids[0], ["pixels"], 3, filters={"price": "1"}),
-     "no label field 'price'"),
+    (
+        "unknown model",
+        lambda s, c: s.search_item(c.ids[0], ["vgg16"], 3),
+        "no index for model 'vgg16'",
+    ),
+    (
+        "unknown label filter",
+        lambda s, c: s.search_item(c.ids[0], ["pixels"], 3, filters={"price": "1"}),
+        "no label field 'price'",
+    ),
 ]
 
 

@@ -67,10 +67,15 @@ def test_bridge_answers_text_search_in_image_space(bridged):
 
 def test_cached_title_vectors_equal_live_encoding(bridged):
     cache = title_vectors(bridged)
-    bridge = load_bridge(bridged.bridge_dir("efficientnet-lite0"), catalogue=bridged, model_id="efficientnet-lite0")
+    bridge = load_bridge(
+        bridged.bridge_dir("efficientnet-lite0"), catalogue=bridged, model_id="efficientnet-lite0"
+    )
     titles = cache.titles[:5]
-    assert np.allclose(bridge.encode_sentence_vectors(cache.for_titles(titles)), bridge.encode_texts(titles),
-                       atol=1e-4)
+    assert np.allclose(
+        bridge.encode_sentence_vectors(cache.for_titles(titles)),
+        bridge.encode_texts(titles),
+        atol=1e-4,
+    )
 
 
 def test_title_cache_is_reused_and_incremental(bridged, tmp_path, monkeypatch):
@@ -86,8 +91,11 @@ def test_title_cache_is_reused_and_incremental(bridged, tmp_path, monkeypatch):
     assert np.array_equal(title_vectors(catalogue).vectors, before.vectors)
     # One title changes: only that one is encoded again.
     encoded = []
-    monkeypatch.setattr(bridge_module, "encode_sentences",
-                        lambda texts, **_: encoded.extend(texts) or np.ones((len(texts), 384), np.float32))
+    monkeypatch.setattr(
+        bridge_module,
+        "encode_sentences",
+        lambda texts, **_: encoded.extend(texts) or np.ones((len(texts), 384), np.float32),
+    )
     catalogue.items.loc[catalogue.ids[0], "title"] = "A brand new title"
     after = title_vectors(catalogue)
     assert encoded == ["A brand new title"]
@@ -111,11 +119,14 @@ def test_whole_bridge_training_is_deterministic(bridged, tmp_path):
     catalogue = copy_catalogue(bridged, tmp_path / "shop")
     kept = train_bridge_for_catalogue(catalogue, "efficientnet-lite0", holdout_fraction=0.3)
     assert kept.startswith("up to date")  # same settings, same index: not trained again
-    retrained = train_bridge_for_catalogue(catalogue, "efficientnet-lite0", holdout_fraction=0.3, force=True)
+    retrained = train_bridge_for_catalogue(
+        catalogue, "efficientnet-lite0", holdout_fraction=0.3, force=True
+    )
     assert retrained.startswith("trained on")
     for name in ("weights.npy", "bias.npy", "holdout_ids.txt"):
-        assert (catalogue.bridge_dir("efficientnet-lite0") / name).read_bytes() == \
-            (bridged.bridge_dir("efficientnet-lite0") / name).read_bytes(), name
+        assert (catalogue.bridge_dir("efficientnet-lite0") / name).read_bytes() == (
+            bridged.bridge_dir("efficientnet-lite0") / name
+        ).read_bytes(), name
 
 
 def test_stale_bridge_is_refused(bridged, tmp_path):
@@ -124,10 +135,20 @@ def test_stale_bridge_is_refused(bridged, tmp_path):
     manifest = json.loads((model_dir / "manifest.json").read_text())
     ids, vectors = load_vectors(model_dir)
     # The index is rebuilt with other weights: the bridge maps into a space that no longer exists.
-    write_model_index(model_dir, ids=ids, vectors=vectors,
-                      manifest={**manifest, "weights_id": "file:finetuned.pth"})
-    with pytest.raises(StaleBridgeError, match=r"file:finetuned\.pth.*retrain it: python -m embeddings bridge"):
-        load_bridge(catalogue.bridge_dir("efficientnet-lite0"), catalogue=catalogue, model_id="efficientnet-lite0")
+    write_model_index(
+        model_dir,
+        ids=ids,
+        vectors=vectors,
+        manifest={**manifest, "weights_id": "file:finetuned.pth"},
+    )
+    with pytest.raises(
+        StaleBridgeError, match=r"file:finetuned\.pth.*retrain it: python -m embeddings bridge"
+    ):
+        load_bridge(
+            catalogue.bridge_dir("efficientnet-lite0"),
+            catalogue=catalogue,
+            model_id="efficientnet-lite0",
+        )
     with pytest.raises(StaleBridgeError):
         default_text_encoder(catalogue, "efficientnet-lite0", load_embedder=None)
 
@@ -143,10 +164,16 @@ def test_bridge_of_an_earlier_catalogue_version_still_answers(bridged, tmp_path)
     info = json.loads((catalogue.directory / "catalog.json").read_text())
     info["fingerprint"] = "0123456789abcdef"  # products were added or removed since
     (catalogue.directory / "catalog.json").write_text(json.dumps(info))
-    write_model_index(model_dir, ids=ids, vectors=vectors,
-                      manifest={**manifest, "catalogue_fingerprint": "0123456789abcdef"})
+    write_model_index(
+        model_dir,
+        ids=ids,
+        vectors=vectors,
+        manifest={**manifest, "catalogue_fingerprint": "0123456789abcdef"},
+    )
     changed = Catalogue.open(catalogue.directory)
-    bridge = load_bridge(changed.bridge_dir("efficientnet-lite0"), catalogue=changed, model_id="efficientnet-lite0")
+    bridge = load_bridge(
+        changed.bridge_dir("efficientnet-lite0"), catalogue=changed, model_id="efficientnet-lite0"
+    )
     assert bridge.manifest["catalogue_fingerprint"] != changed.fingerprint
     assert text_capable_models(changed) == {"efficientnet-lite0": "bridge"}
 
@@ -155,7 +182,9 @@ def test_missing_bridge_says_how_to_train_one(built_catalogue):
     from embeddings.errors import IndexMissingError
 
     with pytest.raises(IndexMissingError, match="python -m embeddings bridge --catalog"):
-        load_bridge(built_catalogue.bridge_dir("pixels"), catalogue=built_catalogue, model_id="pixels")
+        load_bridge(
+            built_catalogue.bridge_dir("pixels"), catalogue=built_catalogue, model_id="pixels"
+        )
 
 
 def test_catalogue_without_titles_gets_no_bridge(tmp_path):
@@ -177,10 +206,36 @@ def test_catalogue_without_titles_gets_no_bridge(tmp_path):
 def test_build_trains_a_bridge_unless_told_not_to(product_folder, tmp_path, capsys):
     from embeddings.cli import main
 
-    assert main(["build", "--source", str(product_folder), "--out", str(tmp_path / "off"), "--models", "pixels",
-                 "--no-bridge"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--source",
+                str(product_folder),
+                "--out",
+                str(tmp_path / "off"),
+                "--models",
+                "pixels",
+                "--no-bridge",
+            ]
+        )
+        == 0
+    )
     assert not Catalogue.open(tmp_path / "off").bridge_dir("pixels").exists()
-    assert main(["build", "--source", str(product_folder), "--out", str(tmp_path / "on"), "--models", "pixels"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--source",
+                str(product_folder),
+                "--out",
+                str(tmp_path / "on"),
+                "--models",
+                "pixels",
+            ]
+        )
+        == 0
+    )
     assert "[pixels] text bridge: trained on" in capsys.readouterr().out
     catalogue = Catalogue.open(tmp_path / "on")
     manifest = read_bridge_manifest(catalogue.bridge_dir("pixels"))

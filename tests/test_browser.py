@@ -27,7 +27,6 @@ SCREENSHOT = REPO / "docs" / "search-page.png"
 SAMPLE = 400  # products from the shared dataset: enough for neighbours worth looking at
 
 
-
 @pytest.fixture(scope="module")
 def app_catalogue(tmp_path_factory):
     """(data folder, catalogue, text model, extra server env): built once for this module."""
@@ -73,11 +72,12 @@ def app_catalogue(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(app_catalogue, tmp_path_factory):
     data, _, _, env = app_catalogue
-    app = browser.start_app(data, log_path=tmp_path_factory.mktemp("logs") / "streamlit.log", env=env)
+    app = browser.start_app(
+        data, log_path=tmp_path_factory.mktemp("logs") / "streamlit.log", env=env
+    )
     yield app
     app.stop()
     assert "Traceback" not in app.log(), app.log()[-4000:]
-
 
 
 @pytest.fixture
@@ -92,16 +92,21 @@ MODELS = ["pixels", "efficientnet-lite0"]
 
 
 def open_app(page, server, catalogue, **params) -> None:
-    query = "&".join(f"{k}={v}" for k, v in {"catalog": catalogue.name, "models": ",".join(MODELS),
-                                              **params}.items())
+    query = "&".join(
+        f"{k}={v}"
+        for k, v in {"catalog": catalogue.name, "models": ",".join(MODELS), **params}.items()
+    )
     page.goto(f"{server.url}/?{query}")
-    page.wait_for_selector(browser.grid_selector("browse") + " a.tile", state="attached", timeout=90_000)
+    page.wait_for_selector(
+        browser.grid_selector("browse") + " a.tile", state="attached", timeout=90_000
+    )
 
 
 def url_params(page, must_have: str) -> dict[str, list[str]]:
     """The page URL's query, once it holds `must_have` (the address bar is written by the app)."""
-    page.wait_for_function("name => new URLSearchParams(location.search).has(name)", arg=must_have,
-                           timeout=30_000)
+    page.wait_for_function(
+        "name => new URLSearchParams(location.search).has(name)", arg=must_have, timeout=30_000
+    )
     return parse_qs(urlparse(page.url).query)
 
 
@@ -128,8 +133,14 @@ def test_random_product_shows_scored_grids_for_two_models(page, server, app_cata
 
 def test_text_query(page, server, app_catalogue):
     _, catalogue, text_model, _ = app_catalogue
-    open_app(page, server, catalogue, models=f"pixels,{text_model}" if text_model != "efficientnet-lite0"
-             else "pixels,efficientnet-lite0")
+    open_app(
+        page,
+        server,
+        catalogue,
+        models=f"pixels,{text_model}"
+        if text_model != "efficientnet-lite0"
+        else "pixels,efficientnet-lite0",
+    )
     text = "red shirt" if catalogue.name == "fashion" else "Red circle product"
     box = page.get_by_label("Describe a product")
     box.fill(text)
@@ -155,7 +166,9 @@ def test_upload_searches_by_the_image(page, server, app_catalogue, tmp_path):
     assert "item" not in parse_qs(urlparse(page.url).query)
 
 
-def test_a_file_that_is_not_an_image_is_refused_and_the_app_stays_up(page, server, app_catalogue, tmp_path):
+def test_a_file_that_is_not_an_image_is_refused_and_the_app_stays_up(
+    page, server, app_catalogue, tmp_path
+):
     _, catalogue, _, _ = app_catalogue
     item = catalogue.ids[3]
     open_app(page, server, catalogue, item=item)
@@ -173,12 +186,16 @@ def test_clicking_a_result_tile_searches_by_that_product(page, server, app_catal
     open_app(page, server, catalogue, item=first)
     grids = browser.wait_for_results(page, MODELS, query=first)
     target = grids["efficientnet-lite0"]["tiles"][2][0]
-    page.locator(f"{browser.grid_selector('efficientnet-lite0')} a.tile[data-id='{target}']").click()
+    page.locator(
+        f"{browser.grid_selector('efficientnet-lite0')} a.tile[data-id='{target}']"
+    ).click()
     after = browser.wait_for_results(page, MODELS, query=target)
     assert all(tile_id != target for grid in after.values() for tile_id, _ in grid["tiles"])
     assert url_params(page, "item")["item"] == [target]
     # The browse strip's tiles are clickable too.
-    browse_target = page.locator(f"{browser.grid_selector('browse')} a.tile").nth(1).get_attribute("data-id")
+    browse_target = (
+        page.locator(f"{browser.grid_selector('browse')} a.tile").nth(1).get_attribute("data-id")
+    )
     page.get_by_text("Browse the catalogue").click()
     page.locator(f"{browser.grid_selector('browse')} a.tile[data-id='{browse_target}']").click()
     browser.wait_for_results(page, MODELS, query=browse_target)

@@ -33,8 +33,21 @@ sys.exit(1 if result.failed else 0)
 def build_command(source: Path, out: Path, door: str = "cli") -> list[str]:
     if door == "core":
         return [sys.executable, "-c", CORE_BUILD, str(source), str(out)]
-    return [sys.executable, "-m", "embeddings", "build", "--source", str(source), "--out", str(out),
-            "--models", "efficientnet-lite0", "--batch-size", "8", "--no-bridge"]
+    return [
+        sys.executable,
+        "-m",
+        "embeddings",
+        "build",
+        "--source",
+        str(source),
+        "--out",
+        str(out),
+        "--models",
+        "efficientnet-lite0",
+        "--batch-size",
+        "8",
+        "--no-bridge",
+    ]
 
 
 def run_env(tmp_path):
@@ -47,8 +60,13 @@ def test_sigkill_mid_build_then_rerun_equals_uninterrupted(door, tmp_path):
     source = make_product_folder(tmp_path / "shop", variants=10)  # 120 images, 8 chunks of 16
     env = run_env(tmp_path)
     work = tmp_path / "killed" / "models" / "efficientnet-lite0.work"
-    process = subprocess.Popen(build_command(source, tmp_path / "killed", door), env=env, cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        build_command(source, tmp_path / "killed", door),
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         if len(list(work.glob("*/chunk-*.npz"))) >= 3:
@@ -62,12 +80,26 @@ def test_sigkill_mid_build_then_rerun_equals_uninterrupted(door, tmp_path):
     assert not (tmp_path / "killed" / "models" / "efficientnet-lite0" / "manifest.json").exists()
     assert not (tmp_path / "killed" / "catalog.json").exists()  # nothing is committed mid-build
 
-    resumed = subprocess.run(build_command(source, tmp_path / "killed", door), env=env, cwd=REPO,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        build_command(source, tmp_path / "killed", door),
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
-    assert f"reused {finished_chunks * 16}" in resumed.stdout  # finished chunks were not re-embedded
-    clean = subprocess.run(build_command(source, tmp_path / "clean"), env=env, cwd=REPO,
-                           capture_output=True, text=True, timeout=600)
+    assert (
+        f"reused {finished_chunks * 16}" in resumed.stdout
+    )  # finished chunks were not re-embedded
+    clean = subprocess.run(
+        build_command(source, tmp_path / "clean"),
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert clean.returncode == 0, clean.stderr
     for name in ARTEFACTS:
         killed_bytes = (tmp_path / "killed" / "models" / "efficientnet-lite0" / name).read_bytes()

@@ -31,8 +31,9 @@ def test_fashion_recovers_unquoted_commas_and_reports_the_rest(tmp_path):
         "1,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,Duplicate of 1",
         "5,Women,Accessories,Bags,Handbags,Brown,Winter,2016,Casual,",  # empty title is fine
     ]
-    catalogue = create_catalogue(str(make_fashion(tmp_path / "fashion", rows, ["1", "2", "4", "5"])),
-                                 tmp_path / "cat")
+    catalogue = create_catalogue(
+        str(make_fashion(tmp_path / "fashion", rows, ["1", "2", "4", "5"])), tmp_path / "cat"
+    )
     assert catalogue.ids == ["1", "2", "5"]
     assert catalogue.item("2")["title"] == "Tops, Tees and more, Red"
     assert catalogue.item("2")["articleType"] == "Tops"
@@ -46,12 +47,19 @@ def test_fashion_recovers_unquoted_commas_and_reports_the_rest(tmp_path):
     assert [r["where"] for r in catalogue.info["recovered"]] == ["styles.csv line 3"]
     # The saved catalogue reads back the same (ids stay strings, empty stays empty).
     again = Catalogue.open(tmp_path / "cat")
-    assert again.ids == ["1", "2", "5"] and again.item("5")["title"] == "" and again.fingerprint == catalogue.fingerprint
+    assert (
+        again.ids == ["1", "2", "5"]
+        and again.item("5")["title"] == ""
+        and again.fingerprint == catalogue.fingerprint
+    )
 
 
 def test_fashion_non_utf8_bytes_are_read_and_reported(tmp_path):
     root = make_fashion(tmp_path / "f", [], ["7"])
-    (root / "styles.csv").write_bytes(HEADER.encode() + "7,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,Caf\xe9 Shirt\n".encode("cp1252"))
+    (root / "styles.csv").write_bytes(
+        HEADER.encode()
+        + "7,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,Caf\xe9 Shirt\n".encode("cp1252")
+    )
     catalogue = create_catalogue(str(root), tmp_path / "cat")
     assert catalogue.item("7")["title"] == "Café Shirt"
     assert "not valid UTF-8" in catalogue.info["recovered"][0]["reason"]
@@ -81,8 +89,10 @@ def test_sidecar_paths_that_escape_are_refused_and_reported(tmp_path):
     (root / "a").mkdir(parents=True)
     Image.new("RGB", (4, 4)).save(root / "a" / "x.png")
     (tmp_path / "secret.png").write_bytes(b"")
-    (root / "metadata.csv").write_text("file,title\n../secret.png,Escape\n/etc/passwd,Absolute\na/x.png,Fine\n"
-                                       "a/missing.png,Nope\na/x.png,twice\n")
+    (root / "metadata.csv").write_text(
+        "file,title\n../secret.png,Escape\n/etc/passwd,Absolute\na/x.png,Fine\n"
+        "a/missing.png,Nope\na/x.png,twice\n"
+    )
     catalogue = create_catalogue(str(root), tmp_path / "cat")
     assert catalogue.ids == ["a/x"] and catalogue.item("a/x")["title"] == "Fine"
     reasons = " | ".join(s["reason"] for s in catalogue.info["skipped"])
@@ -102,7 +112,9 @@ def test_symlink_out_of_the_folder_is_ignored(tmp_path):
     assert create_catalogue(str(root), tmp_path / "cat").ids == ["inside"]
 
 
-@pytest.mark.parametrize("raw", ["../x.jpg", "a/../../x.jpg", "/etc/passwd", "C:/x.jpg", "a\\..\\..\\x.jpg", ""])
+@pytest.mark.parametrize(
+    "raw", ["../x.jpg", "a/../../x.jpg", "/etc/passwd", "C:/x.jpg", "a\\..\\..\\x.jpg", ""]
+)
 def test_safe_relative_path_refuses(tmp_path, raw):
     with pytest.raises(CatalogueError):
         safe_relative_path(raw, tmp_path)
@@ -131,13 +143,18 @@ def test_digikala_uses_colour_folders(tmp_path):
 
 
 def test_stratified_sample_keeps_shares_and_is_seeded():
-    items = pd.DataFrame({"id": [str(i) for i in range(1000)],
-                          "label": ["a"] * 600 + ["b"] * 300 + ["c"] * 100})
+    items = pd.DataFrame(
+        {"id": [str(i) for i in range(1000)], "label": ["a"] * 600 + ["b"] * 300 + ["c"] * 100}
+    )
     sample = stratified_sample(items, 100, label="label", seed=3)
     assert len(sample) == 100
     assert sample["label"].value_counts().to_dict() == {"a": 60, "b": 30, "c": 10}
-    assert sample["id"].tolist() == stratified_sample(items, 100, label="label", seed=3)["id"].tolist()
-    assert sample["id"].tolist() != stratified_sample(items, 100, label="label", seed=4)["id"].tolist()
+    assert (
+        sample["id"].tolist() == stratified_sample(items, 100, label="label", seed=3)["id"].tolist()
+    )
+    assert (
+        sample["id"].tolist() != stratified_sample(items, 100, label="label", seed=4)["id"].tolist()
+    )
     assert list(sample.index) == sorted(sample.index)  # original order kept
 
 
@@ -154,7 +171,9 @@ def test_unknown_source_is_a_clear_error(tmp_path):
 def test_shared_dataset_catalogue(shared_fashion, tmp_path):
     catalogue = create_catalogue(str(shared_fashion), tmp_path / "cat", limit=3000, seed=0)
     assert len(catalogue) == 3000
-    full_share = pd.read_csv(shared_fashion / "styles.csv", dtype=str)["articleType"].value_counts(normalize=True)
+    full_share = pd.read_csv(shared_fashion / "styles.csv", dtype=str)["articleType"].value_counts(
+        normalize=True
+    )
     sample_share = catalogue.items["articleType"].value_counts(normalize=True)
     assert abs(sample_share["Tshirts"] - full_share["Tshirts"]) < 0.002
     # The five styles.csv rows without an image are reported, not silently lost.

@@ -17,16 +17,42 @@ from embeddings.index import load_vectors
 
 
 def cli(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "embeddings", *args], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "embeddings", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        timeout=timeout,
+    )
 
 
 def test_build_then_search_json_matches_cosine_similarity(product_folder, tmp_path):
     out = tmp_path / "cat"
-    built = cli("build", "--source", str(product_folder), "--out", str(out), "--models", "pixels", "--no-bridge")
+    built = cli(
+        "build",
+        "--source",
+        str(product_folder),
+        "--out",
+        str(out),
+        "--models",
+        "pixels",
+        "--no-bridge",
+    )
     assert built.returncode == 0, built.stderr
     assert "48 products" in built.stdout and "[pixels] 48 vectors x 14400 (flat)" in built.stdout
-    found = cli("search", "--catalog", str(out), "--model", "pixels", "--item", "green/square_1", "-k", "5", "--json")
+    found = cli(
+        "search",
+        "--catalog",
+        str(out),
+        "--model",
+        "pixels",
+        "--item",
+        "green/square_1",
+        "-k",
+        "5",
+        "--json",
+    )
     assert found.returncode == 0, found.stderr
     rows = json.loads(found.stdout)
     assert [set(r) for r in rows] == [{"id", "score"}] * 5
@@ -40,8 +66,17 @@ def test_build_then_search_json_matches_cosine_similarity(product_folder, tmp_pa
 def test_model_that_cannot_load_fails_alone(product_folder, tmp_path):
     out = tmp_path / "cat"
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "EMBEDDINGS_CLIP_MODEL": ""}
-    result = cli("build", "--source", str(product_folder), "--out", str(out), "--models", "clip,pixels",
-                 "--no-bridge", env=env)
+    result = cli(
+        "build",
+        "--source",
+        str(product_folder),
+        "--out",
+        str(out),
+        "--models",
+        "clip,pixels",
+        "--no-bridge",
+        env=env,
+    )
     assert result.returncode == 1
     assert "[clip] build failed: model 'clip' could not load" in result.stderr
     assert "looked in the Hugging Face cache" in result.stderr
@@ -55,11 +90,32 @@ def test_tiny_clip_builds_and_answers_text(product_folder, tmp_path):
 
     weights = make_tiny_clip(tmp_path / "clip")
     out = tmp_path / "cat"
-    built = cli("build", "--source", str(product_folder), "--out", str(out), "--models", "clip",
-                "--weights", f"clip={weights}")
+    built = cli(
+        "build",
+        "--source",
+        str(product_folder),
+        "--out",
+        str(out),
+        "--models",
+        "clip",
+        "--weights",
+        f"clip={weights}",
+    )
     assert built.returncode == 0, built.stderr
-    found = cli("search", "--catalog", str(out), "--model", "clip", "--text", "red circle", "-k", "3",
-                "--json", "--weights", f"clip={weights}")
+    found = cli(
+        "search",
+        "--catalog",
+        str(out),
+        "--model",
+        "clip",
+        "--text",
+        "red circle",
+        "-k",
+        "3",
+        "--json",
+        "--weights",
+        f"clip={weights}",
+    )
     assert found.returncode == 0, found.stderr
     assert len(json.loads(found.stdout)) == 3
 
@@ -69,11 +125,37 @@ def test_usage_errors_are_clear(capsys, tmp_path, built_catalogue):
     assert "is not a catalogue" in capsys.readouterr().err
     assert main(["build", "--source", str(tmp_path), "--models", "vgg"]) == 2
     assert "unknown model 'vgg'" in capsys.readouterr().err
-    assert main(["search", "--catalog", str(built_catalogue.directory), "--model", "pixels",
-                 "--item", "no/such", "-k", "3"]) == 2
+    assert (
+        main(
+            [
+                "search",
+                "--catalog",
+                str(built_catalogue.directory),
+                "--model",
+                "pixels",
+                "--item",
+                "no/such",
+                "-k",
+                "3",
+            ]
+        )
+        == 2
+    )
     assert "no product with id 'no/such'" in capsys.readouterr().err
-    assert main(["search", "--catalog", str(built_catalogue.directory), "--model", "pixels",
-                 "--image", str(tmp_path / "absent.jpg")]) == 2
+    assert (
+        main(
+            [
+                "search",
+                "--catalog",
+                str(built_catalogue.directory),
+                "--model",
+                "pixels",
+                "--image",
+                str(tmp_path / "absent.jpg"),
+            ]
+        )
+        == 2
+    )
     assert "no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["build", "--source", str(tmp_path), "--models", ","])

@@ -66,8 +66,13 @@ while not stop.exists():
 def start_reader(directory: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
     stop, log = tmp_path / "stop", tmp_path / "reader.jsonl"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-c", READER, str(directory), str(stop), str(log)],
-                               env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", READER, str(directory), str(stop), str(log)],
+        env=env,
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not log.exists() or not log.read_text().strip()):
         assert process.poll() is None, process.stderr.read()
@@ -86,8 +91,12 @@ def assert_catalogue_intact(directory: Path, images: int) -> None:
     assert len(catalogue) == images
     assert len(open_index(catalogue, "pixels")) == images
     assert make_searcher(catalogue).search_text("Blue circle", ["pixels"], 3)["pixels"]
-    leftovers = [p.name for folder in (directory / "models", directory / "bridges")
-                 for p in folder.iterdir() if p.name.startswith(".") or p.name.endswith((".old", ".work"))]
+    leftovers = [
+        p.name
+        for folder in (directory / "models", directory / "bridges")
+        for p in folder.iterdir()
+        if p.name.startswith(".") or p.name.endswith((".old", ".work"))
+    ]
     assert leftovers == []
 
 
@@ -95,7 +104,9 @@ def assert_catalogue_intact(directory: Path, images: int) -> None:
 def test_readers_never_see_half_an_index_while_it_is_rebuilt_20_times(tmp_path):
     source = make_product_folder(tmp_path / "shop", variants=10)  # 120 images with titles
     out = tmp_path / "cat"
-    request = BuildRequest(out=out, source=str(source), models=["pixels"], index=IndexOptions(batch_size=16))
+    request = BuildRequest(
+        out=out, source=str(source), models=["pixels"], index=IndexOptions(batch_size=16)
+    )
     assert build_catalogue(request).committed
     process, stop, log = start_reader(out, tmp_path)
     try:
@@ -137,11 +148,24 @@ def test_cli_searches_while_the_cli_rebuilds(tmp_path):
     out = tmp_path / "cat"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     build = [sys.executable, "-m", "embeddings", "build", "--catalog", str(out), "--no-bridge"]
-    first = [sys.executable, "-m", "embeddings", "build", "--source", str(source), "--out", str(out),
-             "--models", "pixels", "--no-bridge"]
+    first = [
+        sys.executable,
+        "-m",
+        "embeddings",
+        "build",
+        "--source",
+        str(source),
+        "--out",
+        str(out),
+        "--models",
+        "pixels",
+        "--no-bridge",
+    ]
     assert subprocess.run(first, env=env, cwd=REPO, capture_output=True).returncode == 0
     stop, log = tmp_path / "stop", tmp_path / "cli.jsonl"
-    reader = subprocess.Popen([sys.executable, "-c", READER_CLI, str(out), str(stop), str(log)], env=env, cwd=REPO)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER_CLI, str(out), str(stop), str(log)], env=env, cwd=REPO
+    )
     try:
         for round_number in range(6):
             add_images(source, round_number, count=7)

@@ -39,7 +39,9 @@ def read_items(catalogue: Catalogue) -> dict[str, dict]:
         return {row["id"]: row for row in csv.DictReader(handle)}
 
 
-def brute_force_image(catalogue: Catalogue, model_id: str, query_ids: list[str], label: str, k: int):
+def brute_force_image(
+    catalogue: Catalogue, model_id: str, query_ids: list[str], label: str, k: int
+):
     """precision, recall, AP and chance averaged by hand from the full cosine matrix."""
     items = read_items(catalogue)
     ids, vectors = load_vectors(catalogue.model_dir(model_id))
@@ -64,8 +66,12 @@ def brute_force_image(catalogue: Catalogue, model_id: str, query_ids: list[str],
         recalls.append(found / relevant)
         aps.append(ap / min(k, relevant))
         chances.append(relevant / (len(ids) - 1))
-    return {"precision": np.mean(precisions), "recall": np.mean(recalls), "map": np.mean(aps),
-            "chance": np.mean(chances)}
+    return {
+        "precision": np.mean(precisions),
+        "recall": np.mean(recalls),
+        "map": np.mean(aps),
+        "chance": np.mean(chances),
+    }
 
 
 def test_image_figures_match_a_brute_force_count(built_catalogue):
@@ -76,15 +82,19 @@ def test_image_figures_match_a_brute_force_count(built_catalogue):
     for model_id in MODELS:
         for label in built_catalogue.label_fields:
             for k in KS:
-                expected = brute_force_image(built_catalogue, model_id, built_catalogue.ids, label, k)
+                expected = brute_force_image(
+                    built_catalogue, model_id, built_catalogue.ids, label, k
+                )
                 for metric, value in expected.items():
-                    assert result.value(model_id, "image", label, metric, k) == pytest.approx(value, abs=2e-6), \
-                        (model_id, label, metric, k)
+                    assert result.value(model_id, "image", label, metric, k) == pytest.approx(
+                        value, abs=2e-6
+                    ), (model_id, label, metric, k)
                     checked += 1
     assert checked == 2 * 2 * 4 * 4
     # The figures say something: a CNN finds same-shape products far above chance.
-    assert result.value("efficientnet-lite0", "image", "shape", "precision", 5) > \
-        2 * result.value("efficientnet-lite0", "image", "shape", "chance", 5)
+    assert result.value("efficientnet-lite0", "image", "shape", "precision", 5) > 2 * result.value(
+        "efficientnet-lite0", "image", "shape", "chance", 5
+    )
 
 
 def test_sampled_queries_are_deterministic_and_recorded(built_catalogue):
@@ -98,7 +108,9 @@ def test_sampled_queries_are_deterministic_and_recorded(built_catalogue):
     assert sample["ids"] != other.manifest["image_queries"]["ids"]
     # The sampled figures are those of exactly the recorded queries.
     expected = brute_force_image(built_catalogue, "pixels", sample["ids"], "folder", 5)
-    assert first.value("pixels", "image", "folder", "precision", 5) == pytest.approx(expected["precision"], abs=2e-6)
+    assert first.value("pixels", "image", "folder", "precision", 5) == pytest.approx(
+        expected["precision"], abs=2e-6
+    )
     assert len(first.score_samples["pixels"]) == 10 * max(KS)
 
 
@@ -140,8 +152,21 @@ def test_evaluate_json_prints_rows(built_catalogue, tmp_path, capsys):
     from embeddings.cli import main
 
     catalogue = copy_catalogue(built_catalogue, tmp_path / "shop")
-    assert main(["evaluate", "--catalog", str(catalogue.directory), "--models", "pixels",
-                 "--queries", "20", "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--catalog",
+                str(catalogue.directory),
+                "--models",
+                "pixels",
+                "--queries",
+                "20",
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert rows and isinstance(rows, list)
     for row in rows:
@@ -158,7 +183,10 @@ def test_text_figures_match_a_brute_force_count(built_catalogue, tmp_path):
     from embeddings.bridge import load_bridge, read_holdout_ids, train_bridge_for_catalogue
 
     catalogue = copy_catalogue(built_catalogue, tmp_path / "shop")
-    assert train_bridge_for_catalogue(catalogue, "efficientnet-lite0", holdout_fraction=0.3) is not None
+    assert (
+        train_bridge_for_catalogue(catalogue, "efficientnet-lite0", holdout_fraction=0.3)
+        is not None
+    )
     result = evaluate_catalogue(catalogue, MODELS, queries=1000, seed=0)
     assert result.manifest["models"]["efficientnet-lite0"]["text"] == "bridge"
     assert "pixels" in result.manifest["skipped_text"]  # no bridge: image figures only
@@ -168,21 +196,33 @@ def test_text_figures_match_a_brute_force_count(built_catalogue, tmp_path):
 
     # Brute force: titles encoded live (not through the title cache), full cosine matrix.
     items = read_items(catalogue)
-    bridge = load_bridge(catalogue.bridge_dir("efficientnet-lite0"), catalogue=catalogue,
-                         model_id="efficientnet-lite0")
+    bridge = load_bridge(
+        catalogue.bridge_dir("efficientnet-lite0"),
+        catalogue=catalogue,
+        model_id="efficientnet-lite0",
+    )
     queries = bridge.encode_texts([items[i]["title"] for i in query_ids])
     ids, vectors = load_vectors(catalogue.model_dir("efficientnet-lite0"))
     similarity = queries @ vectors.T
     for k in KS:
         ranked = [[ids[j] for j in np.argsort(-row, kind="stable")[:k]] for row in similarity]
         recall = np.mean([q in top for q, top in zip(query_ids, ranked, strict=True)])
-        assert result.value("efficientnet-lite0", "text", OWN_PRODUCT, "recall", k) == pytest.approx(recall, abs=2e-6)
-        assert result.value("efficientnet-lite0", "text", OWN_PRODUCT, "chance", k) == pytest.approx(k / 48, abs=2e-6)
+        assert result.value(
+            "efficientnet-lite0", "text", OWN_PRODUCT, "recall", k
+        ) == pytest.approx(recall, abs=2e-6)
+        assert result.value(
+            "efficientnet-lite0", "text", OWN_PRODUCT, "chance", k
+        ) == pytest.approx(k / 48, abs=2e-6)
         for label in ("folder", "shape"):
-            precision = np.mean([sum(items[j][label] == items[q][label] for j in top) / k
-                                 for q, top in zip(query_ids, ranked, strict=True)])
-            assert result.value("efficientnet-lite0", "text", label, "precision", k) == \
-                pytest.approx(precision, abs=2e-6), (label, k)
+            precision = np.mean(
+                [
+                    sum(items[j][label] == items[q][label] for j in top) / k
+                    for q, top in zip(query_ids, ranked, strict=True)
+                ]
+            )
+            assert result.value(
+                "efficientnet-lite0", "text", label, "precision", k
+            ) == pytest.approx(precision, abs=2e-6), (label, k)
     assert result.value("pixels", "text", OWN_PRODUCT, "recall", 1) is None
 
 
@@ -202,8 +242,9 @@ def test_native_text_tower_is_evaluated_on_all_titles(built_catalogue, tmp_path)
     catalogue = copy_catalogue(built_catalogue, tmp_path / "shop")
     clip = load_model("clip", weights=make_tiny_clip(tmp_path / "clip"))
     build_model_index(catalogue, clip)
-    result = evaluate_catalogue(catalogue, ["clip", "pixels"], queries=1000, seed=0,
-                                load_embedder=lambda model_id: clip)
+    result = evaluate_catalogue(
+        catalogue, ["clip", "pixels"], queries=1000, seed=0, load_embedder=lambda model_id: clip
+    )
     assert result.manifest["models"]["clip"]["text"] == "native"
     assert result.manifest["text_queries"]["pool"] == "all titled products"
     query_ids = result.manifest["text_queries"]["ids"]

@@ -33,8 +33,18 @@ ARTEFACTS = ("index.faiss", "vectors.npy", "ids.txt")
 
 
 def build_args(source, out, models="pixels", batch="4"):
-    return ["build", "--source", str(source), "--out", str(out), "--models", models, "--batch-size", batch,
-            "--no-bridge"]
+    return [
+        "build",
+        "--source",
+        str(source),
+        "--out",
+        str(out),
+        "--models",
+        models,
+        "--batch-size",
+        batch,
+        "--no-bridge",
+    ]
 
 
 FRONT_DOORS = ("cli", "core")
@@ -47,9 +57,16 @@ def build_through(door: str, source, out, capsys, models="pixels", batch=4) -> t
         return code, capsys.readouterr().err
     events = []  # the app passes a progress callback; so does this
     try:
-        result = build_catalogue(BuildRequest(out=Path(out), source=str(source), models=models.split(","),
-                                              bridges=False, index=IndexOptions(batch_size=batch)),
-                                 progress=events.append)
+        result = build_catalogue(
+            BuildRequest(
+                out=Path(out),
+                source=str(source),
+                models=models.split(","),
+                bridges=False,
+                index=IndexOptions(batch_size=batch),
+            ),
+            progress=events.append,
+        )
     except OSError as exc:
         return 2, describe_os_error(exc)
     assert any(e.stage == "embed" for e in events) or result.failed
@@ -58,8 +75,15 @@ def build_through(door: str, source, out, capsys, models="pixels", batch=4) -> t
 
 
 def run_build(args, env, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "embeddings", *args], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "embeddings", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.mark.slow
@@ -72,7 +96,9 @@ def test_sigkill_at_ten_seeded_random_points(tmp_path):
     clean = run_build(build_args(source, tmp_path / "clean"), env)
     assert clean.wait(timeout=600) == 0, clean.stderr.read()
     duration = time.monotonic() - started
-    expected = {name: (tmp_path / "clean" / "models" / "pixels" / name).read_bytes() for name in ARTEFACTS}
+    expected = {
+        name: (tmp_path / "clean" / "models" / "pixels" / name).read_bytes() for name in ARTEFACTS
+    }
 
     rng = random.Random(20261127)
     killed_before_end = 0
@@ -87,7 +113,9 @@ def test_sigkill_at_ten_seeded_random_points(tmp_path):
         rerun = run_build(build_args(source, out), env)
         assert rerun.wait(timeout=600) == 0, f"run {run}: {rerun.stderr.read()}"
         for name in ARTEFACTS:
-            assert (out / "models" / "pixels" / name).read_bytes() == expected[name], f"run {run}: {name}"
+            assert (out / "models" / "pixels" / name).read_bytes() == expected[name], (
+                f"run {run}: {name}"
+            )
         assert not (out / "models" / "pixels.work").exists()
         assert not [p for p in (out / "models").iterdir() if p.name.startswith(".")]
     assert killed_before_end >= 5  # most runs really were interrupted
@@ -99,8 +127,11 @@ def tmpfs(path: Path, size: str):
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("needs root to mount a small tmpfs")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -164,7 +195,9 @@ def test_read_only_folder_gives_a_clear_error_and_keeps_the_previous_index(door,
 class FailsMidway(PixelsEmbedder):
     """A model that embeds two batches, then dies (a driver error, an OOM...)."""
 
-    spec = ModelSpec("fails-midway", "test model that raises after two batches", 14400, "test", False, False)
+    spec = ModelSpec(
+        "fails-midway", "test model that raises after two batches", 14400, "test", False, False
+    )
 
     def __init__(self):
         self.batches = 0
@@ -177,11 +210,21 @@ class FailsMidway(PixelsEmbedder):
 
 
 @pytest.mark.parametrize("door", FRONT_DOORS)
-def test_a_model_failing_midway_does_not_stop_the_others(door, product_folder, tmp_path, capsys, monkeypatch):
+def test_a_model_failing_midway_does_not_stop_the_others(
+    door, product_folder, tmp_path, capsys, monkeypatch
+):
     # Registered for this test only: the registry is process-wide.
-    monkeypatch.setitem(models_module._REGISTRY, FailsMidway.spec.id, (FailsMidway.spec, FailsMidway))
-    code, err = build_through(door, product_folder, tmp_path / "cat", capsys,
-                              models="pixels,fails-midway,efficientnet-lite0", batch=8)
+    monkeypatch.setitem(
+        models_module._REGISTRY, FailsMidway.spec.id, (FailsMidway.spec, FailsMidway)
+    )
+    code, err = build_through(
+        door,
+        product_folder,
+        tmp_path / "cat",
+        capsys,
+        models="pixels,fails-midway,efficientnet-lite0",
+        batch=8,
+    )
     assert code == 1
     assert "[fails-midway] build failed: RuntimeError: simulated failure" in err
     catalogue = Catalogue.open(tmp_path / "cat")

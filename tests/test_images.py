@@ -18,7 +18,9 @@ def save(image: Image.Image, path, **options):
 
 
 def test_cmyk_jpeg_becomes_rgb_with_the_right_colour(tmp_path):
-    path = save(Image.new("CMYK", (20, 20), (0, 255, 255, 0)), tmp_path / "red.jpg")  # pure red in CMYK
+    path = save(
+        Image.new("CMYK", (20, 20), (0, 255, 255, 0)), tmp_path / "red.jpg"
+    )  # pure red in CMYK
     image = open_rgb(path)
     assert image.mode == "RGB"
     r, g, b = np.asarray(image).reshape(-1, 3).mean(axis=0)
@@ -69,12 +71,15 @@ def test_animated_gif_uses_the_first_frame(tmp_path):
     assert r > 200 and b < 60
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"", "empty"),
-    (b"hello, I am text", "not an image"),
-    (b"<html><body>nope</body></html>", "not an image"),
-    (b"%PDF-1.4\n1 0 obj<<>>endobj\n", "not an image"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "empty"),
+        (b"hello, I am text", "not an image"),
+        (b"<html><body>nope</body></html>", "not an image"),
+        (b"%PDF-1.4\n1 0 obj<<>>endobj\n", "not an image"),
+    ],
+)
 def test_non_images_are_refused_with_the_name(tmp_path, content, expected):
     path = tmp_path / "product.jpg"
     path.write_bytes(content)

@@ -38,27 +38,44 @@ def clustered(n: int, dim: int, *, seed: int = 0, clusters: int = 12) -> np.ndar
 
 def run_python(code: str, *argv: str) -> dict:
     """Run `code` in a fresh interpreter (memory figures of its own); it prints one JSON line."""
-    done = subprocess.run([PYTHON, "-c", textwrap.dedent(code), *argv], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [PYTHON, "-c", textwrap.dedent(code), *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # -- float16 -------------------------------------------------------------------------------
 
+
 def test_float16_index_halves_the_index_and_keeps_the_ranking(built_catalogue, tmp_path):
     ids, vectors = load_vectors(built_catalogue.model_dir("efficientnet-lite0"))
-    full = write_model_index(tmp_path / "c32" / "models" / "m", ids=ids, vectors=vectors, manifest=MANIFEST)
-    half = write_model_index(tmp_path / "c16" / "models" / "m", ids=ids, vectors=vectors, manifest=MANIFEST,
-                             store_dtype="float16")
+    full = write_model_index(
+        tmp_path / "c32" / "models" / "m", ids=ids, vectors=vectors, manifest=MANIFEST
+    )
+    half = write_model_index(
+        tmp_path / "c16" / "models" / "m",
+        ids=ids,
+        vectors=vectors,
+        manifest=MANIFEST,
+        store_dtype="float16",
+    )
     assert full["vectors_dtype"] == "float32" and half["vectors_dtype"] == "float16"
     assert half["index_type"] == "flat"  # still an exhaustive scan, over float16 codes
     size32 = (tmp_path / "c32" / "models" / "m" / INDEX_FILE).stat().st_size
     size16 = (tmp_path / "c16" / "models" / "m" / INDEX_FILE).stat().st_size
     assert size16 < 0.55 * size32
     assert np.load(tmp_path / "c16" / "models" / "m" / "vectors.npy").dtype == np.float16
-    exact = load_model_index(tmp_path / "c32" / "models" / "m", catalogue_fingerprint="f", model_id="m")
-    rounded = load_model_index(tmp_path / "c16" / "models" / "m", catalogue_fingerprint="f", model_id="m")
+    exact = load_model_index(
+        tmp_path / "c32" / "models" / "m", catalogue_fingerprint="f", model_id="m"
+    )
+    rounded = load_model_index(
+        tmp_path / "c16" / "models" / "m", catalogue_fingerprint="f", model_id="m"
+    )
     np.testing.assert_allclose(rounded.vector(ids[3]), vectors[3], atol=1e-3)
     scores32, rows32 = exact.search(vectors, 10)
     scores16, rows16 = rounded.search(vectors, 10)
@@ -73,10 +90,18 @@ def test_float16_above_the_hnsw_threshold_is_an_hnsw_over_float16_codes(tmp_path
 
     vectors = clustered(600, 32)
     ids = [str(i) for i in range(600)]
-    manifest = write_model_index(tmp_path / "c" / "models" / "m", ids=ids, vectors=vectors, manifest=MANIFEST,
-                                 hnsw_above=100, store_dtype="float16")
+    manifest = write_model_index(
+        tmp_path / "c" / "models" / "m",
+        ids=ids,
+        vectors=vectors,
+        manifest=MANIFEST,
+        hnsw_above=100,
+        store_dtype="float16",
+    )
     assert manifest["index_type"] == "hnsw"
-    index = load_model_index(tmp_path / "c" / "models" / "m", catalogue_fingerprint="f", model_id="m")
+    index = load_model_index(
+        tmp_path / "c" / "models" / "m", catalogue_fingerprint="f", model_id="m"
+    )
     assert isinstance(index.index, faiss.IndexHNSWSQ)
     _, rows = index.search(vectors[:50], 1)
     assert (rows[:, 0] == np.arange(50)).mean() >= 0.98
@@ -94,13 +119,18 @@ def test_build_with_float16_from_the_cli_options(product_folder, tmp_path):
 
 # -- memory-mapped loading -----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def big_index(tmp_path_factory):
     """A 40,000 x 1,024 flat index (~156 MiB): large enough for memory figures to stand out."""
     root = tmp_path_factory.mktemp("big")
     vectors = clustered(40_000, 1024, seed=1)
-    write_model_index(root / "cat" / "models" / "m", ids=[str(i) for i in range(40_000)], vectors=vectors,
-                      manifest=MANIFEST)
+    write_model_index(
+        root / "cat" / "models" / "m",
+        ids=[str(i) for i in range(40_000)],
+        vectors=vectors,
+        manifest=MANIFEST,
+    )
     return root / "cat" / "models" / "m", vectors.nbytes / 2**20
 
 
@@ -150,13 +180,21 @@ def test_open_index_maps_by_default_and_answers_the_same(built_catalogue):
 
 # -- filters ---------------------------------------------------------------------------------
 
+
 def test_filtered_hnsw_search_is_exact_over_the_allowed_rows(tmp_path, monkeypatch):
     import embeddings.index as index_module
 
     vectors = clustered(3000, 32, seed=2)
-    write_model_index(tmp_path / "c" / "models" / "m", ids=[str(i) for i in range(3000)], vectors=vectors,
-                      manifest=MANIFEST, hnsw_above=0)
-    index = load_model_index(tmp_path / "c" / "models" / "m", catalogue_fingerprint="f", model_id="m")
+    write_model_index(
+        tmp_path / "c" / "models" / "m",
+        ids=[str(i) for i in range(3000)],
+        vectors=vectors,
+        manifest=MANIFEST,
+        hnsw_above=0,
+    )
+    index = load_model_index(
+        tmp_path / "c" / "models" / "m", catalogue_fingerprint="f", model_id="m"
+    )
     assert index.manifest["index_type"] == "hnsw"
     allowed = np.arange(5, 3000, 11)  # 9% of the rows
     queries = clustered(30, 32, seed=3)
@@ -173,6 +211,7 @@ def test_filtered_hnsw_search_is_exact_over_the_allowed_rows(tmp_path, monkeypat
 
 
 # -- serving without torch -----------------------------------------------------------------
+
 
 def test_browsing_and_filtering_do_not_import_torch(built_catalogue):
     result = run_python(f"""
@@ -209,12 +248,16 @@ ALLOCATOR_PROBE = """
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only"
+)
 def test_tuned_allocator_reuses_big_blocks_instead_of_faulting_them_again():
     pages = 128 * 1024 * 1024 // 4096
     default, tuned = run_python(ALLOCATOR_PROBE), run_python(ALLOCATOR_PROBE, "tune")
     assert tuned["tuned"] is True
-    assert min(default["faults"][1:]) > 0.5 * pages  # glibc's default: mmap'ed, faulted in every time
+    assert (
+        min(default["faults"][1:]) > 0.5 * pages
+    )  # glibc's default: mmap'ed, faulted in every time
     assert max(tuned["faults"][1:]) < 0.05 * pages  # tuned: the block stays in the heap
 
 

@@ -19,7 +19,7 @@ from embeddings.search import Searcher, built_models, make_searcher, open_index,
 
 def tutorial_top_k(vectors: np.ndarray, row: int, k: int) -> list[int]:
     """The tutorial's way: sklearn cosine_similarity against everything, sort, drop the query."""
-    scores = cosine_similarity(vectors[row:row + 1], vectors)[0]
+    scores = cosine_similarity(vectors[row : row + 1], vectors)[0]
     order = [i for i in np.argsort(-scores, kind="stable") if i != row]
     return order[:k], scores
 
@@ -32,7 +32,9 @@ def test_item_search_matches_sklearn_cosine_similarity(built_catalogue):
             hits = searcher.search_item(ids[row], [model_id], k=10)[model_id]
             expected, scores = tutorial_top_k(vectors, row, 10)
             assert ids[row] not in [h.id for h in hits]
-            np.testing.assert_allclose([h.score for h in hits], scores[expected], atol=1e-4)  # float32 sums over 14,400 dims
+            np.testing.assert_allclose(
+                [h.score for h in hits], scores[expected], atol=1e-4
+            )  # float32 sums over 14,400 dims
             # Same ranking, allowing swaps only between (near-)tied scores.
             got = [ids.index(h.id) for h in hits]
             for g, e in zip(got, expected, strict=True):
@@ -50,7 +52,9 @@ def test_synthetic_neighbours_share_the_colour_far_above_chance(built_catalogue)
 
 
 def test_manifest_and_files(built_catalogue):
-    manifest = json.loads((built_catalogue.model_dir("efficientnet-lite0") / "manifest.json").read_text())
+    manifest = json.loads(
+        (built_catalogue.model_dir("efficientnet-lite0") / "manifest.json").read_text()
+    )
     assert manifest["model_id"] == "efficientnet-lite0" and manifest["dim"] == 1280
     assert manifest["count"] == 48 and manifest["index_type"] == "flat"
     assert manifest["catalogue_fingerprint"] == built_catalogue.fingerprint
@@ -70,14 +74,20 @@ def test_index_from_another_model_is_refused(built_catalogue, tmp_path):
     catalogue = copy_catalogue(built_catalogue, tmp_path)
     shutil.rmtree(catalogue.model_dir("pixels"))
     shutil.copytree(catalogue.model_dir("efficientnet-lite0"), catalogue.model_dir("pixels"))
-    with pytest.raises(IndexMismatchError, match="built by model 'efficientnet-lite0', not 'pixels'.*rebuild"):
+    with pytest.raises(
+        IndexMismatchError, match="built by model 'efficientnet-lite0', not 'pixels'.*rebuild"
+    ):
         open_index(catalogue, "pixels")
 
 
 def test_index_of_another_catalogue_version_is_refused(built_catalogue, product_folder, tmp_path):
     catalogue = copy_catalogue(built_catalogue, tmp_path)
-    changed = create_catalogue(str(product_folder), catalogue.directory, limit=40)  # products changed
-    with pytest.raises(IndexMismatchError, match="another version of the catalogue.*--models pixels"):
+    changed = create_catalogue(
+        str(product_folder), catalogue.directory, limit=40
+    )  # products changed
+    with pytest.raises(
+        IndexMismatchError, match="another version of the catalogue.*--models pixels"
+    ):
         open_index(changed, "pixels")
 
 
@@ -124,7 +134,9 @@ def test_text_on_an_image_only_model_names_the_models_that_can(built_catalogue, 
 
 def test_label_filter_is_exact(built_catalogue):
     searcher = make_searcher(built_catalogue)
-    hits = searcher.search_item("red/circle_0", ["pixels", "efficientnet-lite0"], 5, filters={"shape": "square"})
+    hits = searcher.search_item(
+        "red/circle_0", ["pixels", "efficientnet-lite0"], 5, filters={"shape": "square"}
+    )
     for model_hits in hits.values():
         assert len(model_hits) == 5
         assert all(h.id.split("/")[1].startswith("square") for h in model_hits)
@@ -142,8 +154,11 @@ def test_image_query_with_other_weights_is_refused(built_catalogue, tmp_path):
         def encode_images(self, images):
             return np.ones((len(images), 1280), np.float32) / np.sqrt(1280)
 
-    searcher = Searcher(built_catalogue, lambda m: open_index(built_catalogue, m),
-                        image_encoder_loader=lambda m: OtherWeights())
+    searcher = Searcher(
+        built_catalogue,
+        lambda m: open_index(built_catalogue, m),
+        image_encoder_loader=lambda m: OtherWeights(),
+    )
     with pytest.raises(QueryError, match="built with"):
         searcher.search_image(Image.new("RGB", (60, 80)), ["efficientnet-lite0"], 3)
 
@@ -176,8 +191,12 @@ def test_write_is_atomic_and_the_writer_recovers_an_interrupted_swap(tmp_path):
 
     model_dir = tmp_path / "models" / "m"
     vectors = np.eye(3, 4, dtype=np.float32)
-    write_model_index(model_dir, ids=["a", "b", "c"], vectors=vectors,
-                      manifest={"model_id": "m", "weights_id": "w", "catalogue_fingerprint": "f"})
+    write_model_index(
+        model_dir,
+        ids=["a", "b", "c"],
+        vectors=vectors,
+        manifest={"model_id": "m", "weights_id": "w", "catalogue_fingerprint": "f"},
+    )
     assert not any(p.name.startswith(".m.new") for p in (tmp_path / "models").iterdir())
     # A crash between "old aside" and "new in" leaves only m.old. A reader changes nothing: it
     # sees no index; the next build (the writer, under its lock) puts the old one back.

@@ -54,8 +54,11 @@ def test_our_limit_holds_whatever_pillows_guard_is(tmp_path, monkeypatch, pillow
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
     path = tmp_path / "huge.png"
     path.write_bytes(png_claiming(20_000, 20_000))
-    with pytest.raises(ImageError, match=r"huge\.png: 20000x20000 pixels is larger than the "
-                                         r"64,000,000-pixel limit"):
+    with pytest.raises(
+        ImageError,
+        match=r"huge\.png: 20000x20000 pixels is larger than the "
+        r"64,000,000-pixel limit",
+    ):
         open_rgb(path)
 
 
@@ -78,8 +81,7 @@ def test_a_folder_given_as_an_image_says_so(tmp_path):
 
 # -- per-line decoding ---------------------------------------------------------------------------
 def test_decode_text_falls_back_per_line_only():
-    raw = ("\ufeffa,b\nGrün,日本\n".encode() + "Caf\xe9,x\r\n".encode("cp1252")
-           + "last ü".encode())
+    raw = "\ufeffa,b\nGrün,日本\n".encode() + "Caf\xe9,x\r\n".encode("cp1252") + "last ü".encode()
     recovered: list[Skipped] = []
     text = decode_text(raw, "metadata.csv", recovered)
     assert text == "a,b\nGrün,日本\nCafé,x\r\nlast ü"
@@ -101,14 +103,17 @@ def write_sidecar_folder(root, lines: list[bytes]):
 
 
 def test_one_windows_1252_line_keeps_the_utf8_titles(tmp_path):
-    root = write_sidecar_folder(tmp_path / "shop", [
-        b"file,title,colour",
-        "a.png,Grüne Jacke,grün".encode(),
-        "b.png,日本 teacup,白".encode(),
-        "c.png,Café mug,brun".encode("cp1252"),
-        # A quoted title over two lines; its second line is valid UTF-8 again.
-        "d.png,\"Two-line\nüber title\",blau".encode(),
-    ])
+    root = write_sidecar_folder(
+        tmp_path / "shop",
+        [
+            b"file,title,colour",
+            "a.png,Grüne Jacke,grün".encode(),
+            "b.png,日本 teacup,白".encode(),
+            "c.png,Café mug,brun".encode("cp1252"),
+            # A quoted title over two lines; its second line is valid UTF-8 again.
+            'd.png,"Two-line\nüber title",blau'.encode(),
+        ],
+    )
     catalogue = create_catalogue(str(root), tmp_path / "cat")
     assert catalogue.item("a")["title"] == "Grüne Jacke" and catalogue.item("a")["colour"] == "grün"
     assert catalogue.item("b")["title"] == "日本 teacup" and catalogue.item("b")["colour"] == "白"
@@ -116,7 +121,8 @@ def test_one_windows_1252_line_keeps_the_utf8_titles(tmp_path):
     assert catalogue.item("d")["title"] == "Two-line\nüber title"
     assert Catalogue.open(tmp_path / "cat").item("d")["title"] == "Two-line\nüber title"
     assert catalogue.info["recovered"] == [
-        {"where": "metadata.csv line 4", "reason": "not valid UTF-8; read as Windows-1252"}]
+        {"where": "metadata.csv line 4", "reason": "not valid UTF-8; read as Windows-1252"}
+    ]
 
 
 def test_styles_csv_decodes_per_line_too(tmp_path):
@@ -129,7 +135,8 @@ def test_styles_csv_decodes_per_line_too(tmp_path):
     (root / "styles.csv").write_bytes(
         HEADER.encode()
         + "1,Women,Apparel,Topwear,Tops,Grün,Summer,2012,Casual,Bluse für 日本\n".encode()
-        + "2,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,Caf\xe9 Shirt\n".encode("cp1252"))
+        + "2,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,Caf\xe9 Shirt\n".encode("cp1252")
+    )
     catalogue = create_catalogue(str(root), tmp_path / "cat")
     assert catalogue.item("1")["title"] == "Bluse für 日本"
     assert catalogue.item("1")["baseColour"] == "Grün"
@@ -138,16 +145,18 @@ def test_styles_csv_decodes_per_line_too(tmp_path):
 
 
 # -- names that cannot be stored ---------------------------------------------------------------
-@pytest.mark.parametrize("char", ["\n", "\r", "\t", "\x00", "\x1f", "\x7f", "\x85",
-                                  "\u2028", "\u2029"])
+@pytest.mark.parametrize(
+    "char", ["\n", "\r", "\t", "\x00", "\x1f", "\x7f", "\x85", "\u2028", "\u2029"]
+)
 def test_unstorable_characters_are_named(char):
     from embeddings.catalog.base import unstorable_name_reason
 
     assert "rename it" in unstorable_name_reason(f"red/shirt{char}bad")
 
 
-@pytest.mark.parametrize("name", ["red/shirt_01", "رنگ/پیراهن\u200cها", "emoji/👨\u200d👩\u200d👧",
-                                  "a b/c-d_é"])
+@pytest.mark.parametrize(
+    "name", ["red/shirt_01", "رنگ/پیراهن\u200cها", "emoji/👨\u200d👩\u200d👧", "a b/c-d_é"]
+)
 def test_ordinary_names_are_storable(name):
     from embeddings.catalog.base import unstorable_name_reason
 
@@ -176,12 +185,14 @@ def newline_shop(root):
 def test_folder_scan_skips_and_reports_a_newline_in_a_file_name(tmp_path):
     catalogue = create_catalogue(str(newline_shop(tmp_path / "shop")), tmp_path / "cat")
     assert len(catalogue) == 12
-    assert not any("\n" in item_id or "\n" in path
-                   for item_id, path in zip(catalogue.items["id"], catalogue.items["path"],
-                                            strict=True))
+    assert not any(
+        "\n" in item_id or "\n" in path
+        for item_id, path in zip(catalogue.items["id"], catalogue.items["path"], strict=True)
+    )
     skipped = {s["where"]: s["reason"] for s in catalogue.info["skipped"]}
-    assert skipped[repr(NEWLINE_NAME)] == ("file name contains a line break or control character; "
-                                           "rename it")
+    assert skipped[repr(NEWLINE_NAME)] == (
+        "file name contains a line break or control character; rename it"
+    )
     assert "line break or control character" in skipped["metadata.csv line 14"]
 
 
@@ -214,26 +225,44 @@ def test_fashion_ids_with_a_line_break_are_skipped(tmp_path):
     for item_id in ("1", "2\n3"):
         Image.new("RGB", (8, 8), "white").save(root / "images" / f"{item_id}.jpg")
     (root / "styles.csv").write_bytes(
-        HEADER.encode() + b"1,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,Shirt\n"
-        + b'"2\n3",Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,Odd id\n')
+        HEADER.encode()
+        + b"1,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,Shirt\n"
+        + b'"2\n3",Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,Odd id\n'
+    )
     catalogue = create_catalogue(str(root), tmp_path / "cat")
     assert catalogue.ids == ["1"]
     assert "line break or control character" in catalogue.info["skipped"][0]["reason"]
 
 
 def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "embeddings", *args], capture_output=True,
-                          text=True, cwd=REPO, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [sys.executable, "-m", "embeddings", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def test_build_and_search_with_a_newline_file_name(tmp_path):
     source, out = newline_shop(tmp_path / "shop"), tmp_path / "cat"
-    built = cli("build", "--source", str(source), "--models", "pixels", "--out", str(out),
-                "--no-bridge")
+    built = cli(
+        "build", "--source", str(source), "--models", "pixels", "--out", str(out), "--no-bridge"
+    )
     assert built.returncode == 0, built.stderr
     assert (out / "models" / "pixels" / "ids.txt").read_text().count("\n") == 12
-    found = cli("search", "--catalog", str(out), "--model", "pixels", "--item", "red/circle_0",
-                "-k", "3", "--json")
+    found = cli(
+        "search",
+        "--catalog",
+        str(out),
+        "--model",
+        "pixels",
+        "--item",
+        "red/circle_0",
+        "-k",
+        "3",
+        "--json",
+    )
     assert found.returncode == 0, found.stderr
     assert len(json.loads(found.stdout)) == 3

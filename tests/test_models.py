@@ -22,9 +22,20 @@ def assert_unit_rows(vectors, n, dim):
 
 
 def test_registry_lists_the_tutorial_models_without_importing_torch_backends():
-    assert [s.id for s in list_models()] == ["pixels", "resnet50", "simclr", "clip", "efficientnet-lite0"]
-    assert {s.id: s.dim for s in list_models()} == {"pixels": 14400, "resnet50": 2048, "simclr": 2048,
-                                                    "clip": 512, "efficientnet-lite0": 1280}
+    assert [s.id for s in list_models()] == [
+        "pixels",
+        "resnet50",
+        "simclr",
+        "clip",
+        "efficientnet-lite0",
+    ]
+    assert {s.id: s.dim for s in list_models()} == {
+        "pixels": 14400,
+        "resnet50": 2048,
+        "simclr": 2048,
+        "clip": 512,
+        "efficientnet-lite0": 1280,
+    }
     assert [s.id for s in list_models() if s.has_text] == ["clip"]
     with pytest.raises(EmbeddingsError, match="unknown model 'vgg'.*known models: pixels"):
         get_spec("vgg")
@@ -65,7 +76,9 @@ def test_simclr_converter_and_loader_on_a_bolts_style_checkpoint(tmp_path):
     path = make_bolts_simclr_checkpoint(tmp_path / "simclr.ckpt")
     checkpoint = torch.load(path, weights_only=True)
     converted = simclr_state_to_torchvision(checkpoint)
-    assert "conv1.weight" in converted and not any(k.startswith(("projection", "encoder", "fc.")) for k in converted)
+    assert "conv1.weight" in converted and not any(
+        k.startswith(("projection", "encoder", "fc.")) for k in converted
+    )
     model = load_model("simclr", weights=path)
     assert_unit_rows(model.encode_images(IMAGES), 3, 2048)
     # The backbone really is the checkpoint's: same weights give the same features as torchvision's.
@@ -110,7 +123,9 @@ def test_missing_weights_name_the_model_and_the_place(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(ModelLoadError, match="model 'resnet50'.*no weights file at"):
         load_model("resnet50", weights=tmp_path / "absent.pth")
-    with pytest.raises(ModelLoadError, match="model 'clip' could not load .*looked in the Hugging Face cache"):
+    with pytest.raises(
+        ModelLoadError, match="model 'clip' could not load .*looked in the Hugging Face cache"
+    ):
         load_model("clip", weights="sentence-transformers/clip-ViT-B-32")
 
 
@@ -118,8 +133,10 @@ def test_browsing_imports_no_torch():
     """Listing models and loading pixels must not pull torch into a fresh process."""
     import subprocess
 
-    code = ("import sys; from embeddings.models import list_models, load_model; list_models(); "
-            "load_model('pixels'); import embeddings.search, embeddings.catalog, embeddings.index; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys; from embeddings.models import list_models, load_model; list_models(); "
+        "load_model('pixels'); import embeddings.search, embeddings.catalog, embeddings.index; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -24,18 +24,41 @@ def grow(source, count: int, start: int = 100) -> None:
         draw_product("yellow", "circle", n).save(source / "yellow" / f"circle_{n}.png")
 
 
-def test_rebuild_hint_names_the_catalogue_and_keeps_its_own_settings(product_folder, tmp_path, capsys):
+def test_rebuild_hint_names_the_catalogue_and_keeps_its_own_settings(
+    product_folder, tmp_path, capsys
+):
     """A catalogue built with --limit/--seed: the hinted rebuild keeps them (it used to rescan
     everything and replace the catalogue)."""
     source = tmp_path / "shop"
     shutil.copytree(product_folder, source)
     out = tmp_path / "cat"
-    assert main(["build", "--source", str(source), "--out", str(out), "--models", "pixels", "--limit", "20",
-                 "--seed", "3", "--adapter", "folder", "--no-bridge"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--source",
+                str(source),
+                "--out",
+                str(out),
+                "--models",
+                "pixels",
+                "--limit",
+                "20",
+                "--seed",
+                "3",
+                "--adapter",
+                "folder",
+                "--no-bridge",
+            ]
+        )
+        == 0
+    )
     before = Catalogue.open(out)
     assert len(before) == 20
     grow(source, 5)  # the source changes; the catalogue is now out of date ...
-    (out / "catalog.json").write_text(json.dumps({**before.info, "fingerprint": "0000000000000000"}))
+    (out / "catalog.json").write_text(
+        json.dumps({**before.info, "fingerprint": "0000000000000000"})
+    )
     stale = Catalogue.open(out)
     with pytest.raises(IndexMismatchError) as refused:
         open_index(stale, "pixels")
@@ -51,8 +74,20 @@ def test_rebuild_hint_names_the_catalogue_and_keeps_its_own_settings(product_fol
 
 
 def test_an_unknown_model_is_named_before_any_work(built_catalogue, capsys):
-    assert main(["search", "--catalog", str(built_catalogue.directory), "--model", "pixels,bogus",
-                 "--item", "red/circle_0"]) == 2
+    assert (
+        main(
+            [
+                "search",
+                "--catalog",
+                str(built_catalogue.directory),
+                "--model",
+                "pixels,bogus",
+                "--item",
+                "red/circle_0",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "unknown model 'bogus'" in err and "build" not in err
     assert main(["build", "--catalog", str(built_catalogue.directory), "--models", "bogus"]) == 2
@@ -61,8 +96,23 @@ def test_an_unknown_model_is_named_before_any_work(built_catalogue, capsys):
 
 def test_search_spells_models_like_build(built_catalogue, capsys):
     for option in ("--model", "--models"):
-        assert main(["search", "--catalog", str(built_catalogue.directory), option, "pixels",
-                     "--item", "red/circle_0", "-k", "3", "--json"]) == 0
+        assert (
+            main(
+                [
+                    "search",
+                    "--catalog",
+                    str(built_catalogue.directory),
+                    option,
+                    "pixels",
+                    "--item",
+                    "red/circle_0",
+                    "-k",
+                    "3",
+                    "--json",
+                ]
+            )
+            == 0
+        )
         assert len(json.loads(capsys.readouterr().out)) == 3
 
 
@@ -70,8 +120,20 @@ def test_a_multi_model_search_answers_with_the_models_that_can(built_catalogue, 
     catalogue_dir = tmp_path / "shop"
     shutil.copytree(built_catalogue.directory, catalogue_dir)
     shutil.rmtree(catalogue_dir / "models" / "efficientnet-lite0")
-    code = main(["search", "--catalog", str(catalogue_dir), "--model", "pixels,efficientnet-lite0",
-                 "--item", "red/circle_0", "-k", "4", "--json"])
+    code = main(
+        [
+            "search",
+            "--catalog",
+            str(catalogue_dir),
+            "--model",
+            "pixels,efficientnet-lite0",
+            "--item",
+            "red/circle_0",
+            "-k",
+            "4",
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert len(json.loads(captured.out)["pixels"]) == 4
@@ -80,10 +142,20 @@ def test_a_multi_model_search_answers_with_the_models_that_can(built_catalogue, 
 
 
 def test_a_filter_that_matches_nothing_is_explained(built_catalogue, capsys):
-    base = ["search", "--catalog", str(built_catalogue.directory), "--model", "pixels", "--item", "red/circle_0"]
+    base = [
+        "search",
+        "--catalog",
+        str(built_catalogue.directory),
+        "--model",
+        "pixels",
+        "--item",
+        "red/circle_0",
+    ]
     assert main([*base, "--filter", "shape=hexagon"]) == 2
     err = capsys.readouterr().err
-    assert "no product" in err and "shape=hexagon" in err and "circle" in err  # names the values there are
+    assert (
+        "no product" in err and "shape=hexagon" in err and "circle" in err
+    )  # names the values there are
     assert main([*base, "--filter", "colour=red"]) == 2
     assert "no label field 'colour'" in capsys.readouterr().err
     assert main([*base, "--filter", "shape=circle", "--filter", "folder=blue", "--json"]) == 0
@@ -92,8 +164,20 @@ def test_a_filter_that_matches_nothing_is_explained(built_catalogue, capsys):
 
 
 def test_image_option_on_a_folder_says_it_is_a_folder(built_catalogue, tmp_path, capsys):
-    assert main(["search", "--catalog", str(built_catalogue.directory), "--model", "pixels",
-                 "--image", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "search",
+                "--catalog",
+                str(built_catalogue.directory),
+                "--model",
+                "pixels",
+                "--image",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "is a folder" in capsys.readouterr().err
 
 
@@ -104,8 +188,11 @@ def test_other_models_answer_while_new_images_are_indexed(product_folder, tmp_pa
     source = tmp_path / "shop"
     shutil.copytree(product_folder, source)
     out = tmp_path / "cat"
-    assert build_catalogue(BuildRequest(out=out, source=str(source), models=["pixels", "efficientnet-lite0"],
-                                        bridges=False)).committed
+    assert build_catalogue(
+        BuildRequest(
+            out=out, source=str(source), models=["pixels", "efficientnet-lite0"], bridges=False
+        )
+    ).committed
     grow(source, 12)
     failures, answers = [], []
     stop = threading.Event()
@@ -114,8 +201,9 @@ def test_other_models_answer_while_new_images_are_indexed(product_folder, tmp_pa
         while not stop.is_set():
             try:
                 catalogue, indexes = open_snapshot(out, ["efficientnet-lite0"])
-                hits = make_searcher(catalogue, indexes=indexes).search_item("red/circle_0",
-                                                                             ["efficientnet-lite0"], 5)
+                hits = make_searcher(catalogue, indexes=indexes).search_item(
+                    "red/circle_0", ["efficientnet-lite0"], 5
+                )
                 answers.append((len(catalogue), len(hits["efficientnet-lite0"])))
             except Exception as exc:  # noqa: BLE001 - every failure is the finding
                 failures.append(f"{type(exc).__name__}: {exc}")
@@ -128,7 +216,10 @@ def test_other_models_answer_while_new_images_are_indexed(product_folder, tmp_pa
         stop.set()
         reader.join()
     assert result.updated_too == ["efficientnet-lite0"]
-    assert {o.model_id: o.status for o in result.outcomes} == {"pixels": "built", "efficientnet-lite0": "built"}
+    assert {o.model_id: o.status for o in result.outcomes} == {
+        "pixels": "built",
+        "efficientnet-lite0": "built",
+    }
     assert result.outcomes[1].report.embedded == 12  # only the new products
     assert failures == []
     assert {count for count, _ in answers} <= {48, 60} and answers[-1] == (60, 5)
@@ -139,8 +230,19 @@ def test_nothing_is_saved_when_every_model_fails(tmp_path, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("not weights")
     out = tmp_path / "cat"
-    code = main(["build", "--source", str(source), "--out", str(out), "--models", "efficientnet-lite0",
-                 "--weights", f"efficientnet-lite0={notes}"])
+    code = main(
+        [
+            "build",
+            "--source",
+            str(source),
+            "--out",
+            str(out),
+            "--models",
+            "efficientnet-lite0",
+            "--weights",
+            f"efficientnet-lite0={notes}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "could not read" in err and "as safe weights" in err
     assert not (out / "catalog.json").exists()  # no catalogue without an index

@@ -104,11 +104,27 @@ def test_cli_build_with_a_text_file_as_weights_fails_that_model_alone(product_fo
     notes = bad_weights("text", tmp_path, Path("unused"))
     out = tmp_path / "cat"
     done = subprocess.run(
-        [sys.executable, "-m", "embeddings", "build", "--source", str(product_folder), "--out",
-         str(out), "--models", "efficientnet-lite0,pixels", "--no-bridge", "--weights",
-         f"efficientnet-lite0={notes}"],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        [
+            sys.executable,
+            "-m",
+            "embeddings",
+            "build",
+            "--source",
+            str(product_folder),
+            "--out",
+            str(out),
+            "--models",
+            "efficientnet-lite0,pixels",
+            "--no-bridge",
+            "--weights",
+            f"efficientnet-lite0={notes}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and "UnpicklingError" not in done.stderr
     assert f"model 'efficientnet-lite0' could not read {notes} as safe weights" in done.stderr
@@ -154,8 +170,9 @@ def test_a_folder_is_identified_by_its_files_names_and_bytes(tmp_path):
     extra = {**files, "README.md": b"notes"}
     assert weights_id_for_path(make_folder(tmp_path / "extra", extra)) != base
     # Moving bytes between a name and the content is a different folder too.
-    assert weights_id_for_path(make_folder(tmp_path / "x1", {"ab": b"c"})) != \
-        weights_id_for_path(make_folder(tmp_path / "x2", {"a": b"bc"}))
+    assert weights_id_for_path(make_folder(tmp_path / "x1", {"ab": b"c"})) != weights_id_for_path(
+        make_folder(tmp_path / "x2", {"a": b"bc"})
+    )
     # A .git folder (a model cloned from the hub) is not part of the weights.
     with_git = make_folder(tmp_path / "git", {**files, ".git/HEAD": b"ref: refs/heads/main"})
     assert weights_id_for_path(with_git) == base

@@ -21,17 +21,34 @@ def make_tiny_clip(folder: Path, seed: int = 0) -> Path:
     vocab["<|endoftext|>"] = len(vocab)
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
     processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tokenizer)
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        ),
+        tokenizer=tokenizer,
+    )
     torch.manual_seed(seed)
     config = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                         vocab_size=len(vocab), max_position_embeddings=77,
-                         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
-                         pad_token_id=vocab["<|endoftext|>"]),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=len(vocab),
+            max_position_embeddings=77,
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     CLIPModel(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
@@ -39,8 +56,11 @@ def make_tiny_clip(folder: Path, seed: int = 0) -> Path:
 
 def _bytes_to_unicode() -> list[str]:
     """The 256 printable stand-ins GPT-2/CLIP byte-level BPE uses for the bytes 0..255."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
         + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes, extra = [], 0
     for byte in range(256):
         if byte in printable:
@@ -73,6 +93,8 @@ def make_bolts_simclr_checkpoint(path: Path, seed: int = 0) -> Path:
     state["projection.model.0.weight"] = torch.randn(2048, 2048)
     state["projection.model.0.bias"] = torch.zeros(2048)
     state["projection.model.3.weight"] = torch.randn(128, 2048)
-    torch.save({"epoch": 799, "global_step": 1, "pytorch-lightning_version": "1.0.0",
-                "state_dict": state}, path)
+    torch.save(
+        {"epoch": 799, "global_step": 1, "pytorch-lightning_version": "1.0.0", "state_dict": state},
+        path,
+    )
     return Path(path)

@@ -49,7 +49,26 @@ from embeddings.bridge.training import (
     train_head,
 )
 
-__all__ = ["StaleBridgeError", "TextBridge", "check_bridge_manifest", "commit_bridge", "load_bridge",
-           "read_bridge_manifest", "read_holdout_ids", "BridgeFit", "fit_bridge", "train_bridge_for_catalogue",
-           "holdout_scores", "summarise", "TEXT_DIM", "TEXT_MODEL_ID", "encode_sentences", "title_vectors",
-           "DEFAULT_HOLDOUT_FRACTION", "TrainOptions", "apply_head", "holdout_titles", "train_head"]
+__all__ = [
+    "StaleBridgeError",
+    "TextBridge",
+    "check_bridge_manifest",
+    "commit_bridge",
+    "load_bridge",
+    "read_bridge_manifest",
+    "read_holdout_ids",
+    "BridgeFit",
+    "fit_bridge",
+    "train_bridge_for_catalogue",
+    "holdout_scores",
+    "summarise",
+    "TEXT_DIM",
+    "TEXT_MODEL_ID",
+    "encode_sentences",
+    "title_vectors",
+    "DEFAULT_HOLDOUT_FRACTION",
+    "TrainOptions",
+    "apply_head",
+    "holdout_titles",
+    "train_head",
+]

@@ -72,19 +72,29 @@ def check_bridge_manifest(manifest: dict, *, catalogue: Catalogue, model_id: str
     """
     hint = retrain_hint(catalogue, model_id)
     if manifest.get("format") != BRIDGE_FORMAT:
-        raise StaleBridgeError(f"the text bridge of {model_id!r} has format {manifest.get('format')!r}, "
-                               f"not {BRIDGE_FORMAT}; {hint}")
+        raise StaleBridgeError(
+            f"the text bridge of {model_id!r} has format {manifest.get('format')!r}, "
+            f"not {BRIDGE_FORMAT}; {hint}"
+        )
     if manifest.get("model_id") != model_id:
-        raise StaleBridgeError(f"the text bridge in {catalogue.bridge_dir(model_id)} was trained for model "
-                               f"{manifest.get('model_id')!r}, not {model_id!r}; {hint}")
+        raise StaleBridgeError(
+            f"the text bridge in {catalogue.bridge_dir(model_id)} was trained for model "
+            f"{manifest.get('model_id')!r}, not {model_id!r}; {hint}"
+        )
     index = read_manifest(catalogue.model_dir(model_id))
     if index is None:
-        raise IndexMissingError(f"model {model_id!r} has a text bridge but no index in catalogue "
-                                f"{catalogue.name!r}; build the index first")
-    if index.get("weights_id") != manifest.get("weights_id") or index.get("dim") != manifest.get("dim"):
-        raise StaleBridgeError(f"the text bridge of {model_id!r} was trained on vectors of weights "
-                               f"{manifest.get('weights_id')!r} ({manifest.get('dim')}-d), but the index now "
-                               f"holds weights {index.get('weights_id')!r} ({index.get('dim')}-d); {hint}")
+        raise IndexMissingError(
+            f"model {model_id!r} has a text bridge but no index in catalogue "
+            f"{catalogue.name!r}; build the index first"
+        )
+    if index.get("weights_id") != manifest.get("weights_id") or index.get("dim") != manifest.get(
+        "dim"
+    ):
+        raise StaleBridgeError(
+            f"the text bridge of {model_id!r} was trained on vectors of weights "
+            f"{manifest.get('weights_id')!r} ({manifest.get('dim')}-d), but the index now "
+            f"holds weights {index.get('weights_id')!r} ({index.get('dim')}-d); {hint}"
+        )
 
 
 def read_bridge_manifest(bridge_dir: Path) -> dict | None:
@@ -106,27 +116,43 @@ def load_bridge(bridge_dir: Path, *, catalogue: Catalogue, model_id: str) -> Tex
     bridge_dir = Path(bridge_dir)
     manifest = read_bridge_manifest(bridge_dir)
     if manifest is None:
-        raise IndexMissingError(f"no text bridge for model {model_id!r} in {bridge_dir}; "
-                                f"train one: python -m embeddings bridge --catalog {catalogue.directory} "
-                                f"--models {model_id}")
+        raise IndexMissingError(
+            f"no text bridge for model {model_id!r} in {bridge_dir}; "
+            f"train one: python -m embeddings bridge --catalog {catalogue.directory} "
+            f"--models {model_id}"
+        )
     check_bridge_manifest(manifest, catalogue=catalogue, model_id=model_id)
     try:
         weights = np.load(bridge_dir / WEIGHTS_FILE, allow_pickle=False)
         bias = np.load(bridge_dir / BIAS_FILE, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise StaleBridgeError(f"the text bridge files in {bridge_dir} are damaged ({exc}); "
-                               f"{retrain_hint(catalogue, model_id)}") from exc
+        raise StaleBridgeError(
+            f"the text bridge files in {bridge_dir} are damaged ({exc}); "
+            f"{retrain_hint(catalogue, model_id)}"
+        ) from exc
     dim = manifest.get("dim")
     if weights.shape != (dim, TEXT_DIM) or bias.shape != (dim,):
-        raise StaleBridgeError(f"the text bridge files in {bridge_dir} disagree with its manifest "
-                               f"(weights {weights.shape}, bias {bias.shape}, manifest dim {dim}); "
-                               f"{retrain_hint(catalogue, model_id)}")
-    return TextBridge(model_id, weights.astype(np.float32, copy=False), bias.astype(np.float32, copy=False),
-                      manifest)
+        raise StaleBridgeError(
+            f"the text bridge files in {bridge_dir} disagree with its manifest "
+            f"(weights {weights.shape}, bias {bias.shape}, manifest dim {dim}); "
+            f"{retrain_hint(catalogue, model_id)}"
+        )
+    return TextBridge(
+        model_id,
+        weights.astype(np.float32, copy=False),
+        bias.astype(np.float32, copy=False),
+        manifest,
+    )
 
 
-def stage_bridge(bridge_dir: Path, *, weights: np.ndarray, bias: np.ndarray, holdout_ids: list[str],
-                 manifest: dict) -> Path:
+def stage_bridge(
+    bridge_dir: Path,
+    *,
+    weights: np.ndarray,
+    bias: np.ndarray,
+    holdout_ids: list[str],
+    manifest: dict,
+) -> Path:
     """Write every file of a bridge into a fresh folder beside `bridge_dir`; returns it.
 
     `commit_bridge` swaps it in (under the catalogue's commit lock): readers never see half a bridge.

@@ -47,10 +47,19 @@ class BridgeFit:
     staging: Path | None
 
 
-def fit_bridge(catalogue: Catalogue, model_id: str, *, ids: list[str], vectors: np.ndarray, weights_id: str,
-               seed: int = 0, holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
-               options: TrainOptions | None = None, force: bool = False,
-               progress: ProgressFn | None = None) -> BridgeFit | None:
+def fit_bridge(
+    catalogue: Catalogue,
+    model_id: str,
+    *,
+    ids: list[str],
+    vectors: np.ndarray,
+    weights_id: str,
+    seed: int = 0,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    options: TrainOptions | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> BridgeFit | None:
     """Train the text bridge of an image model on `vectors` (row-aligned with `ids`) and stage it.
 
     Returns None when no product has a title. The title vectors come from (and fill) the
@@ -58,7 +67,14 @@ def fit_bridge(catalogue: Catalogue, model_id: str, *, ids: list[str], vectors: 
     settings on the same weights, catalogue version and titles is kept (`force` retrains it).
     """
     started = time.perf_counter()
-    titles = catalogue.items["title"].reindex(ids).fillna("").astype(str).str.strip().to_numpy(dtype=object)
+    titles = (
+        catalogue.items["title"]
+        .reindex(ids)
+        .fillna("")
+        .astype(str)
+        .str.strip()
+        .to_numpy(dtype=object)
+    )
     titled = titles != ""
     if not titled.any():
         return None
@@ -66,9 +82,14 @@ def fit_bridge(catalogue: Catalogue, model_id: str, *, ids: list[str], vectors: 
     say("embedding titles (cached after the first time)")
     cache = title_vectors(catalogue)
     options = options or TrainOptions()
-    settings = {"seed": seed, "holdout_fraction": holdout_fraction, "options": options.__dict__,
-                "titles_fingerprint": cache.fingerprint, "weights_id": weights_id,
-                "catalogue_fingerprint": catalogue.fingerprint}
+    settings = {
+        "seed": seed,
+        "holdout_fraction": holdout_fraction,
+        "options": options.__dict__,
+        "titles_fingerprint": cache.fingerprint,
+        "weights_id": weights_id,
+        "catalogue_fingerprint": catalogue.fingerprint,
+    }
     previous = _up_to_date(catalogue, model_id, settings) if not force else None
     if previous is not None:
         return BridgeFit(model_id, "up to date, " + summarise(previous), None)
@@ -76,25 +97,44 @@ def fit_bridge(catalogue: Catalogue, model_id: str, *, ids: list[str], vectors: 
     is_held = np.array([t in held_titles for t in titles], dtype=bool) & titled
     train_rows = np.flatnonzero(titled & ~is_held)
     if len(train_rows) < 2:
-        raise EmbeddingsError(f"catalogue {catalogue.name!r} has {len(train_rows)} titled products to train "
-                              f"the {model_id!r} text bridge from; it needs at least 2")
+        raise EmbeddingsError(
+            f"catalogue {catalogue.name!r} has {len(train_rows)} titled products to train "
+            f"the {model_id!r} text bridge from; it needs at least 2"
+        )
     say(f"training on {len(train_rows):,} titled products")
-    weights, bias = train_head(cache.for_titles(titles[train_rows]), vectors[train_rows], seed=seed,
-                               options=options, progress=say)
+    weights, bias = train_head(
+        cache.for_titles(titles[train_rows]),
+        vectors[train_rows],
+        seed=seed,
+        options=options,
+        progress=say,
+    )
     manifest = {
-        "format": BRIDGE_FORMAT, "model_id": model_id, **settings, "dim": int(weights.shape[0]),
-        "text_model": TEXT_MODEL_ID, "text_dim": TEXT_DIM,
+        "format": BRIDGE_FORMAT,
+        "model_id": model_id,
+        **settings,
+        "dim": int(weights.shape[0]),
+        "text_model": TEXT_MODEL_ID,
+        "text_dim": TEXT_DIM,
         "method": "linear head W x + b over frozen MiniLM title vectors, ridge start, symmetric InfoNCE "
-                  "against the index's image vectors" + (f", rank {REDUCED_RANK} principal subspace"
-                                                         if vectors.shape[1] > REDUCE_ABOVE else ""),
-        "trained_on": int(len(train_rows)), "held_out_products": int(is_held.sum()),
+        "against the index's image vectors"
+        + (f", rank {REDUCED_RANK} principal subspace" if vectors.shape[1] > REDUCE_ABOVE else ""),
+        "trained_on": int(len(train_rows)),
+        "held_out_products": int(is_held.sum()),
         "held_out_titles": len(held_titles),
-        "holdout": _holdout_figures(catalogue, ids, vectors, titles, is_held, cache, weights, bias, seed),
+        "holdout": _holdout_figures(
+            catalogue, ids, vectors, titles, is_held, cache, weights, bias, seed
+        ),
         "train_seconds": round(time.perf_counter() - started, 2),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    staging = stage_bridge(catalogue.bridge_dir(model_id), weights=weights, bias=bias,
-                           holdout_ids=[ids[r] for r in np.flatnonzero(is_held)], manifest=manifest)
+    staging = stage_bridge(
+        catalogue.bridge_dir(model_id),
+        weights=weights,
+        bias=bias,
+        holdout_ids=[ids[r] for r in np.flatnonzero(is_held)],
+        manifest=manifest,
+    )
     return BridgeFit(model_id, summarise(manifest), staging)
 
 
@@ -122,8 +162,11 @@ def _holdout_figures(catalogue, ids, vectors, titles, is_held, cache, weights, b
     if len(distinct) < 2:
         return {}
     label = catalogue.main_label
-    labels = (catalogue.items[label].reindex([ids[r] for r in distinct]).fillna("").to_numpy(dtype=object)
-              if label else None)
+    labels = (
+        catalogue.items[label].reindex([ids[r] for r in distinct]).fillna("").to_numpy(dtype=object)
+        if label
+        else None
+    )
     queries = apply_head(weights, bias, cache.for_titles(titles[distinct]))
     return {**holdout_scores(queries, vectors[distinct], labels), "label": label}
 
@@ -138,14 +181,26 @@ def train_bridge_for_catalogue(catalogue: Catalogue, model_id: str, **options) -
     index_manifest = read_manifest(model_dir)
     hint = rebuild_advice(catalogue.directory, model_id)
     if index_manifest is None:
-        raise IndexMissingError(f"no index for model {model_id!r} in catalogue {catalogue.name!r}; "
-                                f"build it first: {hint[len('rebuild it: '):]}")
-    if index_manifest.get("model_id") != model_id or \
-            index_manifest.get("catalogue_fingerprint") != catalogue.fingerprint:
-        raise IndexMismatchError(f"the {model_id!r} index of catalogue {catalogue.name!r} is out of date; {hint}")
+        raise IndexMissingError(
+            f"no index for model {model_id!r} in catalogue {catalogue.name!r}; "
+            f"build it first: {hint[len('rebuild it: ') :]}"
+        )
+    if (
+        index_manifest.get("model_id") != model_id
+        or index_manifest.get("catalogue_fingerprint") != catalogue.fingerprint
+    ):
+        raise IndexMismatchError(
+            f"the {model_id!r} index of catalogue {catalogue.name!r} is out of date; {hint}"
+        )
     ids, vectors = load_vectors(model_dir)
-    fit = fit_bridge(catalogue, model_id, ids=ids, vectors=vectors, weights_id=index_manifest["weights_id"],
-                     **options)
+    fit = fit_bridge(
+        catalogue,
+        model_id,
+        ids=ids,
+        vectors=vectors,
+        weights_id=index_manifest["weights_id"],
+        **options,
+    )
     if fit is None:
         return None
     if fit.staging is not None:

@@ -11,8 +11,12 @@ HOLDOUT_QUERIES = 1000
 HOLDOUT_KS = (1, 5, 10)
 
 
-def holdout_scores(query_vectors: np.ndarray, image_vectors: np.ndarray, labels: np.ndarray | None,
-                   ks: Sequence[int] = HOLDOUT_KS) -> dict:
+def holdout_scores(
+    query_vectors: np.ndarray,
+    image_vectors: np.ndarray,
+    labels: np.ndarray | None,
+    ks: Sequence[int] = HOLDOUT_KS,
+) -> dict:
     """Each query i ranks all `image_vectors`; its target is image i (its own product).
 
     Returns recall@k (share of queries whose own image is in the top k; ties count against the
@@ -24,7 +28,7 @@ def holdout_scores(query_vectors: np.ndarray, image_vectors: np.ndarray, labels:
     scores = query_vectors @ image_vectors.T
     own = scores[np.arange(n), np.arange(n)]
     rank = (scores > own[:, None]).sum(axis=1) + (scores == own[:, None]).sum(axis=1) - 1
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :max(ks)]
+    top = np.argsort(-scores, axis=1, kind="stable")[:, : max(ks)]
     out: dict = {"queries": n, "candidates": n}
     for k in ks:
         out[f"recall@{k}"] = round(float((rank < k).mean()), 4)
@@ -40,7 +44,6 @@ def holdout_scores(query_vectors: np.ndarray, image_vectors: np.ndarray, labels:
     return out
 
 
-
 def summarise(manifest: dict) -> str:
     """One line: what the bridge was trained on and its held-out figures beside chance."""
     line = f"trained on {manifest['trained_on']:,} titles in {manifest['train_seconds']:.0f} s"
@@ -48,9 +51,13 @@ def summarise(manifest: dict) -> str:
     if not holdout:
         return line + "; too few held-out titles to score"
     n = holdout["queries"]
-    line += (f"; held-out Recall@10 {holdout.get('recall@10', float('nan')):.3f} "
-             f"(chance {holdout.get('chance_recall@10', float('nan')):.3f}, {n:,} titles rank {n:,} images)")
+    line += (
+        f"; held-out Recall@10 {holdout.get('recall@10', float('nan')):.3f} "
+        f"(chance {holdout.get('chance_recall@10', float('nan')):.3f}, {n:,} titles rank {n:,} images)"
+    )
     if "label_precision@10" in holdout:
-        line += (f", {holdout['label']} precision@10 {holdout['label_precision@10']:.3f} "
-                 f"(chance {holdout['chance_label_precision']:.3f})")
+        line += (
+            f", {holdout['label']} precision@10 {holdout['label_precision@10']:.3f} "
+            f"(chance {holdout['chance_label_precision']:.3f})"
+        )
     return line

