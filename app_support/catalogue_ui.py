@@ -27,7 +27,8 @@ from embeddings.models import get_spec, list_models
 DEMO_HANDLE = "paramaggarwal/fashion-product-images-small"
 DEMO_LIMIT = 3000
 DEFAULT_BUILD_MODELS = ["pixels", "efficientnet-lite0"]
-#: `EMBEDDINGS_DEMO_SOURCE`: where the demo dataset is on this machine (else looked for, else Kaggle).
+#: `EMBEDDINGS_DEMO_SOURCE`: where the demo dataset is on this machine (else looked for, else
+#: Kaggle).
 DEMO_SOURCE_ENV = "EMBEDDINGS_DEMO_SOURCE"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -238,16 +239,17 @@ def new_catalogue_ui(*, first_run: bool) -> None:
         source = demo_source()
         st.markdown(
             "The [Fashion Product Images (Small)](https://www.kaggle.com/datasets/paramaggarwal/"
-            "fashion-product-images-small) dataset: 44,441 product photos with titles and labels (gender, "
-            "category, article type, colour…). The demo takes a **stratified subset**: every article type "
-            "keeps its share."
+            "fashion-product-images-small) dataset: 44,441 product photos with titles and labels "
+            "(gender, category, article type, colour…). The demo takes a **stratified subset**: "
+            "every article type keeps its share."
         )
         st.text_input(
             "Dataset folder or Kaggle handle",
             value=source,
             key="demo_source",
-            help="Found on this machine when it exists (set EMBEDDINGS_DEMO_SOURCE to point at it); "
-            "a Kaggle handle downloads it with kagglehub (needs network and Kaggle credentials).",
+            help="Found on this machine when it exists (set EMBEDDINGS_DEMO_SOURCE to point at "
+            "it); a Kaggle handle downloads it with kagglehub (needs network and "
+            "Kaggle credentials).",
         )
         limit = st.number_input(
             "Products",
@@ -383,10 +385,11 @@ def catalogue_page(selection: Selection) -> None:
         return
     if not selection.catalogues:
         st.markdown(
-            "### Welcome\nThis app searches a catalogue of product photos by similarity and shows several "
-            "embedding models **side by side**: raw pixels, ImageNet CNNs, SimCLR, CLIP. There is no catalogue "
-            "yet: build the demo one (a few thousand fashion products, a few minutes on a laptop CPU) or one "
-            "from your own folder of images. When it is ready, the app opens the Search page."
+            "### Welcome\nThis app searches a catalogue of product photos by similarity and shows "
+            "several embedding models **side by side**: raw pixels, ImageNet CNNs, SimCLR, CLIP. "
+            "There is no catalogue yet: build the demo one (a few thousand fashion products, a few "
+            "minutes on a laptop CPU) or one from your own folder of images. When it is ready, the "
+            "app opens the Search page."
         )
         new_catalogue_ui(first_run=True)
         return

@@ -48,7 +48,8 @@ def precision_frame(
     task: str = "image",
     metric: str = "precision",
 ) -> pd.DataFrame:
-    """Rows of `metric`@k for `label` per model, plus a 'chance' series (the label-frequency baseline)."""
+    """Rows of `metric`@k for `label` per model, plus a 'chance' series (the label-frequency
+    baseline)."""
     rows = frame[(frame["task"] == task) & (frame["label"] == label)]
     measured = rows[(rows["metric"] == metric) & rows["model"].isin(models)][
         ["model", "k", "value"]
@@ -169,16 +170,16 @@ def saved_result_ui(cat: Catalogue, selection: Selection):
     if result is not None:
         sampled = (manifest.get("image_queries") or {}).get("sampled", "?")
         st.caption(
-            f"Saved evaluation: {sampled} image queries (seed {manifest.get('seed', '?')}), measured "
-            f"{manifest.get('created_at', '')} in {manifest.get('seconds', '?')} s. Recompute with "
-            f"`python -m embeddings evaluate --catalog {cat.directory}`."
+            f"Saved evaluation: {sampled} image queries (seed {manifest.get('seed', '?')}), "
+            f"measured {manifest.get('created_at', '')} in {manifest.get('seconds', '?')} s. "
+            f"Recompute with `python -m embeddings evaluate --catalog {cat.directory}`."
         )
     if missing:
         st.info(
             f"No saved measurement for {', '.join(missing)} yet."
             if result is not None
-            else "This catalogue has not been measured yet; measure it on a sample of queries here (or run "
-            "`python -m embeddings evaluate --catalog ...`)."
+            else "This catalogue has not been measured yet; measure it on a sample of queries here "
+            "(or run `python -m embeddings evaluate --catalog ...`)."
         )
         if resources.read_only():
             st.caption(
@@ -234,8 +235,8 @@ def text_figures_ui(
     }
     st.subheader("Text → image")
     st.markdown(
-        "Each query is a product's own title. **Recall@k**: how often that product is among the top-k "
-        "results; a model without a text tower answers through its text bridge."
+        "Each query is a product's own title. **Recall@k**: how often that product is among the "
+        "top-k results; a model without a text tower answers through its text bridge."
     )
     recall = text[
         text["metric"].isin(["recall", "chance"])
@@ -270,9 +271,9 @@ def compare_page(selection: Selection) -> None:
         st.warning("Select at least one model in the sidebar.")
         return
     st.markdown(
-        "How often do a model's nearest neighbours share the query's label? Each query is a catalogue "
-        "product; **precision@k** is the share of its top-k neighbours with the same label (the query "
-        "itself excluded). The dashed line is chance: picking products at random."
+        "How often do a model's nearest neighbours share the query's label? Each query is a "
+        "catalogue product; **precision@k** is the share of its top-k neighbours with the same "
+        "label (the query itself excluded). The dashed line is chance: picking products at random."
     )
     result = saved_result_ui(cat, selection)
     if result is None:

@@ -168,8 +168,8 @@ def run_query(selection: Selection, query: dict) -> Outcome:
     if kind == "item":
         if query["id"] not in cat:
             outcome.problem = (
-                f"There is no product with id “{query['id']}” in catalogue “{cat.name}”. The link may "
-                "come from another catalogue; press Random product or pick one below."
+                f"There is no product with id “{query['id']}” in catalogue “{cat.name}”. The link "
+                "may come from another catalogue; press Random product or pick one below."
             )
             return outcome
 
@@ -243,13 +243,16 @@ def _open_index(cat: Catalogue, model_id: str):
 _CARD_CSS = """
 <style>
 .qcard { display: flex; gap: 16px; align-items: center; padding: 10px 14px; border-radius: 12px;
-  border: 1px solid rgba(128,128,128,.28); background: var(--st-secondary-background-color, #f6f7f9); }
-.qcard img { width: 84px; height: 112px; object-fit: contain; background: #fff; border-radius: 8px; flex: none; }
+  border: 1px solid rgba(128,128,128,.28);
+  background: var(--st-secondary-background-color, #f6f7f9); }
+.qcard img { width: 84px; height: 112px; object-fit: contain; background: #fff;
+  border-radius: 8px; flex: none; }
 .qcard .qkind { font-size: .78rem; text-transform: uppercase; letter-spacing: .06em; opacity: .65; }
 .qcard .qtitle { font-size: 1.15rem; font-weight: 600; margin: 2px 0 6px; overflow-wrap: anywhere; }
 .qcard .qtext { font-size: 1.3rem; font-weight: 600; margin: 2px 0 4px; overflow-wrap: anywhere; }
 .qcard .chips { display: flex; flex-wrap: wrap; gap: 6px; }
-.qcard .chip { font-size: .78rem; padding: 1px 8px; border-radius: 999px; background: rgba(128,128,128,.14); }
+.qcard .chip { font-size: .78rem; padding: 1px 8px; border-radius: 999px;
+  background: rgba(128,128,128,.14); }
 .qcard .chip b { font-weight: 600; }
 </style>
 """
@@ -273,7 +276,8 @@ def query_card_html(
     )
     title_class = "qtext" if kind == "text" else "qtitle"
     return (
-        f'{_CARD_CSS}<div class="qcard" data-testid="query-card" data-kind="{esc(kind)}">{picture}<div>'
+        f'{_CARD_CSS}<div class="qcard" data-testid="query-card" data-kind="{esc(kind)}">'
+        f"{picture}<div>"
         f'<div class="qkind">{esc(subtitle)}</div><div class="{title_class}">{esc(title)}</div>'
         f'<div class="chips">{chips}</div></div></div>'
     )
@@ -377,10 +381,12 @@ def _tile_clicked(item_id: str) -> None:
 _AGREE_CSS = """
 <style>
 .agree-box { display: flex; flex-direction: column; gap: 6px; font-size: .85rem; }
-.agree-row { display: grid; grid-template-columns: minmax(0, 1fr) auto; gap: 2px 10px; align-items: center; }
+.agree-row { display: grid; grid-template-columns: minmax(0, 1fr) auto; gap: 2px 10px;
+  align-items: center; }
 .agree-row .pair { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .agree-row .count { font-weight: 600; font-variant-numeric: tabular-nums; }
-.agree-row .bar { grid-column: 1 / 3; height: 5px; border-radius: 3px; background: rgba(128,128,128,.2); overflow: hidden; }
+.agree-row .bar { grid-column: 1 / 3; height: 5px; border-radius: 3px;
+  background: rgba(128,128,128,.2); overflow: hidden; }
 .agree-row .bar i { display: block; height: 100%; background: #d97706; }
 </style>
 """
@@ -472,7 +478,8 @@ def result_columns_ui(
                 )
                 st.badge(
                     escape_markdown(
-                        f"{round(share * len(hits))} of {len(hits)} share {label_field} = {query_value}"
+                        f"{round(share * len(hits))} of {len(hits)} share "
+                        f"{label_field} = {query_value}"
                     ),
                     icon=":material/check:",
                     color="green" if share >= 0.5 else "orange",
@@ -551,8 +558,9 @@ def browse_ui(selection: Selection, *, expanded: bool) -> None:
 def no_catalogue_ui() -> None:
     st.title("Visual product search")
     st.info(
-        "There is no catalogue in the data folder yet. The **Catalogue** page builds the demo catalogue "
-        "(a few thousand fashion products) or one from a folder of images, in a few minutes."
+        "There is no catalogue in the data folder yet. The **Catalogue** page builds the demo "
+        "catalogue (a few thousand fashion products) or one from a folder of images, "
+        "in a few minutes."
     )
     st.page_link(
         "app_pages/catalogue.py", label="Set up a catalogue", icon=":material/inventory_2:"
@@ -583,8 +591,8 @@ def search_page(selection: Selection) -> None:
     query = current_query()
     if query is None:
         st.markdown(
-            "Pick a product below, press **Random product**, describe what you want, or upload a photo: "
-            "every selected model answers side by side, so you can see how they differ."
+            "Pick a product below, press **Random product**, describe what you want, or upload a "
+            "photo: every selected model answers side by side, so you can see how they differ."
         )
         browse_ui(selection, expanded=True)
         return
@@ -602,8 +610,8 @@ def search_page(selection: Selection) -> None:
         query_card_ui(cat, query)
         if query["kind"] == "upload":
             st.caption(
-                ":material/attach_file: Uploaded images stay in this browser session: the address bar "
-                "cannot carry them, so a shared link will not reproduce this search."
+                ":material/attach_file: Uploaded images stay in this browser session: the address "
+                "bar cannot carry them, so a shared link will not reproduce this search."
             )
         else:
             st.caption(
@@ -614,7 +622,8 @@ def search_page(selection: Selection) -> None:
         comparison_ui(selection, outcome, values)
     if outcome.skipped:
         st.info(
-            f"Not shown: {', '.join(outcome.skipped)} (no text tower and no text bridge in this catalogue)."
+            f"Not shown: {', '.join(outcome.skipped)} (no text tower and no text bridge in "
+            "this catalogue)."
         )
     result_columns_ui(selection, outcome, query, values)
     label_table_ui(selection, outcome, values)

@@ -192,8 +192,9 @@ def _resolve_filter(cat: Catalogue) -> dict[str, str] | None:
         _set_state("filter", (field_name, value))
     if field_name not in cat.label_fields:
         _notice(
-            f"Cannot filter on **{escape_markdown(field_name)}**: catalogue **{escape_markdown(cat.name)}** "
-            f"has the label fields {', '.join(cat.label_fields) or 'none'}. No filter applied."
+            f"Cannot filter on **{escape_markdown(field_name)}**: catalogue "
+            f"**{escape_markdown(cat.name)}** has the label fields "
+            f"{', '.join(cat.label_fields) or 'none'}. No filter applied."
         )
         _set_state("filter", None)
         return None
@@ -292,8 +293,9 @@ def sidebar_ui() -> Selection:
             format_func=lambda m: model_label(m, text_models),
             on_change=_copy,
             args=("w_models", "models"),
-            help="Only models with an index in this catalogue. '· text': the model answers text queries, "
-            "with its own text tower or through a text bridge learnt from the product titles.",
+            help="Only models with an index in this catalogue. '· text': the model answers text "
+            "queries, with its own text tower or through a text bridge learnt from "
+            "the product titles.",
         )
         models = _state("models")
         if text_models:
@@ -408,6 +410,7 @@ def write_url(params: dict[str, str]) -> None:
 
 
 def escape_markdown(text: str) -> str:
-    """Text shown literally inside Streamlit markdown (no links, emphasis, HTML or :color[] directives)."""
+    """Text shown literally inside Streamlit markdown (no links, emphasis, HTML or :color[]
+    directives)."""
     specials = "\\`*_{}[]()#+-.!|<>~:$&"
     return "".join(f"\\{char}" if char in specials else char for char in str(text))

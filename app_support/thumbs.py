@@ -34,7 +34,8 @@ PLACEHOLDER = (
     "data:image/svg+xml;base64,"
     + base64.b64encode(
         b'<svg xmlns="http://www.w3.org/2000/svg" width="60" height="80" viewBox="0 0 60 80">'
-        b'<rect width="60" height="80" fill="#e5e7eb"/><path d="M18 52l9-12 7 9 5-6 8 9z" fill="#9ca3af"/>'
+        b'<rect width="60" height="80" fill="#e5e7eb"/><path d="M18 52l9-12 7 9 5-6 8 9z" '
+        b'fill="#9ca3af"/>'
         b"</svg>"
     ).decode()
 )

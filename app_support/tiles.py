@@ -36,7 +36,8 @@ class Tile:
 
 _CSS = """
 :host { display: block; }
-.grid { display: grid; gap: 10px; grid-template-columns: repeat(auto-fill, minmax(var(--tile-min, 96px), 1fr)); }
+.grid { display: grid; gap: 10px;
+  grid-template-columns: repeat(auto-fill, minmax(var(--tile-min, 96px), 1fr)); }
 .empty { color: var(--st-text-color); opacity: .7; font-size: .9rem; padding: .5rem 0; }
 a.tile { display: flex; flex-direction: column; gap: 3px; padding: 6px; border-radius: 10px;
   text-decoration: none; color: var(--st-text-color); background: var(--st-background-color);
@@ -45,19 +46,24 @@ a.tile { display: flex; flex-direction: column; gap: 3px; padding: 6px; border-r
 a.tile:hover, a.tile:focus-visible { border-color: var(--st-primary-color); outline: none;
   box-shadow: 0 2px 10px rgba(0, 0, 0, .12); transform: translateY(-1px); }
 a.tile.agree { border-color: #d97706; box-shadow: inset 0 0 0 1px #d97706; }
-a.tile.current { border-color: var(--st-primary-color); box-shadow: inset 0 0 0 2px var(--st-primary-color); }
+a.tile.current { border-color: var(--st-primary-color);
+  box-shadow: inset 0 0 0 2px var(--st-primary-color); }
 .pic { position: relative; background: #fff; border-radius: 6px; overflow: hidden; }
 .pic img { display: block; width: 100%; aspect-ratio: 3 / 4; object-fit: contain; }
 .rank { position: absolute; left: 4px; top: 4px; font: 600 10px/1.4 var(--st-font, sans-serif);
   background: rgba(17, 24, 39, .72); color: #fff; border-radius: 6px; padding: 0 5px; }
-.agree-badge { position: absolute; right: 4px; top: 4px; font: 600 10px/1.4 var(--st-font, sans-serif);
+.agree-badge { position: absolute; right: 4px; top: 4px;
+  font: 600 10px/1.4 var(--st-font, sans-serif);
   background: #d97706; color: #fff; border-radius: 6px; padding: 0 5px; }
-.score { display: flex; align-items: center; gap: 5px; font: 600 12px/1.3 ui-monospace, SFMono-Regular, Menlo, monospace; }
-.bar { flex: 1; height: 4px; border-radius: 2px; background: rgba(128, 128, 128, .22); overflow: hidden; }
+.score { display: flex; align-items: center; gap: 5px;
+  font: 600 12px/1.3 ui-monospace, SFMono-Regular, Menlo, monospace; }
+.bar { flex: 1; height: 4px; border-radius: 2px; background: rgba(128, 128, 128, .22);
+  overflow: hidden; }
 .bar > i { display: block; height: 100%; background: var(--st-primary-color); }
 .title { font: 12px/1.3 var(--st-font, sans-serif); display: -webkit-box; -webkit-line-clamp: 2;
   -webkit-box-orient: vertical; overflow: hidden; min-height: 2.6em; overflow-wrap: anywhere; }
-.label { font: 11px/1.3 var(--st-font, sans-serif); white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.label { font: 11px/1.3 var(--st-font, sans-serif); white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
 .label.yes { color: #15803d; } .label.no { color: #9ca3af; } .label.none { opacity: .65; }
 """
 
@@ -122,7 +128,8 @@ export default function (component) {
       link.appendChild(element('div', 'label ' + state, mark + tile.label));
     }
     link.addEventListener('click', (event) => {
-      if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+      if (event.button !== 0 || event.ctrlKey || event.metaKey
+          || event.shiftKey || event.altKey) return;
       event.preventDefault();
       setTriggerValue('clicked', tile.id);
     });

@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clicks must be at least 1")
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     with tempfile.TemporaryDirectory(prefix="bench-app-") as scratch:
-        # A data folder of its own holding only this catalogue (a link), so the app lists nothing else.
+        # A data folder of its own holding only this catalogue (a link), so the app lists nothing
+        # else.
         data = Path(scratch) / "data"
         data.mkdir()
         (data / catalog.resolve().name).symlink_to(catalog.resolve(), target_is_directory=True)

@@ -77,7 +77,8 @@ UPLOAD_SIZE = (60, 80)
 _HOSTS_JS = """
 const hosts = () => {
   const found = document.querySelectorAll('[data-testid="stBidiComponentIsolated"]');
-  return found.length ? Array.from(found) : Array.from(document.querySelectorAll('*')).filter(e => e.shadowRoot);
+  return found.length ? Array.from(found) \
+: Array.from(document.querySelectorAll('*')).filter(e => e.shadowRoot);
 };
 """
 
@@ -92,7 +93,8 @@ GRIDS_JS = (
     if (!grid) continue;
     grids.push({model: grid.dataset.model, query: grid.dataset.query,
                 tiles: Array.from(grid.querySelectorAll('a.tile')).map(
-                  a => [a.dataset.id, a.dataset.score === undefined ? null : Number(a.dataset.score)])});
+                  a => [a.dataset.id, a.dataset.score === undefined \
+? null : Number(a.dataset.score)])});
   }
   return grids;
 }"""
@@ -103,7 +105,8 @@ READY_JS = (
     "([models, query]) => {"
     + _HOSTS_JS
     + """
-  const grids = hosts().map(h => h.shadowRoot && h.shadowRoot.querySelector('.grid')).filter(g => g);
+  const grids = hosts().map(h => h.shadowRoot && h.shadowRoot.querySelector('.grid'))\
+.filter(g => g);
   return models.every(m => grids.some(g => g.dataset.model === m && g.dataset.query === query
                                          && g.querySelector('a.tile[data-score]')));
 }"""
@@ -120,7 +123,8 @@ PAGE_TEXT_JS = (
     if (!host.shadowRoot) continue;
     parts.push(host.shadowRoot.textContent);
     for (const node of host.shadowRoot.querySelectorAll('[data-query], [title], [alt], a[href]')) {
-      parts.push(node.dataset.query || '', node.title || '', node.alt || '', node.getAttribute('href') || '');
+      parts.push(node.dataset.query || '', node.title || '', node.alt || '', \
+node.getAttribute('href') || '');
     }
   }
   return parts.join('\\n');
@@ -130,11 +134,15 @@ PAGE_TEXT_JS = (
 #: In-page: the script run is over: Streamlit's app root says so, and no element is left stale.
 IDLE_JS = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
-  return !!app && app.dataset.testScriptState === 'notRunning' && !document.querySelector('[data-stale="true"]');
+  return !!app && app.dataset.testScriptState === 'notRunning' \
+&& !document.querySelector('[data-stale="true"]');
 }"""
 
 #: In-page: the page's websocket state ("CONNECTED" while it is).
-CONNECTION_JS = "() => (document.querySelector('[data-testid=\"stApp\"]') || {dataset: {}}).dataset.testConnectionState"
+CONNECTION_JS = (
+    "() => (document.querySelector('[data-testid=\"stApp\"]') || {dataset: "
+    "{}}).dataset.testConnectionState"
+)
 
 ERROR_SELECTOR = "[data-testid='stAlertContentError'], [data-testid='stException']"
 
@@ -203,7 +211,10 @@ def ranking_problem(shown: list, expected: list, k: int) -> str | None:
         if score is None or abs(score - hit.score) > SCORE_TOLERANCE:
             return f"rank {rank}: score {score} where the core has {hit.score:.4f}"
         if item_id not in scores or abs(scores[item_id] - score) > SCORE_TOLERANCE:
-            return f"rank {rank}: {item_id} ({score}) is not the core's product at that score ({hit.id})"
+            return (
+                f"rank {rank}: {item_id} ({score}) is not the core's product at that "
+                f"score ({hit.id})"
+            )
     return None
 
 
@@ -561,7 +572,8 @@ async def drive(plan: Plan, cpu: CpuAccount) -> dict:
                     )
                     await session._recover()
             print(
-                f"{plan.sessions} sessions open in {open_s:.1f} s; running for {plan.seconds:.0f} s",
+                f"{plan.sessions} sessions open in {open_s:.1f} s; running for "
+                f"{plan.seconds:.0f} s",
                 file=sys.stderr,
             )
             start, deadline = asyncio.Event(), [0.0]

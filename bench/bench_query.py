@@ -76,7 +76,8 @@ def bench_model(
     }
 
     log(
-        f"{model_id}: our search call, bare FAISS scan, numpy matmul ({len(rows)} queries, interleaved)"
+        f"{model_id}: our search call, bare FAISS scan, numpy matmul ({len(rows)} "
+        "queries, interleaved)"
     )
     faiss_index = index.index
     result.update(
@@ -114,7 +115,8 @@ def bench_model(
         frame_s = time.perf_counter() - started
         count = min(tutorial_queries, len(rows))
         log(
-            f"{model_id}: tutorial method ({count} queries, each followed by our call on the same item)"
+            f"{model_id}: tutorial method ({count} queries, each followed by our call "
+            "on the same item)"
         )
         # Paired with our call query by query: the ratio then compares the two under the same load.
         paired = time_interleaved(
@@ -214,7 +216,8 @@ def bench_hnsw(catalogue, model_id: str, rows: np.ndarray, ef_values: list[int])
     build_threads = os.cpu_count() or 1
     faiss.omp_set_num_threads(build_threads)  # the build time is not a single-thread figure
     log(
-        f"{model_id}: building HNSW M={HNSW_M} efConstruction={HNSW_EF_CONSTRUCTION} over {n:,} vectors"
+        f"{model_id}: building HNSW M={HNSW_M} efConstruction={HNSW_EF_CONSTRUCTION} "
+        f"over {n:,} vectors"
     )
     started = time.perf_counter()
     graph.add(vectors)
@@ -314,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [m for m in models if m not in built]
     if missing:
         print(
-            f"error: {args.catalogue} has no index for {', '.join(missing)} (built: {', '.join(built) or 'none'})",
+            f"error: {args.catalogue} has no index for {', '.join(missing)} (built: "
+            f"{', '.join(built) or 'none'})",
             file=sys.stderr,
         )
         return 2

@@ -115,7 +115,8 @@ def run_faiss(
     work: Path,
 ) -> dict:
     """FAISS flat or HNSW. An HNSW graph is kept in `work` once built (building 1M vectors takes
-    many minutes on 2 cores): later runs load it and report the figures of the build that made it."""
+    many minutes on 2 cores): later runs load it and report the figures of the build that made
+    it."""
     import faiss
 
     cached = work / f"hnsw-{len(vectors)}-M{hnsw_m}-efc{ef_construction}.faiss"
@@ -158,7 +159,8 @@ def run_faiss(
         latency, found = timed_queries(lambda q: index.search(q[None], K)[1][0], queries)
         out["by_ef"][str(ef)] = {"latency": latency, "recall_at_10": recall(found, truth)}
         log(
-            f"{engine} ef={ef}: recall {out['by_ef'][str(ef)]['recall_at_10']:.4f} p95 {latency['p95_ms']:.3f} ms"
+            f"{engine} ef={ef}: recall {out['by_ef'][str(ef)]['recall_at_10']:.4f} p95 "
+            f"{latency['p95_ms']:.3f} ms"
         )
     return out
 
@@ -221,7 +223,8 @@ def run_milvus(
         "build_s": build_s,
         "memory_mib": memory,
         "index_state": described,
-        "note": "Milvus Lite runs in this process (a gRPC server on a thread); memory includes its copies",
+        "note": "Milvus Lite runs in this process (a gRPC server on a thread); memory "
+        "includes its copies",
     }
 
     def search(q, ef=None):
@@ -238,7 +241,8 @@ def run_milvus(
             latency, found = timed_queries(lambda q, ef=ef: search(q, ef), queries, warmup=20)
             out["by_ef"][str(ef)] = {"latency": latency, "recall_at_10": recall(found, truth)}
             log(
-                f"{engine} ef={ef}: recall {out['by_ef'][str(ef)]['recall_at_10']:.4f} p95 {latency['p95_ms']:.3f} ms"
+                f"{engine} ef={ef}: recall {out['by_ef'][str(ef)]['recall_at_10']:.4f} p95 "
+                f"{latency['p95_ms']:.3f} ms"
             )
     client.close()
     from milvus_lite import server_manager_instance
@@ -338,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": {},
     }
     for size in (int(s) for s in args.sizes.split(",") if s):
-        # In a child process too: the exact ground truth needs the vectors in RAM, this process must not.
+        # In a child process too: the exact ground truth needs the vectors in RAM, this process
+        # must not.
         subprocess.run(
             [
                 sys.executable,

@@ -59,7 +59,8 @@ def ensure_bridge(catalogue: Catalogue, model_id: str, *, retrain: bool, seed: i
 
 
 def fmt(value: float | None) -> str:
-    """Three decimals; tiny chance levels (10 / 44,441) keep two significant digits instead of 0.000."""
+    """Three decimals; tiny chance levels (10 / 44,441) keep two significant digits instead of
+    0.000."""
     if value is None:
         return "–"
     return f"{value:.2g}" if 0 < abs(value) < 0.001 else f"{value:.3f}"
@@ -119,9 +120,10 @@ def quality_table(result, label_main: str = "articleType") -> str:
             )
     notes = [
         "",
-        f"{manifest['catalogue']['count']:,} products ({manifest['catalogue']['name']}); image queries: "
-        f"{image['sampled']:,} sampled of {image['population']:,}; text queries: {text['sampled']:,} "
-        f"titles ({text['pool']}); seed {manifest['seed']}; measured {manifest['created_at']}.",
+        f"{manifest['catalogue']['count']:,} products ({manifest['catalogue']['name']}); image "
+        f"queries: {image['sampled']:,} sampled of {image['population']:,}; text queries: "
+        f"{text['sampled']:,} titles ({text['pool']}); seed {manifest['seed']}; measured "
+        f"{manifest['created_at']}.",
     ]
     return "\n".join(lines + notes)
 

@@ -44,12 +44,13 @@ def machine_lines(results: dict) -> list[str]:
     start, end = results.get("machine_start", {}), results.get("machine_end", {})
     versions = ", ".join(f"{k} {v}" for k, v in start.get("versions", {}).items())
     return [
-        f"- CPU: {start.get('cpu', '?')}, {start.get('cpus', '?')} cores, {start.get('memory_gib', '?')} GiB RAM; "
-        f"{start.get('platform', '')}",
+        f"- CPU: {start.get('cpu', '?')}, {start.get('cpus', '?')} cores, "
+        f"{start.get('memory_gib', '?')} GiB RAM; {start.get('platform', '')}",
         f"- Python {start.get('python', '?')}; {versions}",
-        f"- Load average (1/5/15 min) at start {start.get('load_average')}, at end {end.get('load_average')}: "
-        "**the machine was shared with other engineers' builds and tests during the run**, so absolute "
-        "figures are noisy; compare the ratios, which were measured in the same run.",
+        f"- Load average (1/5/15 min) at start {start.get('load_average')}, at end "
+        f"{end.get('load_average')}: **the machine was shared with other engineers' builds and "
+        "tests during the run**, so absolute figures are noisy; compare the ratios, which were "
+        "measured in the same run.",
         f"- Mode: `{results.get('mode')}`; " + run_times(results),
     ]
 
@@ -64,8 +65,8 @@ def run_times(results: dict) -> str:
     first = f"{seconds[0] / 60:.1f} min for the whole run"
     if "build_s" in graph and "cached_graph" not in graph:
         first += (
-            f" (of which {graph['build_s'] / 60:.1f} min built the 1M-vector HNSW graph, which later runs "
-            "load from the work folder)"
+            f" (of which {graph['build_s'] / 60:.1f} min built the 1M-vector HNSW graph, which "
+            "later runs load from the work folder)"
         )
     rest = []
     for spent, line in zip(seconds[1:], invocations[1:], strict=False):
@@ -87,10 +88,10 @@ def query_rows(name: str, block: dict | None) -> list[str]:
             else f"{p50_p95(tutorial)} (n={tutorial.get('n')})"
         )
         rows.append(
-            f"| {r['count']:,} | {model_id} ({r['dim']:,}-d) | {tutorial_cell} | {p50_p95(r['numpy'])} "
-            f"| {p50_p95(r['faiss_bare'])} | {p50_p95(r['ours'])} | {cpu_p50_p95(r['ours'])} "
-            f"| {ratio(r.get('ratio_tutorial_over_ours_p50'))} | {r['ratio_ours_over_best_bare_p50']:.2f}x "
-            f"| {r['ours_vs_numpy_top10_overlap']:.2f} |"
+            f"| {r['count']:,} | {model_id} ({r['dim']:,}-d) | {tutorial_cell} | "
+            f"{p50_p95(r['numpy'])} | {p50_p95(r['faiss_bare'])} | {p50_p95(r['ours'])} | "
+            f"{cpu_p50_p95(r['ours'])} | {ratio(r.get('ratio_tutorial_over_ours_p50'))} | "
+            f"{r['ratio_ours_over_best_bare_p50']:.2f}x | {r['ours_vs_numpy_top10_overlap']:.2f} |"
         )
     return rows
 
@@ -114,9 +115,9 @@ def targets(results: dict) -> list[str]:
     if full and "ratio_tutorial_over_ours_p50" in full:
         r = full["ratio_tutorial_over_ours_p50"]
         lines.append(
-            f"| 44K `efficientnet-lite0` item query: exact search >= 150x faster than the tutorial's "
-            f"method | tutorial p50 {ms(full['tutorial'])} ms vs ours {ms(full['ours'])} ms = "
-            f"**{r:,.0f}x** | {verdict(r >= 150)} |"
+            "| 44K `efficientnet-lite0` item query: exact search >= 150x faster than the "
+            f"tutorial's method | tutorial p50 {ms(full['tutorial'])} ms vs ours "
+            f"{ms(full['ours'])} ms = **{r:,.0f}x** | {verdict(r >= 150)} |"
         )
     else:
         lines.append(
@@ -126,8 +127,8 @@ def targets(results: dict) -> list[str]:
         r = full["ratio_ours_over_best_bare_p50"]
         lines.append(
             f"| ... and within 1.5x of a bare numpy/FAISS scan of the same matrix | ours p50 "
-            f"{ms(full['ours'])} ms vs numpy {ms(full['numpy'])} / FAISS {ms(full['faiss_bare'])} ms = "
-            f"**{r:.2f}x** | {verdict(r <= 1.5)} |"
+            f"{ms(full['ours'])} ms vs numpy {ms(full['numpy'])} / FAISS {ms(full['faiss_bare'])} "
+            f"ms = **{r:.2f}x** | {verdict(r <= 1.5)} |"
         )
     hnsw = ((results.get("query_full") or {}).get("hnsw") or {}).get("efficientnet-lite0")
     if hnsw:
@@ -136,14 +137,15 @@ def targets(results: dict) -> list[str]:
             ef, f = found
             p95 = f["ours"]["p95_ms"]
             lines.append(
-                f"| 44K HNSW: recall@10 >= 0.99 against exact and p95 < 0.5 ms | efSearch {ef}: recall "
-                f"{f['recall_at_10']:.4f}, our call p95 **{p95:.3f} ms** wall, "
+                f"| 44K HNSW: recall@10 >= 0.99 against exact and p95 < 0.5 ms | efSearch {ef}: "
+                f"recall {f['recall_at_10']:.4f}, our call p95 **{p95:.3f} ms** wall, "
                 f"{ms(f['ours'], 'cpu_p95_ms')} ms thread CPU (bare FAISS p95 "
                 f"{f['faiss_bare']['p95_ms']:.3f} ms) | {verdict(p95 < 0.5)} |"
             )
         else:
             lines.append(
-                f"| 44K HNSW recall@10 >= 0.99 | no efSearch tried reached 0.99 | {verdict(False)} |"
+                "| 44K HNSW recall@10 >= 0.99 | no efSearch tried reached 0.99 | "
+                f"{verdict(False)} |"
             )
     else:
         lines.append(f"| 44K HNSW recall >= 0.99, p95 < 0.5 ms | {MISSING} | {verdict(None)} |")
@@ -173,8 +175,8 @@ def targets(results: dict) -> list[str]:
         cpu_text = f"; per CPU-second {cpu:.0%}" if cpu else ""
         lines.append(
             f"| build: end-to-end >= 85% of forward-only (`efficientnet-lite0`) | "
-            f"{effnet['end_to_end_items_per_s']:.1f} vs {effnet['forward_only_items_per_s']:.1f} img/s = "
-            f"**{r:.0%}**{cpu_text} | {verdict(r >= 0.85)} |"
+            f"{effnet['end_to_end_items_per_s']:.1f} vs {effnet['forward_only_items_per_s']:.1f} "
+            f"img/s = **{r:.0%}**{cpu_text} | {verdict(r >= 0.85)} |"
         )
     else:
         lines.append(f"| build >= 85% of forward-only | {MISSING} | {verdict(None)} |")
@@ -188,26 +190,34 @@ def targets(results: dict) -> list[str]:
     if torch_flags:
         lines.append(
             f"| serving: browsing does not import torch | app server: "
-            f"{'torch loaded' if app.get('torch_loaded_in_server') else 'no torch' if 'torch_loaded_in_server' in app else MISSING}; "
-            f"core item queries: {'torch imported' if memory.get('torch_imported') else 'no torch'} | "
+            f"""{
+                "torch loaded"
+                if app.get("torch_loaded_in_server")
+                else "no torch"
+                if "torch_loaded_in_server" in app
+                else MISSING
+            }; """
+            "core item queries: "
+            f"{'torch imported' if memory.get('torch_imported') else 'no torch'} | "
             f"{verdict(not any(torch_flags))} |"
         )
     if "peak_rss_mb" in app:
         lines.append(
-            f"| serving: peak RSS < 1 GB, full catalogue, two models ({', '.join(app.get('models', []))}) "
-            f"| **{app['peak_rss_mb']:,.0f} MB** ({app.get('peak_rss_source')}) | "
-            f"{verdict(app['peak_rss_mb'] < 1000)} |"
+            "| serving: peak RSS < 1 GB, full catalogue, two models "
+            f"({', '.join(app.get('models', []))}) | **{app['peak_rss_mb']:,.0f} MB** "
+            f"({app.get('peak_rss_source')}) | {verdict(app['peak_rss_mb'] < 1000)} |"
         )
         lines.append(
             f"| serving: cold start to first grid < 5 s (index files in the page cache: "
-            f"{cache_text(app)}) | **{app['cold_start_s']:.2f} s** | {verdict(app['cold_start_s'] < 5)} |"
+            f"{cache_text(app)}) | **{app['cold_start_s']:.2f} s** | "
+            f"{verdict(app['cold_start_s'] < 5)} |"
         )
         cold = results.get("app_cold_cache") or {}
         if "cold_start_s" in cold:
             lines.append(
-                f"| ... the same after evicting the index files from the page cache ({cache_text(cold)}"
-                f" cached), as after a reboot | **{cold['cold_start_s']:.2f} s** | "
-                f"{verdict(cold['cold_start_s'] < 5)} |"
+                "| ... the same after evicting the index files from the page cache "
+                f"({cache_text(cold)} cached), as after a reboot | **{cold['cold_start_s']:.2f} "
+                f"s** | {verdict(cold['cold_start_s'] < 5)} |"
             )
     else:
         lines.append(
@@ -242,11 +252,12 @@ def missed_notes(results: dict) -> list[str]:
         app16 = results.get("app_float16") or {}
         notes.append(
             f"- **Peak RSS**: the `{biggest}` index alone is {files[biggest]:,.0f} MiB "
-            f"({half_files.get(biggest, files[biggest] / 2):,.0f} MiB as float16): the tutorial's raw-pixel baseline "
-            "stores 14,400 floats per product, so no exact index of it over 44,441 products fits in 1 GB. The index "
-            "is memory-mapped, so those pages are file-backed (shared, reclaimable page cache, counted in RSS when "
-            f"touched); the core's private memory with both models is {mapped['rss_after_queries'].get('RssAnon', 0):,.0f} MiB "
-            f"(serving memory table)."
+            f"({half_files.get(biggest, files[biggest] / 2):,.0f} MiB as float16): the tutorial's "
+            "raw-pixel baseline stores 14,400 floats per product, so no exact index of it over "
+            "44,441 products fits in 1 GB. The index is memory-mapped, so those pages are "
+            "file-backed (shared, reclaimable page cache, counted in RSS when touched); the core's "
+            "private memory with both models is "
+            f"{mapped['rss_after_queries'].get('RssAnon', 0):,.0f} MiB (serving memory table)."
             + (
                 f" With float16 indexes the app peaked at {app16['peak_rss_mb']:,.0f} MB."
                 if "peak_rss_mb" in app16
@@ -275,17 +286,18 @@ def missed_notes(results: dict) -> list[str]:
             - app.get("warm_page_load_s", 0)
         )
         text = (
-            f"- **Cold start**: {app.get('cold_start_s', 0):.1f} s with the index files in the page cache "
-            f"({cache_text(app)})"
+            f"- **Cold start**: {app.get('cold_start_s', 0):.1f} s with the index files in the "
+            f"page cache ({cache_text(app)})"
         )
         if "cold_start_s" in cold:
             text += f", {cold['cold_start_s']:.1f} s after evicting them ({cache_text(cold)})"
         text += (
-            f". The server answered HTTP after {app.get('server_answering_s', 0):.1f} s and a second page on "
-            f"the warm server showed its grids in {app.get('warm_page_load_s', 0):.1f} s; the remaining "
-            f"~{max(0.0, rest):.1f} s is the first session's one-time work (the script's imports, opening the "
-            "44K catalogue, mapping the indexes) and the first scan of each index, which pages the "
-            "vectors in: 2.4 GiB for `pixels`, read from disk when not cached."
+            f". The server answered HTTP after {app.get('server_answering_s', 0):.1f} s and a "
+            "second page on the warm server showed its grids in "
+            f"{app.get('warm_page_load_s', 0):.1f} s; the remaining ~{max(0.0, rest):.1f} s is the "
+            "first session's one-time work (the script's imports, opening the 44K catalogue, "
+            "mapping the indexes) and the first scan of each index, which pages the vectors in: "
+            "2.4 GiB for `pixels`, read from disk when not cached."
         )
         if others:
             text += f" Cold starts with less to page in, same run: {'; '.join(others)}."
@@ -307,13 +319,16 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
     out = [
         "# Benchmarks",
         "",
-        "Speed, memory and scale of the search engine, measured on this repository's machine. Generated by "
-        "`python bench/run.py` (its invocations and every command are at the end; raw figures: "
-        "`results.json` in the work folder). Latencies are one query at a time on one thread (BLAS, OpenMP and FAISS pinned to "
-        "1 thread), k=10, the query item excluded; p50 / p95 in milliseconds of wall-clock time. Where "
-        'shown, "thread CPU" is the same calls\' CPU time on the querying thread: on this shared machine '
-        "the wall clock also counts time other processes held the core, so CPU time is what an idle "
-        "machine's wall clock would show for single-threaded work. Targets are judged on wall time.",
+        "Speed, memory and scale of the search engine, measured on this repository's machine. "
+        "Generated by `python bench/run.py` (its invocations and every command are at the end; raw "
+        "figures: `results.json` in the work folder). Latencies are one query at a time on one "
+        "thread (BLAS, OpenMP and FAISS pinned to 1 thread), k=10, the query item excluded; p50 / "
+        "p95 in milliseconds of wall-clock time. Where "
+        'shown, "thread CPU" is the same calls\' CPU time on the querying thread: on '
+        "this shared machine "
+        "the wall clock also counts time other processes held the core, so CPU time is what an "
+        "idle machine's wall clock would show for single-threaded work. Targets are "
+        "judged on wall time.",
         "",
         "## Machine",
         "",
@@ -332,15 +347,15 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
     out += [
         "## Query latency: the tutorial's method, numpy, FAISS, our search call",
         "",
-        "The tutorial's method: embeddings as Python lists in a pandas column, `cosine_similarity` of the "
-        "query's list against `df['embedding'].tolist()`, full argsort. numpy: `vectors @ q` + "
-        "argpartition on a float32 matrix in RAM. FAISS: `index.search` on the same (memory-mapped) index. "
-        "Ours: `Searcher.search_item(id, [model], 10)` as the app calls it (fetches the item's vector, "
-        "searches, maps rows to ids, drops the item). Overlap: our top-10 against numpy's, averaged over "
-        "50 queries (1.00 = the same items).",
+        "The tutorial's method: embeddings as Python lists in a pandas column, `cosine_similarity` "
+        "of the query's list against `df['embedding'].tolist()`, full argsort. numpy: `vectors @ "
+        "q` + argpartition on a float32 matrix in RAM. FAISS: `index.search` on the same "
+        "(memory-mapped) index. Ours: `Searcher.search_item(id, [model], 10)` as the app calls it "
+        "(fetches the item's vector, searches, maps rows to ids, drops the item). Overlap: our "
+        "top-10 against numpy's, averaged over 50 queries (1.00 = the same items).",
         "",
-        "| products | model | tutorial p50 / p95 | numpy p50 / p95 | FAISS p50 / p95 | ours p50 / p95 | "
-        "ours, thread CPU | tutorial / ours | ours / best bare | overlap |",
+        "| products | model | tutorial p50 / p95 | numpy p50 / p95 | FAISS p50 / p95 | ours p50 / "
+        "p95 | ours, thread CPU | tutorial / ours | ours / best bare | overlap |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     out += query_rows(f"{results.get('small_limit', 5000):,}", results.get("query_small"))
@@ -360,14 +375,15 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
     if few:
         out += [
             "The tutorial's method ran fewer queries where noted (n): each takes seconds there; "
-            "`python bench/run.py --full` runs 200. Its ratio is against our call timed on the same queries, "
-            "alternating with it.",
+            "`python bench/run.py --full` runs 200. Its ratio is against our call timed on the "
+            "same queries, alternating with it.",
             "",
         ]
     if any(r["ours_vs_numpy_top10_overlap"] < 1 for b in blocks for r in b["models"].values()):
         out += [
-            "An overlap below 1.00 comes from near-ties: float32 sums over thousands of dimensions, added in "
-            "another order by numpy and FAISS, swap items whose scores differ in the last digits.",
+            "An overlap below 1.00 comes from near-ties: float32 sums over thousands of "
+            "dimensions, added in another order by numpy and FAISS, swap items whose scores differ "
+            "in the last digits.",
             "",
         ]
 
@@ -376,9 +392,10 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
         for model_id, r in ((results.get(key) or {}).get("models") or {}).items():
             if "ours_float16" in r:
                 extra.append(
-                    f"| {r['count']:,} | {model_id} | float16 index | {p50_p95(r['ours_float16'])} | "
-                    f"{r['float16_index_mib']:.0f} MiB vs {r['float32_index_mib']:.0f} MiB float32; "
-                    f"top-10 overlap with float32 {r['float16_vs_float32_top10_overlap']:.3f} |"
+                    f"| {r['count']:,} | {model_id} | float16 index | {p50_p95(r['ours_float16'])} "
+                    f"| {r['float16_index_mib']:.0f} MiB vs {r['float32_index_mib']:.0f} MiB "
+                    "float32; top-10 overlap with float32 "
+                    f"{r['float16_vs_float32_top10_overlap']:.3f} |"
                 )
             if "ours_filtered" in r:
                 f = r["ours_filtered"]
@@ -389,8 +406,9 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
         side = (results.get(key) or {}).get("side_by_side")
         if side:
             extra.append(
-                f"| {(results.get(key) or {}).get('products', 0):,} | {' + '.join(side['models'])} | "
-                f"side by side, one call | {p50_p95(side['ours'])} | every built model, one item query |"
+                f"| {(results.get(key) or {}).get('products', 0):,} | {' + '.join(side['models'])} "
+                f"| side by side, one call | {p50_p95(side['ours'])} | every built model, "
+                "one item query |"
             )
     if extra:
         out += [
@@ -409,9 +427,8 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
             for ef, f in h["by_efSearch"].items():
                 hnsw_rows.append(
                     f"| {h['count']:,} | {model_id} | {ef} | {f['recall_at_10']:.4f} | "
-                    f"{p50_p95(f['ours'])} | {cpu_p50_p95(f['ours'])} | {p50_p95(f['faiss_bare'])} | "
-                    f"{h['build_s']:.1f} s "
-                    f"({h['threads_for_build']} threads) |"
+                    f"{p50_p95(f['ours'])} | {cpu_p50_p95(f['ours'])} | {p50_p95(f['faiss_bare'])} "
+                    f"| {h['build_s']:.1f} s ({h['threads_for_build']} threads) |"
                 )
     if hnsw_rows:
         out += [
@@ -420,8 +437,8 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
             "An `IndexHNSWFlat` over the same vectors with the library's build settings (M=32, "
             "efConstruction=200); recall@10 against the exact top-10 of the same queries.",
             "",
-            "| products | model | efSearch | recall@10 | ours p50 / p95 | ours, thread CPU p50 / p95 | "
-            "FAISS p50 / p95 | build |",
+            "| products | model | efSearch | recall@10 | ours p50 / p95 | ours, thread CPU p50 / "
+            "p95 | FAISS p50 / p95 | build |",
             "|---|---|---|---|---|---|---|---|",
             *hnsw_rows,
             "",
@@ -431,16 +448,16 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
     out += [
         "## Build throughput",
         "",
-        "End-to-end: `build_model_index` (decode JPEGs in 2 threads, preprocess, forward, save chunks) in "
-        "items/s of its embedding loop; forward-only: the model's `embed_prepared` on the same batches, "
-        "already decoded (mean of a run before and one after the build). Per CPU-second figures are less "
-        "sensitive to other processes on the machine.",
+        "End-to-end: `build_model_index` (decode JPEGs in 2 threads, preprocess, forward, save "
+        "chunks) in items/s of its embedding loop; forward-only: the model's `embed_prepared` on "
+        "the same batches, already decoded (mean of a run before and one after the build). Per "
+        "CPU-second figures are less sensitive to other processes on the machine.",
         "",
     ]
     if build.get("models"):
         out += [
-            "| model | items | batch | forward-only img/s | end-to-end img/s | end-to-end / forward | "
-            "per CPU-s: forward / end-to-end | decode+prepare, 1 thread |",
+            "| model | items | batch | forward-only img/s | end-to-end img/s | end-to-end / "
+            "forward | per CPU-s: forward / end-to-end | decode+prepare, 1 thread |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for model_id, r in build["models"].items():
@@ -450,13 +467,15 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
                 else "—"
             )
             out.append(
-                f"| {model_id} | {r['items']:,} | {r['batch_size']} | {r['forward_only_items_per_s']:,.1f} | "
-                f"{r['end_to_end_items_per_s']:,.1f} | {r['end_to_end_over_forward']:.0%} | {cpu} | "
+                f"| {model_id} | {r['items']:,} | {r['batch_size']} | "
+                f"{r['forward_only_items_per_s']:,.1f} | {r['end_to_end_items_per_s']:,.1f} | "
+                f"{r['end_to_end_over_forward']:.0%} | {cpu} | "
                 f"{r['prepare_single_thread_items_per_s']:,.0f} img/s |"
             )
         out.append("")
         out.append(
-            'For `pixels` the "model" is a reshape and a normalisation, so its end-to-end rate is the '
+            'For `pixels` the "model" is a reshape and a normalisation, so its '
+            "end-to-end rate is the "
             "JPEG decoding rate; the ratio only means something for a real network."
         )
         out.append("")
@@ -468,20 +487,24 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
         out += [
             "### The allocator fix (`embeddings/runtime.py`)",
             "",
-            "EfficientNet-Lite0 forward-only, batch 64, each side in a fresh process (interleaved):",
+            "EfficientNet-Lite0 forward-only, batch 64, each side in a fresh "
+            "process (interleaved):",
             "",
             "| malloc | img/s | img per CPU-second | minor page faults per image |",
             "|---|---|---|---|",
-            f"| glibc defaults | {d['items_per_s']:.1f} | {d['items_per_cpu_s']:.1f} | {d['page_faults_per_item']:,.0f} |",
+            f"| glibc defaults | {d['items_per_s']:.1f} | {d['items_per_cpu_s']:.1f} | "
+            f"{d['page_faults_per_item']:,.0f} |",
             f"| `tune_allocator()` (M_MMAP_MAX=0, trim threshold 1 GiB) | {t['items_per_s']:.1f} | "
             f"{t['items_per_cpu_s']:.1f} | {t['page_faults_per_item']:,.0f} |",
             "",
-            f"Per CPU-second the tuned allocator does {allocator['speedup_cpu']:.2f}x the work, with "
-            f"{d['page_faults_per_item']:,.0f} -> {t['page_faults_per_item']:,.0f} page faults per image. The "
-            "first version of `tune_allocator` only raised the mmap threshold, which glibc caps at 32 MiB while "
-            "one activation of a batch of 64 is ~100 MiB, so big activations were still mmap'ed and faulted in "
-            "afresh for every batch; turning malloc's mmap off (`M_MMAP_MAX=0`) keeps them in the heap "
-            "(`tests/test_index_memory.py` checks that a freed 128 MiB block is reused without faults).",
+            f"Per CPU-second the tuned allocator does {allocator['speedup_cpu']:.2f}x the work, "
+            f"with {d['page_faults_per_item']:,.0f} -> {t['page_faults_per_item']:,.0f} page "
+            "faults per image. The first version of `tune_allocator` only raised the mmap "
+            "threshold, which glibc caps at 32 MiB while one activation of a batch of 64 is ~100 "
+            "MiB, so big activations were still mmap'ed and faulted in afresh for every batch; "
+            "turning malloc's mmap off (`M_MMAP_MAX=0`) keeps them in the heap "
+            "(`tests/test_index_memory.py` checks that a freed 128 MiB block is reused "
+            "without faults).",
             "",
         ]
 
@@ -489,15 +512,15 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
     out += [
         "## Serving memory (core, no Streamlit)",
         "",
-        "A fresh process opens the catalogue and both indexes and runs item queries on each. RSS is split "
-        "into anonymous memory (private copies) and file-backed pages (memory-mapped index files: shared "
-        "with the page cache, reclaimable by the kernel, not copied).",
+        "A fresh process opens the catalogue and both indexes and runs item queries on each. RSS "
+        "is split into anonymous memory (private copies) and file-backed pages (memory-mapped "
+        "index files: shared with the page cache, reclaimable by the kernel, not copied).",
         "",
     ]
     if memory.get("variants"):
         out += [
-            "| variant | index files | open (both) | first query | RSS after queries | anonymous | file-backed "
-            "| peak | torch imported |",
+            "| variant | index files | open (both) | first query | RSS after queries | anonymous | "
+            "file-backed | peak | torch imported |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, v in memory["variants"].items():
@@ -514,7 +537,8 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
             )
         out += [
             "",
-            f"Catalogue: `{memory.get('catalogue')}`, models {', '.join(memory.get('models', []))}.",
+            f"Catalogue: `{memory.get('catalogue')}`, models "
+            f"{', '.join(memory.get('models', []))}.",
             "",
         ]
     else:
@@ -524,19 +548,20 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
     out += [
         "## Scale: synthetic clustered vectors, FAISS and Milvus Lite",
         "",
-        f"{scale.get('clusters', 1000):,} clusters in {scale.get('dim', 512)}-d (each point: its cluster's "
-        f"centre + a Gaussian spread in a {scale.get('latent', 16)}-d subspace of its own + small noise, "
-        f"L2-normalised); {scale.get('queries', 200)} held-out queries, one at a time, one thread; recall@10 "
-        "against the exact top-10. HNSW graphs use the library's build settings unless the row says otherwise "
-        "(M=32, efConstruction=200: what `build --hnsw-above` makes). Build: FAISS uses every core; Milvus "
-        "Lite's time is insert + flush + its "
-        "index build. Memory: growth of the process's anonymous RSS during the build (Milvus Lite runs "
-        "inside the process).",
+        f"{scale.get('clusters', 1000):,} clusters in {scale.get('dim', 512)}-d (each point: its "
+        f"cluster's centre + a Gaussian spread in a {scale.get('latent', 16)}-d subspace of its "
+        f"own + small noise, L2-normalised); {scale.get('queries', 200)} held-out queries, one at "
+        "a time, one thread; recall@10 against the exact top-10. HNSW graphs use the library's "
+        "build settings unless the row says otherwise (M=32, efConstruction=200: what `build "
+        "--hnsw-above` makes). Build: FAISS uses every core; Milvus Lite's time is insert + flush "
+        "+ its index build. Memory: growth of the process's anonymous RSS during the build (Milvus "
+        "Lite runs inside the process).",
         "",
     ]
     if scale.get("sizes"):
         out += [
-            "| vectors | engine | setting | recall@10 | p50 / p95 ms | thread CPU p50 / p95 | build | memory |",
+            "| vectors | engine | setting | recall@10 | p50 / p95 ms | thread CPU p50 / p95 | "
+            "build | memory |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for size, engines in scale["sizes"].items():
@@ -552,15 +577,16 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
                 if "by_ef" in r:
                     for ef, f in r["by_ef"].items():
                         out.append(
-                            f"| {int(size):,} | {engine} | M={r['M']}, efC={r['efConstruction']}, ef={ef} | "
-                            f"{f['recall_at_10']:.4f} | {p50_p95(f['latency'])} | {thread_cpu(engine, f['latency'])} "
-                            f"| {build_s} | {r['memory_mib']:,.0f} MiB |"
+                            f"| {int(size):,} | {engine} | M={r['M']}, efC={r['efConstruction']}, "
+                            f"ef={ef} | {f['recall_at_10']:.4f} | {p50_p95(f['latency'])} | "
+                            f"{thread_cpu(engine, f['latency'])} | {build_s} | "
+                            f"{r['memory_mib']:,.0f} MiB |"
                         )
                 else:
                     out.append(
                         f"| {int(size):,} | {engine} | exact | {r['recall_at_10']:.4f} | "
-                        f"{p50_p95(r['latency'])} | {thread_cpu(engine, r['latency'])} | {build_s} | "
-                        f"{r['memory_mib']:,.0f} MiB |"
+                        f"{p50_p95(r['latency'])} | {thread_cpu(engine, r['latency'])} | {build_s} "
+                        f"| {r['memory_mib']:,.0f} MiB |"
                     )
         lite = next(
             (
@@ -574,22 +600,25 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
             e.startswith("milvus") for e in scale["sizes"]["1000000"]
         ):
             why = (
-                f"at 100,000 vectors ({100_000 * scale.get('dim', 512) * 4 / 2**20:.0f} MiB) it grew the process by "
-                f"{lite['memory_mib']:,.0f} MiB (peak RSS {lite['peak_rss_mib']:,.0f} MiB), so 1M would need roughly "
-                "ten times that on a machine shared with others, and its per-query time grows with the row count"
+                f"at 100,000 vectors ({100_000 * scale.get('dim', 512) * 4 / 2**20:.0f} MiB) it "
+                f"grew the process by {lite['memory_mib']:,.0f} MiB (peak RSS "
+                f"{lite['peak_rss_mib']:,.0f} MiB), so 1M would need roughly ten times that on a "
+                "machine shared with others, and its per-query time grows with the row count"
                 if lite
                 else "its memory and per-query time grow with the row count"
             )
             out += [
-                f"| 1,000,000 | milvus-lite | | not run in this mode (`--full` runs it): {why} | | | | |"
+                "| 1,000,000 | milvus-lite | | not run in this mode (`--full` runs "
+                f"it): {why} | | | | |"
             ]
         out += [
             "",
-            "Milvus Lite (the `milvus-lite` 3.x package) is a pure-Python engine behind a local gRPC "
-            "server: every search walks all rows in Python to resolve deletes and versions before the "
-            "FAISS index runs (`milvus_lite/search/executor_indexed.py`), so its latency grows with the "
-            "collection whatever the index. It is the local, zero-setup default; for latency at scale point "
-            "`--milvus-uri` at a Milvus server or Zilliz Cloud (see the README, section Scale).",
+            "Milvus Lite (the `milvus-lite` 3.x package) is a pure-Python engine behind a local "
+            "gRPC server: every search walks all rows in Python to resolve deletes and versions "
+            "before the FAISS index runs (`milvus_lite/search/executor_indexed.py`), so its "
+            "latency grows with the collection whatever the index. It is the local, zero-setup "
+            "default; for latency at scale point `--milvus-uri` at a Milvus server or Zilliz Cloud "
+            "(see the README, section Scale).",
             "",
         ]
     else:
@@ -598,13 +627,14 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
     out += [
         "## The app in a browser (`bench/bench_app.py`)",
         "",
-        "Cold start: from spawning `streamlit run app.py` to the first frame showing every model's grid "
-        "for an item query opened by URL. Click-to-grid: a click on a result tile to the frame where every "
-        "grid shows the new results. Peak RSS of the Streamlit server process (VmHWM: memory-mapped index "
-        "pages count too).",
+        "Cold start: from spawning `streamlit run app.py` to the first frame showing every model's "
+        "grid for an item query opened by URL. Click-to-grid: a click on a result tile to the "
+        "frame where every grid shows the new results. Peak RSS of the Streamlit server process "
+        "(VmHWM: memory-mapped index pages count too).",
         "",
-        "| backend | catalogue | models | index files in page cache at start | cold start to first grid | "
-        "warm page load | click-to-grid median / p90 | peak RSS of the server | torch in the server |",
+        "| backend | catalogue | models | index files in page cache at start | cold start to first "
+        "grid | warm page load | click-to-grid median / p90 | peak RSS of the server | "
+        "torch in the server |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for backend, key in (
@@ -619,9 +649,10 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
             click = app["click_to_grid_ms"]
             out.append(
                 f"| {backend} | {app['products']:,} products | {', '.join(app['models'])} | "
-                f"{cache_text(app) if key != 'app_milvus' else 'n/a (Milvus)'} | {app['cold_start_s']:.2f} s | {app['warm_page_load_s']:.2f} s | {click['median']:.0f} / "
-                f"{click['p90']:.0f} ms (n={click['n']}) | {app['peak_rss_mb']:,.0f} MB | "
-                f"{app['torch_loaded_in_server']} |"
+                f"{cache_text(app) if key != 'app_milvus' else 'n/a (Milvus)'} | "
+                f"{app['cold_start_s']:.2f} s | {app['warm_page_load_s']:.2f} s | "
+                f"{click['median']:.0f} / {click['p90']:.0f} ms (n={click['n']}) | "
+                f"{app['peak_rss_mb']:,.0f} MB | {app['torch_loaded_in_server']} |"
             )
         else:
             out.append(
@@ -629,7 +660,8 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
             )
     out.append("")
 
-    # Each section's own command (a section re-run with --merge replaces its figures and its command).
+    # Each section's own command (a section re-run with --merge replaces its figures and its
+    # command).
     section_commands = [
         results[key]["command"] for key in SECTIONS if "command" in (results.get(key) or {})
     ]

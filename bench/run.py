@@ -1,11 +1,11 @@
 """Run every benchmark and write BENCHMARKS.md (machine, versions, commands, figures, targets).
 
-    python bench/run.py                      # default; measured here (2 shared cores): 38 min the
-                                             # first time, 7 of them building the 1M HNSW graph,
-                                             # which later runs reuse from the work folder
-    python bench/run.py --quick              # 6.5 min here: smaller sizes, fewer tutorial queries
-    python bench/run.py --full               # also the slow rows: tutorial on pixels x 200, and
-                                             # Milvus Lite at 1M (it took 1.2 GB at 100K; expect ~10x)
+    python bench/run.py                    # default; measured here (2 shared cores): 38 min the
+                                           # first time, 7 of them building the 1M HNSW graph,
+                                           # which later runs reuse from the work folder
+    python bench/run.py --quick            # 6.5 min here: smaller sizes, fewer tutorial queries
+    python bench/run.py --full             # also the slow rows: tutorial on pixels x 200, and
+                                           # Milvus Lite at 1M (it took 1.2 GB at 100K; expect ~10x)
     python bench/run.py --full-catalogue /tmp/eval/full --work /tmp/bench
 
 Sections run in fresh processes (`bench_query.py`, `bench_build.py`, `bench_memory.py`,
@@ -404,8 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.full:
             scale += ["--sizes", "100000,1000000"]
         else:
-            # Milvus Lite at 1M only with --full: at 100K it already holds ~5x the vectors' size in RAM
-            # and walks every row in Python per query (see BENCHMARKS.md), so 1M needs ~10+ GB and hours.
+            # Milvus Lite at 1M only with --full: at 100K it already holds ~5x the vectors' size in
+            # RAM and walks every row in Python per query (see BENCHMARKS.md), so 1M needs ~10+ GB
+            # and hours.
             scale += [
                 "--sizes",
                 "100000,1000000",
@@ -489,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     appendix = keep_appendix(args.out.read_text()) if args.out.is_file() else ""
     args.out.write_text(write_report(results, argv=sys.argv[1:]) + appendix)
     log(
-        f"wrote {args.out} and {args.work / 'results.json'} in {results['total_seconds'] / 60:.1f} min"
+        f"wrote {args.out} and {args.work / 'results.json'} in "
+        f"{results['total_seconds'] / 60:.1f} min"
     )
     return 0
 

@@ -298,7 +298,8 @@ def _print_build(result) -> None:
     _print_notes("skipped", info["skipped"], 10)
     if result.updated_too:
         print(
-            f"the products changed, so these built models were updated too: {', '.join(result.updated_too)}"
+            "the products changed, so these built models were updated too: "
+            f"{', '.join(result.updated_too)}"
         )
     for outcome in result.outcomes:
         _print_outcome(outcome)
@@ -324,8 +325,9 @@ def _print_outcome(outcome) -> None:
     else:
         manifest = report.manifest
         print(
-            f"[{model_id}] {report.count:,} vectors x {manifest['dim']} ({manifest['index_type']}): "
-            f"embedded {report.embedded:,} at {report.items_per_second:.1f} img/s, reused {report.reused:,}"
+            f"[{model_id}] {report.count:,} vectors x {manifest['dim']} "
+            f"({manifest['index_type']}): embedded {report.embedded:,} at "
+            f"{report.items_per_second:.1f} img/s, reused {report.reused:,}"
         )
         for _item_id, reason in report.failed[:10]:
             print(f"  [{model_id}] unreadable image skipped: {reason}")
@@ -458,7 +460,8 @@ def cmd_bridge(args) -> int:
                 catalogue, model_id, seed=args.seed, holdout_fraction=args.holdout, force=args.force
             )
             print(
-                f"[{model_id}] text bridge: {summary or 'no titles in this catalogue: nothing to learn from'}"
+                f"[{model_id}] text bridge: "
+                f"{summary or 'no titles in this catalogue: nothing to learn from'}"
             )
     return 0
 
@@ -484,7 +487,8 @@ def cmd_catalogues(args) -> int:
     for directory in found:
         catalogue = Catalogue.open(directory)
         print(
-            f"{catalogue.name:<30} {len(catalogue):>7,} products  models: {', '.join(built_models(catalogue)) or '-'}"
+            f"{catalogue.name:<30} {len(catalogue):>7,} products  models: "
+            f"{', '.join(built_models(catalogue)) or '-'}"
         )
     return 0
 

@@ -16,7 +16,8 @@ def data_dir() -> Path:
 
 
 def list_catalogue_dirs(root: Path | None = None) -> list[Path]:
-    """Catalogue folders (those holding a `catalog.json`) directly under the data folder, by name."""
+    """Catalogue folders (those holding a `catalog.json`) directly under the data folder, by
+    name."""
     root = data_dir() if root is None else Path(root)
     if not root.is_dir():
         return []

@@ -41,8 +41,9 @@ def describe_os_error(exc: OSError) -> str:
         errno.EDQUOT: "the disk quota is exceeded; free some space",
     }.get(exc.errno, "check the path")
     return (
-        f"cannot use {where}: {exc.strerror or exc} ({advice}). Indexes built before are unchanged; "
-        "finished chunks of this build are kept, so the same command continues after the fix."
+        f"cannot use {where}: {exc.strerror or exc} ({advice}). Indexes built before are "
+        "unchanged; finished chunks of this build are kept, so the same command "
+        "continues after the fix."
     )
 
 

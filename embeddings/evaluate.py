@@ -556,7 +556,8 @@ def load_results(catalogue: Catalogue) -> EvaluationResult | None:
 
 # -- reporting -------------------------------------------------------------------------------
 def _fmt(value: float | None) -> str:
-    """Three decimals; tiny chance levels (10 / 44,441) keep two significant digits instead of 0.000."""
+    """Three decimals; tiny chance levels (10 / 44,441) keep two significant digits instead of
+    0.000."""
     if value is None:
         return "–"
     return f"{value:.2g}" if 0 < abs(value) < 0.001 else f"{value:.3f}"
@@ -571,8 +572,8 @@ def summary_markdown(result: EvaluationResult) -> str:
     lines = [
         f"# Retrieval quality: {catalogue['name']}",
         "",
-        f"{catalogue['count']:,} products; seed {manifest['seed']}; measured {manifest['created_at']} "
-        f"in {manifest['seconds']:.0f} s.",
+        f"{catalogue['count']:,} products; seed {manifest['seed']}; measured "
+        f"{manifest['created_at']} in {manifest['seconds']:.0f} s.",
         "",
     ]
     for model_id, entry in manifest["models"].items():
@@ -620,9 +621,9 @@ def summary_markdown(result: EvaluationResult) -> str:
         lines.append("No model evaluated here answers text queries.")
     else:
         lines += [
-            f"{text['sampled']:,} product titles as queries ({text['pool']}). Recall@k: the title's "
-            "own product is in the top k; label precision@k: share of the top k with the query "
-            "product's label.",
+            f"{text['sampled']:,} product titles as queries ({text['pool']}). Recall@k: the "
+            "title's own product is in the top k; label precision@k: share of the top k with the "
+            "query product's label.",
             "",
         ]
         header = ["model", "via"] + [f"R@{k}" for k in ks] + [f"chance R@{big}"]

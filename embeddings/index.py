@@ -454,8 +454,8 @@ def _load(
         or index.d != manifest["dim"]
     ):
         raise IndexMismatchError(
-            f"{model_dir}: files disagree with the manifest ({index.ntotal} vectors, {len(ids)} ids, "
-            f"dim {index.d}; manifest says {manifest['count']} x {manifest['dim']}); {hint}"
+            f"{model_dir}: files disagree with the manifest ({index.ntotal} vectors, {len(ids)} "
+            f"ids, dim {index.d}; manifest says {manifest['count']} x {manifest['dim']}); {hint}"
         )
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = max(index.hnsw.efSearch, HNSW_EF_SEARCH)
@@ -485,7 +485,8 @@ def check_manifest(
     weights_id: str | None,
     hint: str,
 ) -> None:
-    """Refuse a manifest of another model, without weights, of other weights or catalogue version."""
+    """Refuse a manifest of another model, without weights, of other weights or catalogue
+    version."""
     if manifest.get("model_id") != model_id:
         raise IndexMismatchError(
             f"{model_dir}: built by model {manifest.get('model_id')!r}, not {model_id!r}; {hint}"

@@ -139,10 +139,10 @@ def _connect_advice(uri: str, exc: Exception) -> str:
             f"(or set {ENV_URI}) and the token ({ENV_TOKEN})"
         )
     return (
-        f"cannot open the Milvus Lite database {uri} ({_short(exc)}). Milvus Lite allows one process "
-        "at a time: stop the other one (the app, or another build), or serve the database for "
-        f"several processes with `milvus-lite server --data-dir {uri}` and use "
-        "--milvus-uri http://127.0.0.1:19530"
+        f"cannot open the Milvus Lite database {uri} ({_short(exc)}). Milvus Lite allows one "
+        "process at a time: stop the other one (the app, or another build), or serve the database "
+        f"for several processes with `milvus-lite server --data-dir {uri}` and use --milvus-uri "
+        "http://127.0.0.1:19530"
     )
 
 

@@ -227,7 +227,8 @@ def test_text_box_refuses_empty_text(shop, monkeypatch):
 
 @pytest.fixture
 def clip_shop(tmp_path, product_folder, monkeypatch):
-    """A catalogue with pixels and a tiny random CLIP (the app loads it from EMBEDDINGS_CLIP_MODEL)."""
+    """A catalogue with pixels and a tiny random CLIP (the app loads it from
+    EMBEDDINGS_CLIP_MODEL)."""
     from tiny_models import make_tiny_clip
 
     clip_dir = make_tiny_clip(tmp_path / "tiny-clip")
@@ -315,7 +316,8 @@ def test_product_titles_are_shown_as_text_not_html(tmp_path, monkeypatch):
     for number in range(4):
         draw_product("red", "circle", number).save(source / "red" / f"p{number}.png")
         rows.append(
-            f'red/p{number}.png,"<img src=x onerror=alert({number})> **bold** :red[x] [a](javascript:1)"'
+            f'red/p{number}.png,"<img src=x onerror=alert({number})> **bold** :red[x] '
+            '[a](javascript:1)"'
         )
     (source / "metadata.csv").write_text("\n".join(rows) + "\n")
     catalogue = create_catalogue(str(source), tmp_path / "data" / "evil")
@@ -363,13 +365,16 @@ def test_browsing_and_item_queries_do_not_import_torch(built_catalogue):
         at.query_params["item"] = "green/square_1"
         at.run()
         grids = [json.loads(e.proto.json) for e in at.get("bidi_component")]
-        item_grids = sum(1 for g in grids if g["model"] != "browse" and g["query"] == "green/square_1"
-                         and len(g["tiles"]) == 10 and all(t["score"] is not None for t in g["tiles"]))
+        item_grids = sum(1 for g in grids if g["model"] != "browse" \
+and g["query"] == "green/square_1"
+                         and len(g["tiles"]) == 10 \
+and all(t["score"] is not None for t in g["tiles"]))
         after_items = "torch" in sys.modules
         buffer = io.BytesIO(); Image.new("RGB", (60, 80), (200, 30, 30)).save(buffer, format="PNG")
         at.file_uploader(key="w_upload").upload("red.png", buffer.getvalue(), "image/png").run()
         print(json.dumps({{"after_items": after_items, "item_grids": item_grids,
-                           "after_upload": "torch" in sys.modules, "errors": [str(e.value) for e in at.error],
+                           "after_upload": "torch" in sys.modules, \
+"errors": [str(e.value) for e in at.error],
                            "exception": [str(e.value) for e in at.exception]}}))
     """)
     env = {

@@ -63,7 +63,8 @@ PAGE_TEXT_JS = """() => {
     for (const element of root.querySelectorAll('*')) {
       if (!element.shadowRoot) continue;
       parts.push(element.shadowRoot.textContent);
-      for (const node of element.shadowRoot.querySelectorAll('[title], [alt]')) parts.push(node.title || '', node.alt || '');
+      for (const node of element.shadowRoot.querySelectorAll('[title], [alt]')) \
+parts.push(node.title || '', node.alt || '');
       walk(element.shadowRoot);
     }
   };
@@ -86,7 +87,8 @@ ALERT_SCRIPTS_JS = """() => {
 
 
 def upload_limit_mb() -> int:
-    """`server.maxUploadSize` from the repository's .streamlit/config.toml (Streamlit's default: 200)."""
+    """`server.maxUploadSize` from the repository's .streamlit/config.toml (Streamlit's default:
+    200)."""
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     return int(config.get("server", {}).get("maxUploadSize", 200))
 
@@ -254,7 +256,7 @@ def bystander(chromium, server, evil_catalogue):
     other.tab.context.close()
 
 
-# -- the watch itself -------------------------------------------------------------------------------
+# -- the watch itself -----------------------------------------------------------------------------
 def test_the_watch_catches_a_real_injection(watched):
     """The checks below can fail: markup that does run trips them."""
     watched.page.set_content("<p>x</p><img src=x onerror=\"alert('injected')\"><b>bold</b>")
@@ -264,7 +266,7 @@ def test_the_watch_catches_a_real_injection(watched):
         assert_inert(watched)
 
 
-# -- uploads ----------------------------------------------------------------------------------------
+# -- uploads --------------------------------------------------------------------------------------
 def test_an_oversize_upload_is_refused_by_the_uploader(watched, server, bystander, tmp_path):
     from app_support.search_ui import MAX_UPLOAD_BYTES
 
@@ -336,7 +338,8 @@ def test_an_oversize_upload_sent_past_the_browser_check_is_refused_by_the_server
         (
             "<img src=x onerror=alert(1)> [a](javascript:alert(2)) **x**.png",
             "image/png",
-            "<img src=x onerror=alert(1)> [a](javascript:alert(2)) **x**.png: not an image Pillow can read",
+            "<img src=x onerror=alert(1)> [a](javascript:alert(2)) **x**.png: not an "
+            "image Pillow can read",
         ),
     ],
     ids=["pdf", "pdf-renamed-png", "html-file-name"],
@@ -356,7 +359,7 @@ def test_a_file_of_the_wrong_type_is_refused(watched, server, bystander, name, m
     bystander.assert_unaffected()
 
 
-# -- URL parameters ---------------------------------------------------------------------------------
+# -- URL parameters -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
@@ -366,7 +369,8 @@ def test_a_file_of_the_wrong_type_is_refused(watched, server, bystander, name, m
         ),
         (
             {"item": "[a](javascript:alert(1)) **x** <img src=x onerror=alert(2)>"},
-            "There is no product with id “[a](javascript:alert(1)) **x** <img src=x onerror=alert(2)>”",
+            "There is no product with id “[a](javascript:alert(1)) **x** <img src=x "
+            "onerror=alert(2)>”",
         ),
         (
             {"models": "pixels,<img src=x onerror=alert(1)>"},
@@ -408,7 +412,7 @@ def test_a_bad_link_gets_a_clear_message_and_the_page_works(
     bystander.assert_unaffected()
 
 
-# -- HTML in text queries and in product data -------------------------------------------------------
+# -- HTML in text queries and in product data -----------------------------------------------------
 def test_script_tags_in_a_text_query_show_as_text(watched, server, chromium, bystander):
     text = "<script>alert(1)</script> red <img src=x onerror=alert(2)> circle"
     watched.goto(server)

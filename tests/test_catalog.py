@@ -11,7 +11,10 @@ from PIL import Image
 from embeddings.catalog import Catalogue, create_catalogue, safe_relative_path, stratified_sample
 from embeddings.errors import CatalogueError
 
-HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n"
+HEADER = (
+    "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,"
+    "productDisplayName\n"
+)
 
 
 def make_fashion(root, rows, images):
@@ -25,7 +28,8 @@ def make_fashion(root, rows, images):
 def test_fashion_recovers_unquoted_commas_and_reports_the_rest(tmp_path):
     rows = [
         "1,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,Turtle Check Men Navy Blue Shirt",
-        "2,Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,Tops, Tees and more, Red",  # unquoted commas
+        # unquoted commas
+        "2,Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,Tops, Tees and more, Red",
         "3,Men,Footwear,Shoes,Casual Shoes,Black,Fall,2011,Casual,No Image Shoe",  # image missing
         "4,Men,Apparel",  # too few fields
         "1,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,Duplicate of 1",

@@ -22,7 +22,7 @@ from embeddings.catalog import Catalogue
 from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
 from embeddings.search import make_searcher, open_index
 
-READER = r"""
+READER = """
 import json, sys, time
 from pathlib import Path
 import numpy as np
@@ -53,12 +53,14 @@ while not stop.exists():
             best = np.sort(exact)[::-1][:5]
             got = np.array([h.score for h in hits])
             own = np.array([exact[index.row_of[h.id]] for h in hits])
-            if len(hits) != 5 or not np.allclose(got, best, atol=1e-5) or not np.allclose(own, got, atol=1e-5):
-                raise AssertionError(f"{kind} answer is not the exact top-5 of its index: {got} vs {best}")
+            if len(hits) != 5 or not np.allclose(got, best, atol=1e-5) \
+or not np.allclose(own, got, atol=1e-5):
+                raise AssertionError(\
+f"{kind} answer is not the exact top-5 of its index: {got} vs {best}")
         record.update(ok=True, count=len(index), fingerprint=catalogue.fingerprint)
     except Exception as exc:
         record.update(ok=False, error=f"{type(exc).__name__}: {exc}")
-    log.write(json.dumps(record) + "\n")
+    log.write(json.dumps(record) + "\\n")
     log.flush()
 """
 
@@ -126,7 +128,7 @@ def test_readers_never_see_half_an_index_while_it_is_rebuilt_20_times(tmp_path):
     assert_catalogue_intact(out, 120 + 20 * 3)
 
 
-READER_CLI = r"""
+READER_CLI = """
 import json, subprocess, sys
 from pathlib import Path
 directory, stop, log = sys.argv[1:4]
@@ -136,7 +138,8 @@ while not Path(stop).exists():
                            "--model", "pixels", "--item", "red/circle_0", "-k", "5", "--json"],
                           capture_output=True, text=True)
     log.write(json.dumps({"ok": done.returncode == 0, "error": done.stderr[-500:],
-                          "hits": len(json.loads(done.stdout)) if done.returncode == 0 else 0}) + "\n")
+                          "hits": len(json.loads(done.stdout)) \
+if done.returncode == 0 else 0}) + "\\n")
     log.flush()
 """
 

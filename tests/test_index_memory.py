@@ -138,7 +138,8 @@ PROBE = """
     import json, sys
     from pathlib import Path
     def status():
-        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+        fields = dict(line.split(":", 1) for line in \
+Path("/proc/self/status").read_text().splitlines())
         return {k: int(fields[k].split()[0]) / 1024 for k in ("RssAnon", "VmHWM", "RssFile")}
     import faiss, numpy
     from embeddings.index import load_model_index
@@ -220,8 +221,10 @@ def test_browsing_and_filtering_do_not_import_torch(built_catalogue):
         from embeddings.search import make_searcher, built_models
         catalogue = Catalogue.open({str(built_catalogue.directory)!r})
         searcher = make_searcher(catalogue)
-        hits = searcher.search_item("blue/square_1", built_models(catalogue), 5, filters={{"shape": "square"}})
-        print(json.dumps({{"torch": "torch" in sys.modules, "hits": {{m: len(h) for m, h in hits.items()}}}}))
+        hits = searcher.search_item("blue/square_1", built_models(catalogue), 5, \
+filters={{"shape": "square"}})
+        print(json.dumps({{"torch": "torch" in sys.modules, \
+"hits": {{m: len(h) for m, h in hits.items()}}}}))
     """)
     assert result == {"torch": False, "hits": {"efficientnet-lite0": 5, "pixels": 5}}
 

@@ -60,7 +60,10 @@ class TextBridge:
 
 
 def retrain_hint(catalogue: Catalogue, model_id: str) -> str:
-    return f"retrain it: python -m embeddings bridge --catalog {catalogue.directory} --models {model_id}"
+    return (
+        f"retrain it: python -m embeddings bridge --catalog {catalogue.directory} "
+        f"--models {model_id}"
+    )
 
 
 def check_bridge_manifest(manifest: dict, *, catalogue: Catalogue, model_id: str) -> None:
@@ -155,7 +158,8 @@ def stage_bridge(
 ) -> Path:
     """Write every file of a bridge into a fresh folder beside `bridge_dir`; returns it.
 
-    `commit_bridge` swaps it in (under the catalogue's commit lock): readers never see half a bridge.
+    `commit_bridge` swaps it in (under the catalogue's commit lock): readers never see half a
+    bridge.
     """
     staging = staging_dir(bridge_dir)
     try:

@@ -116,8 +116,8 @@ def fit_bridge(
         "dim": int(weights.shape[0]),
         "text_model": TEXT_MODEL_ID,
         "text_dim": TEXT_DIM,
-        "method": "linear head W x + b over frozen MiniLM title vectors, ridge start, symmetric InfoNCE "
-        "against the index's image vectors"
+        "method": "linear head W x + b over frozen MiniLM title vectors, ridge start, symmetric "
+        "InfoNCE against the index's image vectors"
         + (f", rank {REDUCED_RANK} principal subspace" if vectors.shape[1] > REDUCE_ABOVE else ""),
         "trained_on": int(len(train_rows)),
         "held_out_products": int(is_held.sum()),

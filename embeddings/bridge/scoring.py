@@ -53,7 +53,8 @@ def summarise(manifest: dict) -> str:
     n = holdout["queries"]
     line += (
         f"; held-out Recall@10 {holdout.get('recall@10', float('nan')):.3f} "
-        f"(chance {holdout.get('chance_recall@10', float('nan')):.3f}, {n:,} titles rank {n:,} images)"
+        f"(chance {holdout.get('chance_recall@10', float('nan')):.3f}, {n:,} titles "
+        f"rank {n:,} images)"
     )
     if "label_precision@10" in holdout:
         line += (

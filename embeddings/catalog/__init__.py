@@ -55,7 +55,8 @@ def resolve_source(source: str) -> tuple[Path, str | None]:
         except Exception as exc:  # network, credentials, unknown dataset
             raise CatalogueError(
                 f"--source {source}: no such folder, and downloading it from Kaggle failed "
-                f"({type(exc).__name__}: {str(exc)[:200]}). Download it by hand and pass the folder."
+                f"({type(exc).__name__}: {str(exc)[:200]}). Download it by hand and "
+                "pass the folder."
             ) from exc
         return downloaded, KAGGLE_HANDLES.get(handle)
     raise CatalogueError(

