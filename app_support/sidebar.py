@@ -44,7 +44,6 @@ class Selection:
     text_models: dict[str, str] = field(default_factory=dict)  # model -> "native" | "bridge"
     models: list[str] = field(default_factory=list)
     k: int = DEFAULT_K
-    max_k: int = K_SLIDER_MAX
     filters: dict[str, str] | None = None
     label: str | None = None  # label field for the comparison's marks
     error: str | None = None  # the catalogue could not be opened
@@ -347,7 +346,6 @@ def sidebar_ui() -> Selection:
         text_models=text_models,
         models=list(models),
         k=k,
-        max_k=top,
         filters=filters,
         label=label,
     )

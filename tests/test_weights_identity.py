@@ -4,6 +4,7 @@ to load is a `ModelLoadError` that names the model and the file."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -217,3 +218,38 @@ def test_clip_hub_names_keep_their_name_as_id():
 
     assert clip_weights_id(DEFAULT_NAME) == get_spec("clip").weights_id
     assert clip_weights_id("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
+
+
+def test_a_text_query_with_other_clip_weights_of_the_same_name_is_refused(
+    product_folder, tmp_path, capsys
+):
+    """Reproduced in issue 9: a catalogue built with one tiny CLIP answered text queries encoded
+    by another CLIP of the same size saved under the same folder name, without complaint."""
+    from embeddings.cli import main
+
+    built_with = make_tiny_clip(tmp_path / "A" / "tiny", seed=1)
+    other = make_tiny_clip(tmp_path / "B" / "tiny", seed=2)
+    out = tmp_path / "cat"
+    assert (
+        main(
+            [
+                "build",
+                "--source",
+                str(product_folder),
+                "--out",
+                str(out),
+                "--models",
+                "clip",
+                "--weights",
+                f"clip={built_with}",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    search = ["search", "--catalog", str(out), "--model", "clip", "--text", "a red shoe", "--json"]
+    assert main([*search, "--weights", f"clip={built_with}"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 10
+    assert main([*search, "--weights", f"clip={other}"]) == 2
+    err = capsys.readouterr().err
+    assert "is loaded with weights 'sha256:" in err and "load the same weights or rebuild" in err

@@ -16,8 +16,6 @@ from embeddings.atomic import write_temporary
 from embeddings.errors import CatalogueError
 from embeddings.locks import commit_lock
 
-#: Columns every catalogue table has, in this order; label columns follow.
-BASE_COLUMNS = ("id", "path", "title")
 CATALOG_FILE = "catalog.json"
 ITEMS_FILE = "items.csv"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
