@@ -50,6 +50,13 @@ CONNECT_TIMEOUT_S = 15.0
 LOAD_TIMEOUT_S = 60.0
 #: Milvus caps `limit` (top-k) per search.
 MAX_LIMIT = 16_384
+#: A filtered HNSW search widens `ef` in proportion to the share of rows the filter hides (as
+#: the FAISS path widens efSearch), up to this.
+MAX_FILTER_EF = 4096
+#: Labels with at most this many distinct values have their value counts in the manifest (to
+#: size that widening); a filter on a rarer value hides >93% of the rows, where Milvus scans the
+#: allowed rows exactly instead of walking the graph.
+MAX_COUNTED_VALUES = 1000
 #: Between a collection prefix and the weights hash in an alias name (collections end in a hex
 #: stamp instead, so the two never collide: Milvus refuses an alias named like a collection).
 ALIAS_MARK = "live_"
@@ -250,7 +257,8 @@ def create_collection(
     hnsw_m: int,
     ef_construction: int,
 ) -> None:
-    """An empty collection with the row key, the catalogue id, label fields and the vector."""
+    """An empty collection (not loaded) with the row key, the catalogue id, label fields and the
+    vector, and the vector index to build."""
     DataType = _pymilvus().DataType
     schema = client.create_schema(
         auto_id=False,
@@ -273,10 +281,13 @@ def create_collection(
     else:
         index_params.add_index(field_name=VECTOR_FIELD, index_type="FLAT", metric_type="IP")
     # Bounded staleness: searches do not wait for the newest writes (Strong costs ~20 ms a query
-    # on Milvus Lite); the build itself waits until every row is visible (`_wait_visible`).
-    client.create_collection(
-        name, schema=schema, index_params=index_params, consistency_level="Bounded"
-    )
+    # on Milvus Lite); the build itself waits until every row is visible (`wait_visible`).
+    # Created without loading it: loaded only once its rows are flushed and indexed
+    # (`push_vectors`). Rows inserted into a loaded collection are served from growing segments
+    # and handed over to the indexed ones seconds later; on a Milvus 2.3 server filtered
+    # searches during that hand-over miss rows (10% filter: recall@10 0.53, measured).
+    client.create_collection(name, schema=schema, consistency_level="Bounded")
+    client.create_index(name, index_params)
 
 
 def insert_rows(
@@ -303,7 +314,7 @@ def insert_rows(
             progress(stop, len(ids))
 
 
-def _wait_visible(client, name: str, count: int, timeout_s: float = 120.0) -> None:
+def wait_visible(client, name: str, count: int, timeout_s: float = 120.0) -> None:
     """Block until a strong-consistency count sees every inserted row (or fail loudly).
 
     Searches use the collection's Bounded consistency; once a Strong read has seen every row,
@@ -324,15 +335,15 @@ def _wait_visible(client, name: str, count: int, timeout_s: float = 120.0) -> No
     )
 
 
-def _wait_indexed(client, name: str, count: int) -> None:
+def wait_indexed(client, name: str, count: int, timeout_s: float | None = None) -> None:
     """Block until the vector index covers every row.
 
     A Milvus server builds the index of flushed segments in the background; until it is done,
     the rows are searched without it (right answers, slower). Publishing waits, so the first
-    reader of a new build gets the index's speed. The timeout grows with the collection (a 1M x
-    512 HNSW graph takes many minutes on a small machine).
+    reader of a new build gets the index's speed. The default timeout grows with the collection
+    (a 1M x 512 HNSW graph takes many minutes on a small machine).
     """
-    timeout_s = 600.0 + count * 0.003
+    timeout_s = timeout_s or 600.0 + count * 0.003
     deadline = time.monotonic() + timeout_s
     described: dict = {}
     while time.monotonic() < deadline:
@@ -390,9 +401,9 @@ def push_vectors(
         )
         insert_rows(client, name, ids=ids, vectors=vectors, labels=labels, fields=fields)
         client.flush(name)
-        _wait_indexed(client, name, len(ids))
+        wait_indexed(client, name, len(ids))
         client.load_collection(name)
-        _wait_visible(client, name, len(ids))
+        wait_visible(client, name, len(ids))
     except BaseException as exc:
         with contextlib.suppress(Exception):  # the original error matters more than the clean-up
             client.drop_collection(name)
@@ -406,12 +417,27 @@ def push_vectors(
         "alias": alias_name(catalogue_dir, model_id, weights_id),
         "collection": name,
         "label_fields": fields,
+        "label_counts": label_value_counts(labels),
         "index": "HNSW" if hnsw else "FLAT",
         "hnsw_m": hnsw_m if hnsw else None,
         "ef_construction": ef_construction if hnsw else None,
         "ef_search": ef_search if hnsw else None,
         "pymilvus": pymilvus.__version__,
     }
+
+
+def label_value_counts(labels: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """{label: {value: rows}} for the labels with at most `MAX_COUNTED_VALUES` values."""
+    counts = {}
+    for label, values in labels.items():
+        tally: dict[str, int] = {}
+        for value in values:
+            tally[str(value)] = tally.get(str(value), 0) + 1
+            if len(tally) > MAX_COUNTED_VALUES:
+                break
+        else:
+            counts[label] = tally
+    return counts
 
 
 def drop_collection_quietly(uri: str, token: str | None, name: str) -> None:
@@ -456,10 +482,8 @@ class MilvusIndex(ModelIndex):
         self.collection = section.get("collection")
         self.label_fields = label_fields
         self.uri = uri
-        ef = section.get("ef_search")
-        self._params: dict = {"metric_type": "IP"}
-        if ef:
-            self._params["params"] = {"ef": int(ef)}
+        self.ef_search = int(section["ef_search"]) if section.get("ef_search") else None
+        self.label_counts = section.get("label_counts") or {}
 
     def reconstruct_batch(self, rows) -> np.ndarray:
         """Stored vectors of these row numbers, in order (fetched from Milvus in batches)."""
@@ -525,9 +549,10 @@ class MilvusIndex(ModelIndex):
         if rows is not None:  # by catalogue id: a newer build may number its rows otherwise
             listed = f"{ID_FIELD} in [{','.join(quote(self.ids[int(r)]) for r in rows)}]"
             expression = f"({expression}) and {listed}" if expression else listed
+        share = self.allowed_share(filters, rows)
         limit = k
         while True:
-            hits = self._ranked(queries, limit, expression)
+            hits = self._ranked(queries, limit, expression, self.ef_for(limit, share))
             for q, ranked in enumerate(hits):
                 known = [(row, score) for row, score in ranked if row is not None][:k]
                 found[q, : len(known)] = [row for row, _ in known]
@@ -541,11 +566,35 @@ class MilvusIndex(ModelIndex):
                 return scores, found
             limit = min(MAX_LIMIT, 2 * limit + 10)
 
-    def _ranked(self, queries: np.ndarray, limit: int, expression: str) -> list[list[tuple]]:
+    def allowed_share(self, filters: dict[str, str] | None, rows) -> float:
+        """The share of rows a search may return: the label filters' (from the value counts the
+        build recorded; a label without counts is taken as unfiltered) times the rows'."""
+        share = 1.0 if rows is None else len(rows) / max(1, len(self.ids))
+        for label, value in (filters or {}).items():
+            counts = self.label_counts.get(label)
+            if counts:
+                share *= counts.get(str(value), 0) / max(1, sum(counts.values()))
+        return share
+
+    def ef_for(self, limit: int, share: float) -> int | None:
+        """HNSW `ef` for a search of `limit` hits among `share` of the rows (None: FLAT).
+
+        A Milvus 2.3 server walking the graph with a filter finds fewer of the allowed best rows
+        at the same `ef` (10% allowed, 20,000 x 512 clustered vectors: recall@10 0.89 at ef 128,
+        0.998 at ef 1,024, measured), so `ef` grows as the filter narrows, as on the FAISS path.
+        """
+        if self.ef_search is None:
+            return None
+        widened = int(self.ef_search / share) if share > 0 else self.ef_search
+        return max(limit, min(max(self.ef_search, widened), MAX_FILTER_EF))
+
+    def _ranked(
+        self, queries: np.ndarray, limit: int, expression: str, ef: int | None
+    ) -> list[list[tuple]]:
         """Per query, its hits as (row of this reader or None, score), best first."""
-        params = dict(self._params)
-        if "params" in params:  # HNSW needs ef >= limit
-            params["params"] = {"ef": max(int(params["params"]["ef"]), limit)}
+        params: dict = {"metric_type": "IP"}
+        if ef is not None:
+            params["params"] = {"ef": ef}
         results = self._call(
             self.client.search,
             self.target,

@@ -22,10 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 START_TIMEOUT_S = 180.0
+START_ATTEMPTS = 3
 
 
 class ServerUnavailable(RuntimeError):
     """The server could not be started here (the message says why)."""
+
+
+class ServerExited(ServerUnavailable):
+    """The server process exited while starting."""
 
 
 def free_port() -> int:
@@ -86,27 +91,44 @@ def start_server(base_dir: Path, *, timeout_s: float = START_TIMEOUT_S) -> Milvu
         ) from exc
     base_dir = Path(base_dir).resolve()
     base_dir.mkdir(parents=True, exist_ok=True)
-    config = _isolated_config(MilvusServerConfig)()
+    for attempt in range(START_ATTEMPTS):
+        # A port taken between choosing it and binding it fails the start (or the process):
+        # choose new ports and start again.
+        last = attempt == START_ATTEMPTS - 1
+        server = _configured_server(MilvusServer, MilvusServerConfig, base_dir)
+        try:
+            server.start()
+        except Exception as exc:
+            server.stop()
+            if last:
+                raise ServerUnavailable(f"the Milvus server did not start: {exc}") from exc
+            continue
+        running = MilvusServerProcess(f"http://127.0.0.1:{server.listen_port}", base_dir, server)
+        try:
+            _wait_until_serving(running, timeout_s)
+            return running
+        except ServerExited:
+            running.stop(remove=False)
+            if last:
+                raise
+        except BaseException:
+            running.stop(remove=False)
+            raise
+    raise AssertionError("unreachable")
+
+
+def _configured_server(server_class: type, config_class: type, base_dir: Path):
+    """A `milvus.MilvusServer` (not started) on ports the kernel picked, in `base_dir`."""
+    config = _isolated_config(config_class)()
     # Every listening port (proxy, coordinators, nodes, embedded etcd) on a port the kernel
     # picked, so two servers on one machine never meet.
     for key in list(config.configurable_items):
         if key.endswith("_port"):
             config.configs[key] = free_port()
-    server = MilvusServer(config, wait_for_started=False)
+    server = server_class(config, wait_for_started=False)
     server.webservice_port = free_port()  # health and metrics (default 9091)
     server.set_base_dir(str(base_dir))
-    try:
-        server.start()
-    except Exception as exc:
-        server.stop()
-        raise ServerUnavailable(f"the Milvus server did not start: {exc}") from exc
-    running = MilvusServerProcess(f"http://127.0.0.1:{server.listen_port}", base_dir, server)
-    try:
-        _wait_until_serving(running, timeout_s)
-    except BaseException:
-        running.stop(remove=False)
-        raise
-    return running
+    return server
 
 
 def _isolated_config(base: type) -> type:
@@ -152,7 +174,7 @@ def _wait_until_serving(running: MilvusServerProcess, timeout_s: float) -> None:
         proc = running.server.server_proc
         if proc is None or proc.poll() is not None:
             code = None if proc is None else proc.returncode
-            raise ServerUnavailable(
+            raise ServerExited(
                 f"the Milvus server exited at start-up (code {code}); its log ends:\n"
                 f"{running.log_tail()}"
             )
