@@ -562,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         int(size): engines for size, engines in (pair.split("=", 1) for pair in args.engines_for)
     }
     result = {
+        "command": " ".join(["python", "bench/bench_scale.py", *(argv or sys.argv[1:])]),
         "machine": machine(),
         "dim": DIM,
         "clusters": CLUSTERS,
