@@ -148,7 +148,8 @@ class StagedIndex:
     model_dir: Path
     staging: Path
     manifest: dict
-    milvus: dict = field(default_factory=dict)  # {"uri", "token", "collection"} of a Milvus build
+    #: {"uri", "token", "collection", "alias"} of a Milvus build
+    milvus: dict = field(default_factory=dict)
 
 
 def _check_ids(ids: Sequence[str], vectors: np.ndarray) -> None:
@@ -247,8 +248,12 @@ def _push_to_milvus(
         ef_construction=HNSW_EF_CONSTRUCTION,
         ef_search=HNSW_EF_SEARCH,
     )
-    staged = {"uri": uri, "token": token, "collection": section["collection"]}
-    return section, {**staged, "alias": section["alias"]}
+    return section, {
+        "uri": uri,
+        "token": token,
+        "collection": section["collection"],
+        "alias": section["alias"],
+    }
 
 
 def _drop_milvus_collection(milvus: dict) -> None:
