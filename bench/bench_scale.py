@@ -513,6 +513,7 @@ def run_engine(args) -> dict:
             ef_values=ef_values,
         )
     result["peak_rss_mib"] = rss_mib().get("VmHWM")
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 

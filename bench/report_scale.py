@@ -197,6 +197,15 @@ def scale_section(scale: dict) -> list[str]:
         "Thread CPU: the querying thread's; a server's own CPU time per query (mean) is added.",
         "",
     ]
+    if scale.get("machine"):
+        info = scale["machine"]
+        out += [
+            f"Machine: {info.get('cpu', '?')}, {info.get('cpus', '?')} cores, "
+            f"{info.get('memory_gib', '?')} GiB; load average (1/5/15 min) at the start "
+            f"{info.get('load_average')}: shared with other engineers' builds and tests, so "
+            "absolute times are noisy; compare engines within the run.",
+            "",
+        ]
     if not scale.get("sizes"):
         return out + [f"{MISSING}: {scale.get('error', 'section not run')}", ""]
     out += main_table(scale)
