@@ -349,6 +349,33 @@ def test_rebuilds_move_the_alias_and_drop_a_collection_one_build_later(shop, tmp
     assert not isinstance(open_index(catalogue, "pixels"), MilvusIndex)
 
 
+def test_a_commit_that_fails_after_the_alias_moved_moves_it_back(
+    shop, tmp_path, milvus_uri, monkeypatch
+):
+    """The alias moves first; if the model folder then cannot be swapped in (a full disk, say),
+    the alias goes back to the build that is still committed and the new collection is
+    dropped: readers keep the complete old index, nothing half-committed survives."""
+    import embeddings.index as index_module
+
+    catalogue = create_catalogue(str(shop), tmp_path / "cat")
+    first = pixel_build(catalogue, milvus_uri).manifest["milvus"]
+    client = client_of(catalogue, milvus_uri)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(index_module, "swap_in", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        pixel_build(catalogue, milvus_uri, force=True)
+    assert milvus_aliases.alias_target(client, first["alias"]) == first["collection"]
+    assert collections_of(catalogue, milvus_uri) == [first["collection"]]
+    index = open_index(catalogue, "pixels")
+    assert (
+        index.collection == first["collection"]
+        and len(index.search(index.vector(catalogue.ids[0]), 5)[1][0]) == 5
+    )
+
+
 def test_a_reader_holding_an_older_manifest_reads_a_newer_build_right(tmp_path, milvus_uri):
     """A newer build behind the alias numbers its rows otherwise (products added and removed):
     a reader still holding the older manifest maps every hit and vector by catalogue id."""
