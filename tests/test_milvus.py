@@ -370,10 +370,9 @@ def test_a_commit_that_fails_after_the_alias_moved_moves_it_back(
     assert milvus_aliases.alias_target(client, first["alias"]) == first["collection"]
     assert collections_of(catalogue, milvus_uri) == [first["collection"]]
     index = open_index(catalogue, "pixels")
-    assert (
-        index.collection == first["collection"]
-        and len(index.search(index.vector(catalogue.ids[0]), 5)[1][0]) == 5
-    )
+    assert index.collection == first["collection"]
+    _, rows = index.search(index.vector(catalogue.ids[0]), 5)
+    assert rows[0][0] == 0 and (rows >= 0).all()
 
 
 def test_a_reader_holding_an_older_manifest_reads_a_newer_build_right(tmp_path, milvus_uri):
