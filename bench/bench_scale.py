@@ -564,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = {
         "command": " ".join(["python", "bench/bench_scale.py", *(argv or sys.argv[1:])]),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
         "dim": DIM,
         "clusters": CLUSTERS,

@@ -178,6 +178,40 @@ def server_tables(scale: dict) -> list[str]:
     return out
 
 
+def at_ef(scale: dict, size: str, engine: str, ef: str = "128") -> dict | None:
+    """The figures of one engine at one size and ef (an exact engine: its own)."""
+    r = scale["sizes"].get(size, {}).get(engine)
+    if not r or "error" in r:
+        return None
+    return (
+        r["by_ef"].get(ef) if "by_ef" in r and ef in r["by_ef"] else r if "latency" in r else None
+    )
+
+
+def comparison(scale: dict) -> list[str]:
+    """The engines side by side at ef 128, in words, from the table's figures."""
+    lines = []
+    for size in scale["sizes"]:
+        server = at_ef(scale, size, "server-hnsw")
+        if server is None:
+            continue
+        p50 = server["latency"]["p50_ms"]
+        parts = [
+            f"at {int(size):,} vectors (HNSW, ef 128) the Milvus server answers one query in "
+            f"{ms(server['latency'])} ms p50 (recall@10 {server['recall_at_10']:.4f})"
+        ]
+        for engine, name in (("milvus-hnsw", "Milvus Lite"), ("faiss-hnsw", "FAISS in-process")):
+            other = at_ef(scale, size, engine)
+            if other is not None:
+                factor = other["latency"]["p50_ms"] / p50
+                how = f"{factor:,.0f}x slower" if factor >= 1 else f"{1 / factor:,.0f}x faster"
+                parts.append(f"{name} in {ms(other['latency'])} ms ({how})")
+        lines.append("; ".join(parts) + ".")
+    if not lines:
+        return []
+    return ["", "In short, " + " And ".join(lines)]
+
+
 def scale_section(scale: dict) -> list[str]:
     """The whole section, heading included."""
     out = [
@@ -209,6 +243,7 @@ def scale_section(scale: dict) -> list[str]:
     if not scale.get("sizes"):
         return out + [f"{MISSING}: {scale.get('error', 'section not run')}", ""]
     out += main_table(scale)
+    out += comparison(scale)
     out += server_tables(scale)
     out += [
         "",
@@ -221,7 +256,8 @@ def scale_section(scale: dict) -> list[str]:
         "",
     ]
     if scale.get("command"):
-        out += [f"Measured with `{scale['command']}`.", ""]
+        when = f" ({scale['measured_at']})" if scale.get("measured_at") else ""
+        out += [f"Measured{when} with `{scale['command']}`.", ""]
     return out
 
 
@@ -249,6 +285,12 @@ if __name__ == "__main__":
     scale = json.loads(args.scale_json.read_text())
     section = scale_section(scale)
     if args.out:
+        section[-1:-1] = [
+            "",
+            "This section was replaced alone (`python bench/report_scale.py`): the rest of the "
+            "file, the targets table at the top included, comes from the runs listed under "
+            "Commands run.",
+        ]
         text = replace_section(args.out.read_text(), section, scale.get("command"))
         args.out.write_text(text)
     else:
