@@ -127,8 +127,8 @@ def chromium():
 @pytest.fixture(scope="session")
 def milvus_server_uri(tmp_path_factory):
     """A real Milvus standalone server for the whole session (tests/milvus_server.py): started on
-    first use on free ports of 127.0.0.1 with its own folder, stopped at the end. Tests share it;
-    each catalogue's collections carry the catalogue folder's hash, so they never meet.
+    first use on free ports with its own folder, reached on 127.0.0.1, stopped at the end. Tests
+    share it; each catalogue's collections carry the catalogue folder's hash, so they never meet.
 
     When it cannot start, tests that need it fail in CI (`CI=true`) with the reason, and are
     skipped with the reason elsewhere."""

@@ -2,9 +2,11 @@
 
 The PyPI package `milvus` (a test and benchmark dependency, in requirements-dev.txt; never a
 runtime one) ships the Milvus standalone server: the Go/C++ engine and the gRPC API of a cluster,
-with embedded etcd and local storage. `start_server` runs one in a folder of its own, on free
-ports of 127.0.0.1 (never the default 19530: other servers may run on the machine), waits until
-it answers a gRPC call, and returns a handle that stops it.
+with embedded etcd and local storage. `start_server` runs one in a folder of its own, on ports
+the kernel reports free (never the default 19530: other servers may run on the machine), waits
+until it answers a gRPC call on 127.0.0.1, and returns a handle that stops it. Milvus itself
+listens on every interface (its configuration has no bind address): run it where its ports are
+not reachable from outside, as on a CI runner or a developer's machine.
 
     python tests/milvus_server.py /tmp/milvus-dev    # a server by hand; prints its URI
 
