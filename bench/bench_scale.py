@@ -1,15 +1,24 @@
-"""Scale: synthetic clustered vectors (100K and 1M x 512), exact vs HNSW, FAISS and Milvus Lite.
+"""Scale: synthetic clustered vectors (100K and 1M x 512), exact vs HNSW: FAISS, Milvus Lite and
+a real Milvus server.
 
 Per engine and size: build (or insert + index) time, memory (growth of the process's
-anonymous resident memory while building; Milvus Lite runs inside the process), single-thread
-query latency p50/p95 over held-out queries, and recall@10 against the exact answer, for a
-sweep of efSearch. Every engine runs in a fresh process so memory figures do not mix.
+anonymous resident memory while building; Milvus Lite runs inside the process; a Milvus
+server's is the RSS of its own processes), single-thread query latency p50/p95 over held-out
+queries, and recall@10 against the exact answer, for a sweep of efSearch. Every engine runs in
+a fresh process so memory figures do not mix.
+
+The real server (`server-flat`, `server-hnsw`: the `milvus` package's standalone server, started
+by tests/milvus_server.py in its own folder under --work) is driven through the app's own code:
+`milvus_backend.create_collection` / `insert_rows` with two label fields, flush, the wait for
+the index, load, the alias, and queries through `MilvusIndex.search` (gRPC, hits mapped by
+catalogue id), unfiltered and with a label filter allowing 10% or 1% of the rows.
 
 The data: 1,000 clusters; each point is its cluster's centre (512-d Gaussian) plus a Gaussian
 spread in a 16-d subspace of its own (spread 0.5) plus isotropic noise (0.02), L2-normalised.
 Queries are fresh draws from the same clusters. Seeded: every run sees the same vectors.
 
     python bench/bench_scale.py --sizes 100000,1000000 --engines faiss-flat,faiss-hnsw,milvus-hnsw
+    python bench/bench_scale.py --sizes 1000000 --engines server-hnsw --work /tmp/scale
 """
 
 from __future__ import annotations
@@ -28,13 +37,16 @@ single_thread()
 
 import numpy as np  # noqa: E402
 
-from embeddings.index import HNSW_EF_CONSTRUCTION, HNSW_M  # noqa: E402
+from embeddings.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M  # noqa: E402
 
 K = 10
 DIM = 512
 CLUSTERS = 1000
 LATENT = 16
-ENGINES = ("faiss-flat", "faiss-hnsw", "milvus-flat", "milvus-hnsw")
+ENGINES = ("faiss-flat", "faiss-hnsw", "milvus-flat", "milvus-hnsw", "server-flat", "server-hnsw")
+#: Label filters measured on the server: each allows one value of a label with 10 or 100 values
+#: spread over the rows (independent of the clusters), i.e. 10% or 1% of the rows.
+SERVER_FILTERS = {"tenth": ("t3", 10), "hundredth": ("h42", 100)}
 
 
 def synthetic(n: int, *, seed: int, dim: int = DIM) -> np.ndarray:
@@ -254,14 +266,218 @@ def run_milvus(
     return out
 
 
+def server_labels(n: int) -> dict[str, list[str]]:
+    return {
+        field: [f"{value[0]}{row % share}" for row in range(n)]
+        for field, (value, share) in SERVER_FILTERS.items()
+    }
+
+
+def filtered_truth(vectors: np.ndarray, queries: np.ndarray, field: str) -> np.ndarray:
+    """Exact top-K rows among those the filter on `field` allows."""
+    value, share = SERVER_FILTERS[field]
+    allowed = np.flatnonzero(np.arange(len(vectors)) % share == int(value[1:]))
+    scores = vectors[allowed] @ queries.T
+    top = np.argsort(-scores, axis=0, kind="stable")[:K].T
+    return allowed[top]
+
+
+class RssSampler:
+    """The peak RSS of a server's processes, sampled twice a second on a thread."""
+
+    def __init__(self, server):
+        import threading
+
+        self.server, self.peak = server, server.rss_mib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, self.server.rss_mib())
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, self.server.rss_mib())
+
+
+def server_cpu_s(server) -> float:
+    """CPU seconds (user + system) the server's processes have used so far."""
+    import psutil
+
+    root = psutil.Process(server.pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def server_build(server, engine: str, vectors: np.ndarray, *, hnsw_m: int, ef_construction: int):
+    """Fill a collection the way a build does: (client, collection, ids, label fields, timings)."""
+    from embeddings import milvus_backend
+
+    n, hnsw = len(vectors), engine == "server-hnsw"
+    client = milvus_backend.connect(server.uri)
+    ids, labels = [f"p{r}" for r in range(n)], server_labels(n)
+    fields = milvus_backend.label_field_names(list(labels))
+    name = f"bench_{engine.replace('-', '_')}_{n}"
+    marks = [time.perf_counter()]
+    milvus_backend.create_collection(
+        client,
+        name,
+        dim=DIM,
+        labels=labels,
+        fields=fields,
+        ids=ids,
+        hnsw=hnsw,
+        hnsw_m=hnsw_m,
+        ef_construction=ef_construction,
+    )
+    marks.append(time.perf_counter())
+    milvus_backend.insert_rows(client, name, ids=ids, vectors=vectors, labels=labels, fields=fields)
+    marks.append(time.perf_counter())
+    client.flush(name)
+    marks.append(time.perf_counter())
+    milvus_backend.wait_indexed(client, name, n, timeout_s=4 * 3600)
+    marks.append(time.perf_counter())
+    client.load_collection(name)
+    milvus_backend.wait_visible(client, name, n, timeout_s=600)
+    marks.append(time.perf_counter())
+    steps = ("create", "insert", "flush", "index", "load")
+    timings = {f"{step}_s": b - a for step, a, b in zip(steps, marks, marks[1:], strict=False)}
+    timings["build_s"] = marks[-1] - marks[0]
+    return client, name, ids, fields, timings
+
+
+class ServerIndexes:
+    """`MilvusIndex` views of one bench collection, as the app would open them."""
+
+    def __init__(self, server, client, name: str, ids: list[str], fields: dict[str, str]):
+        from embeddings import milvus_aliases, milvus_backend
+
+        self.server, self.client, self.name, self.ids, self.fields = (
+            server,
+            client,
+            name,
+            ids,
+            fields,
+        )
+        self.alias = f"{name}_live"
+        milvus_aliases.point_alias(server.uri, None, self.alias, name)
+        self.counts = milvus_backend.label_value_counts(server_labels(len(ids)))
+
+    def index(self, ef: int | None, *, widen: bool = True):
+        from embeddings.milvus_backend import MilvusIndex
+
+        section = {
+            "collection": self.name,
+            "alias": self.alias,
+            "ef_search": ef,
+            "label_fields": self.fields,
+            "label_counts": self.counts if widen else {},  # no counts: no widening
+        }
+        manifest = {"model_id": "bench", "dim": DIM, "count": len(self.ids), "milvus": section}
+        uri = self.server.uri
+        return MilvusIndex("bench", manifest, self.client, self.alias, self.ids, self.fields, uri)
+
+    def measure(self, index, queries: np.ndarray, truth: np.ndarray, filters=None) -> dict:
+        """One query at a time: latency, recall@10, and the server's CPU time per query."""
+        cpu_before = server_cpu_s(self.server)
+        latency, found = timed_queries(
+            lambda q: index.search(q, K, filters=filters)[1][0], queries, warmup=20
+        )
+        server_cpu = (server_cpu_s(self.server) - cpu_before) / (len(queries) + 20)
+        return {
+            "latency": latency,
+            "recall_at_10": recall(found, truth),
+            "server_cpu_ms_per_query": server_cpu * 1000,
+        }
+
+
+def server_queries(
+    views: ServerIndexes, engine: str, vectors, queries, truth, ef_values: list[int]
+) -> dict:
+    """Unfiltered queries per ef, then each label filter: the app's search (ef widened by the
+    share the filter hides) and, on HNSW, the same at the unwidened ef."""
+    hnsw = engine == "server-hnsw"
+    efs = ef_values if hnsw else [None]
+    out: dict = {"by_ef": {}, "filtered": {}}
+    for ef in efs:
+        figures = out["by_ef"][str(ef)] = views.measure(views.index(ef), queries, truth)
+        log(
+            f"{engine} ef={ef}: recall {figures['recall_at_10']:.4f} p95 "
+            f"{figures['latency']['p95_ms']:.3f} ms"
+        )
+    base_ef = HNSW_EF_SEARCH if hnsw else None
+    for field, (value, share) in SERVER_FILTERS.items():
+        want = filtered_truth(vectors, queries, field)
+        variants = {"app": views.index(base_ef)}
+        if hnsw:
+            variants["fixed ef"] = views.index(base_ef, widen=False)
+        for variant, index in variants.items():
+            ef = index.ef_for(K, index.allowed_share({field: value}, None))
+            out["filtered"][f"{field} == {value} ({100 // share}%), {variant}"] = {
+                "ef": ef,
+                **views.measure(index, queries, want, {field: value}),
+            }
+    return out
+
+
+def run_milvus_server(
+    engine: str,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    *,
+    work: Path,
+    hnsw_m: int,
+    ef_construction: int,
+    ef_values: list[int],
+) -> dict:
+    """A real Milvus standalone server on this machine, queried through `MilvusIndex`."""
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from milvus_server import start_server
+
+    folder = work / f"server-{engine}-{len(vectors)}"
+    shutil.rmtree(folder, ignore_errors=True)
+    started = time.perf_counter()
+    server = start_server(folder)
+    out: dict = {"start_s": time.perf_counter() - started, "idle_rss_mib": server.rss_mib()}
+    try:
+        sampler = RssSampler(server)
+        client, name, ids, fields, timings = server_build(
+            server, engine, vectors, hnsw_m=hnsw_m, ef_construction=ef_construction
+        )
+        out.update(timings, build_peak_rss_mib=sampler.stop(), built_rss_mib=server.rss_mib())
+        out["index_state"] = client.describe_index(name, "vector")
+        views = ServerIndexes(server, client, name, ids, fields)
+        out.update(server_queries(views, engine, vectors, queries, truth, ef_values))
+        out.update(
+            serving_rss_mib=server.rss_mib(),
+            M=hnsw_m if engine == "server-hnsw" else None,
+            efConstruction=ef_construction if engine == "server-hnsw" else None,
+            vectors_mib=vectors.nbytes / 2**20,
+            milvus_server="2.3.5 standalone (PyPI milvus)",
+        )
+    finally:
+        server.stop()
+    return out
+
+
 def run_engine(args) -> dict:
     work = Path(args.work)
     base, query_file, truth_file = dataset(work, args.size, args.queries)
     vectors = np.ascontiguousarray(np.load(base))
     queries, truth = np.load(query_file), np.load(truth_file)
-    ef_values = [
-        int(e) for e in (args.milvus_ef if args.engine.startswith("milvus") else args.ef).split(",")
-    ]
+    ef_list = {"milvus": args.milvus_ef, "server": args.server_ef}.get(
+        args.engine.split("-")[0], args.ef
+    )
+    ef_values = [int(e) for e in ef_list.split(",")]
     log(f"{args.engine} at {args.size:,}")
     if args.engine.startswith("faiss"):
         result = run_faiss(
@@ -273,6 +489,17 @@ def run_engine(args) -> dict:
             ef_construction=args.ef_construction,
             ef_values=ef_values,
             work=work,
+        )
+    elif args.engine.startswith("server"):
+        result = run_milvus_server(
+            args.engine,
+            vectors,
+            queries,
+            truth,
+            work=work,
+            hnsw_m=args.hnsw_m,
+            ef_construction=args.ef_construction,
+            ef_values=ef_values,
         )
     else:
         result = run_milvus(
@@ -286,6 +513,7 @@ def run_engine(args) -> dict:
             ef_values=ef_values,
         )
     result["peak_rss_mib"] = rss_mib().get("VmHWM")
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
@@ -316,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
         default="64,128",
         help="efSearch values on Milvus Lite (its queries cost O(n) Python work each)",
     )
+    parser.add_argument(
+        "--server-ef", default="16,32,64,128", help="efSearch values on the Milvus server"
+    )
     parser.add_argument("--work", default="/tmp/embeddings-bench-scale")
     parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
@@ -332,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
         int(size): engines for size, engines in (pair.split("=", 1) for pair in args.engines_for)
     }
     result = {
+        "command": " ".join(["python", "bench/bench_scale.py", *(argv or sys.argv[1:])]),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
         "dim": DIM,
         "clusters": CLUSTERS,
@@ -379,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.ef,
                 "--milvus-ef",
                 args.milvus_ef,
+                "--server-ef",
+                args.server_ef,
                 "--work",
                 args.work,
             ]

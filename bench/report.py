@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import sys
 
+from report_scale import scale_section
+
 MISSING = "not measured"
 
 
@@ -310,11 +312,6 @@ def missed_notes(results: dict) -> list[str]:
     return notes
 
 
-def thread_cpu(engine: str, latency: dict) -> str:
-    # Milvus answers on its server's threads: the caller's CPU time says nothing about it.
-    return "n/a (server threads)" if engine.startswith("milvus") else cpu_p50_p95(latency)
-
-
 def write_report(results: dict, argv: list[str] | None = None) -> str:
     out = [
         "# Benchmarks",
@@ -544,85 +541,7 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
     else:
         out += [f"{MISSING}: {memory.get('error', 'section not run')}", ""]
 
-    scale = results.get("scale") or {}
-    out += [
-        "## Scale: synthetic clustered vectors, FAISS and Milvus Lite",
-        "",
-        f"{scale.get('clusters', 1000):,} clusters in {scale.get('dim', 512)}-d (each point: its "
-        f"cluster's centre + a Gaussian spread in a {scale.get('latent', 16)}-d subspace of its "
-        f"own + small noise, L2-normalised); {scale.get('queries', 200)} held-out queries, one at "
-        "a time, one thread; recall@10 against the exact top-10. HNSW graphs use the library's "
-        "build settings unless the row says otherwise (M=32, efConstruction=200: what `build "
-        "--hnsw-above` makes). Build: FAISS uses every core; Milvus Lite's time is insert + flush "
-        "+ its index build. Memory: growth of the process's anonymous RSS during the build (Milvus "
-        "Lite runs inside the process).",
-        "",
-    ]
-    if scale.get("sizes"):
-        out += [
-            "| vectors | engine | setting | recall@10 | p50 / p95 ms | thread CPU p50 / p95 | "
-            "build | memory |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for size, engines in scale["sizes"].items():
-            for engine, r in engines.items():
-                if "error" in r:
-                    out.append(f"| {int(size):,} | {engine} | | {MISSING}: {r['error']} | | | | |")
-                    continue
-                build_s = f"{r['build_s']:.1f} s" + (
-                    f" (insert {r['insert_s']:.1f} s)" if "insert_s" in r else ""
-                )
-                if "cached_graph" in r:
-                    build_s += f" (built {r.get('built_at', 'earlier')}, graph reused)"
-                if "by_ef" in r:
-                    for ef, f in r["by_ef"].items():
-                        out.append(
-                            f"| {int(size):,} | {engine} | M={r['M']}, efC={r['efConstruction']}, "
-                            f"ef={ef} | {f['recall_at_10']:.4f} | {p50_p95(f['latency'])} | "
-                            f"{thread_cpu(engine, f['latency'])} | {build_s} | "
-                            f"{r['memory_mib']:,.0f} MiB |"
-                        )
-                else:
-                    out.append(
-                        f"| {int(size):,} | {engine} | exact | {r['recall_at_10']:.4f} | "
-                        f"{p50_p95(r['latency'])} | {thread_cpu(engine, r['latency'])} | {build_s} "
-                        f"| {r['memory_mib']:,.0f} MiB |"
-                    )
-        lite = next(
-            (
-                r
-                for r in scale["sizes"].get("100000", {}).values()
-                if "insert_s" in r and "memory_mib" in r
-            ),
-            None,
-        )
-        if "1000000" in scale["sizes"] and not any(
-            e.startswith("milvus") for e in scale["sizes"]["1000000"]
-        ):
-            why = (
-                f"at 100,000 vectors ({100_000 * scale.get('dim', 512) * 4 / 2**20:.0f} MiB) it "
-                f"grew the process by {lite['memory_mib']:,.0f} MiB (peak RSS "
-                f"{lite['peak_rss_mib']:,.0f} MiB), so 1M would need roughly ten times that on a "
-                "machine shared with others, and its per-query time grows with the row count"
-                if lite
-                else "its memory and per-query time grow with the row count"
-            )
-            out += [
-                "| 1,000,000 | milvus-lite | | not run in this mode (`--full` runs "
-                f"it): {why} | | | | |"
-            ]
-        out += [
-            "",
-            "Milvus Lite (the `milvus-lite` 3.x package) is a pure-Python engine behind a local "
-            "gRPC server: every search walks all rows in Python to resolve deletes and versions "
-            "before the FAISS index runs (`milvus_lite/search/executor_indexed.py`), so its "
-            "latency grows with the collection whatever the index. It is the local, zero-setup "
-            "default; for latency at scale point `--milvus-uri` at a Milvus server or Zilliz Cloud "
-            "(see the README, section Scale).",
-            "",
-        ]
-    else:
-        out += [f"{MISSING}: {scale.get('error', 'section not run')}", ""]
+    out += scale_section(results.get("scale") or {})
 
     out += [
         "## The app in a browser (`bench/bench_app.py`)",

@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--sizes",
                 "100000",
                 "--engines",
-                "faiss-flat,faiss-hnsw,milvus-hnsw",
+                "faiss-flat,faiss-hnsw,milvus-hnsw,server-hnsw",
                 "--ef",
                 "32,64,128",
                 "--milvus-ef",
@@ -406,12 +406,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             # Milvus Lite at 1M only with --full: at 100K it already holds ~5x the vectors' size in
             # RAM and walks every row in Python per query (see BENCHMARKS.md), so 1M needs ~10+ GB
-            # and hours.
+            # and hours. The real Milvus server runs at both sizes.
             scale += [
                 "--sizes",
                 "100000,1000000",
                 "--engines-for",
-                "1000000=faiss-flat,faiss-hnsw",
+                "1000000=faiss-flat,faiss-hnsw,server-flat,server-hnsw",
                 "--milvus-ef",
                 "64,128",
             ]

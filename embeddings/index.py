@@ -15,7 +15,8 @@ A model's folder in a catalogue (`<catalogue>/models/<model id>/`) holds:
 Writing is in two steps, so a catalogue build can put several models in place at once:
 `stage_model_index` writes a complete folder beside the old one (and fills a new Milvus
 collection for the Milvus backend), `commit_staged` swaps it in under the catalogue's commit
-lock. `write_model_index` does both for one model. Readers take the commit lock shared, so they
+lock (and moves the model's Milvus alias to the new collection: `embeddings.milvus_aliases`).
+`write_model_index` does both for one model. Readers take the commit lock shared, so they
 see the old index or the new one, never half of either; they never repair or write anything.
 
 Loading checks the manifest against the catalogue and the model and says what to rebuild.
@@ -147,7 +148,8 @@ class StagedIndex:
     model_dir: Path
     staging: Path
     manifest: dict
-    milvus: dict = field(default_factory=dict)  # {"uri", "token", "collection"} of a Milvus build
+    #: {"uri", "token", "collection", "alias"} of a Milvus build
+    milvus: dict = field(default_factory=dict)
 
 
 def _check_ids(ids: Sequence[str], vectors: np.ndarray) -> None:
@@ -235,6 +237,7 @@ def _push_to_milvus(
     section = milvus_backend.push_vectors(
         catalogue_dir=catalogue_dir,
         model_id=manifest["model_id"],
+        weights_id=manifest["weights_id"],
         uri=uri,
         token=token,
         ids=list(ids),
@@ -245,7 +248,12 @@ def _push_to_milvus(
         ef_construction=HNSW_EF_CONSTRUCTION,
         ef_search=HNSW_EF_SEARCH,
     )
-    return section, {"uri": uri, "token": token, "collection": section["collection"]}
+    return section, {
+        "uri": uri,
+        "token": token,
+        "collection": section["collection"],
+        "alias": section["alias"],
+    }
 
 
 def _drop_milvus_collection(milvus: dict) -> None:
@@ -273,19 +281,41 @@ def _write_files(
 def commit_staged(staged: StagedIndex) -> None:
     """Swap a staged folder in (callers hold the catalogue's exclusive commit lock).
 
-    For a Milvus build, the collections of this model's earlier builds are dropped afterwards.
+    For a Milvus build, the model's alias moves to the new collection first (readers anywhere
+    switch in one step), then the folder is swapped in (the alias moves back if that fails),
+    then the collections of the builds before the one just replaced are dropped
+    (`embeddings.milvus_aliases`).
     """
-    swap_in(staged.staging, staged.model_dir)
-    if staged.milvus:
-        from embeddings import milvus_backend
+    if not staged.milvus:
+        swap_in(staged.staging, staged.model_dir)
+        return
+    from embeddings import milvus_aliases
 
-        milvus_backend.drop_stale_collections(
-            catalogue_dir=catalogue_dir_of(staged.model_dir),
-            model_id=staged.manifest["model_id"],
-            uri=staged.milvus["uri"],
-            token=staged.milvus["token"],
-            keep=staged.milvus["collection"],
-        )
+    milvus = staged.milvus
+    replaced = _milvus_collection_of(read_manifest(staged.model_dir))
+    before = milvus_aliases.point_alias(
+        milvus["uri"], milvus["token"], milvus["alias"], milvus["collection"]
+    )
+    try:
+        swap_in(staged.staging, staged.model_dir)
+    except BaseException:
+        milvus_aliases.restore_alias(milvus["uri"], milvus["token"], milvus["alias"], before)
+        raise
+    milvus_aliases.retire_collections(
+        catalogue_dir=catalogue_dir_of(staged.model_dir),
+        model_id=staged.manifest["model_id"],
+        uri=milvus["uri"],
+        token=milvus["token"],
+        keep={milvus["collection"], *(name for name in (before, replaced) if name)},
+    )
+
+
+def _milvus_collection_of(manifest: dict | None) -> str | None:
+    """The collection a (replaced) manifest was built with, if it was a Milvus build (in another
+    database, its name matches nothing here: names carry a build stamp)."""
+    if manifest is None or manifest.get("backend") != "milvus":
+        return None
+    return (manifest.get("milvus") or {}).get("collection")
 
 
 def discard_staged(staged: StagedIndex) -> None:

@@ -122,3 +122,23 @@ def chromium():
         instance = browser.launch_chromium(playwright)
         yield instance
         instance.close()
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(tmp_path_factory):
+    """A real Milvus standalone server for the whole session (tests/milvus_server.py): started on
+    first use on free ports with its own folder, reached on 127.0.0.1, stopped at the end. Tests
+    share it; each catalogue's collections carry the catalogue folder's hash, so they never meet.
+
+    When it cannot start, tests that need it fail in CI (`CI=true`) with the reason, and are
+    skipped with the reason elsewhere."""
+    from milvus_server import ServerUnavailable, start_server
+
+    try:
+        server = start_server(tmp_path_factory.mktemp("milvus-server"))
+    except ServerUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"the Milvus server cannot start in CI: {exc}")
+        pytest.skip(f"no Milvus server here: {exc}")
+    yield server.uri
+    server.stop()
