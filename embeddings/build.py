@@ -255,6 +255,7 @@ def index_manifest(catalogue: Catalogue, embedder: Embedder, report: BuildReport
     return {
         "model_id": embedder.id,
         "weights_id": embedder.weights_id,
+        "runtime": embedder.runtime,  # what embedded this run's vectors: numpy, onnx or torch
         "description": embedder.spec.description,
         "has_text": embedder.spec.has_text,
         "catalogue_fingerprint": catalogue.fingerprint,
