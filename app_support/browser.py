@@ -79,8 +79,12 @@ def start_app(
     port: int | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 90.0,
+    python: str | os.PathLike | None = None,
 ) -> AppServer:
-    """Start the app on a free port with `EMBEDDINGS_DATA=data_dir`; return once it answers."""
+    """Start the app on a free port with `EMBEDDINGS_DATA=data_dir`; return once it answers.
+
+    `python`: the interpreter to serve with (default this one), e.g. a torch-free environment's.
+    """
     port = port or free_port()
     log_path = Path(log_path)
     environment = {
@@ -91,7 +95,7 @@ def start_app(
         **(env or {}),
     }
     command = [
-        sys.executable,
+        str(python or sys.executable),
         "-m",
         "streamlit",
         "run",

@@ -4,11 +4,11 @@ Everything here is behind `st.cache_resource`, keyed by what makes it valid (the
 folder and fingerprint, the index manifest's modification time, the model's weights), so a
 rerun reuses it and a rebuild from the Catalogue page is picked up without a restart. Nothing
 returned from these caches is mutated: a `Catalogue` and a `ModelIndex` are read-only, and the
-encoders are used through a lock (one query at a time per model: tokenizers and some torch
-modules are not safe to call from several sessions' threads at once).
+encoders are used through a lock (one query at a time per model, so one session's batch never
+waits behind another's on a few cores).
 
-Importing this module does not import torch: indexes load with FAISS alone, and a model is
-loaded (importing torch when it needs it) only for a text or upload query.
+Serving imports no torch: indexes load with FAISS alone, and a model's ONNX export is loaded
+(ONNX Runtime, `embeddings.models.onnx_loader`) only for a text or upload query.
 """
 
 from __future__ import annotations

@@ -6,16 +6,25 @@ shared machine does not favour either side. `--allocator` adds an A/B of
 `embeddings.runtime.tune_allocator` (forward-only img/s and page faults per image, each in a
 fresh process, since malloc settings are per process).
 
+`--runtimes onnx,torch` measures the same build on ONNX Runtime (the default) and on the torch
+path, `--ahead 0,1` with and without decoding the next chunk during the forward pass (default:
+the build's own choice), in `--rounds` interleaved rounds; the figures of every run and their
+medians go under "runtimes", the ratios under "comparison".
+
     python bench/bench_build.py --source ../shared/datasets/fashion-product-images-small \
         --models pixels,efficientnet-lite0 --items 1280 --work /tmp/bench-build --allocator
+    python bench/bench_build.py --models efficientnet-lite0 --items 1280 --runtimes onnx,torch \
+        --ahead auto,0,1 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -62,23 +71,49 @@ def forward_only(embedder, batches) -> dict:
     }
 
 
-def bench_model(catalogue, model_id: str, *, batch_size: int, workers: int) -> dict:
-    from embeddings.build import build_model_index
+@contextlib.contextmanager
+def decode_ahead(ahead: str):
+    """Force the build's decode-ahead choice ("0" or "1"); "auto" keeps `_decode_ahead`'s."""
+    import embeddings.build as build
+
+    if ahead == "auto":
+        yield
+        return
+    real = build._decode_ahead
+    build._decode_ahead = lambda embedder, workers: int(ahead)
+    try:
+        yield
+    finally:
+        build._decode_ahead = real
+
+
+def bench_model(
+    catalogue,
+    model_id: str,
+    *,
+    batch_size: int,
+    workers: int,
+    runtime: str | None = None,
+    ahead: str = "auto",
+    embedder=None,
+) -> dict:
+    from embeddings.build import _decode_ahead, build_model_index
     from embeddings.models import load_model
 
-    embedder = load_model(model_id)
+    embedder = embedder or load_model(model_id, runtime=runtime)
     batches, prepare_s = prepared_batches(catalogue, embedder, batch_size)
     embedder.embed_prepared(batches[0])  # warm-up: kernel selection, first allocations
-    log(f"{model_id}: forward-only (before)")
+    log(f"{model_id} ({embedder.runtime}, ahead {ahead}): forward-only (before)")
     before = forward_only(embedder, batches)
     log(f"{model_id}: end-to-end build of {len(catalogue):,} items")
     started, cpu = (
         time.perf_counter(),
         time.process_time(),
     )  # process time covers the decode threads
-    report = build_model_index(
-        catalogue, embedder, batch_size=batch_size, workers=workers, force=True
-    )
+    with decode_ahead(ahead):
+        report = build_model_index(
+            catalogue, embedder, batch_size=batch_size, workers=workers, force=True
+        )
     total_s, build_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     log(f"{model_id}: forward-only (after)")
     after = forward_only(embedder, batches)
@@ -86,6 +121,9 @@ def bench_model(catalogue, model_id: str, *, batch_size: int, workers: int) -> d
     forward_cpu = (before["items_per_cpu_s"] + after["items_per_cpu_s"]) / 2
     end_to_end_cpu = report.embedded / build_cpu_s
     return {
+        "runtime": embedder.runtime,
+        "decode_ahead": int(ahead) if ahead != "auto" else _decode_ahead(embedder, workers),
+        "inference_threads": embedder.inference_threads,
         "items": len(catalogue),
         "batch_size": batch_size,
         "decode_workers": workers,
@@ -101,7 +139,63 @@ def bench_model(catalogue, model_id: str, *, batch_size: int, workers: int) -> d
         "end_to_end_items_per_cpu_s": end_to_end_cpu,
         "end_to_end_over_forward_cpu": end_to_end_cpu / forward_cpu,
         "failed": len(report.failed),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def compare_runtimes(
+    catalogue,
+    model_id: str,
+    runtimes: list[str],
+    aheads: list[str],
+    batch_sizes: list[int],
+    rounds: int,
+    workers: int,
+) -> dict:
+    """Every (runtime, ahead, batch size) variant `rounds` times, interleaved; medians, ratios."""
+    from embeddings.models import load_model
+
+    embedders = {runtime: load_model(model_id, runtime=runtime) for runtime in runtimes}
+    variants = [
+        (runtime, ahead, batch) for runtime in runtimes for ahead in aheads for batch in batch_sizes
+    ]
+    runs: dict[str, list[dict]] = {f"{r}/ahead-{a}/batch-{b}": [] for r, a, b in variants}
+    for number in range(rounds):
+        for runtime, ahead, batch in variants:
+            log(
+                f"round {number + 1}/{rounds}: {model_id} on {runtime}, ahead {ahead}, "
+                f"batch {batch}"
+            )
+            runs[f"{runtime}/ahead-{ahead}/batch-{batch}"].append(
+                bench_model(
+                    catalogue,
+                    model_id,
+                    runtime=runtime,
+                    ahead=ahead,
+                    embedder=embedders[runtime],
+                    batch_size=batch,
+                    workers=workers,
+                )
+            )
+    keys = (
+        "end_to_end_items_per_s",
+        "forward_only_items_per_s",
+        "end_to_end_over_forward",
+        "end_to_end_items_per_cpu_s",
+        "forward_only_items_per_cpu_s",
+    )
+    medians = {
+        name: {key: statistics.median(run[key] for run in done) for key in keys}
+        for name, done in runs.items()
+    }
+    comparison = {}
+    baseline = next((name for name in medians if name.startswith("torch/")), None)
+    for name, median in medians.items():
+        if name.startswith("onnx/") and baseline:
+            for key in ("end_to_end_items_per_s", "end_to_end_items_per_cpu_s"):
+                comparison[f"{name} over {baseline}: {key}"] = median[key] / medians[baseline][key]
+        comparison[f"{name}: end-to-end over forward-only"] = median["end_to_end_over_forward"]
+    return {"runs": runs, "medians": medians, "comparison": comparison}
 
 
 def allocator_probe(catalogue_dir: str, model_id: str, batch_size: int) -> dict:
@@ -112,7 +206,7 @@ def allocator_probe(catalogue_dir: str, model_id: str, batch_size: int) -> dict:
     from embeddings.runtime import _tuned
 
     catalogue = Catalogue.open(catalogue_dir)
-    embedder = load_model(model_id)
+    embedder = load_model(model_id, runtime="torch")  # the allocator fix is for torch's heap
     batches, _ = prepared_batches(catalogue, embedder, batch_size)
     embedder.embed_prepared(batches[0])
     runs = [forward_only(embedder, batches) for _ in range(2)]
@@ -181,6 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allocator", action="store_true", help="also A/B the allocator tuning")
     parser.add_argument("--allocator-model", default="efficientnet-lite0")
     parser.add_argument("--allocator-rounds", type=int, default=2)
+    parser.add_argument(
+        "--runtimes", help="compare runtimes, e.g. onnx,torch (default: the build's own)"
+    )
+    parser.add_argument(
+        "--ahead", default="auto", help="decode-ahead variants to compare: auto, 0, 1 (e.g. 0,1)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of --runtimes")
+    parser.add_argument(
+        "--batch-sizes", help="batch sizes to compare with --runtimes (default: --batch-size)"
+    )
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
@@ -199,6 +303,17 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.work) / f"build-{size}"
             log(f"catalogue of {size:,} products in {out}")
             catalogues[size] = create_catalogue(args.source, out, limit=size)
+        if args.runtimes and model_id != "pixels":
+            result.setdefault("runtimes", {})[model_id] = compare_runtimes(
+                catalogues[size],
+                model_id,
+                args.runtimes.split(","),
+                args.ahead.split(","),
+                [int(b) for b in (args.batch_sizes or str(args.batch_size)).split(",")],
+                args.rounds,
+                args.workers,
+            )
+            continue
         result["models"][model_id] = bench_model(
             catalogues[size], model_id, batch_size=args.batch_size, workers=args.workers
         )

@@ -92,17 +92,15 @@ def _load_and_prepare(embedder: Embedder, catalogue: Catalogue, item_id: str):
 def _decode_ahead(embedder: Embedder, workers: int) -> int:
     """How many chunks to decode while the model runs: 1 when there are cores to spare, else 0.
 
-    A torch model already uses every core for its forward pass (intra-op threads); decoding
-    threads running at the same time preempt them, and each preempted thread stalls the others
-    at the next synchronisation point. Measured on 2 cores with EfficientNet-Lite0
-    (bench/bench_build.py): decoding overlapped with the forward pass reached 78% of the
-    forward-only speed; decoding each chunk with all threads between forward passes, 89%.
+    A model that keeps every core busy in its forward pass (torch's or ONNX Runtime's intra-op
+    threads, `Embedder.inference_threads`) is slowed down by decoding threads running at the
+    same time: each preempted thread stalls the others at the next synchronisation point.
+    Measured on 2 cores with EfficientNet-Lite0 (bench/bench_build.py, BENCHMARKS.md): on
+    torch, decoding overlapped with the forward pass reached 78% of the forward-only speed and
+    decoding each chunk with all threads between forward passes 89%.
     """
-    if not embedder.spec.needs_torch:
-        return 1
-    import torch  # already imported: the model is a torch model
-
-    return 1 if workers + torch.get_num_threads() <= (os.cpu_count() or 1) else 0
+    threads = embedder.inference_threads
+    return 1 if workers + threads <= (os.cpu_count() or 1) else 0
 
 
 def _prefetch(
@@ -257,6 +255,7 @@ def index_manifest(catalogue: Catalogue, embedder: Embedder, report: BuildReport
     return {
         "model_id": embedder.id,
         "weights_id": embedder.weights_id,
+        "runtime": embedder.runtime,  # what embedded this run's vectors: numpy, onnx or torch
         "description": embedder.spec.description,
         "has_text": embedder.spec.has_text,
         "catalogue_fingerprint": catalogue.fingerprint,

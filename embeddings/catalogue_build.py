@@ -269,7 +269,9 @@ def _build_model_steps(
         staged.bridge = _fit_bridge_from_index(catalogue, model_id, request, say, staged.outcome)
         return
     say(BuildEvent("load", model_id, message=f"loading {model_id}"))
-    embedder = load_model(model_id, **options)
+    embedder = load_model(
+        model_id, messages=lambda line: say(BuildEvent("load", model_id, message=line)), **options
+    )
     embedded = embed_catalogue(
         catalogue,
         embedder,

@@ -1,4 +1,4 @@
-"""`python -m embeddings build|search|evaluate|bridge|models|catalogues`.
+"""`python -m embeddings build|search|evaluate|bridge|export|models|catalogues`.
 
 The top of the core: it parses options, calls the core and prints; nothing in the core imports
 it. Every command prints for people by default; `search --json` and `evaluate --json` print
@@ -175,6 +175,7 @@ def parser() -> argparse.ArgumentParser:
     bridge.add_argument(
         "--force", action="store_true", help="retrain even a bridge that is up to date"
     )
+    _export_parser(commands)
     commands.add_parser("models", help="list the model zoo")
     catalogues = commands.add_parser("catalogues", help="list the catalogues in the data folder")
     catalogues.add_argument("--data", help="data folder (default: $EMBEDDINGS_DATA or data/)")
@@ -493,7 +494,51 @@ def cmd_catalogues(args) -> int:
     return 0
 
 
+# -- export -------------------------------------------------------------------------------------
+def _export_parser(commands) -> None:
+    export = commands.add_parser(
+        "export",
+        help="export models to ONNX ahead of time (what a server without torch needs)",
+    )
+    _models_option(
+        export,
+        required=True,
+        help_text="comma-separated model ids (their exports go to $EMBEDDINGS_MODELS)",
+    )
+    export.add_argument("--weights", action="append", metavar="MODEL=PATH")
+    export.add_argument(
+        "--bridges",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also export the text bridges' sentence encoder (all-MiniLM-L6-v2)",
+    )
+
+
+def cmd_export(args) -> int:
+    """Make (or check) the ONNX export of each model: a server with these exports in its
+    `$EMBEDDINGS_MODELS` answers every query without torch."""
+    from embeddings.bridge.sentences import TEXT_MODEL_ID, sentence_encoder
+    from embeddings.models import get_spec, load_model
+
+    options = _weights(args.weights)
+    for model_id in args.models:
+        if not get_spec(model_id).onnx:
+            print(f"[{model_id}] runs on numpy: nothing to export")
+            continue
+        export = load_model(model_id, **options.get(model_id, {})).export
+        drift = ", ".join(
+            f"{part} cosine >= {value['min_cosine']:.7f}"
+            for part, value in export.manifest["drift"].items()
+        )
+        print(f"[{model_id}] {export.folder} ({drift})")
+    if args.bridges:
+        encoder = sentence_encoder()
+        print(f"[{TEXT_MODEL_ID}] {encoder.session.path.parent}")
+    return 0
+
+
 COMMANDS = {
+    "export": cmd_export,
     "build": cmd_build,
     "search": cmd_search,
     "evaluate": cmd_evaluate,

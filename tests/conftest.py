@@ -62,6 +62,16 @@ def make_product_folder(root: Path, variants: int = 4) -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_models_home(tmp_path_factory) -> Path:
+    """The ONNX exports of this test session: a fresh folder (so the export path runs for real
+    and the user's cache is untouched), or `$EMBEDDINGS_TEST_MODELS` to reuse one between runs.
+    Set in the environment, so app servers and subprocesses the tests start use it too."""
+    folder = os.environ.get("EMBEDDINGS_TEST_MODELS") or str(tmp_path_factory.mktemp("onnx"))
+    os.environ["EMBEDDINGS_MODELS"] = folder
+    return Path(folder)
+
+
 @pytest.fixture(scope="session")
 def product_folder(tmp_path_factory) -> Path:
     """48 synthetic product images: 4 colours (folder label) x 3 shapes (sidecar label) x 4."""

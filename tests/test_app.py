@@ -352,36 +352,62 @@ def test_item_queries_load_each_index_once_per_process(shop, built_catalogue, mo
     assert sorted(calls) == ["efficientnet-lite0", "pixels"]
 
 
-def test_browsing_and_item_queries_do_not_import_torch(built_catalogue):
-    """In a fresh interpreter: browsing and item queries leave torch unimported; an upload
-    query (efficientnet-lite0 must embed it) imports it, which shows the check can fail."""
+@pytest.fixture(scope="module")
+def bridged_shop(built_catalogue, tmp_path_factory) -> Path:
+    """The data folder of a copy of the synthetic shop with an efficientnet-lite0 text bridge."""
+    import shutil
+
+    from embeddings.bridge import train_bridge_for_catalogue
+
+    data = tmp_path_factory.mktemp("bridged") / "data"
+    shutil.copytree(built_catalogue.directory, data / "shop")
+    train_bridge_for_catalogue(Catalogue.open(data / "shop"), "efficientnet-lite0")
+    return data
+
+
+def test_serving_every_query_imports_no_torch(bridged_shop):
+    """In a fresh interpreter: browsing, an item query, a text query (through the bridge's
+    ONNX sentence encoder) and an upload (efficientnet-lite0 on ONNX Runtime) leave torch
+    unimported. The same upload on the torch runtime imports it: the check can fail."""
     script = textwrap.dedent(f"""
-        import io, json, sys
+        import io, json, os, sys
+        import streamlit as st
         from streamlit.testing.v1 import AppTest
         from PIL import Image
+        def grids(at):
+            found = {{}}
+            for element in at.get("bidi_component"):
+                data = json.loads(element.proto.json)
+                found[data["model"]] = data
+            return found
+        def answered(at, query):
+            return {{m: len(g["tiles"]) for m, g in grids(at).items() if g["query"] == query}}
         at = AppTest.from_file({APP!r}, default_timeout=300)
         at.run()
         at.button(key="random").click().run()
         at.query_params["item"] = "green/square_1"
         at.run()
-        grids = [json.loads(e.proto.json) for e in at.get("bidi_component")]
-        item_grids = sum(1 for g in grids if g["model"] != "browse" \
-and g["query"] == "green/square_1"
-                         and len(g["tiles"]) == 10 \
-and all(t["score"] is not None for t in g["tiles"]))
+        item = answered(at, "green/square_1")
         after_items = "torch" in sys.modules
+        at.text_input(key="w_text").set_value("red circle product")
+        at.button(key="FormSubmitter:text_query-Search").click().run()
+        text = [t["id"] for t in grids(at)["efficientnet-lite0"]["tiles"]]
+        after_text = "torch" in sys.modules
         buffer = io.BytesIO(); Image.new("RGB", (60, 80), (200, 30, 30)).save(buffer, format="PNG")
         at.file_uploader(key="w_upload").upload("red.png", buffer.getvalue(), "image/png").run()
-        print(json.dumps({{"after_items": after_items, "item_grids": item_grids,
-                           "after_upload": "torch" in sys.modules, \
-"errors": [str(e.value) for e in at.error],
-                           "exception": [str(e.value) for e in at.exception]}}))
+        upload = answered(at, "red.png")
+        after_upload = "torch" in sys.modules
+        problems = [str(e.value) for e in list(at.error) + list(at.exception)]
+        os.environ["EMBEDDINGS_RUNTIME"] = "torch"
+        st.cache_resource.clear()
+        at.file_uploader(key="w_upload").upload("red2.png", buffer.getvalue(), "image/png").run()
+        print(json.dumps({{"item": item, "text": text, "upload": upload, "problems": problems,
+                           "after_items": after_items, "after_text": after_text,
+                           "after_upload": after_upload,
+                           "torch_runtime_upload": "torch" in sys.modules}}))
     """)
-    env = {
-        **os.environ,
-        "EMBEDDINGS_DATA": str(built_catalogue.directory.parent),
-        "PYTHONPATH": str(REPO),
-    }
+    env = {**os.environ, "EMBEDDINGS_DATA": str(bridged_shop), "PYTHONPATH": str(REPO)}
+    env.pop("EMBEDDINGS_RUNTIME", None)
     done = subprocess.run(
         [sys.executable, "-c", script],
         cwd=REPO,
@@ -392,10 +418,17 @@ and all(t["score"] is not None for t in g["tiles"]))
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["exception"] == [] and report["errors"] == []
-    assert report["item_grids"] == 2  # both models answered the item query
+    assert report["problems"] == []
+    assert {m: n for m, n in report["item"].items() if m != "browse"} == {
+        "pixels": 10,
+        "efficientnet-lite0": 10,
+    }  # both models answered
+    assert len(report["text"]) == 10  # efficientnet-lite0 answered through its bridge
+    assert report["upload"] == {"pixels": 10, "efficientnet-lite0": 10}
     assert report["after_items"] is False
-    assert report["after_upload"] is True
+    assert report["after_text"] is False
+    assert report["after_upload"] is False
+    assert report["torch_runtime_upload"] is True
 
 
 # -- Catalogue page --------------------------------------------------------------------------

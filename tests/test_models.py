@@ -64,12 +64,14 @@ def test_efficientnet_lite0_real_weights_separate_colours():
     np.testing.assert_allclose(model.encode_images(IMAGES[:1])[0], vectors[0], atol=1e-4)
 
 
+@pytest.mark.slow  # exports a ResNet-50 to ONNX (about 20 s on 2 busy cores)
 def test_resnet50_loads_a_state_dict(tmp_path):
     model = load_model("resnet50", weights=make_resnet50_state_dict(tmp_path / "r50.pth"))
     assert model.weights_id.startswith("sha256:")  # identified by its bytes, not its name
     assert_unit_rows(model.encode_images(IMAGES), 3, 2048)
 
 
+@pytest.mark.slow  # exports a ResNet-50 to ONNX
 def test_simclr_converter_and_loader_on_a_bolts_style_checkpoint(tmp_path):
     from embeddings.models.torchvision_cnn import simclr_state_to_torchvision
 

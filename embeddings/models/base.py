@@ -24,6 +24,7 @@ class ModelSpec:
     has_text: bool
     needs_torch: bool = True
     weights_env: str | None = None  # an environment variable that names other weights
+    onnx: bool = False  # runs on ONNX Runtime by default (exported from its torch loader)
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
@@ -42,6 +43,7 @@ class Embedder(ABC):
     """
 
     spec: ModelSpec
+    runtime: str = "numpy"  # what runs the model: "numpy", "onnx" or "torch"
 
     @property
     def id(self) -> str:
@@ -54,6 +56,11 @@ class Embedder(ABC):
     @property
     def weights_id(self) -> str:
         return self.spec.weights_id
+
+    @property
+    def inference_threads(self) -> int:
+        """Threads `embed_prepared` keeps busy besides the caller's (0: none; numpy models)."""
+        return 0
 
     @abstractmethod
     def prepare(self, image: Image.Image) -> Any:

@@ -20,10 +20,20 @@ DEFAULT_NAME = "clip-ViT-B-32"
 
 
 class ClipEmbedder(Embedder):
+    """CLIP on torch through sentence-transformers (the ONNX path's reference and exporter)."""
+
+    runtime = "torch"
+
     def __init__(self, model, spec):
         tune_allocator()
         self.model = model
         self.spec = spec
+
+    @property
+    def inference_threads(self) -> int:
+        import torch
+
+        return torch.get_num_threads()
 
     def prepare(self, image: Image.Image) -> Image.Image:
         return image  # sentence-transformers' CLIP processor resizes and normalises per batch

@@ -7,29 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from embeddings.errors import ModelLoadError
 from embeddings.models.base import Embedder, ModelSpec
+from embeddings.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, pad_square
 from embeddings.runtime import tune_allocator
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def fit_square(image: Image.Image, size: int) -> Image.Image:
-    """Pad to a square with white, then resize: the whole product stays in view.
-
-    A centre crop (torchvision's default) cuts the top and bottom off tall product photos
-    such as the fashion set's 60x80 images; padding keeps them, on the white they were shot on.
-    """
-    return ImageOps.pad(
-        image, (size, size), method=Image.Resampling.BILINEAR, color=(255, 255, 255)
-    )
 
 
 class TorchCNNEmbedder(Embedder):
-    """A CNN whose forward pass returns pooled features (n, dim)."""
+    """A CNN whose forward pass returns pooled features (n, dim); `prepare` is the `pad_square`
+    recipe its ONNX export also uses (`embeddings.models.preprocess`)."""
+
+    runtime = "torch"
 
     def __init__(
         self,
@@ -43,14 +33,18 @@ class TorchCNNEmbedder(Embedder):
         tune_allocator()
         self.spec = spec
         self.size = size
+        self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
         self._mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
         self._std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
         # channels_last lets oneDNN pick its fastest convolution kernels on CPU.
         self.network = network.eval().to(memory_format=torch.channels_last)
 
+    @property
+    def inference_threads(self) -> int:
+        return torch.get_num_threads()
+
     def prepare(self, image: Image.Image) -> np.ndarray:
-        pixels = np.asarray(fit_square(image, self.size), dtype=np.float32) / 255.0
-        return (pixels.transpose(2, 0, 1) - self._mean) / self._std
+        return pad_square(image, size=self.size, mean=self._mean, std=self._std)
 
     @torch.inference_mode()
     def embed_prepared(self, batch: Sequence[np.ndarray]) -> np.ndarray:

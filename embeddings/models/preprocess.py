@@ -1,0 +1,108 @@
+"""Image preprocessing in numpy and PIL alone, as an export's `preprocess.json` describes it.
+
+Two recipes, each the one its torch path uses (so ONNX and torch see the same pixels):
+
+- `pad_square` (the CNNs): pad to a white square, resize to `size` (bilinear), divide by 255,
+  subtract `mean` and divide by `std` per channel.
+- `resize_crop` (CLIP, as its image processor does): resize the shortest edge to
+  `shortest_edge` (bicubic; the other edge is `int(shortest_edge * long / short)`), crop the
+  centre (`crop` = [height, width], top-left at `int((size - crop) / 2)`), scale by `rescale`,
+  normalise with `mean`/`std`.
+
+Both return a float32 (3, H, W) array (NCHW once batched). No torch, no transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from embeddings.errors import ModelLoadError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+Prepare = Callable[[Image.Image], np.ndarray]
+
+
+def fit_square(image: Image.Image, size: int) -> Image.Image:
+    """Pad to a square with white, then resize: the whole product stays in view.
+
+    A centre crop (torchvision's default) cuts the top and bottom off tall product photos
+    such as the fashion set's 60x80 images; padding keeps them, on the white they were shot on.
+    """
+    return ImageOps.pad(
+        image, (size, size), method=Image.Resampling.BILINEAR, color=(255, 255, 255)
+    )
+
+
+def _channels(values: Sequence[float]) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32).reshape(3, 1, 1)
+
+
+def pad_square(image: Image.Image, *, size: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The CNN recipe: `fit_square`, then (pixels / 255 - mean) / std, as (3, size, size)."""
+    pixels = np.asarray(fit_square(image, size), dtype=np.float32) / 255.0
+    return (pixels.transpose(2, 0, 1) - mean) / std
+
+
+def resize_crop(
+    image: Image.Image,
+    *,
+    shortest_edge: int,
+    crop: tuple[int, int],
+    mean: np.ndarray,
+    std: np.ndarray,
+    scale: float,
+    resample: Image.Resampling = Image.Resampling.BICUBIC,
+) -> np.ndarray:
+    """The CLIP recipe: shortest edge to `shortest_edge`, centre crop, rescale, normalise."""
+    width, height = image.size
+    if width <= height:
+        size = (shortest_edge, int(shortest_edge * height / width))
+    else:
+        size = (int(shortest_edge * width / height), shortest_edge)
+    if size != image.size:
+        image = image.resize(size, resample)
+    crop_height, crop_width = crop
+    if crop_width > size[0] or crop_height > size[1]:  # smaller than the crop: pad with black
+        canvas = Image.new("RGB", (max(crop_width, size[0]), max(crop_height, size[1])))
+        canvas.paste(image, (max(0, crop_width - size[0]) // 2, max(0, crop_height - size[1]) // 2))
+        image, size = canvas, canvas.size
+    top, left = int((size[1] - crop_height) / 2.0), int((size[0] - crop_width) / 2.0)
+    pixels = np.asarray(image, dtype=np.float32)[top : top + crop_height, left : left + crop_width]
+    return (pixels.transpose(2, 0, 1) * np.float32(scale) - mean) / std
+
+
+def image_recipe(settings: Mapping) -> Prepare:
+    """The `prepare` function an export's image settings describe (see the module docstring).
+
+    Raises `ModelLoadError` for settings it does not know (an export made by a newer version).
+    """
+    kind = settings.get("kind")
+    try:
+        mean, std = _channels(settings["mean"]), _channels(settings["std"])
+        if kind == "pad_square":
+            return partial(pad_square, size=int(settings["size"]), mean=mean, std=std)
+        if kind == "resize_crop":
+            return partial(
+                resize_crop,
+                shortest_edge=int(settings["shortest_edge"]),
+                crop=(int(settings["crop"][0]), int(settings["crop"][1])),
+                mean=mean,
+                std=std,
+                scale=float(settings["rescale"]),
+                resample=RESAMPLE[settings.get("resample", "bicubic")],
+            )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ModelLoadError(
+            f"image preprocessing settings {dict(settings)} are invalid: {exc}"
+        ) from exc
+    raise ModelLoadError(f"unknown image preprocessing {kind!r} (an export from a newer version?)")

@@ -1,0 +1,189 @@
+"""Serving without torch (issue 10): the app in an environment made from deploy/requirements.txt
+alone, where `import torch` fails, answers item, text and upload queries in a real browser.
+
+The environment is a virtualenv made with `python -m venv` and `pip install -r
+deploy/requirements.txt`, kept under `$EMBEDDINGS_TEST_CACHE` (default: the system's temp
+folder) keyed by a hash of that file and the Python version, so only a changed file rebuilds it.
+The catalogue (a sample of the shared fashion set, else the synthetic shop) and the ONNX exports
+of efficientnet-lite0 and the bridges' sentence encoder are made here with the main environment
+(torch exports them); the server runs on the torch-free interpreter. Where it cannot run (no
+Chromium, no package index) it skips, except in CI (`CI=true`), where it fails.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SHARED_FASHION, make_product_folder, require_browser
+
+from app_support import browser
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+DEPLOY_REQUIREMENTS = REPO / "deploy" / "requirements.txt"
+MODELS = ["pixels", "efficientnet-lite0"]
+SAMPLE = 300
+
+
+def cannot_run(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"the torch-free serving test cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+def serving_environment() -> Path:
+    """The torch-free environment's python, made once per version of deploy/requirements.txt."""
+    key = hashlib.sha256(
+        DEPLOY_REQUIREMENTS.read_bytes() + platform.python_version().encode()
+    ).hexdigest()[:16]
+    root = Path(os.environ.get("EMBEDDINGS_TEST_CACHE") or tempfile.gettempdir())
+    root = root / "embeddings-test-cache"
+    root.mkdir(parents=True, exist_ok=True)
+    venv = root / f"serving-venv-{key}"
+    with open(root / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test run may be making it right now
+        if not (venv / "complete").is_file():
+            _make_environment(venv)
+    return venv / "bin" / "python"
+
+
+def _make_environment(venv: Path) -> None:
+    staging = venv.with_name(f".{venv.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(staging)], check=True, timeout=300)
+    done = subprocess.run(
+        [
+            str(staging / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            str(DEPLOY_REQUIREMENTS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        cannot_run(f"pip could not install {DEPLOY_REQUIREMENTS}: {done.stderr[-1500:]}")
+    (staging / "complete").write_text(DEPLOY_REQUIREMENTS.read_text())
+    os.replace(staging, venv)
+
+
+@pytest.fixture(scope="module")
+def torch_free_python() -> Path:
+    require_browser()
+    return serving_environment()
+
+
+@pytest.fixture(scope="module")
+def served_catalogue(tmp_path_factory, torch_free_python):
+    """(data folder, catalogue): pixels, efficientnet-lite0 and its text bridge, built and
+    exported to ONNX with the main environment."""
+    from embeddings.bridge import train_bridge_for_catalogue
+    from embeddings.build import build_model_index
+    from embeddings.catalog import create_catalogue
+    from embeddings.models import load_model
+
+    root = tmp_path_factory.mktemp("torch-free")
+    if (SHARED_FASHION / "styles.csv").is_file():
+        catalogue = create_catalogue(
+            str(SHARED_FASHION), root / "data" / "fashion", limit=SAMPLE, seed=2
+        )
+    else:
+        catalogue = create_catalogue(
+            str(make_product_folder(root / "shop")), root / "data" / "shop"
+        )
+    for model_id in MODELS:
+        build_model_index(catalogue, load_model(model_id))
+    train_bridge_for_catalogue(catalogue, "efficientnet-lite0")
+    return root / "data", catalogue
+
+
+@pytest.fixture(scope="module")
+def server(served_catalogue, torch_free_python, tmp_path_factory):
+    data, _ = served_catalogue
+    app = browser.start_app(
+        data,
+        log_path=tmp_path_factory.mktemp("logs") / "streamlit.log",
+        python=torch_free_python,
+        timeout=180,
+    )
+    yield app
+    app.stop()
+    assert "Traceback" not in app.log(), app.log()[-4000:]
+
+
+@pytest.fixture
+def page(chromium):
+    context = chromium.new_context(viewport={"width": 1440, "height": 1000})
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+def test_the_serving_environment_has_no_torch(torch_free_python):
+    done = subprocess.run(
+        [str(torch_free_python), "-c", "import torch"], capture_output=True, text=True
+    )
+    assert done.returncode != 0 and "No module named 'torch'" in done.stderr
+    present = subprocess.run(
+        [str(torch_free_python), "-c", "import onnxruntime, tokenizers, faiss, streamlit"],
+        capture_output=True,
+        text=True,
+    )
+    assert present.returncode == 0, present.stderr
+
+
+def open_app(page, server, catalogue, **params) -> None:
+    query = "&".join(
+        f"{k}={v}"
+        for k, v in {"catalog": catalogue.name, "models": ",".join(MODELS), **params}.items()
+    )
+    page.goto(f"{server.url}/?{query}")
+    page.wait_for_selector(
+        browser.grid_selector("browse") + " a.tile", state="attached", timeout=120_000
+    )
+
+
+def test_item_text_and_upload_queries_without_torch(
+    page, server, served_catalogue, torch_free_python, tmp_path
+):
+    _, catalogue = served_catalogue
+    assert server.process.args[0] == str(torch_free_python)
+    # An item query: both models, from the saved indexes.
+    item = catalogue.ids[5]
+    open_app(page, server, catalogue, item=item)
+    grids = browser.wait_for_results(page, MODELS, query=item, timeout=120)
+    assert all(len(grid["tiles"]) == 10 for grid in grids.values())
+    # A text query: efficientnet-lite0 through its bridge (the ONNX sentence encoder).
+    text = "red shirt" if catalogue.name == "fashion" else "Red circle product"
+    box = page.get_by_label("Describe a product")
+    box.fill(text)
+    box.press("Enter")
+    grids = browser.wait_for_results(page, ["efficientnet-lite0"], query=text, timeout=120)
+    assert len(grids["efficientnet-lite0"]["tiles"]) == 10
+    # An upload: both models embed the photo (efficientnet-lite0 on ONNX Runtime).
+    product = catalogue.ids[17]
+    upload = tmp_path / ("upload" + catalogue.image_path(product).suffix)
+    shutil.copyfile(catalogue.image_path(product), upload)
+    page.locator("input[type=file]").set_input_files(str(upload))
+    grids = browser.wait_for_results(page, MODELS, query=upload.name, timeout=120)
+    for model in MODELS:
+        top_id, top_score = grids[model]["tiles"][0]
+        assert top_id == product and top_score > 0.99, (model, grids[model]["tiles"][:3])
+    log = server.log()
+    assert "Traceback" not in log and "torch" not in log, log[-3000:]
