@@ -14,6 +14,7 @@ commit lock. Readers take the commit lock shared and never write.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -37,8 +38,10 @@ from embeddings.locks import build_lock, commit_lock
 
 MANIFEST_FILE = "manifest.json"
 IDS_FILE = "ids.txt"
-#: What ties an artefact to the index it was computed from.
+#: What ties an artefact to the index it was computed from (with a hash of the whole manifest,
+#: which tells two builds apart even within the same second).
 IDENTITY_KEYS = ("model_id", "weights_id", "dim", "count", "catalogue_fingerprint", "built_at")
+HASH_KEY = "manifest_sha256"
 KINDS = ("maps", "duplicates")
 
 
@@ -66,7 +69,8 @@ def no_progress(step: Step) -> None:
 
 def index_identity(index_manifest: dict) -> dict:
     """The fields of an index manifest an artefact records, to notice a rebuild."""
-    return {key: index_manifest.get(key) for key in IDENTITY_KEYS}
+    digest = hashlib.sha256(json.dumps(index_manifest, sort_keys=True).encode()).hexdigest()
+    return {**{key: index_manifest.get(key) for key in IDENTITY_KEYS}, HASH_KEY: digest}
 
 
 def artefact_dir(catalogue: Catalogue, kind: str, model_id: str) -> Path:
@@ -141,10 +145,10 @@ def check_current(catalogue: Catalogue, kind: str, model_id: str, manifest: dict
     recorded = manifest.get("index") or {}
     current = index_identity(index)
     if recorded != current or current["catalogue_fingerprint"] != catalogue.fingerprint:
-        changed = [k for k in IDENTITY_KEYS if recorded.get(k) != current.get(k)] or ["catalogue"]
+        changed = [k for k in (*IDENTITY_KEYS, HASH_KEY) if recorded.get(k) != current.get(k)]
         raise StaleArtefactError(
             f"the saved {kind} of {model_id!r} were computed from an earlier build of its index "
-            f"({', '.join(changed)} changed); {hint}"
+            f"({', '.join(changed or ['catalogue'])} changed); {hint}"
         )
 
 

@@ -45,8 +45,9 @@ KIND = "duplicates"
 PAIRS_FORMAT = 1
 #: Scores this close below a threshold still meet it (float32 rounding of identical vectors).
 EPS = 1e-5
-#: Products searched per range-search call.
+#: Products searched per range-search call (fewer on Milvus: at most this many bytes of queries).
 QUERY_BATCH = 512
+MILVUS_QUERY_BYTES = 16 * 1024 * 1024
 #: Refuse a threshold that links more pairs than this (memory); raise the threshold instead.
 MAX_PAIRS = 20_000_000
 #: Sampled products whose nearest-neighbour score sets the default threshold.
@@ -92,7 +93,7 @@ class DuplicatePairs:
 # -- searching ---------------------------------------------------------------------------------
 def _faiss_neighbours(index, queries: np.ndarray, radius: float):
     lims, scores, found = index.index.range_search(queries, radius)
-    counts = np.diff(lims)
+    counts = np.diff(lims).astype(np.int64)
     return np.repeat(np.arange(len(queries)), counts), found.astype(np.int64), scores, 0
 
 
@@ -128,15 +129,17 @@ def find_pairs(
     Each pair appears once, first < second. `facts` records the search: backend, seconds,
     queries that hit Milvus's per-query cap. Raises `QueryError` above `MAX_PAIRS` pairs.
     """
-    if not -1.0 <= threshold <= 1.0:
-        raise QueryError(f"a cosine threshold is between -1 and 1 (got {threshold})")
+    check_threshold(threshold)
     say = progress or no_progress
     search = _milvus_neighbours if index.backend == "milvus" else _faiss_neighbours
     radius = float(threshold) - EPS
     total, started = len(index), time.perf_counter()
     parts, found_pairs, capped = [], 0, 0
-    for start in range(0, total, QUERY_BATCH):
-        rows = np.arange(start, min(total, start + QUERY_BATCH), dtype=np.int64)
+    batch = QUERY_BATCH
+    if index.backend == "milvus":  # gRPC messages are capped: send at most 16 MB of queries
+        batch = max(1, min(batch, MILVUS_QUERY_BYTES // (4 * max(1, index.dim))))
+    for start in range(0, total, batch):
+        rows = np.arange(start, min(total, start + batch), dtype=np.int64)
         owners, found, scores, hit_cap = search(index, index.reconstruct_batch(rows), radius)
         capped += hit_cap
         owners = rows[owners]
@@ -163,6 +166,13 @@ def find_pairs(
         "capped_queries": int(capped),
     }
     return first, second, scores, facts
+
+
+def check_threshold(threshold: float) -> float:
+    """A cosine threshold, or a `QueryError` saying what a valid one is."""
+    if not -1.0 <= float(threshold) <= 1.0:
+        raise QueryError(f"a cosine threshold is between -1 and 1 (got {threshold})")
+    return float(threshold)
 
 
 def _unique_pairs(first, second, scores, n: int):
@@ -342,6 +352,8 @@ def find_duplicates(
     """
     from embeddings.search import open_snapshot
 
+    if threshold is not None:
+        check_threshold(threshold)
     catalogue, indexes = open_snapshot(Catalogue.open(catalogue_dir).directory, [model_id])
     index = indexes[model_id]
     if isinstance(index, EmbeddingsError):

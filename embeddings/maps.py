@@ -60,6 +60,7 @@ CHUNK_ROWS = 4_096
 EXAGGERATION_ITER = 250
 MAIN_ITER = 500
 CALLBACK_EVERY = 25
+THREADS_ABOVE = 5_000
 
 
 @dataclass
@@ -123,7 +124,7 @@ def reduced_vectors(
     fit_rows = np.sort(rng.choice(rows, size=min(PCA_FIT_ROWS, len(rows)), replace=False))
     components = min(PCA_DIMS, len(fit_rows))
     say(Step(model_id, "vectors", 0, total, f"fitting a PCA to {components} dimensions"))
-    pca = PCA(components, svd_solver="randomized", random_state=seed)
+    pca = PCA(components, svd_solver="auto", random_state=seed)
     pca.fit(index.reconstruct_batch(fit_rows))
     out = np.empty((total, components), np.float32)
     done = 0
@@ -177,20 +178,26 @@ def project(points: np.ndarray, seed: int, model_id: str, say: ProgressFn) -> np
     affinities = PerplexityBasedNN(
         perplexity=perplexity,
         knn_index=PrecomputedNeighbors(found, distances),
-        n_jobs=max(1, os.cpu_count() or 1),
+        n_jobs=threads_for(len(points)),
         random_state=seed,
     )
     tsne = TSNE(
         n_components=2,
         early_exaggeration_iter=EXAGGERATION_ITER,
         n_iter=MAIN_ITER,
-        n_jobs=max(1, os.cpu_count() or 1),
+        n_jobs=threads_for(len(points)),
         random_state=seed,
         callbacks=callback,
         callbacks_every_iters=CALLBACK_EVERY,
         verbose=False,
     )
     return np.asarray(tsne.fit(points, affinities=affinities), dtype=np.float32)
+
+
+def threads_for(n: int) -> int:
+    """openTSNE's threads: one below `THREADS_ABOVE` points, where a parallel region costs more
+    (tens of milliseconds per iteration on a busy machine) than the work it shares."""
+    return max(1, os.cpu_count() or 1) if n > THREADS_ABOVE else 1
 
 
 def perplexity_for(n: int) -> float:
