@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -53,12 +54,6 @@ BOXED_SHOWN = 60
 CHART_WIDTH = 940
 CHART_HEIGHT = 520
 SEARCH_PAGE = "app_pages/search.py"
-
-# Altair warns when one selection is added to several views, which is exactly what links the
-# maps (the hovered product is ringed on every one): the shared parameter is intended.
-warnings.filterwarnings(
-    "ignore", message="Automatically deduplicated selection parameter", category=UserWarning
-)
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -142,6 +137,8 @@ def drawn_frame(cat: Catalogue, models: tuple, drawn: int, label, filters) -> pd
 
 
 # -- the chart ---------------------------------------------------------------------------------
+#: Selections shared by every map: declared once at the top of the chart with no `views`, so
+#: Vega-Lite applies them to every view (the hovered product is ringed on each map).
 def map_chart(
     frame: pd.DataFrame,
     models: list[str],
@@ -149,9 +146,14 @@ def map_chart(
     marked: list[str],
     label_fields: list[str],
 ) -> alt.HConcatChart:
-    """A view per model over `frame`: coloured points, a ring on the hovered product in every
-    view, a star on `marked` products (the query), a box selection per view (`box{i}`) and a
-    click selection (`pick`)."""
+    """A view per model over the one table `frame`: coloured points, a ring on the hovered
+    product in every view, a diamond on `marked` products (the query), a box selection per view
+    (`box{i}`) and a click selection (`pick`).
+
+    `hover` and `pick` are added to every view's points: Altair lifts them to one parameter
+    listening on all views (and warns that it merged them, which is the point; `chart_ui`
+    silences that warning).
+    """
     hover = alt.selection_point(
         name="hover", fields=["id"], on="pointerover", clear="pointerout", empty=False
     )
@@ -179,7 +181,7 @@ def map_chart(
     for position, model_id in enumerate(models):
         x, y = f"x{position}", f"y{position}"
         base = alt.Chart(frame).transform_filter(f"isValid(datum.{x})")
-        axis = {"axis": None, "scale": alt.Scale(zero=False, nice=False)}
+        axis = {"axis": None, "scale": alt.Scale(zero=False, nice=False, padding=10)}
         points = base.mark_circle(size=size, opacity=0.7).encode(
             x=alt.X(f"{x}:Q", **axis), y=alt.Y(f"{y}:Q", **axis), color=colour, tooltip=tooltip
         )
@@ -194,12 +196,32 @@ def map_chart(
             .mark_point(shape="diamond", size=360, strokeWidth=3, color="#dc2626", filled=False)
             .encode(x=f"{x}:Q", y=f"{y}:Q", tooltip=tooltip)
         )
-        views.append(
-            alt.layer(points.add_params(hover, pick, box), ring, star).properties(
-                title=model_id, width=width, height=CHART_HEIGHT
-            )
+        with _merged_selections_expected():
+            view = alt.layer(points.add_params(hover, pick, box), ring, star)
+        views.append(view.properties(title=model_id, width=width, height=CHART_HEIGHT))
+    with _merged_selections_expected():
+        return alt.hconcat(*views, spacing=18).configure_view(stroke="#e5e7eb")
+
+
+def chart_ui(chart: alt.HConcatChart, views: int) -> None:
+    """Draw the maps; a click or a box reruns the page through `_chart_selected`."""
+    with _merged_selections_expected():
+        st.altair_chart(
+            chart,
+            key="map_chart",
+            on_select=_chart_selected,
+            selection_mode=["pick", *[f"box{i}" for i in range(views)]],
         )
-    return alt.hconcat(*views, spacing=18).configure_view(stroke="#e5e7eb")
+
+
+@contextlib.contextmanager
+def _merged_selections_expected():
+    """Silence Altair's warning that it merged a selection added to several views."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Automatically deduplicated selection parameter", category=UserWarning
+        )
+        yield
 
 
 def point_size(count: int) -> int:
@@ -400,12 +422,7 @@ def map_page(selection: Selection) -> None:
     query = current_query() or {}
     marked = [query["id"]] if query.get("kind") == "item" and query.get("id") in cat else []
     controls[2].caption(drawn_note(cat, frame, len(mapped), selection.filters, marked))
-    st.altair_chart(
-        map_chart(frame, list(found), label, marked, cat.label_fields),
-        key="map_chart",
-        on_select=_chart_selected,
-        selection_mode=["pick", *[f"box{i}" for i in range(len(found))]],
-    )
+    chart_ui(map_chart(frame, list(found), label, marked, cat.label_fields), len(found))
     for result in found.values():
         st.caption(describe_map(result))
     boxed_ui(cat, frame, list(found))
