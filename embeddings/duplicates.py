@@ -38,7 +38,7 @@ from embeddings.derived import (
     writing,
 )
 from embeddings.errors import EmbeddingsError, QueryError
-from embeddings.search import Hit
+from embeddings.search import Hit, open_snapshot
 from embeddings.vector_index import ModelIndex
 
 KIND = "duplicates"
@@ -350,8 +350,6 @@ def find_duplicates(
     Searches at min(threshold, the model's floor) so the saved pairs also serve every threshold
     the app offers; with `save` (and the build lock free) they are saved in the catalogue.
     """
-    from embeddings.search import open_snapshot
-
     if threshold is not None:
         check_threshold(threshold)
     catalogue, indexes = open_snapshot(Catalogue.open(catalogue_dir).directory, [model_id])

@@ -31,6 +31,7 @@ import numpy as np
 from embeddings.catalog import Catalogue, stratified_sample
 from embeddings.derived import (
     ProgressFn,
+    StaleArtefactError,
     Step,
     index_identity,
     load_artefact,
@@ -39,6 +40,7 @@ from embeddings.derived import (
     writing,
 )
 from embeddings.errors import EmbeddingsError, QueryError
+from embeddings.search import built_models, open_snapshot
 from embeddings.vector_index import ModelIndex
 
 KIND = "maps"
@@ -345,8 +347,6 @@ def load_map(catalogue: Catalogue, model_id: str) -> EmbeddingMap:
     manifest, arrays, ids = load_artefact(catalogue, KIND, model_id, ("coords",), hint)
     coords = arrays["coords"]
     if coords.shape != (len(ids), 2) or len(ids) != manifest.get("mapped"):
-        from embeddings.derived import StaleArtefactError
-
         raise StaleArtefactError(
             f"the saved map of {model_id!r} is damaged ({coords.shape} coordinates for "
             f"{len(ids)} ids); {hint}"
@@ -378,8 +378,6 @@ def make_maps(
     model that fails (no index, too few products) is reported in its outcome; the others are
     computed and saved.
     """
-    from embeddings.search import built_models, open_snapshot
-
     catalogue = Catalogue.open(catalogue_dir)
     models = list(models) if models else built_models(catalogue)
     if not models:
