@@ -172,10 +172,14 @@ def find_ui(cat: Catalogue, model_id: str) -> None:
     ):
         return
     try:
-        core.find_duplicates(cat.directory, model_id, progress=PairsProgressUI())
+        found = core.find_duplicates(cat.directory, model_id, progress=PairsProgressUI())
     except EmbeddingsError as exc:
         st.error(escape_markdown(str(exc)))
         return
+    if found.not_saved:
+        st.session_state["flash_warning"] = (
+            f"The {model_id} pairs were found but not saved: {found.not_saved}"
+        )
     st.rerun()
 
 

@@ -607,7 +607,7 @@ def cmd_duplicates(args) -> int:
     get_spec(args.model)
     printer = StepPrinter()
     try:
-        groups, pairs, threshold = find_duplicates(
+        found = find_duplicates(
             resolve_catalog_dir(args.catalog),
             args.model,
             args.threshold,
@@ -616,6 +616,9 @@ def cmd_duplicates(args) -> int:
         )
     finally:
         printer.close()
+    groups, pairs, threshold = found.groups, found.pairs, found.threshold
+    if found.not_saved:
+        print(f"[{args.model}] the pairs were not saved: {found.not_saved}", file=sys.stderr)
     if args.json:
         print(json.dumps([{"ids": g.ids, "min_score": round(g.min_score, 6)} for g in groups]))
         return 0

@@ -37,7 +37,7 @@ from embeddings.derived import (
     save_artefact,
     writing,
 )
-from embeddings.errors import EmbeddingsError, QueryError
+from embeddings.errors import EmbeddingsError, QueryError, describe_os_error
 from embeddings.search import Hit, open_snapshot
 from embeddings.vector_index import ModelIndex
 
@@ -337,6 +337,17 @@ def load_pairs(catalogue: Catalogue, model_id: str) -> DuplicatePairs:
     )
 
 
+@dataclass
+class DuplicateSearch:
+    """What `find_duplicates` found: the groups at `threshold`, every pair at the floor, and why
+    the pairs were not saved (None when they were, or when saving was not asked)."""
+
+    groups: list[DuplicateGroup]
+    pairs: DuplicatePairs
+    threshold: float
+    not_saved: str | None = None
+
+
 def find_duplicates(
     catalogue_dir,
     model_id: str,
@@ -344,11 +355,13 @@ def find_duplicates(
     *,
     save: bool = True,
     progress: ProgressFn | None = None,
-) -> tuple[list[DuplicateGroup], DuplicatePairs, float]:
-    """(groups, pairs, threshold used) for one model: the CLI's and the app's one path.
+) -> DuplicateSearch:
+    """One model's near-duplicates: the CLI's and the app's one path.
 
     Searches at min(threshold, the model's floor) so the saved pairs also serve every threshold
-    the app offers; with `save` (and the build lock free) they are saved in the catalogue.
+    the app offers. With `save` they are then saved in the catalogue; when that cannot be done
+    (a build holds the catalogue, a read-only folder) the groups are still returned, with the
+    reason in `not_saved`: an hour of search on a large catalogue is never thrown away.
     """
     if threshold is not None:
         check_threshold(threshold)
@@ -359,11 +372,15 @@ def find_duplicates(
     thresholds = default_threshold(index)
     threshold = thresholds.default if threshold is None else float(threshold)
     pairs = compute_pairs(index, floor=min(threshold, thresholds.floor), progress=progress)
+    found = DuplicateSearch(pairs.groups(threshold), pairs, threshold)
     if save:
         (progress or no_progress)(Step(model_id, "save", 0, 1, "saving the pairs"))
-        with writing(catalogue):
-            save_pairs(catalogue, pairs)
-    return pairs.groups(threshold), pairs, threshold
+        try:
+            with writing(catalogue):
+                save_pairs(catalogue, pairs)
+        except (EmbeddingsError, OSError) as exc:
+            found.not_saved = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+    return found
 
 
 # -- search results ----------------------------------------------------------------------------

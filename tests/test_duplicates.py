@@ -119,19 +119,17 @@ def test_groups_equal_a_brute_force_computation(planted, model_id):
 
 
 def test_planted_copies_are_found_at_the_default_thresholds(planted):
-    pixels = duplicates.find_duplicates(planted.directory, "pixels", save=False)[0]
+    pixels = duplicates.find_duplicates(planted.directory, "pixels", save=False).groups
     found = [set(g.ids) for g in pixels]
     for planted_group in EXACT + NEAR:  # raw pixels: copies and near-copies, each its own group
         assert planted_group in found, (planted_group, found)
-    cnn, _, threshold = duplicates.find_duplicates(
-        planted.directory, "efficientnet-lite0", save=False
-    )
-    found = [set(g.ids) for g in cnn]
+    cnn = duplicates.find_duplicates(planted.directory, "efficientnet-lite0", save=False)
+    found, threshold = [set(g.ids) for g in cnn.groups], cnn.threshold
     for planted_group in EXACT:
         assert planted_group in found, (planted_group, found)
     # At 1.0 only identical images are grouped, in every model.
     for model_id in ("pixels", "efficientnet-lite0"):
-        exact, _, _ = duplicates.find_duplicates(planted.directory, model_id, 1.0, save=False)
+        exact = duplicates.find_duplicates(planted.directory, model_id, 1.0, save=False).groups
         assert sorted(map(sorted, (set(g.ids) for g in exact))) == sorted(map(sorted, EXACT))
         assert all(g.min_score == pytest.approx(1.0, abs=1e-5) for g in exact)
     assert 0.9 < threshold < 1.0
@@ -181,13 +179,15 @@ def test_the_default_threshold_follows_the_score_distribution():
 def test_saved_pairs_regroup_at_any_threshold_and_go_stale_on_a_rebuild(own_planted):
     with pytest.raises(IndexMissingError, match="python -m embeddings duplicates --catalog"):
         duplicates.load_pairs(own_planted, "pixels")
-    groups, pairs, threshold = duplicates.find_duplicates(own_planted.directory, "pixels")
+    found = duplicates.find_duplicates(own_planted.directory, "pixels")
+    groups, pairs, threshold = found.groups, found.pairs, found.threshold
+    assert found.not_saved is None
     saved = duplicates.load_pairs(Catalogue.open(own_planted.directory), "pixels")
     assert saved.floor == pairs.floor <= threshold
     assert saved.groups(threshold) == groups
     assert (
         saved.groups(1.0)
-        == duplicates.find_duplicates(own_planted.directory, "pixels", 1.0, save=False)[0]
+        == duplicates.find_duplicates(own_planted.directory, "pixels", 1.0, save=False).groups
     )
     with pytest.raises(Exception, match="needs a new search"):
         saved.groups(saved.floor - 0.01)
@@ -307,3 +307,17 @@ def test_distinct_top_k_asks_for_more_until_k_distinct_products():
     assert [f.hit.id for f in folded] == ["copy0", "other1", "other2"]
     assert len(folded[0].similar) == 29
     assert asked == [13, 26, 52]  # 3k (at least k + 10), then doubled until enough
+
+
+def test_a_busy_catalogue_still_gets_its_groups(own_planted):
+    """Saving the pairs needs the build lock; the search does not: its result is never lost."""
+    from embeddings.locks import build_lock
+
+    with build_lock(own_planted.directory):
+        found = duplicates.find_duplicates(own_planted.directory, "pixels")
+        done = cli("duplicates", "--catalog", str(own_planted.directory), "--model", "pixels")
+    assert found.not_saved and "right now" in found.not_saved
+    assert {frozenset(g) for g in EXACT} <= {frozenset(g.ids) for g in found.groups}
+    assert not (own_planted.directory / "duplicates" / "pixels").exists()
+    assert done.returncode == 0 and "red/circle_0" in done.stdout
+    assert "the pairs were not saved" in done.stderr and "right now" in done.stderr
