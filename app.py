@@ -27,6 +27,8 @@ PAGES = {
     "app_pages/search.py": ("Search", ":material/search:", "search"),
     "app_pages/catalogue.py": ("Catalogue", ":material/inventory_2:", "catalogue"),
     "app_pages/compare.py": ("Compare", ":material/monitoring:", "compare"),
+    "app_pages/map.py": ("Map", ":material/scatter_plot:", "map"),
+    "app_pages/duplicates.py": ("Duplicates", ":material/content_copy:", "duplicates"),
 }
 
 page = st.navigation(

@@ -23,7 +23,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from app_support import comparison, resources, sidebar, thumbs, urlstate
+from app_support import comparison, duplicates_ui, resources, sidebar, thumbs, urlstate
 from app_support.sidebar import Selection, current_query, escape_markdown, set_item_query, set_query
 from app_support.tiles import Tile, tile_grid
 from embeddings.catalog import Catalogue
@@ -152,6 +152,7 @@ class Outcome:
     seconds: dict[str, float] = field(default_factory=dict)
     problem: str | None = None  # the query cannot be answered at all
     skipped: list[str] = field(default_factory=list)  # selected models that cannot take this query
+    similar: dict[str, dict[str, int]] = field(default_factory=dict)  # folded near-duplicates
 
 
 def upload_image(query: dict) -> Image.Image:
@@ -346,6 +347,7 @@ def item_tiles(
     agreement: dict[str, int] | None = None,
     label_field: str | None = None,
     query_value: str | None = None,
+    similar: dict[str, int] | None = None,
 ) -> list[Tile]:
     """Tiles for ranked hits (with scores) or plain ids (the browse strip)."""
     tiles = []
@@ -369,6 +371,7 @@ def item_tiles(
                 label=label,
                 match=match,
                 tooltip=_tooltip(table, item_id),
+                similar=(similar or {}).get(item_id, 0),
             )
         )
     return tiles
@@ -496,6 +499,7 @@ def result_columns_ui(
                     agreement=agreement,
                     label_field=label_field,
                     query_value=query_value,
+                    similar=outcome.similar.get(model_id),
                 ),
                 key=f"grid_{model_id}",
                 on_click=_tile_clicked,
@@ -599,7 +603,8 @@ def search_page(selection: Selection) -> None:
     if not selection.models:
         st.warning("Select at least one model in the sidebar.")
         return
-    outcome = run_query(selection, query)
+    outcome = run_query(duplicates_ui.widened(selection), query)
+    duplicates_ui.fold_outcome(selection, query, outcome, run_query)
     if outcome.problem:  # an unknown product, an empty text...: say so, keep the page usable
         st.error(escape_markdown(outcome.problem))
         browse_ui(selection, expanded=True)
@@ -619,6 +624,7 @@ def search_page(selection: Selection) -> None:
             )
     with side_col:
         label_choice_ui(selection, values, query["kind"])
+        duplicates_ui.hide_duplicates_ui()
         comparison_ui(selection, outcome, values)
     if outcome.skipped:
         st.info(

@@ -107,6 +107,8 @@ def _apply_url() -> None:
         _set_state("filter", view.filter)
     if view.label is not None:
         _set_state("label", view.label)
+    if view.dedup is not None:
+        _set_state("dedup", view.dedup)
     if view.item is not None:
         set_item_query(view.item)
     elif view.text is not None:
@@ -352,13 +354,16 @@ def sidebar_ui() -> Selection:
 
 
 def view_params(selection: Selection, page: str) -> dict[str, str]:
-    """The URL parameters of the view shown on `page` ("search", "compare" or "catalogue")."""
+    """The URL parameters of the view shown on `page` ("search", "compare", "catalogue",
+    "map" or "duplicates")."""
     if selection.catalogue is None:
         return {}
     catalog = selection.catalogue.name
     if page == "catalogue":
         return urlstate.encode_view(catalog=catalog)
-    if page == "compare":
+    if page == "duplicates":
+        return urlstate.encode_view(catalog=catalog, models=selection.models)
+    if page in ("compare", "map"):
         return urlstate.encode_view(catalog=catalog, models=selection.models, label=selection.label)
     query = current_query() or {}
     return urlstate.encode_view(
@@ -369,6 +374,7 @@ def view_params(selection: Selection, page: str) -> dict[str, str]:
         label=selection.label,
         item=query.get("id") if query.get("kind") == "item" else None,
         text=query.get("text") if query.get("kind") == "text" else None,
+        dedup=bool(_state("dedup")),
     )
 
 

@@ -32,6 +32,7 @@ class Tile:
     label: str | None = None  # the product's value of the compared label field, e.g. "Tshirts"
     match: bool | None = None
     tooltip: str = ""
+    similar: int = 0  # near-duplicates folded into this tile (Search's "hide near-duplicates")
 
 
 _CSS = """
@@ -55,6 +56,9 @@ a.tile.current { border-color: var(--st-primary-color);
 .agree-badge { position: absolute; right: 4px; top: 4px;
   font: 600 10px/1.4 var(--st-font, sans-serif);
   background: #d97706; color: #fff; border-radius: 6px; padding: 0 5px; }
+.similar-badge { position: absolute; left: 4px; bottom: 4px;
+  font: 600 10px/1.4 var(--st-font, sans-serif);
+  background: #0f766e; color: #fff; border-radius: 6px; padding: 0 5px; }
 .score { display: flex; align-items: center; gap: 5px;
   font: 600 12px/1.3 ui-monospace, SFMono-Regular, Menlo, monospace; }
 .bar { flex: 1; height: 4px; border-radius: 2px; background: rgba(128, 128, 128, .22);
@@ -109,6 +113,12 @@ export default function (component) {
       const badge = element('span', 'agree-badge', '\\u25C6 ' + tile.agree);
       badge.title = 'in the top-k of ' + tile.agree + ' models';
       pic.appendChild(badge);
+    }
+    if (tile.similar > 0) {
+      const folded = element('span', 'similar-badge', '+' + tile.similar + ' similar');
+      folded.title = tile.similar + ' near-duplicate result(s) folded into this one';
+      pic.appendChild(folded);
+      link.dataset.similar = String(tile.similar);
     }
     link.appendChild(pic);
     if (tile.score !== null) {

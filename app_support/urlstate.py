@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 #: Every parameter the app reads or writes, in the order it writes them.
-PARAMS = ("catalog", "models", "k", "filter", "label", "item", "text")
+PARAMS = ("catalog", "models", "k", "filter", "label", "item", "text", "dedup")
 
 #: URL parameters are refused above this length (a text query has its own, smaller, limit).
 MAX_PARAM_CHARS = 4000
@@ -38,6 +38,7 @@ class UrlView:
     label: str | None = None  # label field the comparison marks matches on
     item: str | None = None
     text: str | None = None
+    dedup: bool | None = None  # Search hides near-duplicates (dedup=1)
     present: set[str] = field(default_factory=set)  # parameters the URL had (even if invalid)
 
 
@@ -88,6 +89,8 @@ def parse_params(params: Mapping[str, str]) -> tuple[UrlView, list[str]]:
             view.item = value or None
         elif name == "text":
             view.text = raw  # the query text as typed; checked by the core's check_text
+        elif name == "dedup":
+            view.dedup = value.lower() in ("1", "true", "yes", "on")
     if view.item is not None and view.text is not None:
         problems.append("The link has both an item and a text query; the item query is shown.")
         view.text = None
@@ -103,6 +106,7 @@ def encode_view(
     label: str | None = None,
     item: str | None = None,
     text: str | None = None,
+    dedup: bool = False,
 ) -> dict[str, str]:
     """The query parameters for a view, in `PARAMS` order; empty choices are left out."""
     params: dict[str, str] = {}
@@ -121,6 +125,8 @@ def encode_view(
         params["item"] = item
     elif text is not None:
         params["text"] = text
+    if dedup:
+        params["dedup"] = "1"
     return params
 
 

@@ -1,0 +1,224 @@
+"""The Map and Duplicates pages and Search's "hide near-duplicates", through Streamlit's AppTest.
+
+The catalogue is the synthetic shop with planted copies (tests/test_duplicates.py), with
+`pixels` and `efficientnet-lite0`. Hover and clicks on the map itself happen in a browser
+(tests/test_browser_maps.py); here the chart is checked through what the page sends it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from conftest import make_product_folder
+from test_app import grids, make_app, messages, tile_ids, url
+from test_duplicates import EXACT, plant
+
+from app_support.map_ui import boxed_ids
+from embeddings import duplicates
+from embeddings.catalog import Catalogue, create_catalogue
+from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
+from embeddings.maps import load_map, make_maps
+from embeddings.search import open_index
+
+MODELS = ["pixels", "efficientnet-lite0"]
+
+
+@pytest.fixture(scope="module")
+def planted_data(tmp_path_factory) -> Path:
+    """A data folder with the planted catalogue `planted`: both models, no maps, no pairs."""
+    from embeddings.build import build_model_index
+    from embeddings.models import load_model
+
+    root = tmp_path_factory.mktemp("app-maps")
+    shop = plant(make_product_folder(root / "shop"))
+    catalogue = create_catalogue(str(shop), root / "pristine" / "planted")
+    for model_id in MODELS:
+        build_model_index(catalogue, load_model(model_id))
+    return catalogue.directory
+
+
+@pytest.fixture
+def data(planted_data, tmp_path) -> Path:
+    """A fresh copy of the planted catalogue in its own data folder (pages may write to it)."""
+    shutil.copytree(planted_data, tmp_path / "data" / "planted")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def mapped(data) -> Path:
+    """`data` with both models' maps and the `pixels` pairs saved."""
+    outcomes = make_maps(data / "planted", MODELS)
+    assert [o.status for o in outcomes] == ["computed", "computed"]
+    duplicates.find_duplicates(data / "planted", "pixels")
+    return data
+
+
+def chart(at) -> tuple[dict, pd.DataFrame]:
+    """The Map page's Vega-Lite spec and the table it draws (decoded from the Arrow bytes)."""
+    (element,) = [e for e in at.main if getattr(e, "type", "") == "vega_lite_chart"]
+    spec = json.loads(element.proto.spec)
+    (dataset,) = element.proto.datasets
+    table = pa.ipc.open_stream(io.BytesIO(dataset.data.data)).read_all().to_pandas()
+    return spec, table
+
+
+def open_map(data: Path, monkeypatch, **params):
+    at = make_app(data, monkeypatch, catalog="planted", models=",".join(MODELS), **params).run()
+    at.switch_page("app_pages/map.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_map_page_draws_every_model_side_by_side_over_one_table(mapped, monkeypatch):
+    at = open_map(mapped, monkeypatch)
+    spec, table = chart(at)
+    assert [view["title"] for view in spec["hconcat"]] == MODELS
+    catalogue = Catalogue.open(mapped / "planted")
+    assert sorted(table["id"]) == sorted(catalogue.ids)  # 53 products: every one drawn
+    for position, model_id in enumerate(MODELS):
+        saved = load_map(catalogue, model_id)
+        rows = [saved.row_of[i] for i in table["id"]]
+        np.testing.assert_allclose(table[f"x{position}"], saved.coords[rows, 0], rtol=1e-6)
+        np.testing.assert_allclose(table[f"y{position}"], saved.coords[rows, 1], rtol=1e-6)
+    # Hover: a title, a thumbnail (a data URI in the field Vega's tooltip shows as a picture).
+    assert table["image"].str.startswith("data:image/").all()
+    assert set(table["colour"]) == {"blue", "green", "red", "yellow", "copies"}
+    names = {p["name"] for p in spec["params"]}
+    assert {"hover", "pick", "box0", "box1"} <= names
+    hover = next(p for p in spec["params"] if p["name"] == "hover")
+    points = [view["layer"][0]["name"] for view in spec["hconcat"]]
+    assert len(set(points)) == 2 and set(points) <= set(hover["views"])  # one, on both maps
+    captions = messages(at.caption)
+    assert (
+        "all 53 products" in captions and "Keeps" in captions and "nearest neighbours" in captions
+    )
+    assert url(at) == {"catalog": "planted", "models": ",".join(MODELS), "label": "folder"}
+
+
+def test_the_search_query_is_marked_on_every_map(mapped, monkeypatch):
+    at = make_app(mapped, monkeypatch, catalog="planted", item="blue/square_1").run()
+    at.switch_page("app_pages/map.py").run()
+    spec, _ = chart(at)
+    marked = [
+        layer["transform"][-1]["filter"]
+        for view in spec["hconcat"]
+        for layer in view["layer"]
+        if layer.get("mark", {}).get("shape") == "diamond"
+    ]
+    assert marked == [{"field": "id", "oneOf": ["blue/square_1"]}] * 2
+    assert "Red diamond: product blue/square_1" in messages(at.caption)
+
+
+def test_colour_field_and_label_filter(mapped, monkeypatch):
+    at = open_map(mapped, monkeypatch, label="shape", filter="folder:red")
+    _, table = chart(at)
+    assert set(table["folder"]) == {"red"} and len(table) == 12
+    assert set(table["colour"]) == {"circle", "square", "triangle"}
+
+
+def test_without_maps_the_page_computes_them_with_a_progress_bar(data, monkeypatch):
+    at = open_map(data, monkeypatch)
+    assert "has no map yet" in messages(at.info)
+    assert not [e for e in at.main if getattr(e, "type", "") == "vega_lite_chart"]
+    at.button(key="map_compute").click().run()
+    assert not at.exception, at.exception
+    assert (data / "planted" / "maps" / "pixels" / "coords.npy").is_file()
+    spec, table = chart(at)
+    assert len(spec["hconcat"]) == 2 and len(table) == 53
+
+
+def test_a_map_made_stale_by_a_rebuild_is_not_drawn(mapped, monkeypatch):
+    build_catalogue(
+        BuildRequest(
+            out=mapped / "planted",
+            models=["pixels"],
+            bridges=False,
+            index=IndexOptions(force=True),
+        )
+    )
+    at = open_map(mapped, monkeypatch)
+    assert "out of date" in messages(at.warning)
+    spec, _ = chart(at)
+    assert [view["title"] for view in spec["hconcat"]] == ["efficientnet-lite0"]
+
+
+def test_read_only_deployments_say_how_to_compute_maps(data, monkeypatch):
+    monkeypatch.setenv("EMBEDDINGS_READ_ONLY", "1")
+    at = open_map(data, monkeypatch)
+    assert not at.button and "python -m embeddings map --catalog" in messages(at.caption)
+
+
+def test_a_dragged_box_lists_the_products_inside():
+    frame = pd.DataFrame({"id": list("abcd"), "x0": [0.0, 1.0, 2.0, 3.0], "y0": [0, 1, 2, 3.0]})
+    assert boxed_ids(frame, {"x0": [0.5, 2.5], "y0": [2.5, 0.5]}) == ["b", "c"]
+
+
+# -- Duplicates page ---------------------------------------------------------------------------
+def group_grids(at, model_id: str) -> list[list[str]]:
+    """The ids shown in each group's row of thumbnails for `model_id`, in page order."""
+    rows = [json.loads(e.proto.json) for e in at.get("bidi_component")]
+    return [tile_ids(row) for row in rows if row["model"] == f"dup-{model_id}"]
+
+
+def open_duplicates(data: Path, monkeypatch):
+    at = make_app(data, monkeypatch, catalog="planted", models=",".join(MODELS)).run()
+    at.switch_page("app_pages/duplicates.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_duplicates_page_shows_groups_at_each_models_threshold(mapped, monkeypatch):
+    at = open_duplicates(mapped, monkeypatch)
+    saved = duplicates.load_pairs(Catalogue.open(mapped / "planted"), "pixels")
+    slider = at.slider(key="dup_threshold_pixels")
+    assert slider.value == pytest.approx(saved.manifest["default_threshold"])
+    assert slider.min == pytest.approx(saved.floor)
+    groups = saved.groups(slider.value)
+    assert [set(ids) for ids in group_grids(at, "pixels")] == [set(g.ids) for g in groups]
+    assert {frozenset(g) for g in EXACT} <= {frozenset(g.ids) for g in groups}
+    text = messages(at.markdown)
+    count = duplicates.products_in_groups(groups)
+    assert f"{count} products" in text and f"{len(groups)} groups" in text
+    # Sliding to 1.0 keeps the identical images only.
+    at.slider(key="dup_threshold_pixels").set_value(1.0).run()
+    text = messages(at.markdown)
+    assert "5 products" in text and "2 groups" in text
+    assert sorted(map(sorted, group_grids(at, "pixels"))) == sorted(map(sorted, EXACT))
+    # efficientnet-lite0 has no saved pairs yet: a button searches them, with a progress bar.
+    assert "No near-duplicate search has been run with efficientnet-lite0" in messages(at.info)
+    at.button(key="dup_find_efficientnet-lite0").click().run()
+    assert not at.exception
+    assert at.slider(key="dup_threshold_efficientnet-lite0").value > 0.9
+
+
+# -- Search: hide near-duplicates ---------------------------------------------------------------
+def test_hide_near_duplicates_folds_copies_and_keeps_k_products(mapped, monkeypatch):
+    params = {"catalog": "planted", "models": "pixels", "k": "5", "item": "red/circle_0"}
+    plain = make_app(mapped, monkeypatch, **params).run()
+    plain_ids = tile_ids(grids(plain)["pixels"])
+    copies = {"copies/same_red_circle", "copies/same_red_circle_again"}  # both score 1.0
+    assert set(plain_ids[:2]) == copies
+    at = make_app(mapped, monkeypatch, **params, dedup="1").run()
+    assert not at.exception, at.exception
+    assert at.toggle(key="w_dedup").value is True
+    grid = grids(at)["pixels"]
+    ids = tile_ids(grid)
+    assert len(ids) == 5 and ids[0] in copies and not (copies - {ids[0]}) & set(ids)
+    assert grid["tiles"][0]["similar"] == 1
+    threshold = duplicates.load_pairs(Catalogue.open(mapped / "planted"), "pixels").manifest[
+        "default_threshold"
+    ]
+    index = open_index(Catalogue.open(mapped / "planted"), "pixels")
+    vectors = index.reconstruct_batch([index.row_of[i] for i in ids])
+    within = vectors @ vectors.T
+    assert (within[~np.eye(5, dtype=bool)] < threshold).all()  # five different products
+    assert url(at)["dedup"] == "1"
+    at.toggle(key="w_dedup").set_value(False).run()
+    assert tile_ids(grids(at)["pixels"]) == plain_ids and "dedup" not in url(at)
