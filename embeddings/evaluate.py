@@ -331,6 +331,24 @@ def evaluate_catalogue(
     )
 
 
+def image_figures(
+    catalogue: Catalogue,
+    indexes: dict[str, ModelIndex],
+    *,
+    queries: int = DEFAULT_QUERIES,
+    seed: int = 0,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> EvaluationResult:
+    """The image-to-image task alone over indexes already opened (benchmarks compare variants
+    of a model, e.g. two fusions of the same parts, under names of their own)."""
+    rows = _Rows()
+    image = _image_task(
+        catalogue, indexes, int(queries), seed, _check_ks(ks), rows, _Steps(len(indexes), None)
+    )
+    manifest = {"image_queries": image["queries"], "seed": int(seed), "ks": list(ks)}
+    return EvaluationResult(list(rows), image["scores"], manifest, {}, image["neighbours"])
+
+
 class _Steps:
     """Counts finished (model, task) steps for `progress(done, total)`."""
 
