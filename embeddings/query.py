@@ -112,7 +112,8 @@ def check_text_weight(weight) -> float:
 def check_query(query: Query, known_ids) -> Query:
     """`query` with its text stripped, or a `QueryError` saying what is wrong with it.
 
-    `known_ids` answers `id in known_ids` (the catalogue): every product named must be in it.
+    `known_ids` answers `id in known_ids` (the catalogue): every product named must be in it
+    (messages name it when it has a `name`).
     """
     if query.item is not None and query.image is not None:
         raise QueryError(
@@ -130,10 +131,12 @@ def check_query(query: Query, known_ids) -> Query:
         raise QueryError(
             f"product(s) {', '.join(both)} are both liked and disliked; keep each on one side"
         )
+    name = getattr(known_ids, "name", None)
+    where = f"catalogue {name!r}" if name else "this catalogue"
     for role, ids in (("query", [query.item] if query.item is not None else []), *_roles(query)):
         for item_id in ids:
             if item_id not in known_ids:
-                raise QueryError(f"no product with id {item_id!r} ({role}) in this catalogue")
+                raise QueryError(f"no product with id {item_id!r} ({role}) in {where}")
     return Query(
         item=None if query.item is None else str(query.item),
         image=query.image,
