@@ -35,8 +35,8 @@ from embeddings.query import Steering, steer  # noqa: E402
 from embeddings.search import open_index  # noqa: E402
 
 K = 10
-LIKED = (0.0, 0.25, 0.5, 0.75, 1.0)
-DISLIKED = (0.0, 0.1, 0.25, 0.5)
+LIKED = (0.0, 0.5, 0.75, 1.0, 1.5)
+DISLIKED = (0.0, 0.25, 0.5, 0.75, 1.0)
 BATCH = 128
 
 
