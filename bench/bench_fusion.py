@@ -7,7 +7,9 @@ Leave-one-out image-to-image figures (`embeddings.evaluate.image_figures`: the s
 products and the same definitions as `python -m embeddings evaluate`) for each part alone, their
 fusion by standardised scores (`zscore`) and by reciprocal rank fusion (`rrf`), each at the
 default candidate depth (`embeddings.fusion.DEFAULT_DEPTH`). Prints a Markdown table (P@10 and
-mAP@10 per label field, beside chance) and, with --json, the rows.
+mAP@10 per label field, beside chance), then paired differences of P@10 over the same queries
+(mean and a 95% interval, 1.96 standard errors of the per-query differences): each fusion
+against each part, and z-score against RRF. With --json, the rows too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+import numpy as np  # noqa: E402
 
 from embeddings.catalog import Catalogue  # noqa: E402
 from embeddings.config import resolve_catalog_dir  # noqa: E402
@@ -38,15 +42,59 @@ def measure(catalogue: Catalogue, parts: list[str], queries: int, seed: int, dep
         variants[name] = FusedIndex(
             fused_id(parts), list(opened.values()), method=method, depth=depth
         )
-    seconds = {}
-    rows = []
+    seconds, rows, precision = {}, [], {}
     for name, index in variants.items():  # one at a time, to time each
         started = time.perf_counter()
         result = image_figures(catalogue, {name: index}, queries=queries, seed=seed, ks=(K,))
         seconds[name] = round(time.perf_counter() - started, 1)
         rows += result.rows
-        sampled = result.manifest["image_queries"]["sampled"]
-    return {"rows": rows, "seconds": seconds, "queries": sampled, "variants": list(variants)}
+        sampled = result.manifest["image_queries"]
+        precision[name] = per_query_precision(catalogue, sampled["ids"], result.neighbours[name])
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "queries": len(sampled["ids"]),
+        "variants": list(variants),
+        "paired": paired_differences(precision, parts),
+    }
+
+
+def per_query_precision(catalogue, query_ids, neighbours) -> dict[str, np.ndarray]:
+    """{label: P@K of each query} (NaN where the query has no label value)."""
+    out = {}
+    for label in LABELS[:2]:
+        values = catalogue.items[label].to_dict()
+        out[label] = np.array(
+            [
+                np.mean([values[n] == values[q] for n in found[:K]]) if values[q] else np.nan
+                for q, found in zip(query_ids, neighbours, strict=True)
+            ]
+        )
+    return out
+
+
+def paired_differences(precision: dict, parts: list[str]) -> list[dict]:
+    """Mean P@K difference over the same queries, with a 95% interval, for the pairs that
+    answer "does the fusion beat its parts?" and "which fusion?"."""
+    fused = [name for name in precision if name not in parts]
+    pairs = [(f, p) for f in fused for p in parts] + [(fused[0], fused[1])]
+    out = []
+    for a, b in pairs:
+        for label in LABELS[:2]:
+            diff = precision[a][label] - precision[b][label]
+            diff = diff[~np.isnan(diff)]
+            half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
+            out.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "label": label,
+                    "mean": round(float(diff.mean()), 4),
+                    "low": round(float(diff.mean() - half), 4),
+                    "high": round(float(diff.mean() + half), 4),
+                }
+            )
+    return out
 
 
 def table(report: dict, labels: list[str]) -> str:
@@ -84,6 +132,12 @@ def main() -> int:
         f"{report['seconds']}\n"
     )
     print(table(report, labels))
+    print(f"\n| P@{K} difference | label | mean | 95% interval |\n|---|---|---|---|")
+    for d in report["paired"]:
+        print(
+            f"| `{d['a']}` − `{d['b']}` | {d['label']} | {d['mean']:+.3f} | "
+            f"{d['low']:+.3f} to {d['high']:+.3f} |"
+        )
     if args.json:
         print(json.dumps(report))
     return 0

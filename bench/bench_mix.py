@@ -36,7 +36,7 @@ from embeddings.query import Query, check_query  # noqa: E402
 from embeddings.search import make_searcher, open_snapshot  # noqa: E402
 
 K = 10
-WEIGHTS = (0.4, 0.5, 0.6, 0.7, 0.8)
+WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 BATCH = 256
 EXCLUDED_COLOURS = {"Multi"}  # not a colour a shopper would type
 
@@ -94,6 +94,33 @@ def shares(items, queries: list[dict], results: list[list[str]]) -> dict:
     }
 
 
+class CachedWords:
+    """A text encoder that encodes each distinct text once (the same few colour words recur)."""
+
+    def __init__(self, encoder):
+        self._encoder, self._vectors = encoder, {}
+        self.kind = getattr(encoder, "kind", "native")
+        self.weights_id = encoder.weights_id
+
+    def encode_texts(self, texts):
+        missing = [t for t in texts if t not in self._vectors]
+        if missing:
+            self._vectors.update(zip(missing, self._encoder.encode_texts(missing), strict=True))
+        return np.stack([self._vectors[t] for t in texts])
+
+
+def cache_words(searcher) -> None:
+    """Make the searcher's text encoders `CachedWords` (one per model, kept)."""
+    load, kept = searcher.text_encoder_loader, {}
+
+    def cached(model_id: str):
+        if model_id not in kept:
+            kept[model_id] = CachedWords(load(model_id))
+        return kept[model_id]
+
+    searcher.text_encoder_loader = cached
+
+
 def measure_model(searcher, catalogue, model_id: str, queries: list[dict]) -> dict:
     index = searcher.index_loader(model_id)
     modes = {"image": None, "text": None, **{f"mix {w}": w for w in WEIGHTS}}
@@ -109,6 +136,7 @@ def measure_model(searcher, catalogue, model_id: str, queries: list[dict]) -> di
         results = ranked_ids(index, vectors, [q["id"] for q in queries])
         figures[mode] = shares(catalogue.items, queries, results)
         seconds[mode] = round(time.perf_counter() - started, 1)
+        print(f"[{model_id}] {mode}: {figures[mode]} in {seconds[mode]} s", file=sys.stderr)
     return {"figures": figures, "seconds": seconds}
 
 
@@ -158,6 +186,7 @@ def main() -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     catalogue, indexes = open_snapshot(resolve_catalog_dir(args.catalog), models)
     searcher = make_searcher(catalogue, indexes=indexes)
+    cache_words(searcher)
     queries = sample_queries(catalogue, args.queries, args.seed, args.min_colour)
     report = {
         "catalogue": catalogue.name,
