@@ -354,6 +354,45 @@ def model_label(model_id: str, text_models: dict[str, str]) -> str:
     return f"{model_id} · text" if model_id in text_models else model_id
 
 
+def _models_ui(cat: Catalogue, built: list[str], models: list[str]):
+    """The model picker: built models and fusions of two of them (plus any fused id the view
+    already holds). Returns (the chosen models, {model: "native" | "bridge"} for those that
+    answer text, fused ones included)."""
+    plain_text_models = resources.text_capable(cat)
+    options = [*built, *(m for m in [*fused_pairs(built), *models] if is_fused(m))]
+    options = list(dict.fromkeys(options))
+    text_models = {
+        m: kind for m in options if (kind := fused_text_kind(m, plain_text_models)) is not None
+    }
+    if not built:
+        st.sidebar.warning(
+            f"No model has an index in **{escape_markdown(cat.name)}** yet: build one on the "
+            "Catalogue page."
+        )
+        return models, text_models
+    st.session_state["w_models"] = models
+    st.sidebar.multiselect(
+        "Models, side by side",
+        options,
+        key="w_models",
+        format_func=lambda m: model_label(m, text_models),
+        on_change=_copy,
+        args=("w_models", "models"),
+        help="Only models with an index in this catalogue. '· text': the model answers text "
+        "queries, with its own text tower or through a text bridge learnt from "
+        "the product titles. 'A+B' fuses two models' rankings (no index of its own).",
+    )
+    if plain_text_models:
+        st.sidebar.caption(
+            "Text queries: "
+            + ", ".join(
+                f"{m} ({'own text tower' if kind == 'native' else 'text bridge'})"
+                for m, kind in plain_text_models.items()
+            )
+        )
+    return _state("models"), text_models
+
+
 def sidebar_ui() -> Selection:
     """Draw the shared sidebar and return the resolved `Selection` (see the module docstring)."""
     st.session_state["_notices"] = []
@@ -380,45 +419,12 @@ def sidebar_ui() -> Selection:
         return Selection(catalogues=names, error=str(exc))
 
     built = resources.built_models(cat)
-    plain_text_models = resources.text_capable(cat)
     models = _resolve_models(cat, built)
     _resolve_steering(cat)
-    options = [*built, *(m for m in [*fused_pairs(built), *models] if is_fused(m))]
-    options = list(dict.fromkeys(options))
-    text_models = {
-        m: kind for m in options if (kind := fused_text_kind(m, plain_text_models)) is not None
-    }
     k, top = _resolve_k(cat)
     filters = _resolve_filter(cat)
     label = _resolve_label(cat)
-
-    if built:
-        st.session_state["w_models"] = models
-        sidebar.multiselect(
-            "Models, side by side",
-            options,
-            key="w_models",
-            format_func=lambda m: model_label(m, text_models),
-            on_change=_copy,
-            args=("w_models", "models"),
-            help="Only models with an index in this catalogue. '· text': the model answers text "
-            "queries, with its own text tower or through a text bridge learnt from "
-            "the product titles. 'A+B' fuses two models' rankings (no index of its own).",
-        )
-        models = _state("models")
-        if plain_text_models:
-            sidebar.caption(
-                "Text queries: "
-                + ", ".join(
-                    f"{m} ({'own text tower' if kind == 'native' else 'text bridge'})"
-                    for m, kind in plain_text_models.items()
-                )
-            )
-    else:
-        sidebar.warning(
-            f"No model has an index in **{escape_markdown(cat.name)}** yet: build one on the "
-            "Catalogue page."
-        )
+    models, text_models = _models_ui(cat, built, models)
     if top > 1:
         st.session_state["w_k"] = k
         sidebar.slider(
