@@ -172,7 +172,7 @@ def _query_options(search: argparse.ArgumentParser) -> None:
         default=None,
         metavar="W",
         help="share of --text when mixed into --item or --image, 0 to 1 "
-        "(default 0.5: see the README's measurement)",
+        "(default 0.6: see the README's measurement)",
     )
     query.add_argument(
         "--more-like",

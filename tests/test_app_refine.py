@@ -11,7 +11,7 @@ import pytest
 from test_app import grids, make_app, messages, tile_ids, url
 
 from app_support import refine_ui, urlstate
-from embeddings.query import Query
+from embeddings.query import DEFAULT_TEXT_WEIGHT, Query
 from embeddings.search import make_searcher
 
 FUSED = "efficientnet-lite0+pixels"
@@ -110,11 +110,11 @@ def test_words_box_and_share_slider_mix_words_into_the_product(
     at.text_input(key="w_words").set_value("blue")
     at.button(key="FormSubmitter:words_mix-Mix in").click().run()
     assert not at.exception
-    assert (url(at)["text"], url(at)["mix"]) == ("blue", "0.5")
+    assert (url(at)["text"], url(at)["mix"]) == ("blue", f"{DEFAULT_TEXT_WEIGHT:g}")
     searcher = make_searcher(bridged_catalogue)
-    want = searcher.search(
-        Query(item="red/circle_0", text="blue", text_weight=0.5), ["efficientnet-lite0"], 10
-    )["efficientnet-lite0"]
+    want = searcher.search(Query(item="red/circle_0", text="blue"), ["efficientnet-lite0"], 10)[
+        "efficientnet-lite0"
+    ]
     assert tile_ids(grids(at)["efficientnet-lite0"]) == [h.id for h in want]
     folders = [
         bridged_catalogue.items.at[i, "folder"] for i in tile_ids(grids(at)["efficientnet-lite0"])

@@ -272,6 +272,8 @@ def test_more_and_less_like_this_steer_every_model(page, server, app_catalogue):
 
 
 def test_words_mixed_into_a_product(page, server, app_catalogue):
+    from embeddings.query import DEFAULT_TEXT_WEIGHT
+
     _, catalogue, text_model, _ = app_catalogue
     item = catalogue.ids[5]
     open_app(page, server, catalogue, item=item)
@@ -282,8 +284,9 @@ def test_words_mixed_into_a_product(page, server, app_catalogue):
     box.press("Enter")
     # The first words of the server load the text encoder: allow for it on a busy machine.
     grids = browser.wait_for_results(
-        page, [text_model], query=f"{item} & {words} @0.5", timeout=240
+        page, [text_model], query=f"{item} & {words} @{DEFAULT_TEXT_WEIGHT:g}", timeout=240
     )
     assert len(grids[text_model]["tiles"]) == 10
     params = url_params(page, "text")
-    assert params["text"] == [words] and params["item"] == [item] and params["mix"] == ["0.5"]
+    assert params["text"] == [words] and params["item"] == [item]
+    assert params["mix"] == [f"{DEFAULT_TEXT_WEIGHT:g}"]
