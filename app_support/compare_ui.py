@@ -18,6 +18,7 @@ from app_support.sidebar import Selection
 from embeddings import disagreement, evaluate
 from embeddings.catalog import Catalogue
 from embeddings.errors import EmbeddingsError
+from embeddings.fusion import is_fused
 
 DEFAULT_QUERIES = 200
 CHANCE = "chance (random)"
@@ -220,11 +221,14 @@ def image_figures_ui(result, frame: pd.DataFrame, label: str, shown: list[str]) 
             table = data.pivot_table(index="model", columns="k", values="value")
             st.dataframe(table.style.format("{:.3f}"), width="stretch")
     with right:
-        scores = score_frame(result, shown)
+        cosines = [m for m in shown if not is_fused(m)]  # a fused model's scores are not cosines
+        scores = score_frame(result, cosines)
+        if len(cosines) < len(shown):
+            st.caption("Fused models are left out here: their scores are not cosines.")
         if scores.empty:
             st.info("This evaluation holds no score samples.")
             return
-        st.altair_chart(score_chart(scores, shown), width="stretch")
+        st.altair_chart(score_chart(scores, cosines), width="stretch")
         st.caption(
             "Cosine scores are not comparable across models: a 0.8 from raw pixels and a 0.8 from "
             "CLIP mean different things. Read a score against its own model's distribution."

@@ -48,7 +48,8 @@ def value_chart(table: pd.DataFrame, label: str, models: list[str]) -> alt.Chart
         tooltip=["value", "model", alt.Tooltip("precision:Q", format=".2f"), "queries"],
     )
     text = base.mark_text(fontSize=11).encode(**encode, text=alt.Text("precision:Q", format=".2f"))
-    return (cells + text).properties(height=max(160, 18 * len(order)))
+    # Streamlit fits the whole chart (title, axes, legend) into this height: leave room for them.
+    return (cells + text).properties(height=150 + 22 * len(order))
 
 
 def confusion_chart(data: pd.DataFrame, label: str, model: str, order: list[str]) -> alt.Chart:
@@ -62,7 +63,7 @@ def confusion_chart(data: pd.DataFrame, label: str, model: str, order: list[str]
             color=alt.Color("neighbour:N", title=f"neighbour's {label}"),
             tooltip=["value", "neighbour", alt.Tooltip("share:Q", format=".0%")],
         )
-        .properties(height=max(120, 26 * len(order)))
+        .properties(height=max(220, 90 + 34 * len(order)))  # title, axis and legend included
     )
 
 
