@@ -1,4 +1,5 @@
-"""The Compare page: each model's precision@k by label over many queries, and its score scale.
+"""The Compare page: each model's precision@k by label over many queries, its score scale, and
+where the selected models disagree (per label value, confusions, queries: `disagreement_ui`).
 
 Reads the evaluation saved next to the indexes (`python -m embeddings evaluate`, or an earlier
 run from this page). When there is none, or it lacks a selected model, the page computes one on a
@@ -12,11 +13,12 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app_support import resources, sidebar
+from app_support import disagreement_ui, resources, sidebar
 from app_support.sidebar import Selection
-from embeddings import evaluate
+from embeddings import disagreement, evaluate
 from embeddings.catalog import Catalogue
 from embeddings.errors import EmbeddingsError
+from embeddings.fusion import is_fused
 
 DEFAULT_QUERIES = 200
 CHANCE = "chance (random)"
@@ -167,6 +169,12 @@ def saved_result_ui(cat: Catalogue, selection: Selection):
     manifest = result.manifest if result is not None else {}
     covered = set(results_frame(result)["model"].dropna()) if result is not None else set()
     missing = [m for m in selection.models if m not in covered]
+    # Per-query neighbours (the disagreement figures) are kept by evaluations since issue 14.
+    no_neighbours = [
+        m
+        for m in selection.models
+        if m in covered and m not in disagreement.available_models(result, [m])
+    ]
     if result is not None:
         sampled = (manifest.get("image_queries") or {}).get("sampled", "?")
         st.caption(
@@ -174,13 +182,20 @@ def saved_result_ui(cat: Catalogue, selection: Selection):
             f"measured {manifest.get('created_at', '')} in {manifest.get('seconds', '?')} s. "
             f"Recompute with `python -m embeddings evaluate --catalog {cat.directory}`."
         )
-    if missing:
+    if no_neighbours:
         st.info(
-            f"No saved measurement for {', '.join(missing)} yet."
-            if result is not None
-            else "This catalogue has not been measured yet; measure it on a sample of queries here "
-            "(or run `python -m embeddings evaluate --catalog ...`)."
+            f"The saved evaluation has no per-query neighbours for {', '.join(no_neighbours)} (it "
+            "was measured before they were kept), so 'Where the models disagree' leaves them "
+            "out; measure again to see them."
         )
+    if missing or no_neighbours:
+        if missing:
+            st.info(
+                f"No saved measurement for {', '.join(missing)} yet."
+                if result is not None
+                else "This catalogue has not been measured yet; measure it on a sample of queries "
+                "here (or run `python -m embeddings evaluate --catalog ...`)."
+            )
         if resources.read_only():
             st.caption(
                 f"Measure on the server: `python -m embeddings evaluate --catalog {cat.directory}`."
@@ -206,11 +221,14 @@ def image_figures_ui(result, frame: pd.DataFrame, label: str, shown: list[str]) 
             table = data.pivot_table(index="model", columns="k", values="value")
             st.dataframe(table.style.format("{:.3f}"), width="stretch")
     with right:
-        scores = score_frame(result, shown)
+        cosines = [m for m in shown if not is_fused(m)]  # a fused model's scores are not cosines
+        scores = score_frame(result, cosines)
+        if len(cosines) < len(shown):
+            st.caption("Fused models are left out here: their scores are not cosines.")
         if scores.empty:
             st.info("This evaluation holds no score samples.")
             return
-        st.altair_chart(score_chart(scores, shown), width="stretch")
+        st.altair_chart(score_chart(scores, cosines), width="stretch")
         st.caption(
             "Cosine scores are not comparable across models: a 0.8 from raw pixels and a 0.8 from "
             "CLIP mean different things. Read a score against its own model's distribution."
@@ -293,4 +311,5 @@ def compare_page(selection: Selection) -> None:
         width=320,
     )
     image_figures_ui(result, frame, label, shown)
+    disagreement_ui.disagreement_ui(result, selection, label, shown)
     text_figures_ui(result, frame, cat, label, shown)

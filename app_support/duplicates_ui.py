@@ -23,6 +23,7 @@ from embeddings import duplicates as core
 from embeddings.catalog import Catalogue
 from embeddings.derived import Step
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
+from embeddings.fusion import is_fused
 from embeddings.index import MANIFEST_FILE
 from embeddings.search import MAX_K
 
@@ -117,6 +118,9 @@ def fold_outcome(selection: Selection, query: dict, outcome, run) -> None:
         return
     cat = selection.catalogue
     for model_id, hits in list(outcome.results.items()):
+        if is_fused(model_id):  # a fused model has no vectors of its own to compare
+            outcome.results[model_id] = hits[: selection.k]
+            continue
         index = resources.index(cat, model_id)
         wide = {"hits": hits}
 

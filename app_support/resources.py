@@ -25,6 +25,7 @@ import streamlit as st
 from embeddings import search as core_search
 from embeddings.catalog import Catalogue
 from embeddings.catalog.base import CATALOG_FILE, ITEMS_FILE
+from embeddings.fusion import FusedIndex, fused_parts, is_fused
 from embeddings.index import MANIFEST_FILE, ModelIndex
 from embeddings.search import Searcher
 
@@ -109,8 +110,18 @@ def _open_index(directory: str, fingerprint: str, model_id: str, stamp: int) -> 
     return core_search.open_index(catalogue(directory), model_id)
 
 
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _fused_index(directory: str, fingerprint: str, model_id: str, stamp: int) -> FusedIndex:
+    cat = catalogue(directory)
+    return FusedIndex(model_id, [index(cat, part) for part in fused_parts(model_id)])
+
+
 def index(cat: Catalogue, model_id: str) -> ModelIndex:
-    """A model's index in `cat`, loaded once per process and per build of the index."""
+    """A model's index in `cat`, loaded once per process and per build of the index; a fused
+    model's (`a+b`) over its parts' cached indexes."""
+    if is_fused(model_id):
+        stamp = _stamp(*(cat.model_dir(p) / MANIFEST_FILE for p in fused_parts(model_id)))
+        return _fused_index(str(cat.directory), cat.fingerprint, model_id, stamp)
     return _open_index(
         str(cat.directory),
         cat.fingerprint,

@@ -23,11 +23,20 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from app_support import comparison, duplicates_ui, resources, sidebar, thumbs, urlstate
+from app_support import (
+    comparison,
+    duplicates_ui,
+    refine_ui,
+    resources,
+    sidebar,
+    thumbs,
+    urlstate,
+)
 from app_support.sidebar import Selection, current_query, escape_markdown, set_item_query, set_query
 from app_support.tiles import Tile, tile_grid
 from embeddings.catalog import Catalogue
 from embeddings.errors import CatalogueChangedError, EmbeddingsError, ImageError, QueryError
+from embeddings.fusion import DEFAULT_METHOD, fused_parts, is_fused
 from embeddings.images import open_rgb
 from embeddings.search import MAX_TEXT_CHARS, Hit, check_text
 
@@ -166,24 +175,26 @@ def run_query(selection: Selection, query: dict) -> Outcome:
     searcher = resources.searcher(cat)
     kind = query["kind"]
     models = list(selection.models)
-    if kind == "item":
-        if query["id"] not in cat:
-            outcome.problem = (
-                f"There is no product with id “{query['id']}” in catalogue “{cat.name}”. The link "
-                "may come from another catalogue; press Random product or pick one below."
-            )
-            return outcome
-
-        def ask(model_id):
-            return searcher.search_item(
-                query["id"], [model_id], selection.k, filters=selection.filters
-            )
-    elif kind == "text":
+    image = None
+    if kind == "item" and query["id"] not in cat:
+        outcome.problem = (
+            f"There is no product with id “{query['id']}” in catalogue “{cat.name}”. The link "
+            "may come from another catalogue; press Random product or pick one below."
+        )
+        return outcome
+    if kind == "text":
         try:
-            text = check_text(query["text"])
+            check_text(query["text"])
         except QueryError as exc:
             outcome.problem = str(exc)
             return outcome
+    if kind == "upload":
+        try:
+            image = upload_image(query)
+        except ImageError as exc:
+            outcome.problem = str(exc)
+            return outcome
+    if refine_ui.takes_words(query):  # a text query, or words mixed into a picture
         outcome.skipped = [m for m in models if m not in selection.text_models]
         models = [m for m in models if m in selection.text_models]
         if not models:
@@ -196,27 +207,20 @@ def run_query(selection: Selection, query: dict) -> Outcome:
                 "Add one in the sidebar."
             )
             return outcome
+    core_query = refine_ui.core_query(query, image)
 
-        def ask(model_id):
-            return searcher.search_text(text, [model_id], selection.k, filters=selection.filters)
-    else:
-        try:
-            image = upload_image(query)
-        except ImageError as exc:
-            outcome.problem = str(exc)
-            return outcome
-
-        def ask(model_id):
-            return searcher.search_image(image, [model_id], selection.k, filters=selection.filters)
+    def ask(model_id):
+        return searcher.search(core_query, [model_id], selection.k, filters=selection.filters)
 
     outcome.models = models
     for model_id in models:
         try:  # loaded once per process (the first text or upload query waits here), not timed
             _open_index(cat, model_id)
-            if kind == "text":
-                resources.text_encoder(cat, model_id)
-            elif kind == "upload":
-                resources.embedder(model_id)
+            for part in fused_parts(model_id):
+                if refine_ui.takes_words(query):
+                    resources.text_encoder(cat, part)
+                if kind == "upload":
+                    resources.embedder(part)
         except EmbeddingsError as exc:
             outcome.errors[model_id] = str(exc)
     for model_id in models:
@@ -348,8 +352,10 @@ def item_tiles(
     label_field: str | None = None,
     query_value: str | None = None,
     similar: dict[str, int] | None = None,
+    marks: dict[str, str] | None = None,
 ) -> list[Tile]:
-    """Tiles for ranked hits (with scores) or plain ids (the browse strip)."""
+    """Tiles for ranked hits (with scores) or plain ids (the browse strip); `marks`: products
+    liked or disliked by the query ({id: "liked" | "disliked"})."""
     tiles = []
     base_href = urlstate.href(base_params)
     table = resources.products(cat)
@@ -372,6 +378,7 @@ def item_tiles(
                 match=match,
                 tooltip=_tooltip(table, item_id),
                 similar=(similar or {}).get(item_id, 0),
+                steer=(marks or {}).get(item_id),
             )
         )
     return tiles
@@ -453,13 +460,15 @@ def result_columns_ui(
     label_field = selection.label
     query_value = query_values.get(label_field) if label_field else None
     base = sidebar.view_params(selection, "search")
-    base.pop("item", None)
-    base.pop("text", None)
+    for name in urlstate.QUERY_PARAMS:  # a tile's link is a new query: no refinements
+        base.pop(name, None)
     current = query["id"] if query["kind"] == "item" else None
+    marks = refine_ui.steer_marks(query)
     columns = st.columns(max(1, len(outcome.models)), gap="medium", border=True)
     for column, model_id in zip(columns, outcome.models, strict=False):
         with column:
-            kind = selection.text_models.get(model_id) if query["kind"] == "text" else None
+            words = refine_ui.takes_words(query)
+            kind = selection.text_models.get(model_id) if words else None
             st.markdown(f"#### {escape_markdown(model_id)}")
             hits = outcome.results.get(model_id)
             note = (
@@ -467,6 +476,8 @@ def result_columns_ui(
                 if kind
                 else []
             )
+            if is_fused(model_id):
+                note.append(f"fused ranking ({DEFAULT_METHOD}): scores are not cosines")
             if hits is not None:
                 note.append(
                     f"{len(hits)} results in {outcome.seconds.get(model_id, 0) * 1000:.1f} ms"
@@ -500,13 +511,15 @@ def result_columns_ui(
                     label_field=label_field,
                     query_value=query_value,
                     similar=outcome.similar.get(model_id),
+                    marks=marks,
                 ),
                 key=f"grid_{model_id}",
                 on_click=_tile_clicked,
                 model=model_id,
                 current=current,
-                query=query.get("id") or query.get("text") or query.get("name") or "",
+                query=refine_ui.query_label(query),
                 empty="No product matches.",
+                on_steer=refine_ui.tile_steered,
             )
 
 
@@ -545,8 +558,8 @@ def browse_ui(selection: Selection, *, expanded: bool) -> None:
             else []
         )
         base = sidebar.view_params(selection, "search")
-        base.pop("text", None)
-        base.pop("item", None)
+        for name in urlstate.QUERY_PARAMS:
+            base.pop(name, None)
         query = current_query() or {}
         tile_grid(
             item_tiles(cat, ids, base_params=base, label_field=selection.label),
@@ -622,6 +635,7 @@ def search_page(selection: Selection) -> None:
             st.caption(
                 ":material/link: The address bar holds this view: copy it to share these results."
             )
+        refine_ui.words_ui(query)
     with side_col:
         label_choice_ui(selection, values, query["kind"])
         duplicates_ui.hide_duplicates_ui()
@@ -631,6 +645,7 @@ def search_page(selection: Selection) -> None:
             f"Not shown: {', '.join(outcome.skipped)} (no text tower and no text bridge in "
             "this catalogue)."
         )
+    refine_ui.steering_bar_ui(cat, query)
     result_columns_ui(selection, outcome, query, values)
     label_table_ui(selection, outcome, values)
     browse_ui(selection, expanded=False)

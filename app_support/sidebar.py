@@ -23,7 +23,9 @@ from app_support import resources, urlstate
 from embeddings.catalog import Catalogue
 from embeddings.config import data_dir, list_catalogue_dirs
 from embeddings.errors import EmbeddingsError
-from embeddings.search import MAX_K, MAX_TEXT_CHARS
+from embeddings.fusion import check_model_id, fused_pairs, is_fused, missing_parts
+from embeddings.query import DEFAULT_TEXT_WEIGHT
+from embeddings.search import MAX_K, MAX_TEXT_CHARS, fused_text_kind
 
 #: The k slider's top (a URL may not ask for more: 50 tiles per model is already a long page).
 K_SLIDER_MAX = 50
@@ -69,7 +71,8 @@ def _notice(message: str) -> None:
 
 def current_query() -> dict | None:
     """The session's query: {"kind": "item", "id"} | {"kind": "text", "text"} |
-    {"kind": "upload", "name", "data"}, or None."""
+    {"kind": "upload", "name", "data"}, or None; refined by the optional keys "words" and
+    "weight" (words mixed into an item or upload) and "liked" / "disliked" (product ids)."""
     return st.session_state.get("query")
 
 
@@ -82,13 +85,72 @@ def set_item_query(item_id: str) -> None:
     set_query({"kind": "item", "id": str(item_id)})
 
 
+# -- refining the query (issue 14): more / less like this, words mixed in ---------------------
+def toggle_steering(item_id: str, side: str) -> None:
+    """Like (`side` "liked") or dislike ("disliked") a product for the current query; the same
+    action again takes it back. A product is on one side at most."""
+    query = current_query()
+    if query is None:
+        return
+    other = "disliked" if side == "liked" else "liked"
+    chosen = [i for i in query.get(side, []) if i != item_id]
+    if len(chosen) == len(query.get(side, [])):
+        chosen.append(str(item_id))
+    _refine(**{side: chosen, other: [i for i in query.get(other, []) if i != item_id]})
+
+
+def remove_steering(item_id: str) -> None:
+    query = current_query() or {}
+    _refine(
+        liked=[i for i in query.get("liked", []) if i != item_id],
+        disliked=[i for i in query.get("disliked", []) if i != item_id],
+    )
+
+
+def clear_steering() -> None:
+    _refine(liked=[], disliked=[])
+
+
+def set_words(words: str | None, weight: float | None = None) -> None:
+    """Mix `words` into the current item or upload query (None: no words)."""
+    _refine(words=words or None, weight=DEFAULT_TEXT_WEIGHT if weight is None else weight)
+
+
+def _refine(**changes) -> None:
+    query = current_query()
+    if query is not None:
+        st.session_state["query"] = {**query, **changes}
+        st.session_state["query_error"] = None
+
+
+def _query_from_url(view: urlstate.UrlView) -> dict | None:
+    """The query a link's `item` / `text` / `mix` / `like` / `dislike` describe."""
+    steering = {
+        side: ids for side, ids in (("liked", view.like), ("disliked", view.dislike)) if ids
+    }
+    if view.item is not None:
+        query = {"kind": "item", "id": view.item}
+        if view.text is not None:  # "this product, but in red"
+            weight = DEFAULT_TEXT_WEIGHT if view.mix is None else view.mix
+            query.update(words=view.text, weight=weight)
+        return {**query, **steering}
+    if view.text is not None:
+        st.session_state["w_text"] = view.text.strip()[:MAX_TEXT_CHARS]  # the box shows it
+        return {"kind": "text", "text": view.text, **steering}
+    if steering:
+        _notice("The link's like/dislike need a product or a text query (item or text); ignored.")
+    return None
+
+
 def _apply_url() -> None:
     """Copy the URL parameters that changed since the app last wrote the URL into the session."""
     current = st.query_params.to_dict()
     changed = urlstate.changed_params(current, st.session_state.get("_url_last", {}))
     if not changed:
         return
-    view, problems = urlstate.parse_params(changed)
+    view, problems = urlstate.parse_params(
+        {n: v for n, v in changed.items() if n not in urlstate.QUERY_PARAMS}
+    )
     for problem in problems:
         _notice(problem)
     if "catalog" in view.present and view.catalog and view.catalog != _state("catalog"):
@@ -109,13 +171,16 @@ def _apply_url() -> None:
         _set_state("label", view.label)
     if view.dedup is not None:
         _set_state("dedup", view.dedup)
-    if view.item is not None:
-        set_item_query(view.item)
-    elif view.text is not None:
-        set_query({"kind": "text", "text": view.text})
-        st.session_state["w_text"] = view.text.strip()[
-            :MAX_TEXT_CHARS
-        ]  # the box shows the linked text
+    if any(name in changed for name in urlstate.QUERY_PARAMS):
+        # The query's parameters are read together: a link changing one changes the query.
+        query_view, problems = urlstate.parse_params(
+            {n: v for n, v in current.items() if n in urlstate.QUERY_PARAMS}
+        )
+        for problem in problems:
+            _notice(problem)
+        query = _query_from_url(query_view)
+        if query is not None:
+            set_query(query)
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -137,13 +202,33 @@ def _resolve_catalogue(names: list[str]) -> str | None:
     return chosen
 
 
+def _usable_fused(cat: Catalogue, model_id: str, built: list[str]) -> bool:
+    """Whether a fused id from the view can be shown; a notice says why not (from a link)."""
+    try:
+        model_id = check_model_id(model_id)
+    except EmbeddingsError as exc:
+        if _state("models_from_url"):
+            _notice(f"The link's models: {escape_markdown(str(exc))}.")
+        return False
+    missing = missing_parts(model_id, built)
+    if missing and _state("models_from_url"):
+        _notice(
+            f"The link asks for the fused model **{escape_markdown(model_id)}**, but "
+            f"{', '.join(f'**{escape_markdown(m)}**' for m in missing)} has no index in catalogue "
+            f"**{escape_markdown(cat.name)}** (built: {', '.join(built) or 'none'})."
+        )
+    return not missing
+
+
 def _resolve_models(cat: Catalogue, built: list[str]) -> list[str]:
     wanted = _state("models")
     if wanted is None:
         chosen = built[:DEFAULT_MODEL_COUNT]
     else:
-        chosen = [m for m in wanted if m in built]
-        missing = [m for m in wanted if m not in built]
+        fused = [m for m in wanted if is_fused(m)]
+        usable = {m for m in fused if _usable_fused(cat, m, built)}
+        chosen = [m for m in wanted if m in built or m in usable]
+        missing = [m for m in wanted if m not in built and not is_fused(m)]
         if missing and _state("models_from_url"):
             _notice(
                 f"The link asks for {', '.join(f'**{escape_markdown(m)}**' for m in missing)}, "
@@ -155,6 +240,24 @@ def _resolve_models(cat: Catalogue, built: list[str]) -> list[str]:
     _set_state("models_from_url", False)
     _set_state("models", chosen)
     return chosen
+
+
+def _resolve_steering(cat: Catalogue) -> None:
+    """Drop liked / disliked products the catalogue does not have (a link from elsewhere)."""
+    query = current_query()
+    if not query:
+        return
+    for side, word in (("liked", "like"), ("disliked", "dislike")):
+        ids = query.get(side) or []
+        unknown = [i for i in ids if i not in cat]
+        if unknown:
+            _notice(
+                f"The link's {word}= names "
+                f"{', '.join(f'**{escape_markdown(i)}**' for i in unknown)}, not a product of "
+                f"catalogue **{escape_markdown(cat.name)}**; left out."
+            )
+            query = {**query, side: [i for i in ids if i in cat]}
+    st.session_state["query"] = query
 
 
 def max_k_for(cat: Catalogue) -> int:
@@ -253,6 +356,45 @@ def model_label(model_id: str, text_models: dict[str, str]) -> str:
     return f"{model_id} · text" if model_id in text_models else model_id
 
 
+def _models_ui(cat: Catalogue, built: list[str], models: list[str]):
+    """The model picker: built models and fusions of two of them (plus any fused id the view
+    already holds). Returns (the chosen models, {model: "native" | "bridge"} for those that
+    answer text, fused ones included)."""
+    plain_text_models = resources.text_capable(cat)
+    options = [*built, *(m for m in [*fused_pairs(built), *models] if is_fused(m))]
+    options = list(dict.fromkeys(options))
+    text_models = {
+        m: kind for m in options if (kind := fused_text_kind(m, plain_text_models)) is not None
+    }
+    if not built:
+        st.sidebar.warning(
+            f"No model has an index in **{escape_markdown(cat.name)}** yet: build one on the "
+            "Catalogue page."
+        )
+        return models, text_models
+    st.session_state["w_models"] = models
+    st.sidebar.multiselect(
+        "Models, side by side",
+        options,
+        key="w_models",
+        format_func=lambda m: model_label(m, text_models),
+        on_change=_copy,
+        args=("w_models", "models"),
+        help="Only models with an index in this catalogue. '· text': the model answers text "
+        "queries, with its own text tower or through a text bridge learnt from "
+        "the product titles. 'A+B' fuses two models' rankings (no index of its own).",
+    )
+    if plain_text_models:
+        st.sidebar.caption(
+            "Text queries: "
+            + ", ".join(
+                f"{m} ({'own text tower' if kind == 'native' else 'text bridge'})"
+                for m, kind in plain_text_models.items()
+            )
+        )
+    return _state("models"), text_models
+
+
 def sidebar_ui() -> Selection:
     """Draw the shared sidebar and return the resolved `Selection` (see the module docstring)."""
     st.session_state["_notices"] = []
@@ -279,39 +421,12 @@ def sidebar_ui() -> Selection:
         return Selection(catalogues=names, error=str(exc))
 
     built = resources.built_models(cat)
-    text_models = resources.text_capable(cat)
     models = _resolve_models(cat, built)
+    _resolve_steering(cat)
     k, top = _resolve_k(cat)
     filters = _resolve_filter(cat)
     label = _resolve_label(cat)
-
-    if built:
-        st.session_state["w_models"] = models
-        sidebar.multiselect(
-            "Models, side by side",
-            built,
-            key="w_models",
-            format_func=lambda m: model_label(m, text_models),
-            on_change=_copy,
-            args=("w_models", "models"),
-            help="Only models with an index in this catalogue. '· text': the model answers text "
-            "queries, with its own text tower or through a text bridge learnt from "
-            "the product titles.",
-        )
-        models = _state("models")
-        if text_models:
-            sidebar.caption(
-                "Text queries: "
-                + ", ".join(
-                    f"{m} ({'own text tower' if kind == 'native' else 'text bridge'})"
-                    for m, kind in text_models.items()
-                )
-            )
-    else:
-        sidebar.warning(
-            f"No model has an index in **{escape_markdown(cat.name)}** yet: build one on the "
-            "Catalogue page."
-        )
+    models, text_models = _models_ui(cat, built, models)
     if top > 1:
         st.session_state["w_k"] = k
         sidebar.slider(
@@ -366,14 +481,22 @@ def view_params(selection: Selection, page: str) -> dict[str, str]:
     if page in ("compare", "map"):
         return urlstate.encode_view(catalog=catalog, models=selection.models, label=selection.label)
     query = current_query() or {}
+    kind = query.get("kind")
     return urlstate.encode_view(
         catalog=catalog,
         models=selection.models,
         k=selection.k,
         filters=selection.filters,
         label=selection.label,
-        item=query.get("id") if query.get("kind") == "item" else None,
-        text=query.get("text") if query.get("kind") == "text" else None,
+        item=query.get("id") if kind == "item" else None,
+        text=query.get("text")
+        if kind == "text"
+        else query.get("words")
+        if kind == "item"
+        else None,
+        mix=query.get("weight"),
+        like=query.get("liked") if kind in ("item", "text") else None,
+        dislike=query.get("disliked") if kind in ("item", "text") else None,
         dedup=bool(_state("dedup")),
     )
 

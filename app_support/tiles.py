@@ -5,6 +5,10 @@ component. Every tile is a real link (`<a href="?...&item=ID">`, so a middle-cli
 new tab" opens that product's search), and a plain click is sent to Python as the trigger value
 `clicked` instead, which reruns the page in the same session: no reload, no new session.
 
+Result grids can also steer the query (issue 14): under each tile, "more like this" and "less
+like this" buttons report their action as the trigger values `liked` / `disliked` (the product
+id), like the click does; liked and disliked tiles are marked.
+
 Titles and labels are product data, not markup: the component's script puts them in the page
 with `textContent` and attributes only, never as HTML.
 """
@@ -33,6 +37,7 @@ class Tile:
     match: bool | None = None
     tooltip: str = ""
     similar: int = 0  # near-duplicates folded into this tile (Search's "hide near-duplicates")
+    steer: str | None = None  # "liked" or "disliked" when the query is steered by this product
 
 
 _CSS = """
@@ -69,6 +74,19 @@ a.tile.current { border-color: var(--st-primary-color);
 .label { font: 11px/1.3 var(--st-font, sans-serif); white-space: nowrap; overflow: hidden;
   text-overflow: ellipsis; }
 .label.yes { color: #15803d; } .label.no { color: #9ca3af; } .label.none { opacity: .65; }
+.cell { display: flex; flex-direction: column; gap: 3px; min-width: 0; }
+.steer { display: flex; gap: 4px; }
+.steer button { flex: 1; font: 600 11px/1.6 var(--st-font, sans-serif); cursor: pointer;
+  border: 1px solid rgba(128, 128, 128, .35); border-radius: 6px; padding: 0 2px;
+  background: var(--st-background-color); color: var(--st-text-color); }
+.steer button:hover, .steer button:focus-visible { border-color: var(--st-primary-color); }
+.steer button.more[aria-pressed=true] { background: #15803d; border-color: #15803d; color: #fff; }
+.steer button.less[aria-pressed=true] { background: #b91c1c; border-color: #b91c1c; color: #fff; }
+a.tile.liked { border-color: #15803d; box-shadow: inset 0 0 0 2px #15803d; }
+a.tile.disliked { border-color: #b91c1c; opacity: .6; }
+.steer-badge { position: absolute; left: 4px; bottom: 4px; color: #fff; border-radius: 6px;
+  font: 600 10px/1.4 var(--st-font, sans-serif); padding: 0 5px; }
+.steer-badge.liked { background: #15803d; } .steer-badge.disliked { background: #b91c1c; }
 """
 
 _JS = """
@@ -109,6 +127,12 @@ export default function (component) {
     img.loading = 'lazy';
     pic.appendChild(img);
     if (tile.rank !== null) pic.appendChild(element('span', 'rank', '#' + tile.rank));
+    if (tile.steer) {
+      link.classList.add(tile.steer);
+      link.dataset.steer = tile.steer;
+      pic.appendChild(element('span', 'steer-badge ' + tile.steer,
+        tile.steer === 'liked' ? '+ liked' : '\u2212 disliked'));
+    }
     if (tile.agree > 1) {
       const badge = element('span', 'agree-badge', '\\u25C6 ' + tile.agree);
       badge.title = 'in the top-k of ' + tile.agree + ' models';
@@ -143,7 +167,31 @@ export default function (component) {
       event.preventDefault();
       setTriggerValue('clicked', tile.id);
     });
-    root.appendChild(link);
+    if (!data.steer) {
+      root.appendChild(link);
+      continue;
+    }
+    const cell = element('div', 'cell');
+    cell.appendChild(link);
+    const bar = element('div', 'steer');
+    for (const [side, cls, text, help] of [
+      ['liked', 'more', '+ More', 'More like this'],
+      ['disliked', 'less', '\u2212 Less', 'Less like this'],
+    ]) {
+      const button = element('button', cls, text);
+      button.type = 'button';
+      button.title = help + (tile.steer === side ? ' (click again to undo)' : '');
+      button.setAttribute('aria-label', help + ': ' + (tile.title || tile.id));
+      button.setAttribute('aria-pressed', String(tile.steer === side));
+      button.dataset.action = side;
+      button.addEventListener('click', (event) => {
+        event.preventDefault();
+        setTriggerValue(side, tile.id);
+      });
+      bar.appendChild(button);
+    }
+    cell.appendChild(bar);
+    root.appendChild(cell);
   }
 }
 """
@@ -161,18 +209,28 @@ def tile_grid(
     current: str | None = None,
     min_width: int = 96,
     empty: str = "Nothing to show.",
+    on_steer: Callable[[str, str], None] | None = None,
 ) -> None:
     """Show `tiles` as a grid; a click on a tile calls `on_click(item id)` before the rerun.
 
     `query` and `model` are written on the grid (`data-query`, `data-model`) for tests and the
     benchmark to see which query a grid shows; `current` outlines the tile of the query item.
+    With `on_steer`, every tile gets "more like this" / "less like this" buttons that call
+    `on_steer(item id, "liked" | "disliked")` before the rerun.
     """
 
-    def clicked() -> None:
+    def triggered(name: str) -> str | None:
         state = st.session_state.get(key) or {}
-        item_id = state.get("clicked") if hasattr(state, "get") else None
-        if item_id:
-            on_click(str(item_id))
+        value = state.get(name) if hasattr(state, "get") else None
+        return str(value) if value else None
+
+    def clicked() -> None:
+        if item_id := triggered("clicked"):
+            on_click(item_id)
+
+    def steered(side: str) -> None:
+        if on_steer is not None and (item_id := triggered(side)):
+            on_steer(item_id, side)
 
     _grid_component(
         key=key,
@@ -183,6 +241,9 @@ def tile_grid(
             "current": current,
             "min_width": min_width,
             "empty": empty,
+            "steer": on_steer is not None,
         },
         on_clicked_change=clicked,
+        on_liked_change=lambda: steered("liked"),
+        on_disliked_change=lambda: steered("disliked"),
     )

@@ -6,8 +6,13 @@ show is a query parameter:
     /?catalog=fashion-2000&models=pixels,efficientnet-lite0&k=10&item=15970
     /?catalog=fashion-2000&models=clip&k=20&text=red+running+shoes&filter=gender:Women
     /compare?catalog=fashion-2000&models=pixels,clip&label=articleType
+    /?catalog=fashion-2000&models=efficientnet-lite0+pixels&item=15970&text=in+red&mix=0.6
+    /?catalog=fashion-2000&models=pixels&item=15970&like=1163,1164&dislike=2001
 
-(the page itself is the URL's path). An uploaded image is the one query a URL cannot carry.
+(the page itself is the URL's path). `item` and `text` together are a mix ("this product, in
+red"), `mix` the share of the words; `like` and `dislike` list the products the query is
+steered towards and away from (ids comma-separated; a comma or % inside an id is %-escaped).
+An uploaded image is the one query a URL cannot carry.
 
 This module is pure (no Streamlit): `parse_params` turns raw parameters into a `UrlView` and a
 list of problems worth telling the user; `encode_view` does the reverse. Whether a catalogue,
@@ -18,10 +23,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 #: Every parameter the app reads or writes, in the order it writes them.
-PARAMS = ("catalog", "models", "k", "filter", "label", "item", "text", "dedup")
+PARAMS = (
+    "catalog",
+    "models",
+    "k",
+    "filter",
+    "label",
+    "item",
+    "text",
+    "mix",
+    "like",
+    "dislike",
+    "dedup",
+)
+#: The parameters that make up the query (read together: a link changing one changes the query).
+QUERY_PARAMS = ("item", "text", "mix", "like", "dislike")
 
 #: URL parameters are refused above this length (a text query has its own, smaller, limit).
 MAX_PARAM_CHARS = 4000
@@ -37,7 +56,10 @@ class UrlView:
     filter: tuple[str, str] | None = None  # (label field, value)
     label: str | None = None  # label field the comparison marks matches on
     item: str | None = None
-    text: str | None = None
+    text: str | None = None  # with `item`: the words mixed into the product
+    mix: float | None = None  # the share of the words in an item + text mix, 0..1
+    like: list[str] | None = None  # products to find more like (checked against the data later)
+    dislike: list[str] | None = None
     dedup: bool | None = None  # Search hides near-duplicates (dedup=1)
     present: set[str] = field(default_factory=set)  # parameters the URL had (even if invalid)
 
@@ -91,10 +113,51 @@ def parse_params(params: Mapping[str, str]) -> tuple[UrlView, list[str]]:
             view.text = raw  # the query text as typed; checked by the core's check_text
         elif name == "dedup":
             view.dedup = value.lower() in ("1", "true", "yes", "on")
-    if view.item is not None and view.text is not None:
-        problems.append("The link has both an item and a text query; the item query is shown.")
-        view.text = None
+        else:
+            _parse_refinement(view, name, value, problems)
+    _check_steering(view, problems)
     return view, problems
+
+
+def _parse_refinement(view: UrlView, name: str, value: str, problems: list[str]) -> None:
+    """`mix`, `like` and `dislike` (issue 14)."""
+    if name == "mix":
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = None
+        if weight is None or not 0.0 <= weight <= 1.0:
+            problems.append(
+                f"mix={value!r} in the link should be the share of the words, from 0 to 1 "
+                "(e.g. 0.5); the default mix is used."
+            )
+        else:
+            view.mix = weight
+    else:
+        ids = decode_ids(value)
+        setattr(view, name, ids)
+
+
+def _check_steering(view: UrlView, problems: list[str]) -> None:
+    """A product both liked and disliked is dropped from both, with a message."""
+    both = [i for i in view.like or [] if i in set(view.dislike or [])]
+    if both:
+        problems.append(
+            f"The link both likes and dislikes product(s) {', '.join(both)}; they were left out."
+        )
+        view.like = [i for i in view.like if i not in both]
+        view.dislike = [i for i in view.dislike if i not in both]
+
+
+def encode_ids(ids: list[str]) -> str:
+    """Product ids for one parameter: comma-separated, a comma or % inside an id %-escaped."""
+    return ",".join(str(i).replace("%", "%25").replace(",", "%2C") for i in ids)
+
+
+def decode_ids(value: str) -> list[str]:
+    """The ids `encode_ids` wrote (distinct, in order)."""
+    ids = [unquote(part.strip()) for part in value.split(",") if part.strip()]
+    return list(dict.fromkeys(ids))
 
 
 def encode_view(
@@ -106,9 +169,14 @@ def encode_view(
     label: str | None = None,
     item: str | None = None,
     text: str | None = None,
+    mix: float | None = None,
+    like: list[str] | None = None,
+    dislike: list[str] | None = None,
     dedup: bool = False,
 ) -> dict[str, str]:
-    """The query parameters for a view, in `PARAMS` order; empty choices are left out."""
+    """The query parameters for a view, in `PARAMS` order; empty choices are left out.
+
+    `text` with `item` is a mix (`mix` its share, written only then)."""
     params: dict[str, str] = {}
     if catalog:
         params["catalog"] = catalog
@@ -123,8 +191,14 @@ def encode_view(
         params["label"] = label
     if item is not None:
         params["item"] = item
-    elif text is not None:
+    if text is not None:
         params["text"] = text
+    if item is not None and text is not None and mix is not None:
+        params["mix"] = f"{float(mix):g}"
+    if like:
+        params["like"] = encode_ids(like)
+    if dislike:
+        params["dislike"] = encode_ids(dislike)
     if dedup:
         params["dedup"] = "1"
     return params

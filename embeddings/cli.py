@@ -132,11 +132,13 @@ def _search_parser(commands) -> None:
     search.add_argument(
         "--catalog", required=True, help="catalogue folder (or its name in the data folder)"
     )
-    _models_option(search, required=True, help_text="model id(s), comma-separated")
-    query = search.add_mutually_exclusive_group(required=True)
-    query.add_argument("--item", help="a catalogue product id")
-    query.add_argument("--text", help="a description, e.g. 'red running shoes'")
-    query.add_argument("--image", help="an image file")
+    _models_option(
+        search,
+        required=True,
+        help_text="model id(s), comma-separated; A+B fuses two models' rankings "
+        "(e.g. efficientnet-lite0+pixels)",
+    )
+    _query_options(search)
     search.add_argument(
         "-k", type=int, default=10, help="results per model (1 to 1000, default 10)"
     )
@@ -150,6 +152,42 @@ def _search_parser(commands) -> None:
         "--json", action="store_true", help='print [{"id", "score"}, ...] (per model if several)'
     )
     search.add_argument("--weights", action="append", metavar="MODEL=PATH")
+
+
+def _query_options(search: argparse.ArgumentParser) -> None:
+    """The query: a product or an image, words (alone or mixed in), liked/disliked products."""
+    query = search.add_argument_group(
+        "query",
+        "--item or --image (not both), --text, or a mix: --item ID --text 'in red'. "
+        "--more-like/--less-like steer any of them.",
+    )
+    query.add_argument("--item", help="a catalogue product id")
+    query.add_argument("--image", help="an image file")
+    query.add_argument(
+        "--text", help="a description, e.g. 'red running shoes'; with --item/--image: mixed in"
+    )
+    query.add_argument(
+        "--text-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="share of --text when mixed into --item or --image, 0 to 1 "
+        "(default 0.6: see the README's measurement)",
+    )
+    query.add_argument(
+        "--more-like",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="steer the results towards this product (repeatable)",
+    )
+    query.add_argument(
+        "--less-like",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="steer the results away from this product (repeatable)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -341,25 +379,22 @@ def _print_outcome(outcome) -> None:
 # -- search -------------------------------------------------------------------------------------
 def cmd_search(args) -> int:
     from embeddings.config import resolve_catalog_dir
-    from embeddings.models import get_spec
+    from embeddings.fusion import check_model_id
     from embeddings.search import make_searcher, open_snapshot
 
-    for model_id in args.models:
-        get_spec(model_id)  # an unknown id is a typo: say so before anything else
+    # An unknown id is a typo: say so before anything else (a fused id names its unknown part).
+    args.models = [check_model_id(model_id) for model_id in args.models]
+    _check_query_options(args)
     image = _query_image(args.image) if args.image is not None else None
     catalogue, indexes = open_snapshot(resolve_catalog_dir(args.catalog), args.models)
     filters = _filters(args.filter)
     _check_filter_values(catalogue, filters)
     searcher = make_searcher(catalogue, model_options=_weights(args.weights), indexes=indexes)
+    query = _search_query(args, image, catalogue)
     results, errors = {}, {}
     for model_id in args.models:
         try:
-            if args.item is not None:
-                results.update(searcher.search_item(args.item, [model_id], args.k, filters=filters))
-            elif args.text is not None:
-                results.update(searcher.search_text(args.text, [model_id], args.k, filters=filters))
-            else:
-                results.update(searcher.search_image(image, [model_id], args.k, filters=filters))
+            results.update(searcher.search(query, [model_id], args.k, filters=filters))
         except EmbeddingsError as exc:
             if len(args.models) == 1:
                 raise
@@ -368,6 +403,53 @@ def cmd_search(args) -> int:
     for model_id, message in errors.items():
         print(f"[{model_id}] no answer: {message}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _check_query_options(args) -> None:
+    """Refuse query options that do not make one query, before any index is opened."""
+    if args.item is not None and args.image is not None:
+        raise EmbeddingsError(
+            "--item and --image cannot be combined: a query has one picture (a catalogue "
+            "product or an image file); add --text to mix words into either"
+        )
+    if args.item is None and args.image is None and args.text is None and not args.more_like:
+        raise EmbeddingsError(
+            "say what to search for: --item ID, --image FILE or --text WORDS (or --more-like ID)"
+        )
+    no_picture = args.item is None and args.image is None
+    if args.text_weight is not None and (args.text is None or no_picture):
+        raise EmbeddingsError(
+            "--text-weight sets the share of --text mixed into --item or --image; "
+            "give --text with one of them"
+        )
+
+
+def _search_query(args, image, catalogue):
+    """The `Query` the options describe, checked against the catalogue (bad input: exit 2)."""
+    from embeddings.query import DEFAULT_TEXT_WEIGHT, Query, check_query, check_text_weight
+
+    named = {"--item": [args.item], "--more-like": args.more_like, "--less-like": args.less_like}
+    for option, ids in named.items():
+        for item_id in ids:
+            if item_id is not None and item_id not in catalogue:
+                raise EmbeddingsError(
+                    f"{option} {item_id}: no product with id {item_id!r} in catalogue "
+                    f"{catalogue.name!r}"
+                )
+    weight = DEFAULT_TEXT_WEIGHT if args.text_weight is None else args.text_weight
+    try:
+        weight = check_text_weight(weight)
+    except EmbeddingsError as exc:
+        raise EmbeddingsError(f"--text-weight: {exc}") from None
+    query = Query(
+        item=args.item,
+        image=image,
+        text=args.text,
+        text_weight=weight,
+        liked=tuple(args.more_like),
+        disliked=tuple(args.less_like),
+    )
+    return check_query(query, catalogue)
 
 
 def _query_image(path: str):
@@ -421,6 +503,10 @@ def cmd_evaluate(args) -> int:
     from embeddings.evaluate import evaluate_catalogue, save_results, summary_markdown
 
     catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
+    if args.models:
+        from embeddings.fusion import check_model_id
+
+        args.models = [check_model_id(model_id) for model_id in args.models]
 
     def progress(done: int, total: int) -> None:
         print(f"evaluated {done}/{total} (model, task) steps", file=sys.stderr)

@@ -36,8 +36,13 @@ Queries are sampled (`queries` per task, default 1,000) with a seeded generator,
 deterministic for a seed; the sample sizes and the sampled ids are kept in the manifest. Indexes
 above `hnsw_above` products are HNSW graphs, so their figures include HNSW's (small) misses.
 
-Results go to `<catalogue>/evaluation/results.json` (rows, score samples, manifest) with a
-Markdown summary beside it; `load_results` returns None once an index or bridge has changed.
+A model may be a fused one (`a+b`, `embeddings.fusion`): it is measured like any other, through
+its `FusedIndex`; its text queries go through its parts' encoders side by side.
+
+Results go to `<catalogue>/evaluation/results.json` (rows, score samples, manifest, and each
+image query's top `NEIGHBOURS_KEPT` neighbours per model, which the Compare page reads for its
+per-label-value figures and disagreements, see `embeddings.disagreement`) with a Markdown
+summary beside it; `load_results` returns None once an index or bridge has changed.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from embeddings.atomic import write_atomic
 from embeddings.bridge import TextBridge, read_bridge_manifest, read_holdout_ids, title_vectors
 from embeddings.catalog import Catalogue
 from embeddings.errors import EmbeddingsError
+from embeddings.fusion import FusedEncoder, FusedIndex, fused_parts
 from embeddings.index import read_manifest
 from embeddings.vector_index import ModelIndex
 
@@ -68,6 +74,8 @@ SUMMARY_FILE = "summary.md"
 RESULTS_FORMAT = 1
 #: Queries per FAISS call: large enough to batch, small enough to bound memory.
 SEARCH_BATCH = 512
+#: Neighbours kept per image query and model (the Compare page's precision@10 per label value).
+NEIGHBOURS_KEPT = 10
 
 ProgressFn = Callable[[int, int], None]
 
@@ -80,12 +88,15 @@ class EvaluationResult:
     "map"|"chance"), "k", "value"}. `score_samples`: {model: the top-k cosine scores of every
     image query, flattened}, for score-distribution charts. `manifest`: what was measured
     (models with weights ids and index fingerprints, sample sizes and ids, seed, ks, time).
+    `neighbours`: {model: one list of neighbour ids per image query, in the order of
+    `manifest["image_queries"]["ids"]`} (empty in results saved before they were kept).
     """
 
     rows: list[dict]
     score_samples: dict[str, list[float]]
     manifest: dict
     text_score_samples: dict[str, list[float]] = field(default_factory=dict)
+    neighbours: dict[str, list[list[str]]] = field(default_factory=dict)
 
     def value(self, model: str, task: str, label: str, metric: str, k: int) -> float | None:
         for row in self.rows:
@@ -112,6 +123,7 @@ class EvaluationResult:
             "rows": self.rows,
             "score_samples": self.score_samples,
             "text_score_samples": self.text_score_samples,
+            "neighbours": self.neighbours,
         }
 
 
@@ -314,7 +326,27 @@ def evaluate_catalogue(
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    return EvaluationResult(list(rows), image["scores"], manifest, text["scores"])
+    return EvaluationResult(
+        list(rows), image["scores"], manifest, text["scores"], image["neighbours"]
+    )
+
+
+def image_figures(
+    catalogue: Catalogue,
+    indexes: dict[str, ModelIndex],
+    *,
+    queries: int = DEFAULT_QUERIES,
+    seed: int = 0,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> EvaluationResult:
+    """The image-to-image task alone over indexes already opened (benchmarks compare variants
+    of a model, e.g. two fusions of the same parts, under names of their own)."""
+    rows = _Rows()
+    image = _image_task(
+        catalogue, indexes, int(queries), seed, _check_ks(ks), rows, _Steps(len(indexes), None)
+    )
+    manifest = {"image_queries": image["queries"], "seed": int(seed), "ks": list(ks)}
+    return EvaluationResult(list(rows), image["scores"], manifest, {}, image["neighbours"])
 
 
 class _Steps:
@@ -356,6 +388,7 @@ def _image_task(
     image_ids = _sample(pool, queries, np.random.default_rng([seed, 0]))
     per_label: dict[str, dict[str, int]] = {}
     scores_of: dict[str, list[float]] = {}
+    neighbours: dict[str, list[list[str]]] = {}
     for model_id, index in indexes.items():
         usable_ks = tuple(k for k in ks if k <= len(index) - 1)
         if image_ids and usable_ks:
@@ -363,6 +396,7 @@ def _image_task(
             scores, found = _search(index, index.reconstruct_batch(own), usable_ks[-1] + 1)
             found, scores = _drop_self(found, scores, own, usable_ks[-1])
             scores_of[model_id] = [round(float(s), 4) for s in scores.ravel()]
+            neighbours[model_id] = _neighbour_ids(index, found[:, :NEIGHBOURS_KEPT])
             for label in catalogue.label_fields:
                 codes, counts = _label_codes(catalogue, index.ids, label)
                 figures = image_metrics(found, codes[own], codes, counts, len(index), usable_ks)
@@ -374,6 +408,7 @@ def _image_task(
         steps.advance()
     return {
         "scores": scores_of,
+        "neighbours": neighbours,
         "queries": {
             "sampled": len(image_ids),
             "population": len(pool),
@@ -383,6 +418,11 @@ def _image_task(
     }
 
 
+def _neighbour_ids(index: ModelIndex, found: np.ndarray) -> list[list[str]]:
+    """Result rows as catalogue ids, per query (padding dropped)."""
+    return [[index.ids[row] for row in rows if row >= 0] for rows in found.tolist()]
+
+
 def _text_query_ids(catalogue: Catalogue, indexes: dict, encoders: dict, queries: int, seed: int):
     """Titled products every text model holds; for bridges, only titles none of them trained on."""
     titles = catalogue.items["title"].astype(str).str.strip()
@@ -390,6 +430,7 @@ def _text_query_ids(catalogue: Catalogue, indexes: dict, encoders: dict, queries
     for model_id in encoders:
         pool &= set(indexes[model_id].ids)
     bridged = [m for m, e in encoders.items() if getattr(e, "kind", "") == "bridge"]
+    bridged = list(dict.fromkeys(_bridged_parts(bridged, encoders)))
     for model_id in bridged:
         pool &= set(read_holdout_ids(catalogue.bridge_dir(model_id)))
     kind = "titles held out of every bridge's training" if bridged else "all titled products"
@@ -399,9 +440,24 @@ def _text_query_ids(catalogue: Catalogue, indexes: dict, encoders: dict, queries
     return ids, titles.reindex(ids).tolist(), kind
 
 
+def _bridged_parts(models: list[str], encoders: dict):
+    """The models whose text bridges `models` use (a fused model's bridged parts)."""
+    for model_id in models:
+        encoder = encoders[model_id]
+        if isinstance(encoder, FusedEncoder):
+            parts = dict(zip(fused_parts(model_id), encoder.parts, strict=True))
+            yield from (p for p, e in parts.items() if getattr(e, "kind", "") == "bridge")
+        else:
+            yield model_id
+
+
 def _text_vectors(
     catalogue: Catalogue, encoder, query_titles: list[str], cached: dict
 ) -> np.ndarray:
+    if isinstance(encoder, FusedEncoder):  # each part's vectors, side by side
+        return np.hstack(
+            [_text_vectors(catalogue, part, query_titles, cached) for part in encoder.parts]
+        )
     if isinstance(encoder, TextBridge):
         # The catalogue's title cache: the same MiniLM vectors encode_texts would compute.
         if "titles" not in cached:
@@ -484,6 +540,19 @@ def _text_figures(
 
 
 def _model_entry(catalogue: Catalogue, model_id: str, index: ModelIndex, encoder) -> dict:
+    if isinstance(index, FusedIndex):  # what it fuses, each part described as a model
+        encoders = encoder.parts if isinstance(encoder, FusedEncoder) else [None] * len(index.parts)
+        return {
+            "weights_id": index.weights_id,
+            "index_type": index.manifest["index_type"],
+            "count": len(index),
+            "text": getattr(encoder, "kind", None),
+            "fusion": index.method,
+            "parts": {
+                part.model_id: _model_entry(catalogue, part.model_id, part, part_encoder)
+                for part, part_encoder in zip(index.parts, encoders, strict=True)
+            },
+        }
     entry = {
         "weights_id": index.weights_id,
         "index_fingerprint": index_fingerprint(index.manifest),
@@ -523,15 +592,29 @@ def stale_reason(catalogue: Catalogue, manifest: dict) -> str | None:
     if manifest.get("catalogue", {}).get("fingerprint") != catalogue.fingerprint:
         return "the catalogue's products changed since the evaluation"
     for model_id, entry in manifest.get("models", {}).items():
-        index = read_manifest(catalogue.model_dir(model_id))
-        if index is None:
-            return f"model {model_id!r} has no index any more"
-        if index_fingerprint(index) != entry.get("index_fingerprint"):
-            return f"model {model_id!r} was rebuilt since the evaluation"
-        if entry.get("text") == "bridge":
-            bridge = read_bridge_manifest(catalogue.bridge_dir(model_id)) or {}
-            if bridge.get("trained_at") != entry.get("bridge", {}).get("trained_at"):
-                return f"the text bridge of {model_id!r} was retrained since the evaluation"
+        reason = _entry_stale_reason(catalogue, model_id, entry)
+        if reason is not None:
+            return reason
+    return None
+
+
+def _entry_stale_reason(catalogue: Catalogue, model_id: str, entry: dict) -> str | None:
+    """Why one model's entry no longer describes its index (a fused model: any part's)."""
+    if "parts" in entry:
+        for part_id, part_entry in entry["parts"].items():
+            reason = _entry_stale_reason(catalogue, part_id, part_entry)
+            if reason is not None:
+                return reason
+        return None
+    index = read_manifest(catalogue.model_dir(model_id))
+    if index is None:
+        return f"model {model_id!r} has no index any more"
+    if index_fingerprint(index) != entry.get("index_fingerprint"):
+        return f"model {model_id!r} was rebuilt since the evaluation"
+    if entry.get("text") == "bridge":
+        bridge = read_bridge_manifest(catalogue.bridge_dir(model_id)) or {}
+        if bridge.get("trained_at") != entry.get("bridge", {}).get("trained_at"):
+            return f"the text bridge of {model_id!r} was retrained since the evaluation"
     return None
 
 
@@ -551,6 +634,7 @@ def load_results(catalogue: Catalogue) -> EvaluationResult | None:
         data.get("score_samples", {}),
         manifest,
         data.get("text_score_samples", {}),
+        data.get("neighbours") or {},
     )
 
 

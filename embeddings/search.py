@@ -6,13 +6,19 @@ inject fakes. It returns data; printing is elsewhere. Every query path checks th
 was made with the weights the index was built with: vectors of other weights would answer,
 wrongly, without complaint.
 
+One method answers every query, `Searcher.search(Query, models, k, filters)`: a product, an
+upload or words, words mixed into a product or an upload, steered by liked and disliked
+products (`embeddings.query`). `search_item`, `search_text` and `search_image` are thin
+wrappers. A model id may be a fused one (`a+b`, `embeddings.fusion`): its index is a
+`FusedIndex` and its encoders the parts' encoders side by side.
+
 `open_snapshot` opens a catalogue and its indexes under the catalogue's commit lock, so they
 belong to the same build even while another process rebuilds the catalogue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,12 +35,39 @@ from embeddings.errors import (
     IndexMismatchError,
     QueryError,
 )
+from embeddings.fusion import (
+    FusedEncoder,
+    FusedIndex,
+    check_model_id,
+    fused_encoder,
+    fused_parts,
+    is_fused,
+)
 from embeddings.index import load_model_index, read_manifest
 from embeddings.locks import commit_lock
+from embeddings.query import (
+    MAX_TEXT_CHARS,
+    Query,
+    check_query,
+    check_text,
+    mix_text,
+    steer,
+)
 from embeddings.vector_index import ModelIndex
 
-#: Longest text query accepted (characters); longer ones are refused, not truncated silently.
-MAX_TEXT_CHARS = 1000
+__all__ = [
+    "MAX_K",
+    "MAX_TEXT_CHARS",
+    "Hit",
+    "Query",
+    "Searcher",
+    "check_text",
+    "make_searcher",
+    "open_index",
+    "open_snapshot",
+    "rank",
+]
+
 #: Largest k the core answers (the app's slider stops at 50).
 MAX_K = 1000
 
@@ -67,27 +100,27 @@ def rank(
     query: np.ndarray,
     k: int,
     *,
-    exclude: str | None = None,
+    exclude: str | Collection[str] | None = None,
     rows: np.ndarray | None = None,
     filters: dict[str, str] | None = None,
 ) -> list[Hit]:
     """Top-k hits of one query vector.
 
-    `exclude` (an item id) never appears in the result. `rows` (allowed row numbers) restricts
-    the ranking exactly (FAISS's id selector, not a post-filter that can run dry); `filters`
-    ({label: value}) go to an index that evaluates them itself (`index.native_filters`, Milvus).
-    `Searcher` works out which of the two a label filter becomes.
+    `exclude` (an item id, or several) never appears in the result. `rows` (allowed row numbers)
+    restricts the ranking exactly (FAISS's id selector, not a post-filter that can run dry);
+    `filters` ({label: value}) go to an index that evaluates them itself (`index.native_filters`,
+    Milvus). `Searcher` works out which of the two a label filter becomes.
     """
-    extra = 1 if exclude is not None and exclude in index.row_of else 0
+    excluded = {exclude} if isinstance(exclude, str) else set(exclude or ())
+    skip = {index.row_of[i] for i in excluded if i in index.row_of}
     if filters and index.native_filters:
-        scores, found = index.search(query, k + extra, filters=filters)
+        scores, found = index.search(query, k + len(skip), filters=filters)
     else:
-        scores, found = index.search(query, k + extra, rows=rows)
-    skip = index.row_of.get(exclude, -2) if exclude is not None else -2
+        scores, found = index.search(query, k + len(skip), rows=rows)
     hits = [
         Hit(index.ids[row], float(score))
         for score, row in zip(scores[0], found[0], strict=True)
-        if row >= 0 and row != skip
+        if row >= 0 and row not in skip
     ]
     return hits[:k]
 
@@ -117,19 +150,15 @@ def check_k(k: int) -> int:
     return k
 
 
-def check_text(text: str) -> str:
-    text = (text or "").strip()
-    if not text:
-        raise QueryError("the text query is empty; type a few words, e.g. 'red running shoes'")
-    if len(text) > MAX_TEXT_CHARS:
-        raise QueryError(
-            f"the text query is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}"
-        )
-    return text
-
-
 def check_encoder(model_id: str, encoder, index: ModelIndex) -> None:
-    """Refuse an encoder made with other weights than the index was built with."""
+    """Refuse an encoder made with other weights than the index was built with (for a fused
+    model, each part's encoder against that part's index)."""
+    if isinstance(index, FusedIndex) and isinstance(encoder, FusedEncoder):
+        for part_id, part_encoder, part_index in zip(
+            index.part_ids, encoder.parts, index.parts, strict=True
+        ):
+            check_encoder(part_id, part_encoder, part_index)
+        return
     weights = getattr(encoder, "weights_id", None)
     if weights != index.weights_id:
         raise QueryError(
@@ -181,6 +210,93 @@ class Searcher:
         rows = np.fromiter((index.row_of[i] for i in allowed if i in index.row_of), dtype=np.int64)
         return {"rows": np.sort(rows)}
 
+    def search(
+        self,
+        query: Query,
+        models: Sequence[str],
+        k: int,
+        *,
+        filters: dict[str, str] | None = None,
+    ) -> dict[str, list[Hit]]:
+        """Top-k products per model for a composed `Query` (see `embeddings.query`).
+
+        Each model builds the query in its own space: the product's stored vector or the
+        upload's, the words through its text tower or text bridge, mixed with
+        `query.text_weight`, then steered by the liked and disliked products' stored vectors.
+        The query product (and, with `query.exclude_steered`, the steering products) never
+        appear. `filters` ({label field: value}) keeps only matching products.
+        """
+        k = check_k(k)
+        filters = self._check_filters(filters)
+        query = check_query(query, self.catalogue)
+        results = {}
+        for model_id in models:
+            index = self.index_loader(model_id)
+            results[model_id] = rank(
+                index,
+                self.query_vector(query, model_id, index),
+                k,
+                exclude=query.excluded,
+                **self._restriction(index, filters),
+            )
+        return results
+
+    def query_vector(self, query: Query, model_id: str, index: ModelIndex) -> np.ndarray:
+        """`query` (already checked) as one vector in `model_id`'s space."""
+        segments = index.segments
+        if query.item is not None:
+            base = self._stored(model_id, index, [query.item], "query")[0]
+        elif query.image is not None:
+            encoder = self._image_encoder(model_id)
+            check_encoder(model_id, encoder, index)
+            base = encoder.encode_images([query.image])[0]
+        else:
+            base = None
+        if query.text is not None:
+            encoder = self._text_encoder(model_id)
+            check_encoder(model_id, encoder, index)
+            words = encoder.encode_texts([query.text])[0]
+            base = words if base is None else mix_text(base, words, query.text_weight, segments)
+        if not (query.liked or query.disliked):
+            return base
+        return steer(
+            base,
+            self._stored(model_id, index, query.liked, "liked"),
+            self._stored(model_id, index, query.disliked, "disliked"),
+            query.steering,
+            segments,
+        )
+
+    def _stored(
+        self, model_id: str, index: ModelIndex, ids: Sequence[str], role: str
+    ) -> np.ndarray:
+        """The stored vectors of catalogue products; a `QueryError` for one without a vector."""
+        for item_id in ids:
+            if item_id not in index.row_of:
+                what = "product" if role == "query" else f"{role} product"
+                raise QueryError(
+                    f"{what} {item_id!r} has no {model_id!r} vector (its image could not "
+                    "be read when the index was built)"
+                )
+        if not ids:
+            return np.zeros((0, index.dim), dtype=np.float32)
+        return index.reconstruct_batch([index.row_of[i] for i in ids])
+
+    def _text_encoder(self, model_id: str) -> TextEncoder:
+        if self.text_encoder_loader is None:
+            raise QueryError("text search is not available here")
+        if is_fused(model_id):
+            return fused_encoder(model_id, self.text_encoder_loader)
+        return self.text_encoder_loader(model_id)
+
+    def _image_encoder(self, model_id: str) -> ImageEncoder:
+        if self.image_encoder_loader is None:
+            raise QueryError("image search is not available here")
+        if is_fused(model_id):
+            return fused_encoder(model_id, self.image_encoder_loader)
+        return self.image_encoder_loader(model_id)
+
+    # The three plain queries, as the app, the CLI, tests and benchmarks call them.
     def search_item(
         self, item_id: str, models: Sequence[str], k: int, *, filters: dict[str, str] | None = None
     ) -> dict[str, list[Hit]]:
@@ -188,43 +304,15 @@ class Searcher:
 
         `filters` ({label field: value}) keeps only matching products, in every method here.
         """
-        k = check_k(k)
-        filters = self._check_filters(filters)
-        if item_id not in self.catalogue:
+        if item_id not in self.catalogue:  # checked first: the message names the catalogue
             raise QueryError(f"no product with id {item_id!r} in catalogue {self.catalogue.name!r}")
-        results = {}
-        for model_id in models:
-            index = self.index_loader(model_id)
-            if item_id not in index.row_of:
-                raise QueryError(
-                    f"product {item_id!r} has no {model_id!r} vector (its image could not "
-                    "be read when the index was built)"
-                )
-            results[model_id] = rank(
-                index,
-                index.vector(item_id),
-                k,
-                exclude=item_id,
-                **self._restriction(index, filters),
-            )
-        return results
+        return self.search(Query(item=item_id), models, k, filters=filters)
 
     def search_text(
         self, text: str, models: Sequence[str], k: int, *, filters: dict[str, str] | None = None
     ) -> dict[str, list[Hit]]:
         """Text-to-image per model (native text tower or text bridge)."""
-        k, text = check_k(k), check_text(text)
-        filters = self._check_filters(filters)
-        if self.text_encoder_loader is None:
-            raise QueryError("text search is not available here")
-        results = {}
-        for model_id in models:
-            encoder, index = self.text_encoder_loader(model_id), self.index_loader(model_id)
-            check_encoder(model_id, encoder, index)
-            results[model_id] = rank(
-                index, encoder.encode_texts([text])[0], k, **self._restriction(index, filters)
-            )
-        return results
+        return self.search(Query(text=text), models, k, filters=filters)
 
     def search_image(
         self,
@@ -235,18 +323,7 @@ class Searcher:
         filters: dict[str, str] | None = None,
     ) -> dict[str, list[Hit]]:
         """Image-to-image per model for an image from outside the catalogue (an upload)."""
-        k = check_k(k)
-        filters = self._check_filters(filters)
-        if self.image_encoder_loader is None:
-            raise QueryError("image search is not available here")
-        results = {}
-        for model_id in models:
-            encoder, index = self.image_encoder_loader(model_id), self.index_loader(model_id)
-            check_encoder(model_id, encoder, index)
-            results[model_id] = rank(
-                index, encoder.encode_images([image])[0], k, **self._restriction(index, filters)
-            )
-        return results
+        return self.search(Query(image=image), models, k, filters=filters)
 
 
 def open_index(
@@ -258,7 +335,12 @@ def open_index(
     pages come in on first use and stay shared with the page cache. Raises
     `CatalogueChangedError` when the index belongs to a newer build of the catalogue than
     `catalogue` (open the catalogue again), `IndexMismatchError` when it is really out of date.
+    A fused id (`a+b`, see `embeddings.fusion`) opens its parts and fuses them.
     """
+    if is_fused(model_id):
+        model_id = check_model_id(model_id)
+        parts = [open_index(catalogue, p, mmap=mmap, lock=lock) for p in fused_parts(model_id)]
+        return FusedIndex(model_id, parts)
     try:
         return load_model_index(
             catalogue.model_dir(model_id),
@@ -287,12 +369,36 @@ def open_snapshot(
     with commit_lock(directory):
         catalogue = Catalogue.open(directory, lock=False)
         indexes: dict[str, ModelIndex | EmbeddingsError] = {}
-        for model_id in models:
+        plain = dict.fromkeys(p for model_id in models for p in fused_parts(model_id))
+        for model_id in plain:  # each model once, also when fused models name it
             try:
                 indexes[model_id] = open_index(catalogue, model_id, mmap=mmap, lock=False)
             except EmbeddingsError as exc:
                 indexes[model_id] = exc
-    return catalogue, indexes
+    for model_id in models:
+        if is_fused(model_id):
+            indexes[model_id] = fuse_opened(model_id, indexes)
+    return catalogue, {m: indexes[m] for m in models}
+
+
+def fuse_opened(
+    model_id: str, indexes: dict[str, ModelIndex | EmbeddingsError]
+) -> FusedIndex | EmbeddingsError:
+    """The fused index of `model_id` over its parts' opened indexes, or the first part's error."""
+    for part in fused_parts(model_id):
+        if isinstance(indexes.get(part), EmbeddingsError):
+            error = indexes[part]
+            return type(error)(f"fused model {model_id!r}: {error}")
+    return FusedIndex(model_id, [indexes[p] for p in fused_parts(model_id)])
+
+
+def fused_text_kind(model_id: str, capable: dict[str, str]) -> str | None:
+    """How a model answers text given `capable` (from `text_capable_models`): a fused model
+    answers when every part does, 'bridge' when any part needs its bridge; None: it cannot."""
+    kinds = [capable.get(part) for part in fused_parts(model_id)]
+    if None in kinds:
+        return None
+    return "bridge" if "bridge" in kinds else "native"
 
 
 def text_capable_models(catalogue: Catalogue) -> dict[str, str]:
@@ -342,8 +448,15 @@ class NativeText:
 def default_text_encoder(
     catalogue: Catalogue, model_id: str, load_embedder: Callable[[str], object]
 ) -> TextEncoder:
-    """The model's own text tower when it has one, else its text bridge, else a `QueryError`."""
+    """The model's own text tower when it has one, else its text bridge, else a `QueryError`.
+
+    For a fused model, its parts' encoders side by side."""
     from embeddings.models import get_spec
+
+    if is_fused(model_id):
+        return fused_encoder(
+            model_id, lambda part: default_text_encoder(catalogue, part, load_embedder)
+        )
 
     if get_spec(model_id).has_text:
         return NativeText(load_embedder(model_id))
@@ -385,6 +498,8 @@ def make_searcher(
         found = opened.get(model_id)
         if isinstance(found, EmbeddingsError):
             raise found
+        if found is None and is_fused(model_id):  # its parts from the snapshot, or opened now
+            return FusedIndex(model_id, [load_index(p) for p in fused_parts(model_id)])
         return found if found is not None else open_index(catalogue, model_id)
 
     @cache

@@ -43,6 +43,12 @@ class ModelIndex(ABC):
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def segments(self) -> tuple[int, ...]:
+        """Widths of the independently normalised parts of a vector: one model, one part (a
+        fused model's vectors are its parts' side by side, see `embeddings.fusion`)."""
+        return (self.dim,)
+
     def vector(self, item_id: str) -> np.ndarray:
         """The stored vector of an item (float32, L2-normalised)."""
         return self.reconstruct_batch([self.row_of[item_id]])[0]

@@ -152,3 +152,20 @@ def milvus_server_uri(tmp_path_factory):
         pytest.skip(f"no Milvus server here: {exc}")
     yield server.uri
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def bridged_catalogue(built_catalogue, tmp_path_factory):
+    """A copy of the synthetic catalogue whose two image-only models have text bridges (issue 14:
+    words mixed into product queries, fused models answering text). Read-only, like its source."""
+    import shutil
+
+    from embeddings.bridge import train_bridge_for_catalogue
+    from embeddings.catalog import Catalogue
+
+    target = tmp_path_factory.mktemp("bridged-data") / "shop"
+    shutil.copytree(built_catalogue.directory, target)
+    catalogue = Catalogue.open(target)
+    for model_id in ("pixels", "efficientnet-lite0"):
+        train_bridge_for_catalogue(catalogue, model_id, holdout_fraction=0.25)
+    return catalogue

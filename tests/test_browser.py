@@ -12,6 +12,7 @@ Needs Debian's chromium (`apt-get install chromium`); elsewhere the tests skip, 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from urllib.parse import parse_qs, urlparse
 
@@ -238,3 +239,54 @@ def test_search_page_screenshot(page, server, app_catalogue):
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 50_000
+
+
+def steer_button(model: str, item_id: str, kind: str) -> str:
+    """The "+ More" (`kind` "more") or "− Less" ("less") button under a result tile."""
+    return f"{browser.grid_selector(model)} a.tile[data-id='{item_id}'] + .steer button.{kind}"
+
+
+def test_more_and_less_like_this_steer_every_model(page, server, app_catalogue):
+    """Issue 14: the tile buttons steer the query; liked/disliked products are listed, kept in
+    the URL, and removable one by one."""
+    _, catalogue, _, _ = app_catalogue
+    first = catalogue.ids[0]
+    open_app(page, server, catalogue, item=first)
+    grids = browser.wait_for_results(page, MODELS, query=first)
+    liked = grids["pixels"]["tiles"][3][0]
+    page.locator(steer_button("pixels", liked, "more")).click()
+    after = browser.wait_for_results(page, MODELS, query=f"{first} +[{liked}]")
+    assert all(liked not in dict(grid["tiles"]) for grid in after.values())
+    assert after != grids
+    assert url_params(page, "like")["like"] == [liked]
+    page.locator(f"[data-testid='steer-liked'][data-id='{liked}']").wait_for(timeout=30_000)
+    disliked = after["efficientnet-lite0"]["tiles"][0][0]
+    page.locator(steer_button("efficientnet-lite0", disliked, "less")).click()
+    browser.wait_for_results(page, MODELS, query=f"{first} +[{liked}] -[{disliked}]")
+    assert url_params(page, "dislike")["dislike"] == [disliked]
+    key = re.sub(r"[^a-zA-Z0-9_-]", "-", f"unsteer_liked_{liked}")  # Streamlit's key class
+    # (Streamlit draws a button twice, the second a hidden copy: click the first.)
+    page.locator(f".st-key-{key} button").first.click()  # the liked product goes
+    browser.wait_for_results(page, MODELS, query=f"{first} -[{disliked}]")
+    assert "like" not in parse_qs(urlparse(page.url).query)
+
+
+def test_words_mixed_into_a_product(page, server, app_catalogue):
+    from embeddings.query import DEFAULT_TEXT_WEIGHT
+
+    _, catalogue, text_model, _ = app_catalogue
+    item = catalogue.ids[5]
+    open_app(page, server, catalogue, item=item)
+    browser.wait_for_results(page, MODELS, query=item)
+    words = "red" if catalogue.name == "fashion" else "Blue"
+    box = page.get_by_role("textbox", name="Add words to this query")
+    box.fill(words)
+    box.press("Enter")
+    # The first words of the server load the text encoder: allow for it on a busy machine.
+    grids = browser.wait_for_results(
+        page, [text_model], query=f"{item} & {words} @{DEFAULT_TEXT_WEIGHT:g}", timeout=240
+    )
+    assert len(grids[text_model]["tiles"]) == 10
+    params = url_params(page, "text")
+    assert params["text"] == [words] and params["item"] == [item]
+    assert params["mix"] == [f"{DEFAULT_TEXT_WEIGHT:g}"]
