@@ -28,6 +28,7 @@ from pathlib import Path
 
 from embeddings.atomic import recover_interrupted_swap, remove_staging_leftovers
 from embeddings.bridge import BridgeFit, commit_bridge, fit_bridge
+from embeddings.bridge.exclusion import ExcludedTitles
 from embeddings.build import (
     DEFAULT_BATCH_SIZE,
     BuildReport,
@@ -81,6 +82,8 @@ class BuildRequest:
     weights: dict[str, dict] = field(default_factory=dict)  # model id -> load_model options
     index: IndexOptions = field(default_factory=IndexOptions)
     bridges: bool = True
+    #: Titles no bridge may train on (`build --bridge-exclude-titles`; see `bridge.exclusion`).
+    bridge_exclude_titles: list[str] | None = None
     new_catalogue: bool = False  # refuse a folder that already holds a catalogue
 
 
@@ -380,6 +383,14 @@ def _wants_bridge(catalogue: Catalogue, model_id: str, request: BuildRequest) ->
     )
 
 
+def bridge_options(request: BuildRequest) -> dict:
+    """`fit_bridge` keywords the request sets (exclusions, recipe)."""
+    options = {}
+    if request.bridge_exclude_titles:
+        options["exclude"] = ExcludedTitles.of(request.bridge_exclude_titles)
+    return options
+
+
 def _fit_bridge(
     catalogue: Catalogue,
     model_id: str,
@@ -405,6 +416,7 @@ def _fit_bridge(
             vectors=vectors,
             weights_id=weights_id,
             progress=lambda message: say(BuildEvent("bridge", model_id, message=message)),
+            **bridge_options(request),
         )
     except EmbeddingsError as exc:
         outcome.bridge = f"not trained: {exc}"

@@ -21,6 +21,8 @@ MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.npy"
 BIAS_FILE = "bias.npy"
 HOLDOUT_FILE = "holdout_ids.txt"
+#: The titles a build kept out of training (`--bridge-exclude-titles`), one per line.
+EXCLUDED_TITLES_FILE = "excluded_titles.txt"
 
 
 class StaleBridgeError(IndexMismatchError):
@@ -155,6 +157,7 @@ def stage_bridge(
     bias: np.ndarray,
     holdout_ids: list[str],
     manifest: dict,
+    excluded_titles: list[str] | None = None,
 ) -> Path:
     """Write every file of a bridge into a fresh folder beside `bridge_dir`; returns it.
 
@@ -166,6 +169,10 @@ def stage_bridge(
         np.save(staging / WEIGHTS_FILE, weights.astype(np.float32))
         np.save(staging / BIAS_FILE, bias.astype(np.float32))
         (staging / HOLDOUT_FILE).write_text("".join(f"{i}\n" for i in holdout_ids))
+        if excluded_titles:
+            (staging / EXCLUDED_TITLES_FILE).write_text(
+                "".join(f"{t}\n" for t in excluded_titles), encoding="utf-8"
+            )
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
         fsync_files(staging)
     except BaseException:
@@ -184,3 +191,12 @@ def read_holdout_ids(bridge_dir: Path) -> list[str]:
         return (Path(bridge_dir) / HOLDOUT_FILE).read_text().splitlines()
     except OSError:
         return []
+
+
+def read_excluded_titles(bridge_dir: Path) -> list[str]:
+    """The titles the bridge was told to keep out of training (empty when none were)."""
+    try:
+        text = (Path(bridge_dir) / EXCLUDED_TITLES_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()]

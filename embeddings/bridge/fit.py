@@ -20,6 +20,7 @@ from embeddings.bridge.artefact import (
     read_bridge_manifest,
     stage_bridge,
 )
+from embeddings.bridge.exclusion import ExcludedTitles
 from embeddings.bridge.scoring import HOLDOUT_QUERIES, holdout_scores, summarise
 from embeddings.bridge.sentences import TEXT_DIM, TEXT_MODEL_ID, title_vectors
 from embeddings.bridge.training import (
@@ -59,12 +60,14 @@ def fit_bridge(
     options: TrainOptions | None = None,
     force: bool = False,
     progress: ProgressFn | None = None,
+    exclude: ExcludedTitles | None = None,
 ) -> BridgeFit | None:
     """Train the text bridge of an image model on `vectors` (row-aligned with `ids`) and stage it.
 
     Returns None when no product has a title. The title vectors come from (and fill) the
     catalogue's MiniLM cache. Deterministic for a seed. A bridge already trained with the same
     settings on the same weights, catalogue version and titles is kept (`force` retrains it).
+    Products carrying an `exclude`d title never reach training (see `bridge.exclusion`).
     """
     started = time.perf_counter()
     titles = (
@@ -89,13 +92,17 @@ def fit_bridge(
         "titles_fingerprint": cache.fingerprint,
         "weights_id": weights_id,
         "catalogue_fingerprint": catalogue.fingerprint,
+        "excluded_titles_sha256": exclude.sha256 if exclude else None,
     }
     previous = _up_to_date(catalogue, model_id, settings) if not force else None
     if previous is not None:
         return BridgeFit(model_id, "up to date, " + summarise(previous), None)
     held_titles = holdout_titles(cache.titles, fraction=holdout_fraction, seed=seed)
-    is_held = np.array([t in held_titles for t in titles], dtype=bool) & titled
-    train_rows = np.flatnonzero(titled & ~is_held)
+    is_excluded = np.array([t in exclude for t in titles], dtype=bool) if exclude else None
+    if is_excluded is None:
+        is_excluded = np.zeros(len(titles), dtype=bool)
+    is_held = np.array([t in held_titles for t in titles], dtype=bool) & titled & ~is_excluded
+    train_rows = np.flatnonzero(titled & ~is_held & ~is_excluded)
     if len(train_rows) < 2:
         raise EmbeddingsError(
             f"catalogue {catalogue.name!r} has {len(train_rows)} titled products to train "
@@ -122,6 +129,7 @@ def fit_bridge(
         "trained_on": int(len(train_rows)),
         "held_out_products": int(is_held.sum()),
         "held_out_titles": len(held_titles),
+        "excluded_titles": exclude.record(int(is_excluded.sum())) if exclude else None,
         "holdout": _holdout_figures(
             catalogue, ids, vectors, titles, is_held, cache, weights, bias, seed
         ),
@@ -132,8 +140,9 @@ def fit_bridge(
         catalogue.bridge_dir(model_id),
         weights=weights,
         bias=bias,
-        holdout_ids=[ids[r] for r in np.flatnonzero(is_held)],
+        holdout_ids=[ids[r] for r in np.flatnonzero(is_held | is_excluded)],
         manifest=manifest,
+        excluded_titles=exclude.titles if exclude else None,
     )
     return BridgeFit(model_id, summarise(manifest), staging)
 
