@@ -29,6 +29,7 @@ from pathlib import Path
 from embeddings.atomic import recover_interrupted_swap, remove_staging_leftovers
 from embeddings.bridge import BridgeFit, commit_bridge, fit_bridge
 from embeddings.bridge.exclusion import ExcludedTitles
+from embeddings.bridge.recipes import check_recipe
 from embeddings.build import (
     DEFAULT_BATCH_SIZE,
     BuildReport,
@@ -84,6 +85,8 @@ class BuildRequest:
     bridges: bool = True
     #: Titles no bridge may train on (`build --bridge-exclude-titles`; see `bridge.exclusion`).
     bridge_exclude_titles: list[str] | None = None
+    #: How bridges are made (`bridge.recipes.RECIPES`; None: the default recipe).
+    bridge_recipe: str | None = None
     new_catalogue: bool = False  # refuse a folder that already holds a catalogue
 
 
@@ -148,6 +151,8 @@ def build_catalogue(request: BuildRequest, progress: ProgressFn | None = None) -
     say = progress or (lambda event: None)
     for model_id in request.models or []:
         get_spec(model_id)  # unknown ids fail before any work
+    if request.bridge_recipe:
+        check_recipe(request.bridge_recipe)
     out = Path(request.out)
     if request.new_catalogue and (out / CATALOG_FILE).exists():
         raise CatalogueError(
@@ -388,6 +393,8 @@ def bridge_options(request: BuildRequest) -> dict:
     options = {}
     if request.bridge_exclude_titles:
         options["exclude"] = ExcludedTitles.of(request.bridge_exclude_titles)
+    if request.bridge_recipe:
+        options["recipe"] = request.bridge_recipe
     return options
 
 

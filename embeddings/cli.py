@@ -131,6 +131,7 @@ def _build_parser(commands) -> None:
         help="a text file of titles, one per line: no bridge trains on them or on any "
         "product carrying one (how a benchmark's query titles stay unseen)",
     )
+    _recipe_option(build)
 
 
 def _search_parser(commands) -> None:
@@ -162,6 +163,18 @@ def _search_parser(commands) -> None:
         "--json", action="store_true", help='print [{"id", "score"}, ...] (per model if several)'
     )
     search.add_argument("--weights", action="append", metavar="MODEL=PATH")
+
+
+def _recipe_option(command: argparse.ArgumentParser) -> None:
+    from embeddings.bridge.recipes import DEFAULT_RECIPE, RECIPES
+
+    command.add_argument(
+        "--bridge-recipe",
+        choices=list(RECIPES),
+        default=None,
+        help=f"how text bridges are made (default {DEFAULT_RECIPE}): "
+        + "; ".join(f"{k}: {v}" for k, v in RECIPES.items()),
+    )
 
 
 def _leaderboard_options(evaluate: argparse.ArgumentParser) -> None:
@@ -235,6 +248,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a text file of titles, one per line, kept out of training with their products",
     )
+    _recipe_option(bridge)
     _pick_titles_parser(commands)
     commands.add_parser("models", help="list the model zoo")
     catalogues = commands.add_parser("catalogues", help="list the catalogues in the data folder")
@@ -303,6 +317,7 @@ def cmd_build(args) -> int:
         bridge_exclude_titles=_excluded_titles(
             args.bridge_exclude_titles, "--bridge-exclude-titles"
         ),
+        bridge_recipe=args.bridge_recipe,
         index=IndexOptions(
             batch_size=args.batch_size,
             workers=args.workers,
@@ -650,7 +665,9 @@ def cmd_bridge(args) -> int:
             f"catalogue {catalogue.name!r} has no built image-only model to bridge"
         )
     excluded = _excluded_titles(args.exclude_titles, "--exclude-titles")
-    exclusion = {"exclude": ExcludedTitles.of(excluded)} if excluded else {}
+    fit_options = {"exclude": ExcludedTitles.of(excluded)} if excluded else {}
+    if args.bridge_recipe:
+        fit_options["recipe"] = args.bridge_recipe
     with build_lock(directory):
         for model_id in models:
             if get_spec(model_id).has_text:
@@ -662,7 +679,7 @@ def cmd_bridge(args) -> int:
                 seed=args.seed,
                 holdout_fraction=args.holdout,
                 force=args.force,
-                **exclusion,
+                **fit_options,
             )
             print(
                 f"[{model_id}] text bridge: "
