@@ -1,6 +1,9 @@
-"""Compare: each model's precision@k by label over many queries, and its score distribution."""
+"""Compare: each model's precision@k by label over many queries, its score distribution, and
+text search on the Marqo fashion leaderboard protocol."""
 
-from app_support.compare_ui import compare_page
+from app_support.compare_ui import compare_page, leaderboard_ui
 from app_support.sidebar import selection
 
-compare_page(selection())
+chosen = selection()
+compare_page(chosen)
+leaderboard_ui(chosen)

@@ -604,7 +604,9 @@ def _evaluate_leaderboard(catalogue, args) -> int:
         models,
         titles,
         label_fields=args.label_fields,
-        progress=lambda message: print(message, file=sys.stderr),
+        progress=lambda done, total, message: print(
+            f"[{done + 1}/{total}] {message}", file=sys.stderr
+        ),
     )
     paths = save_leaderboard(catalogue, result)
     for model_id, reason in result.manifest["refused_titles"].items():

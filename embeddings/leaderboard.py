@@ -64,7 +64,7 @@ ANCHORS = {
     },
 }
 
-ProgressFn = Callable[[str], None]
+ProgressFn = Callable[[int, int, str], None]  # (steps done, steps in all, what is next)
 
 
 def pick_title_queries(catalogue: Catalogue, n: int = DEFAULT_TITLE_QUERIES, seed: int = 0):
@@ -181,7 +181,6 @@ def evaluate_leaderboard(
     from embeddings.search import make_searcher
 
     started = time.perf_counter()
-    say = progress or (lambda message: None)
     models = list(models)
     if not models:
         raise EmbeddingsError("name at least one model that answers text")
@@ -202,6 +201,13 @@ def evaluate_leaderboard(
             f"{catalogue.name!r}, e.g. {unknown[0]!r}"
         )
     figures, refused = {}, {}
+    steps = iter(range(len(models) * (1 + len(fields))))
+    total = len(models) * (1 + len(fields))
+
+    def say(message: str) -> None:
+        if progress:
+            progress(next(steps), total, message)
+
     for model_id in models:
         say(f"{model_id}: {len(titles):,} title queries")
         problem = unseen_title_problem(catalogue, model_id, titles)
