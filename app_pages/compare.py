@@ -1,5 +1,4 @@
-"""Compare: each model's precision@k by label over many queries, its score distribution, and
-text search on the Marqo fashion leaderboard protocol."""
+"""Compare: precision@k by label, score distributions, text search on the kagl protocol."""
 
 from app_support.compare_ui import compare_page, leaderboard_ui
 from app_support.sidebar import selection
