@@ -1,6 +1,8 @@
-"""Compare: each model's precision@k by label over many queries, and its score distribution."""
+"""Compare: precision@k by label, score distributions, text search on the kagl protocol."""
 
-from app_support.compare_ui import compare_page
+from app_support.compare_ui import compare_page, leaderboard_ui
 from app_support.sidebar import selection
 
-compare_page(selection())
+chosen = selection()
+compare_page(chosen)
+leaderboard_ui(chosen)

@@ -167,6 +167,7 @@ def create_and_build_ui(
     limit: int | None,
     models: list[str],
     bridges: bool,
+    bridge_recipe: str | None = None,
 ):
     """Scan `source` into a new catalogue `name` and build its models, showing each step."""
     with st.status(f"Building catalogue “{name}”…", expanded=True) as status:
@@ -184,6 +185,7 @@ def create_and_build_ui(
                 limit=limit,
                 models=models,
                 bridges=bridges,
+                bridge_recipe=bridge_recipe,
                 new_catalogue=True,
             )
         )
@@ -210,9 +212,24 @@ def _models_picker(key: str, default: list[str]) -> list[str]:
         default=[m for m in default if m in ids],
         key=key,
         format_func=lambda m: f"{m} · {get_spec(m).dim}-d",
-        help="pixels and efficientnet-lite0 work offline (their weights ship with the "
-        "packages); the others download their weights on first use, so they need network. "
-        "A model that cannot load is skipped and reported.",
+        help="pixels, colour and efficientnet-lite0 work offline (no weights, or weights that "
+        "ship with the packages); the others download their weights on first use, so they "
+        "need network. A model that cannot load is skipped and reported.",
+    )
+
+
+def bridge_recipe_picker(key: str, *, disabled: bool = False) -> str:
+    """How text bridges are made (`embeddings.bridge.recipes`), the default first."""
+    from embeddings.bridge.recipes import DEFAULT_RECIPE, RECIPES
+
+    names = [DEFAULT_RECIPE, *[r for r in RECIPES if r != DEFAULT_RECIPE]]
+    return st.selectbox(
+        "Text bridge recipe",
+        names,
+        key=key,
+        disabled=disabled,
+        format_func=lambda r: f"{r}: {RECIPES[r]}",
+        width=420,
     )
 
 
@@ -263,6 +280,7 @@ def new_catalogue_ui(*, first_run: bool) -> None:
         bridges = st.checkbox(
             "Train text bridges (text search for image-only models)", value=True, key="demo_bridges"
         )
+        recipe = bridge_recipe_picker("demo_recipe", disabled=not bridges)
         name = st.text_input("Catalogue name", value=f"fashion-{int(limit)}", key="demo_name")
         if st.button(
             "Build the demo catalogue", type="primary", key="demo_build", disabled=not models
@@ -275,6 +293,7 @@ def new_catalogue_ui(*, first_run: bool) -> None:
                     limit=int(limit),
                     models=models,
                     bridges=bridges,
+                    bridge_recipe=recipe,
                 )
             )
     with folder_tab:
@@ -295,6 +314,7 @@ def new_catalogue_ui(*, first_run: bool) -> None:
         bridges = st.checkbox(
             "Train text bridges (when products have titles)", value=True, key="folder_bridges"
         )
+        recipe = bridge_recipe_picker("folder_recipe", disabled=not bridges)
         default_name = Path(path.strip().rstrip("/")).name if path.strip() else ""
         name = st.text_input("Catalogue name", value=default_name, key="folder_name")
         if st.button(
@@ -314,6 +334,7 @@ def new_catalogue_ui(*, first_run: bool) -> None:
                         limit=int(limit) or None,
                         models=models,
                         bridges=bridges,
+                        bridge_recipe=recipe,
                     )
                 )
     if first_run:
@@ -355,11 +376,14 @@ def build_missing_ui(cat: Catalogue, built: list[str]) -> None:
     bridges = st.checkbox(
         "Train text bridges for image-only models", value=True, key="missing_bridges"
     )
+    recipe = bridge_recipe_picker("missing_recipe", disabled=not bridges)
     st.caption(
         "Leaving the page stops a build; the finished chunks are kept and the next build resumes."
     )
     if st.button("Build", type="primary", key="build_missing", disabled=not chosen):
-        result = run_build_ui(_request(cat.directory, models=chosen, bridges=bridges))
+        result = run_build_ui(
+            _request(cat.directory, models=chosen, bridges=bridges, bridge_recipe=recipe)
+        )
         if result is None:
             return
         notes, failed = outcome_lines(result)

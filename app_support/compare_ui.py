@@ -15,7 +15,7 @@ import streamlit as st
 
 from app_support import disagreement_ui, resources, sidebar
 from app_support.sidebar import Selection
-from embeddings import disagreement, evaluate
+from embeddings import disagreement, evaluate, leaderboard
 from embeddings.catalog import Catalogue
 from embeddings.errors import EmbeddingsError
 from embeddings.fusion import is_fused
@@ -313,3 +313,117 @@ def compare_page(selection: Selection) -> None:
     image_figures_ui(result, frame, label, shown)
     disagreement_ui.disagreement_ui(result, selection, label, shown)
     text_figures_ui(result, frame, cat, label, shown)
+
+
+# -- the Marqo fashion leaderboard protocol (issue 15) -------------------------------------------
+def leaderboard_frame(result, models: list[str]) -> pd.DataFrame:
+    """The protocol's table (anchors, the selected models, chance) as one row per figure."""
+    fields = [f for f in ("articleType", "baseColour") if f in result.manifest["label_fields"]]
+    fields = fields or list(result.manifest["label_fields"])[:2]
+    columns = {
+        "recall@1": "title R@1",
+        "recall@10": "title R@10",
+        "mrr@10": "title MRR@10",
+        **{f: f"{f} P@10" for f in fields},
+    }
+    rows = []
+    for row in leaderboard.table_rows(result, fields):
+        name = row["model"]
+        if name in result.figures and name not in models:
+            continue
+        for key, column in columns.items():
+            if row.get(key) is not None:
+                rows.append({"model": name, "figure": column, "value": float(row[key])})
+    return pd.DataFrame(rows, columns=["model", "figure", "value"])
+
+
+def leaderboard_chart(frame: pd.DataFrame) -> alt.Chart:
+    return (
+        alt.Chart(frame, title="Text queries: our models beside the public anchors")
+        .mark_bar()
+        .encode(
+            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=-30), sort=None),
+            y=alt.Y("value:Q", title="value", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("model:N", title="model", sort=None),
+            column=alt.Column("figure:N", title=None, sort=None),
+            tooltip=["model", "figure", alt.Tooltip("value:Q", format=".3f")],
+        )
+        .properties(width=110)
+    )
+
+
+def leaderboard_measure_ui(cat: Catalogue, models: list[str]) -> None:
+    """Measure the protocol here when the bridges recorded the title queries they excluded."""
+    try:
+        titles = leaderboard.default_title_queries(cat, models)
+    except EmbeddingsError as exc:
+        st.caption(str(exc))
+        return
+    if resources.read_only():
+        return
+    if st.button(f"Measure {', '.join(models)} on {len(titles):,} titles", key="kagl_run"):
+        bar = st.progress(0.0, text="Starting…")
+
+        def progress(done: int, total: int, message: str) -> None:
+            bar.progress(min(1.0, done / total) if total else 1.0, text=message)
+
+        try:
+            result = leaderboard.evaluate_leaderboard(cat, models, titles, progress=progress)
+            leaderboard.save_leaderboard(cat, result)
+        except EmbeddingsError as exc:
+            bar.empty()
+            st.error(str(exc))
+            return
+        bar.empty()
+        st.rerun()
+
+
+def leaderboard_ui(selection: Selection) -> None:
+    """Text search held to the Marqo fashion leaderboard's protocol, beside its anchors."""
+    cat = selection.catalogue
+    if cat is None or not selection.models:
+        return
+    st.subheader("Text search on the Marqo fashion leaderboard protocol")
+    st.markdown(
+        "**Title queries**: product titles the text bridges never trained on; relevant = every "
+        "product with that title, over the whole catalogue (recall@k, MRR@10). **Label "
+        'queries**: a label\'s bare value ("Tshirts", "Navy Blue"); precision@10 = share of '
+        "the top 10 with that value. The two anchors are the public table's fashion CLIPs."
+    )
+    result = leaderboard.load_leaderboard(cat)
+    text_models = [m for m in selection.models if m in search_text_models(cat)]
+    if result is None:
+        st.info(
+            "Not measured yet. The recipe: `python -m embeddings pick-titles --catalog "
+            f"{cat.directory} --out titles.txt`, then `python -m embeddings build --catalog "
+            f"{cat.directory} --bridge-exclude-titles titles.txt`, then `python -m embeddings "
+            f"evaluate --catalog {cat.directory} --protocol kagl`."
+        )
+        if text_models:
+            leaderboard_measure_ui(cat, text_models)
+        return
+    frame = leaderboard_frame(result, selection.models)
+    st.altair_chart(leaderboard_chart(frame), width="content")
+    with st.expander("The figures"):
+        st.dataframe(
+            frame.pivot_table(
+                index="model", columns="figure", values="value", sort=False
+            ).style.format("{:.3f}"),
+            width="stretch",
+        )
+    manifest = result.manifest
+    st.caption(
+        f"{manifest['title_queries']:,} title queries, measured {manifest['created_at']} in "
+        f"{manifest['seconds']:.0f} s."
+    )
+    for model_id, reason in manifest.get("refused_titles", {}).items():
+        st.warning(f"{model_id}: no title figures ({reason})")
+    missing = [m for m in text_models if m not in result.figures]
+    if missing:
+        leaderboard_measure_ui(cat, sorted(set(result.figures) | set(missing)))
+
+
+def search_text_models(cat: Catalogue) -> dict[str, str]:
+    from embeddings.search import text_capable_models
+
+    return text_capable_models(cat)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from embeddings.atomic import recover_interrupted_swap, remove_staging_leftovers
 from embeddings.bridge import BridgeFit, commit_bridge, fit_bridge
+from embeddings.bridge.exclusion import ExcludedTitles
+from embeddings.bridge.recipes import check_recipe
 from embeddings.build import (
     DEFAULT_BATCH_SIZE,
     BuildReport,
@@ -81,6 +83,10 @@ class BuildRequest:
     weights: dict[str, dict] = field(default_factory=dict)  # model id -> load_model options
     index: IndexOptions = field(default_factory=IndexOptions)
     bridges: bool = True
+    #: Titles no bridge may train on (`build --bridge-exclude-titles`; see `bridge.exclusion`).
+    bridge_exclude_titles: list[str] | None = None
+    #: How bridges are made (`bridge.recipes.RECIPES`; None: the default recipe).
+    bridge_recipe: str | None = None
     new_catalogue: bool = False  # refuse a folder that already holds a catalogue
 
 
@@ -145,6 +151,8 @@ def build_catalogue(request: BuildRequest, progress: ProgressFn | None = None) -
     say = progress or (lambda event: None)
     for model_id in request.models or []:
         get_spec(model_id)  # unknown ids fail before any work
+    if request.bridge_recipe:
+        check_recipe(request.bridge_recipe)
     out = Path(request.out)
     if request.new_catalogue and (out / CATALOG_FILE).exists():
         raise CatalogueError(
@@ -382,6 +390,16 @@ def _wants_bridge(catalogue: Catalogue, model_id: str, request: BuildRequest) ->
     )
 
 
+def bridge_options(request: BuildRequest) -> dict:
+    """`fit_bridge` keywords the request sets (exclusions, recipe)."""
+    options = {}
+    if request.bridge_exclude_titles:
+        options["exclude"] = ExcludedTitles.of(request.bridge_exclude_titles)
+    if request.bridge_recipe:
+        options["recipe"] = request.bridge_recipe
+    return options
+
+
 def _fit_bridge(
     catalogue: Catalogue,
     model_id: str,
@@ -407,6 +425,7 @@ def _fit_bridge(
             vectors=vectors,
             weights_id=weights_id,
             progress=lambda message: say(BuildEvent("bridge", model_id, message=message)),
+            **bridge_options(request),
         )
     except EmbeddingsError as exc:
         outcome.bridge = f"not trained: {exc}"

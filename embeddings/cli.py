@@ -1,4 +1,5 @@
-"""`python -m embeddings build|search|evaluate|bridge|export|map|duplicates|models|catalogues`.
+"""`python -m embeddings COMMAND`: build, search, evaluate, bridge, export, map, duplicates,
+pick-titles, models, catalogues.
 
 The top of the core: it parses options, calls the core and prints; nothing in the core imports
 it. Every command prints for people by default; `search --json` and `evaluate --json` print
@@ -125,6 +126,13 @@ def _build_parser(commands) -> None:
         default=True,
         help="train a text bridge for image-only models when products have titles",
     )
+    build.add_argument(
+        "--bridge-exclude-titles",
+        metavar="FILE",
+        help="a text file of titles, one per line: no bridge trains on them or on any "
+        "product carrying one (how a benchmark's query titles stay unseen)",
+    )
+    _recipe_option(build)
 
 
 def _search_parser(commands) -> None:
@@ -167,6 +175,12 @@ def _query_options(search: argparse.ArgumentParser) -> None:
         "--text", help="a description, e.g. 'red running shoes'; with --item/--image: mixed in"
     )
     query.add_argument(
+        "--queries",
+        metavar="FILE",
+        help="a text file with one text query per line: one answer per query, in order "
+        "(with --json, one JSON line each); models are loaded once",
+    )
+    query.add_argument(
         "--text-weight",
         type=float,
         default=None,
@@ -190,6 +204,58 @@ def _query_options(search: argparse.ArgumentParser) -> None:
     )
 
 
+def _recipe_option(command: argparse.ArgumentParser) -> None:
+    from embeddings.bridge.recipes import DEFAULT_RECIPE, RECIPES
+
+    command.add_argument(
+        "--bridge-recipe",
+        choices=list(RECIPES),
+        default=None,
+        help=f"how text bridges are made (default {DEFAULT_RECIPE}): "
+        + "; ".join(f"{k}: {v}" for k, v in RECIPES.items()),
+    )
+
+
+def _leaderboard_options(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.add_argument(
+        "--protocol",
+        choices=["sampled", "kagl"],
+        default="sampled",
+        help="sampled: image and text queries sampled from the catalogue (default); kagl: the "
+        "Marqo fashion leaderboard's title and bare-label text queries",
+    )
+    evaluate.add_argument(
+        "--title-queries",
+        metavar="FILE",
+        help="kagl: the title queries, one per line (default: the titles the bridges were "
+        "built without, see pick-titles)",
+    )
+    evaluate.add_argument(
+        "--label-fields",
+        type=_model_list,
+        help="kagl: comma-separated label fields to query by value (default: all)",
+    )
+
+
+def _pick_titles_parser(commands) -> None:
+    pick = commands.add_parser(
+        "pick-titles",
+        help="draw the title queries of the kagl protocol (to keep out of bridge training)",
+    )
+    where = pick.add_mutually_exclusive_group(required=True)
+    where.add_argument("--catalog", help="a built catalogue")
+    where.add_argument("--source", help="a dataset folder, read as build would (nothing written)")
+    pick.add_argument("--adapter", choices=["fashion-small", "digikala", "folder"])
+    pick.add_argument("--sidecar", help="folder adapter: CSV adding titles/labels by file name")
+    pick.add_argument("--limit", type=int, help="--source: the subset build --limit N keeps")
+    pick.add_argument(
+        "--limit-seed", type=int, default=0, help="--source: the seed of that subset (build --seed)"
+    )
+    pick.add_argument("-n", type=int, default=2000, help="how many titles (default 2000)")
+    pick.add_argument("--seed", type=int, default=0)
+    pick.add_argument("--out", required=True, help="the file to write, one title per line")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m embeddings", description=__doc__.splitlines()[0])
     commands = top.add_subparsers(dest="command", required=True)
@@ -203,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--json", action="store_true")
+    _leaderboard_options(evaluate)
     bridge = commands.add_parser("bridge", help="(re)train the text bridges of image-only models")
     bridge.add_argument("--catalog", required=True)
     _models_option(bridge, required=False, help_text="default: every built image-only model")
@@ -216,6 +283,15 @@ def parser() -> argparse.ArgumentParser:
     _export_parser(commands)
     _map_parser(commands)
     _duplicates_parser(commands)
+    bridge.add_argument(
+        "--exclude-titles",
+        "--bridge-exclude-titles",
+        dest="exclude_titles",
+        metavar="FILE",
+        help="a text file of titles, one per line, kept out of training with their products",
+    )
+    _recipe_option(bridge)
+    _pick_titles_parser(commands)
     commands.add_parser("models", help="list the model zoo")
     catalogues = commands.add_parser("catalogues", help="list the catalogues in the data folder")
     catalogues.add_argument("--data", help="data folder (default: $EMBEDDINGS_DATA or data/)")
@@ -280,6 +356,10 @@ def cmd_build(args) -> int:
         models=args.models,
         weights=_weights(args.weights),
         bridges=args.bridge,
+        bridge_exclude_titles=_excluded_titles(
+            args.bridge_exclude_titles, "--bridge-exclude-titles"
+        ),
+        bridge_recipe=args.bridge_recipe,
         index=IndexOptions(
             batch_size=args.batch_size,
             workers=args.workers,
@@ -301,6 +381,12 @@ def cmd_build(args) -> int:
         )
         return 1
     return 0
+
+
+def _excluded_titles(path: str | None, option: str) -> list[str] | None:
+    from embeddings.bridge.exclusion import read_title_file
+
+    return read_title_file(path, option=option) if path else None
 
 
 def _build_out(args) -> Path:
@@ -386,10 +472,13 @@ def cmd_search(args) -> int:
     args.models = [check_model_id(model_id) for model_id in args.models]
     _check_query_options(args)
     image = _query_image(args.image) if args.image is not None else None
+    texts = read_query_lines(args.queries) if args.queries is not None else None
     catalogue, indexes = open_snapshot(resolve_catalog_dir(args.catalog), args.models)
     filters = _filters(args.filter)
     _check_filter_values(catalogue, filters)
     searcher = make_searcher(catalogue, model_options=_weights(args.weights), indexes=indexes)
+    if texts is not None:
+        return _search_query_file(catalogue, searcher, args, texts, filters)
     query = _search_query(args, image, catalogue)
     results, errors = {}, {}
     for model_id in args.models:
@@ -407,6 +496,22 @@ def cmd_search(args) -> int:
 
 def _check_query_options(args) -> None:
     """Refuse query options that do not make one query, before any index is opened."""
+    if args.queries is not None:
+        others = {
+            "--item": args.item,
+            "--image": args.image,
+            "--text": args.text,
+            "--text-weight": args.text_weight,
+            "--more-like": args.more_like or None,
+            "--less-like": args.less_like or None,
+        }
+        given = [name for name, value in others.items() if value is not None]
+        if given:
+            raise EmbeddingsError(
+                f"--queries runs one text query per line; it cannot be combined with "
+                f"{', '.join(given)}"
+            )
+        return
     if args.item is not None and args.image is not None:
         raise EmbeddingsError(
             "--item and --image cannot be combined: a query has one picture (a catalogue "
@@ -414,7 +519,8 @@ def _check_query_options(args) -> None:
         )
     if args.item is None and args.image is None and args.text is None and not args.more_like:
         raise EmbeddingsError(
-            "say what to search for: --item ID, --image FILE or --text WORDS (or --more-like ID)"
+            "say what to search for: --item ID, --image FILE, --text WORDS (or --more-like ID), "
+            "or --queries FILE"
         )
     no_picture = args.item is None and args.image is None
     if args.text_weight is not None and (args.text is None or no_picture):
@@ -450,6 +556,62 @@ def _search_query(args, image, catalogue):
         disliked=tuple(args.less_like),
     )
     return check_query(query, catalogue)
+
+
+def read_query_lines(path: str) -> list[str]:
+    """The text queries of a `--queries` file, one per line (trailing blank lines ignored).
+
+    A blank line inside the file, or one over the text length limit, is refused with its line
+    number: skipping it would shift every later answer against its query.
+    """
+    from embeddings.search import MAX_TEXT_CHARS
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise EmbeddingsError(f"--queries {path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise EmbeddingsError(f"--queries {path}: not UTF-8 text ({exc})") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise EmbeddingsError(f"--queries {path}: the file has no queries (one text per line)")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise EmbeddingsError(
+                f"--queries {path}: line {number} is empty; write one query per line"
+            )
+        if len(line.strip()) > MAX_TEXT_CHARS:
+            raise EmbeddingsError(
+                f"--queries {path}: line {number} is {len(line.strip()):,} characters long; "
+                f"the limit is {MAX_TEXT_CHARS:,}"
+            )
+    return [line.strip() for line in lines]
+
+
+def _search_query_file(catalogue, searcher, args, texts: list[str], filters) -> int:
+    """`search --queries FILE`: every model answers every line; one result per line, in order."""
+    answers: list[dict] = [{} for _ in texts]
+    errors = {}
+    for model_id in args.models:
+        try:
+            for answer, hits in zip(
+                answers,
+                searcher.search_texts(texts, [model_id], args.k, filters=filters),
+                strict=True,
+            ):
+                answer.update(hits)
+        except EmbeddingsError as exc:
+            if len(args.models) == 1:
+                raise
+            errors[model_id] = str(exc)
+    for text, answer in zip(texts, answers, strict=True):
+        if not args.json:
+            print(f"# {text}")
+        _print_results(catalogue, args, answer)
+    for model_id, message in errors.items():
+        print(f"[{model_id}] no answer: {message}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def _query_image(path: str):
@@ -507,6 +669,8 @@ def cmd_evaluate(args) -> int:
         from embeddings.fusion import check_model_id
 
         args.models = [check_model_id(model_id) for model_id in args.models]
+    if args.protocol == "kagl":
+        return _evaluate_leaderboard(catalogue, args)
 
     def progress(done: int, total: int) -> None:
         print(f"evaluated {done}/{total} (model, task) steps", file=sys.stderr)
@@ -525,8 +689,77 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _evaluate_leaderboard(catalogue, args) -> int:
+    """`evaluate --protocol kagl`: title and bare-label text queries (`embeddings.leaderboard`)."""
+    from embeddings.bridge.exclusion import read_title_file
+    from embeddings.leaderboard import evaluate_leaderboard, leaderboard_markdown, save_leaderboard
+    from embeddings.search import text_capable_models
+
+    models = args.models or list(text_capable_models(catalogue))
+    if not models:
+        raise EmbeddingsError(
+            f"catalogue {catalogue.name!r} has no model that answers text; train a bridge: "
+            f"python -m embeddings bridge --catalog {catalogue.directory}"
+        )
+    titles = (
+        read_title_file(args.title_queries, option="--title-queries")
+        if args.title_queries
+        else None
+    )
+    result = evaluate_leaderboard(
+        catalogue,
+        models,
+        titles,
+        label_fields=args.label_fields,
+        progress=lambda done, total, message: print(
+            f"[{done + 1}/{total}] {message}", file=sys.stderr
+        ),
+    )
+    paths = save_leaderboard(catalogue, result)
+    for model_id, reason in result.manifest["refused_titles"].items():
+        print(f"[{model_id}] no title figures: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(leaderboard_markdown(result))
+        print(f"saved {paths['json']} and {paths['markdown']}")
+    return 0
+
+
+def cmd_pick_titles(args) -> int:
+    """`pick-titles`: the seeded title queries of the kagl protocol, written one per line."""
+    from embeddings.bridge.exclusion import write_title_file
+    from embeddings.catalog import Catalogue, create_catalogue
+    from embeddings.config import resolve_catalog_dir
+    from embeddings.leaderboard import pick_title_queries
+
+    if args.catalog:
+        catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            catalogue = create_catalogue(
+                args.source,
+                Path(scratch) / "scan",
+                adapter=args.adapter,
+                sidecar=args.sidecar,
+                limit=args.limit,
+                seed=args.limit_seed,
+                write=False,
+            )
+    titles = pick_title_queries(catalogue, args.n, args.seed)
+    path = write_title_file(args.out, titles)
+    print(
+        f"wrote {len(titles):,} titles (seed {args.seed}) to {path}; build with "
+        f"--bridge-exclude-titles {path}, then evaluate --protocol kagl"
+    )
+    return 0
+
+
 def cmd_bridge(args) -> int:
     from embeddings.bridge import train_bridge_for_catalogue
+    from embeddings.bridge.exclusion import ExcludedTitles
     from embeddings.catalog import Catalogue
     from embeddings.config import resolve_catalog_dir
     from embeddings.locks import build_lock
@@ -540,13 +773,22 @@ def cmd_bridge(args) -> int:
         raise EmbeddingsError(
             f"catalogue {catalogue.name!r} has no built image-only model to bridge"
         )
+    excluded = _excluded_titles(args.exclude_titles, "--exclude-titles")
+    fit_options = {"exclude": ExcludedTitles.of(excluded)} if excluded else {}
+    if args.bridge_recipe:
+        fit_options["recipe"] = args.bridge_recipe
     with build_lock(directory):
         for model_id in models:
             if get_spec(model_id).has_text:
                 print(f"[{model_id}] has its own text tower: no bridge needed")
                 continue
             summary = train_bridge_for_catalogue(
-                catalogue, model_id, seed=args.seed, holdout_fraction=args.holdout, force=args.force
+                catalogue,
+                model_id,
+                seed=args.seed,
+                holdout_fraction=args.holdout,
+                force=args.force,
+                **fit_options,
             )
             print(
                 f"[{model_id}] text bridge: "
@@ -775,6 +1017,7 @@ COMMANDS = {
     "bridge": cmd_bridge,
     "map": cmd_map,
     "duplicates": cmd_duplicates,
+    "pick-titles": cmd_pick_titles,
     "models": cmd_models,
     "catalogues": cmd_catalogues,
 }

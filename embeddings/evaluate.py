@@ -462,7 +462,9 @@ def _text_vectors(
         # The catalogue's title cache: the same MiniLM vectors encode_texts would compute.
         if "titles" not in cached:
             cached["titles"] = title_vectors(catalogue)
-        return encoder.encode_sentence_vectors(cached["titles"].for_titles(query_titles))
+        return encoder.encode_sentence_vectors(
+            cached["titles"].for_titles(query_titles), query_titles
+        )
     return np.concatenate(
         [
             encoder.encode_texts(query_titles[s : s + SEARCH_BATCH])

@@ -70,6 +70,8 @@ __all__ = [
 
 #: Largest k the core answers (the app's slider stops at 50).
 MAX_K = 1000
+#: Text queries encoded and searched together by `Searcher.search_texts`.
+TEXT_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,25 @@ def rank(
         if row >= 0 and row not in skip
     ]
     return hits[:k]
+
+
+def rank_many(
+    index: ModelIndex,
+    queries: np.ndarray,
+    k: int,
+    *,
+    rows: np.ndarray | None = None,
+    filters: dict[str, str] | None = None,
+) -> list[list[Hit]]:
+    """Top-k hits of each query vector (n, d) in one search call; `rank` for many queries."""
+    if filters and index.native_filters:
+        scores, found = index.search(queries, k, filters=filters)
+    else:
+        scores, found = index.search(queries, k, rows=rows)
+    return [
+        [Hit(index.ids[row], float(score)) for score, row in zip(s, f, strict=True) if row >= 0]
+        for s, f in zip(scores, found, strict=True)
+    ]
 
 
 def built_models(catalogue: Catalogue) -> list[str]:
@@ -313,6 +334,36 @@ class Searcher:
     ) -> dict[str, list[Hit]]:
         """Text-to-image per model (native text tower or text bridge)."""
         return self.search(Query(text=text), models, k, filters=filters)
+
+    def search_texts(
+        self,
+        texts: Sequence[str],
+        models: Sequence[str],
+        k: int,
+        *,
+        filters: dict[str, str] | None = None,
+        batch_size: int = TEXT_BATCH,
+    ) -> list[dict[str, list[Hit]]]:
+        """Many text queries at once: one {model: hits} per text, in order.
+
+        The same answers as `search_text` for each text, but each model's encoder is loaded
+        once and the texts are encoded and searched `batch_size` at a time. Every text is checked
+        before any work is done.
+        """
+        k, texts = check_k(k), [check_text(t) for t in texts]
+        filters = self._check_filters(filters)
+        if self.text_encoder_loader is None:
+            raise QueryError("text search is not available here")
+        results: list[dict[str, list[Hit]]] = [{} for _ in texts]
+        for model_id in models:
+            encoder, index = self.text_encoder_loader(model_id), self.index_loader(model_id)
+            check_encoder(model_id, encoder, index)
+            restriction = self._restriction(index, filters)
+            for start in range(0, len(texts), batch_size):
+                vectors = encoder.encode_texts(texts[start : start + batch_size])
+                for offset, hits in enumerate(rank_many(index, vectors, k, **restriction)):
+                    results[start + offset][model_id] = hits
+        return results
 
     def search_image(
         self,

@@ -72,7 +72,7 @@ def test_cached_title_vectors_equal_live_encoding(bridged):
     )
     titles = cache.titles[:5]
     assert np.allclose(
-        bridge.encode_sentence_vectors(cache.for_titles(titles)),
+        bridge.encode_sentence_vectors(cache.for_titles(titles), titles),
         bridge.encode_texts(titles),
         atol=1e-4,
     )

@@ -28,6 +28,7 @@ def test_registry_lists_the_tutorial_models_without_importing_torch_backends():
         "simclr",
         "clip",
         "efficientnet-lite0",
+        "colour",
     ]
     assert {s.id: s.dim for s in list_models()} == {
         "pixels": 14400,
@@ -35,6 +36,7 @@ def test_registry_lists_the_tutorial_models_without_importing_torch_backends():
         "simclr": 2048,
         "clip": 512,
         "efficientnet-lite0": 1280,
+        "colour": 486,
     }
     assert [s.id for s in list_models() if s.has_text] == ["clip"]
     with pytest.raises(EmbeddingsError, match="unknown model 'vgg'.*known models: pixels"):

@@ -36,6 +36,7 @@ from embeddings.bridge.artefact import (
     commit_bridge,
     load_bridge,
     read_bridge_manifest,
+    read_excluded_titles,
     read_holdout_ids,
 )
 from embeddings.bridge.fit import BridgeFit, fit_bridge, train_bridge_for_catalogue
@@ -57,6 +58,7 @@ __all__ = [
     "load_bridge",
     "read_bridge_manifest",
     "read_holdout_ids",
+    "read_excluded_titles",
     "BridgeFit",
     "fit_bridge",
     "train_bridge_for_catalogue",

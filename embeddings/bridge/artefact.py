@@ -10,17 +10,23 @@ from pathlib import Path
 import numpy as np
 
 from embeddings.atomic import fsync_files, staging_dir, swap_in
+from embeddings.bridge.memory import Memory, load_memory, save_memory
 from embeddings.bridge.sentences import TEXT_DIM, encode_sentences
 from embeddings.bridge.training import apply_head
 from embeddings.catalog import Catalogue
 from embeddings.errors import IndexMismatchError, IndexMissingError
 from embeddings.index import read_manifest
+from embeddings.models import l2_normalise
 
 BRIDGE_FORMAT = 1
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.npy"
 BIAS_FILE = "bias.npy"
 HOLDOUT_FILE = "holdout_ids.txt"
+#: The principal directions the memory's prototypes are stored in (wide image spaces only).
+BASIS_FILE = "memory_basis.npy"
+#: The titles a build kept out of training (`--bridge-exclude-titles`), one per line.
+EXCLUDED_TITLES_FILE = "excluded_titles.txt"
 
 
 class StaleBridgeError(IndexMismatchError):
@@ -35,11 +41,21 @@ class TextBridge:
 
     kind = "bridge"
 
-    def __init__(self, model_id: str, weights: np.ndarray, bias: np.ndarray, manifest: dict):
+    def __init__(
+        self,
+        model_id: str,
+        weights: np.ndarray,
+        bias: np.ndarray,
+        manifest: dict,
+        memory: Memory | None = None,
+        basis: np.ndarray | None = None,
+    ):
         self.model_id = model_id
         self.weights = weights  # (d, 384)
         self.bias = bias  # (d,)
         self.manifest = manifest
+        self.memory = memory  # the `memory` recipe's lookup (None: the head alone)
+        self.basis = basis  # (d, rank): the memory's prototypes are in these coordinates
 
     @property
     def dim(self) -> int:
@@ -50,13 +66,32 @@ class TextBridge:
         """The weights of the image vectors it was trained on (checked against the index)."""
         return self.manifest.get("weights_id", "")
 
-    def encode_sentence_vectors(self, text_vectors: np.ndarray) -> np.ndarray:
-        """Image-space vectors (n, d), L2-normalised, from MiniLM vectors (n, 384)."""
-        return apply_head(self.weights, self.bias, text_vectors)
+    @property
+    def recipe(self) -> str:
+        return self.manifest.get("recipe", "linear")
+
+    def encode_sentence_vectors(
+        self, text_vectors: np.ndarray, texts: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """Image-space vectors (n, d), L2-normalised, from MiniLM vectors (n, 384) of `texts`.
+
+        The `memory` recipe needs the texts themselves too (its lexical lookup).
+        """
+        head = apply_head(self.weights, self.bias, text_vectors)
+        if self.memory is None:
+            return head
+        if texts is None or len(texts) != len(head):
+            raise ValueError("a memory bridge needs the texts beside their MiniLM vectors")
+        recalled = self.memory.prototype_mix(list(texts), text_vectors)
+        if self.basis is not None:
+            recalled = recalled @ self.basis.T
+        share = float(self.manifest["memory"]["head_weight"])
+        return l2_normalise(share * head + (1 - share) * recalled)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """float32 (n, d), L2-normalised, in the model's image space."""
-        return self.encode_sentence_vectors(encode_sentences(list(texts)))
+        texts = list(texts)
+        return self.encode_sentence_vectors(encode_sentences(texts), texts)
 
 
 def retrain_hint(catalogue: Catalogue, model_id: str) -> str:
@@ -140,12 +175,37 @@ def load_bridge(bridge_dir: Path, *, catalogue: Catalogue, model_id: str) -> Tex
             f"(weights {weights.shape}, bias {bias.shape}, manifest dim {dim}); "
             f"{retrain_hint(catalogue, model_id)}"
         )
+    memory, basis = _load_memory(bridge_dir, manifest, catalogue, model_id)
     return TextBridge(
         model_id,
         weights.astype(np.float32, copy=False),
         bias.astype(np.float32, copy=False),
         manifest,
+        memory,
+        basis,
     )
+
+
+def _load_memory(bridge_dir: Path, manifest: dict, catalogue: Catalogue, model_id: str):
+    """The memory (and its basis) of a `memory`-recipe bridge; (None, None) for the others."""
+    if manifest.get("recipe", "linear") != "memory":
+        return None, None
+    try:
+        memory = load_memory(bridge_dir, manifest["memory"])
+        basis = None
+        if (bridge_dir / BASIS_FILE).is_file():
+            basis = np.load(bridge_dir / BASIS_FILE, allow_pickle=False).astype(np.float32)
+        width = memory.prototypes.shape[1]
+        if (basis is None and width != manifest["dim"]) or (
+            basis is not None and basis.shape != (manifest["dim"], width)
+        ):
+            raise ValueError(f"prototypes of width {width} for a {manifest['dim']}-d space")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StaleBridgeError(
+            f"the text bridge memory in {bridge_dir} is damaged ({exc}); "
+            f"{retrain_hint(catalogue, model_id)}"
+        ) from exc
+    return memory, basis
 
 
 def stage_bridge(
@@ -155,6 +215,9 @@ def stage_bridge(
     bias: np.ndarray,
     holdout_ids: list[str],
     manifest: dict,
+    excluded_titles: list[str] | None = None,
+    memory: Memory | None = None,
+    basis: np.ndarray | None = None,
 ) -> Path:
     """Write every file of a bridge into a fresh folder beside `bridge_dir`; returns it.
 
@@ -166,6 +229,14 @@ def stage_bridge(
         np.save(staging / WEIGHTS_FILE, weights.astype(np.float32))
         np.save(staging / BIAS_FILE, bias.astype(np.float32))
         (staging / HOLDOUT_FILE).write_text("".join(f"{i}\n" for i in holdout_ids))
+        if excluded_titles:
+            (staging / EXCLUDED_TITLES_FILE).write_text(
+                "".join(f"{t}\n" for t in excluded_titles), encoding="utf-8"
+            )
+        if memory is not None:
+            save_memory(memory, staging)
+        if basis is not None:
+            np.save(staging / BASIS_FILE, basis.astype(np.float32))
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
         fsync_files(staging)
     except BaseException:
@@ -184,3 +255,12 @@ def read_holdout_ids(bridge_dir: Path) -> list[str]:
         return (Path(bridge_dir) / HOLDOUT_FILE).read_text().splitlines()
     except OSError:
         return []
+
+
+def read_excluded_titles(bridge_dir: Path) -> list[str]:
+    """The titles the bridge was told to keep out of training (empty when none were)."""
+    try:
+        text = (Path(bridge_dir) / EXCLUDED_TITLES_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()]

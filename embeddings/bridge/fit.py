@@ -15,11 +15,15 @@ import numpy as np
 
 from embeddings.bridge.artefact import (
     BRIDGE_FORMAT,
+    TextBridge,
     check_bridge_manifest,
     commit_bridge,
     read_bridge_manifest,
     stage_bridge,
 )
+from embeddings.bridge.exclusion import ExcludedTitles
+from embeddings.bridge.memory_fit import fit_memory
+from embeddings.bridge.recipes import DEFAULT_RECIPE, MemoryOptions, check_recipe
 from embeddings.bridge.scoring import HOLDOUT_QUERIES, holdout_scores, summarise
 from embeddings.bridge.sentences import TEXT_DIM, TEXT_MODEL_ID, title_vectors
 from embeddings.bridge.training import (
@@ -28,7 +32,6 @@ from embeddings.bridge.training import (
     REDUCED_RANK,
     ProgressFn,
     TrainOptions,
-    apply_head,
     holdout_titles,
     train_head,
 )
@@ -59,12 +62,17 @@ def fit_bridge(
     options: TrainOptions | None = None,
     force: bool = False,
     progress: ProgressFn | None = None,
+    exclude: ExcludedTitles | None = None,
+    recipe: str = DEFAULT_RECIPE,
+    memory_options: MemoryOptions | None = None,
 ) -> BridgeFit | None:
     """Train the text bridge of an image model on `vectors` (row-aligned with `ids`) and stage it.
 
     Returns None when no product has a title. The title vectors come from (and fill) the
     catalogue's MiniLM cache. Deterministic for a seed. A bridge already trained with the same
     settings on the same weights, catalogue version and titles is kept (`force` retrains it).
+    Products carrying an `exclude`d title never reach training (see `bridge.exclusion`);
+    `recipe` is one of `bridge.recipes.RECIPES`.
     """
     started = time.perf_counter()
     titles = (
@@ -75,13 +83,13 @@ def fit_bridge(
         .str.strip()
         .to_numpy(dtype=object)
     )
-    titled = titles != ""
-    if not titled.any():
+    if not (titles != "").any():
         return None
     say = progress or (lambda message: None)
     say("embedding titles (cached after the first time)")
     cache = title_vectors(catalogue)
     options = options or TrainOptions()
+    memory_options = memory_options or MemoryOptions()
     settings = {
         "seed": seed,
         "holdout_fraction": holdout_fraction,
@@ -89,22 +97,18 @@ def fit_bridge(
         "titles_fingerprint": cache.fingerprint,
         "weights_id": weights_id,
         "catalogue_fingerprint": catalogue.fingerprint,
+        "excluded_titles_sha256": exclude.sha256 if exclude else None,
+        "recipe": check_recipe(recipe),
+        "memory": memory_options.__dict__ if recipe == "memory" else None,
     }
     previous = _up_to_date(catalogue, model_id, settings) if not force else None
     if previous is not None:
         return BridgeFit(model_id, "up to date, " + summarise(previous), None)
-    held_titles = holdout_titles(cache.titles, fraction=holdout_fraction, seed=seed)
-    is_held = np.array([t in held_titles for t in titles], dtype=bool) & titled
-    train_rows = np.flatnonzero(titled & ~is_held)
-    if len(train_rows) < 2:
-        raise EmbeddingsError(
-            f"catalogue {catalogue.name!r} has {len(train_rows)} titled products to train "
-            f"the {model_id!r} text bridge from; it needs at least 2"
-        )
-    say(f"training on {len(train_rows):,} titled products")
+    split = _split(catalogue, model_id, titles, cache, holdout_fraction, seed, exclude)
+    say(f"training on {len(split.train_rows):,} titled products")
     weights, bias = train_head(
-        cache.for_titles(titles[train_rows]),
-        vectors[train_rows],
+        cache.for_titles(titles[split.train_rows]),
+        vectors[split.train_rows],
         seed=seed,
         options=options,
         progress=say,
@@ -116,26 +120,75 @@ def fit_bridge(
         "dim": int(weights.shape[0]),
         "text_model": TEXT_MODEL_ID,
         "text_dim": TEXT_DIM,
-        "method": "linear head W x + b over frozen MiniLM title vectors, ridge start, symmetric "
-        "InfoNCE against the index's image vectors"
-        + (f", rank {REDUCED_RANK} principal subspace" if vectors.shape[1] > REDUCE_ABOVE else ""),
-        "trained_on": int(len(train_rows)),
-        "held_out_products": int(is_held.sum()),
-        "held_out_titles": len(held_titles),
-        "holdout": _holdout_figures(
-            catalogue, ids, vectors, titles, is_held, cache, weights, bias, seed
-        ),
-        "train_seconds": round(time.perf_counter() - started, 2),
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "method": _method(recipe, vectors.shape[1]),
+        "trained_on": int(len(split.train_rows)),
+        "held_out_products": int(split.is_held.sum()),
+        "held_out_titles": split.held_titles,
+        "excluded_titles": exclude.record(int(split.is_excluded.sum())) if exclude else None,
     }
+    memory, basis = None, None
+    if recipe == "memory":
+        say("building the memory of training titles and label sentences")
+        memory, basis = fit_memory(
+            catalogue, ids, vectors, titles, split.train_rows, cache, memory_options, seed
+        )
+        manifest["memory_texts"] = len(memory.texts)
+    bridge = TextBridge(model_id, weights, bias, manifest, memory, basis)
+    manifest["holdout"] = _holdout_figures(catalogue, ids, vectors, titles, split, cache, bridge)
+    manifest["train_seconds"] = round(time.perf_counter() - started, 2)
+    manifest["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     staging = stage_bridge(
         catalogue.bridge_dir(model_id),
         weights=weights,
         bias=bias,
-        holdout_ids=[ids[r] for r in np.flatnonzero(is_held)],
+        holdout_ids=[ids[r] for r in np.flatnonzero(split.is_held | split.is_excluded)],
         manifest=manifest,
+        excluded_titles=list(exclude.titles) if exclude else None,
+        memory=memory,
+        basis=basis,
     )
     return BridgeFit(model_id, summarise(manifest), staging)
+
+
+def _method(recipe: str, dim: int) -> str:
+    method = (
+        "linear head W x + b over frozen MiniLM title vectors, ridge start, symmetric "
+        "InfoNCE against the index's image vectors"
+    )
+    if dim > REDUCE_ABOVE:
+        method += f", rank {REDUCED_RANK} principal subspace"
+    if recipe == "memory":
+        method += (
+            "; mixed with a memory of the training titles and label sentences (nearest texts "
+            "by MiniLM and TF-IDF cosine, mean image vector of their products)"
+        )
+    return method
+
+
+@dataclass
+class _Split:
+    """Which rows train the bridge, which are held out (scored), which are excluded."""
+
+    train_rows: np.ndarray
+    is_held: np.ndarray
+    is_excluded: np.ndarray
+    held_titles: int
+
+
+def _split(catalogue, model_id, titles, cache, holdout_fraction, seed, exclude) -> _Split:
+    titled = titles != ""
+    held_titles = holdout_titles(cache.titles, fraction=holdout_fraction, seed=seed)
+    is_excluded = np.zeros(len(titles), dtype=bool)
+    if exclude:
+        is_excluded = np.array([t in exclude for t in titles], dtype=bool)
+    is_held = np.array([t in held_titles for t in titles], dtype=bool) & titled & ~is_excluded
+    train_rows = np.flatnonzero(titled & ~is_held & ~is_excluded)
+    if len(train_rows) < 2:
+        raise EmbeddingsError(
+            f"catalogue {catalogue.name!r} has {len(train_rows)} titled products to train "
+            f"the {model_id!r} text bridge from; it needs at least 2"
+        )
+    return _Split(train_rows, is_held, is_excluded, len(held_titles))
 
 
 def _up_to_date(catalogue: Catalogue, model_id: str, settings: dict) -> dict | None:
@@ -150,13 +203,13 @@ def _up_to_date(catalogue: Catalogue, model_id: str, settings: dict) -> dict | N
     return previous
 
 
-def _holdout_figures(catalogue, ids, vectors, titles, is_held, cache, weights, bias, seed) -> dict:
+def _holdout_figures(catalogue, ids, vectors, titles, split: _Split, cache, bridge) -> dict:
     """Held-out figures: one product per held-out title (a title shared by several products would
     make "its own product" ambiguous), up to HOLDOUT_QUERIES of them, drawn with the seed."""
-    held_rows = np.flatnonzero(is_held)
+    held_rows = np.flatnonzero(split.is_held)
     _, first = np.unique(titles[held_rows], return_index=True)
     distinct = held_rows[np.sort(first)]
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(bridge.manifest["seed"])
     if len(distinct) > HOLDOUT_QUERIES:
         distinct = np.sort(rng.choice(distinct, HOLDOUT_QUERIES, replace=False))
     if len(distinct) < 2:
@@ -167,7 +220,8 @@ def _holdout_figures(catalogue, ids, vectors, titles, is_held, cache, weights, b
         if label
         else None
     )
-    queries = apply_head(weights, bias, cache.for_titles(titles[distinct]))
+    query_titles = list(titles[distinct])
+    queries = bridge.encode_sentence_vectors(cache.for_titles(query_titles), query_titles)
     return {**holdout_scores(queries, vectors[distinct], labels), "label": label}
 
 

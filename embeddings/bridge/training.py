@@ -84,6 +84,19 @@ def _principal_basis(image_vectors: np.ndarray, rank: int, seed: int):
     return v[:, :rank].contiguous()
 
 
+def head_basis(image_vectors: np.ndarray, seed: int = 0) -> np.ndarray | None:
+    """The principal basis (d, rank) `train_head` restricts a wide image space to (None when
+    d <= REDUCE_ABOVE): the same directions, for the same vectors and seed."""
+    if image_vectors.shape[1] <= REDUCE_ABOVE:
+        return None
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        basis = _principal_basis(image_vectors, min(REDUCED_RANK, image_vectors.shape[1]), seed)
+    return basis.numpy().astype(np.float32)
+
+
 def train_head(
     text_vectors: np.ndarray,
     image_vectors: np.ndarray,

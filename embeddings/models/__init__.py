@@ -7,7 +7,7 @@ run on ONNX Runtime by default, from an export their torch loader makes once
 
     >>> from embeddings.models import list_models, load_model
     >>> [spec.id for spec in list_models()]
-    ['pixels', 'resnet50', 'simclr', 'clip', 'efficientnet-lite0']
+    ['pixels', 'resnet50', 'simclr', 'clip', 'efficientnet-lite0', 'colour']
 """
 
 from __future__ import annotations
@@ -179,6 +179,9 @@ def _register_builtins() -> None:
         ),
         "embeddings.models.efficientnet:load",
     )
+    from embeddings.models import colour
+
+    register(colour.SPEC, "embeddings.models.colour:load")
 
 
 _register_builtins()
