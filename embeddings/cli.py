@@ -87,11 +87,19 @@ def _build_parser(commands) -> None:
         help="use an HNSW graph above this many products (default 100000)",
     )
     build.add_argument(
+        "--store",
+        choices=["float32", "float16", "uint8"],
+        dest="store_dtype",
+        help="how vectors are stored: float32; float16 (half the disk and RAM, scores within "
+        "~1e-3); uint8 (raw pixels only: exact, a quarter of float32; the default for pixels). "
+        "Default: what the model's index used, else float32",
+    )
+    build.add_argument(
         "--float16",
         action="store_const",
         const="float16",
         dest="store_dtype",
-        help="store vectors as float16: half the disk and half the serving RAM",
+        help="the same as --store float16",
     )
     build.add_argument(
         "--backend",

@@ -24,6 +24,7 @@ class ModelSpec:
     has_text: bool
     needs_torch: bool = True
     weights_env: str | None = None  # an environment variable that names other weights
+    byte_valued: bool = False  # vectors are bytes over their norm: stored exactly as uint8
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
