@@ -160,6 +160,22 @@ def _search_parser(commands) -> None:
     search.add_argument("--weights", action="append", metavar="MODEL=PATH")
 
 
+def _publish_parser(commands) -> None:
+    publish = commands.add_parser(
+        "publish", help="write a read-only bundle of a catalogue, made to be served (and hosted)"
+    )
+    publish.add_argument("--catalog", required=True, help="the catalogue to publish")
+    _models_option(publish, required=True, help_text="the models to serve, comma-separated")
+    publish.add_argument("--out", required=True, help="a new folder for the bundle")
+    publish.add_argument(
+        "--archive",
+        nargs="?",
+        const="tar.gz",
+        choices=["tar.gz", "zip"],
+        help="also write one compressed file <out>.tar.gz (default) or <out>.zip for hosting",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m embeddings", description=__doc__.splitlines()[0])
     commands = top.add_subparsers(dest="command", required=True)
@@ -183,6 +199,7 @@ def parser() -> argparse.ArgumentParser:
     bridge.add_argument(
         "--force", action="store_true", help="retrain even a bridge that is up to date"
     )
+    _publish_parser(commands)
     commands.add_parser("models", help="list the model zoo")
     catalogues = commands.add_parser("catalogues", help="list the catalogues in the data folder")
     catalogues.add_argument("--data", help="data folder (default: $EMBEDDINGS_DATA or data/)")
@@ -474,6 +491,36 @@ def cmd_bridge(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    from tqdm import tqdm
+
+    from embeddings.catalog import Catalogue
+    from embeddings.config import resolve_catalog_dir
+    from embeddings.publish import publish_bundle, size_table
+
+    catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
+    bars: dict[str, tqdm] = {}
+
+    def progress(step: str, done: int, total: int) -> None:
+        bar = bars.get(step)
+        if bar is None:
+            bar = bars[step] = tqdm(total=total, desc=step, dynamic_ncols=True)
+        bar.total = total
+        bar.update(done - bar.n)
+
+    report = publish_bundle(
+        catalogue, args.models, Path(args.out), archive=args.archive, progress=progress
+    )
+    for bar in bars.values():
+        bar.close()
+    print(f"bundle {report.folder}: {len(catalogue):,} products, models {', '.join(args.models)}")
+    for part, size in size_table(report):
+        print(f"  {part:<32} {size / 1e6:>10.1f} MB")
+    for note in report.notes:
+        print(f"  note: {note}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from embeddings.models import list_models
 
@@ -506,6 +553,7 @@ COMMANDS = {
     "search": cmd_search,
     "evaluate": cmd_evaluate,
     "bridge": cmd_bridge,
+    "publish": cmd_publish,
     "models": cmd_models,
     "catalogues": cmd_catalogues,
 }
