@@ -99,6 +99,7 @@ def publish_bundle(
         for model_id in models:
             say(f"index {model_id}", 0, 1)
             _write_index(catalogue, model_id, staging / "models" / model_id)
+            say(f"index {model_id}", 1, 1)
             _copy_bridge(catalogue, model_id, staging / "bridges" / model_id, report)
         report.notes += _copy_evaluation(catalogue, models, staging)
         _write_manifest(catalogue, models, staging, report)
@@ -109,6 +110,7 @@ def publish_bundle(
     if archive:
         say("archive", 0, 1)
         report.archive = write_archive(out, archive)
+        say("archive", 1, 1)
         report.archive_bytes = report.archive.stat().st_size
     return report
 
