@@ -1,18 +1,20 @@
 """Visual product search you can see and compare: the Streamlit app's router.
 
 Run it with `./run app` (or `streamlit run app.py`). The catalogues come from the data folder
-(`data/`, or `$EMBEDDINGS_DATA`). This file holds what every page shares: the navigation, the
-sidebar (catalogue, models, k, label filter) and the URL that mirrors the view; the pages in
-`app_pages/` are thin and call `app_support` and the `embeddings` core for everything. (Not
-`pages/`: Streamlit reads a folder of that name as a legacy multipage app, running a page file
-without this router until a session calls `st.navigation`; no setting turns that off.)
+(`data/`, or `$EMBEDDINGS_DATA`), or from a published bundle (`$EMBEDDINGS_BUNDLE`, served
+read-only; `deploy/streamlit_app.py` is the same app as Streamlit Community Cloud starts it). This
+file holds what every page shares: the navigation, the sidebar (catalogue, models, k, label
+filter) and the URL that mirrors the view; the pages in `app_pages/` are thin and call
+`app_support` and the `embeddings` core for everything. (Not `pages/`: Streamlit reads a folder
+of that name as a legacy multipage app, running a page file without this router until a session
+calls `st.navigation`; no setting turns that off.)
 """
 
 from pathlib import Path
 
 import streamlit as st
 
-from app_support import sidebar
+from app_support import bundle_ui, sidebar
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,6 +45,7 @@ page = st.navigation(
         for path, (title, icon, kind) in PAGES.items()
     ]
 )
+bundle_ui.serve_bundle_ui()  # a published bundle ($EMBEDDINGS_BUNDLE), opened once per process
 selection = sidebar.sidebar_ui()
 for notice in sidebar.notices():
     st.warning(notice, icon=":material/link:")

@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from app_support import resources
+from app_support.bundle_ui import bundle_overview_ui
 from app_support.sidebar import Selection, escape_markdown
 from embeddings.catalog import Catalogue
 from embeddings.config import REPO_ROOT, data_dir
@@ -401,6 +402,12 @@ READ_ONLY_NOTE = (
 )
 
 
+BUNDLE_NOTE = (
+    "This app serves a published bundle: read-only, nothing is built or measured here. A new "
+    "bundle is made with `python -m embeddings publish` where the catalogue is built."
+)
+
+
 def catalogue_page(selection: Selection) -> None:
     st.title("Catalogue")
     read_only = resources.read_only()
@@ -418,10 +425,13 @@ def catalogue_page(selection: Selection) -> None:
         new_catalogue_ui(first_run=True)
         return
     cat = selection.catalogue
+    served = resources.opened_bundle()
     if cat is None:
         st.error(selection.error or "The catalogue could not be opened.")
     else:
         overview_ui(cat)
+        if served is not None:
+            bundle_overview_ui(served)
         table = built_table(cat)
         st.markdown("**Indexes**")
         if table.empty:
@@ -431,7 +441,11 @@ def catalogue_page(selection: Selection) -> None:
         if not read_only:
             build_missing_ui(cat, selection.built)
     if read_only:
-        st.caption(READ_ONLY_NOTE.format(env=resources.READ_ONLY_ENV))
+        st.caption(
+            BUNDLE_NOTE
+            if served is not None
+            else READ_ONLY_NOTE.format(env=resources.READ_ONLY_ENV)
+        )
         return
     st.divider()
     with st.expander("Add a catalogue"):

@@ -23,8 +23,10 @@ import numpy as np
 import streamlit as st
 
 from embeddings import search as core_search
+from embeddings.bundle import BUNDLE_ENV, SHA256_ENV, OpenedBundle, open_bundle
 from embeddings.catalog import Catalogue
 from embeddings.catalog.base import CATALOG_FILE, ITEMS_FILE
+from embeddings.config import list_catalogue_dirs
 from embeddings.fusion import FusedIndex, fused_parts, is_fused
 from embeddings.index import MANIFEST_FILE, ModelIndex
 from embeddings.search import Searcher
@@ -40,7 +42,48 @@ READ_ONLY_ENV = "EMBEDDINGS_READ_ONLY"
 
 
 def read_only() -> bool:
-    return os.environ.get(READ_ONLY_ENV, "").strip().lower() in ("1", "true", "yes")
+    """No building or measuring here: `EMBEDDINGS_READ_ONLY=1`, or a published bundle is served."""
+    flagged = os.environ.get(READ_ONLY_ENV, "").strip().lower() in ("1", "true", "yes")
+    return flagged or bool(os.environ.get(BUNDLE_ENV, "").strip())
+
+
+# -- a published bundle (`EMBEDDINGS_BUNDLE`) ---------------------------------------------------
+# Opened once per process. Not an `st.cache_resource`: the first opening downloads and unpacks,
+# and draws its progress on the page of the session that triggered it, which a cached function
+# must not do; later sessions wait on the lock, then share the result (an immutable value).
+_bundle_lock = threading.Lock()
+_bundles: dict[str, OpenedBundle] = {}
+
+
+def bundle_source() -> str:
+    return os.environ.get(BUNDLE_ENV, "").strip()
+
+
+def opened_bundle() -> OpenedBundle | None:
+    """The bundle this process serves, if it is open already (else None)."""
+    return _bundles.get(bundle_source())
+
+
+def open_served_bundle(progress=None) -> OpenedBundle:
+    """Open (download, check, unpack) the bundle named by `EMBEDDINGS_BUNDLE`, once per process.
+
+    Raises `BundleError`; a failed opening is not remembered, so a later session tries again.
+    """
+    source = bundle_source()
+    with _bundle_lock:
+        if source not in _bundles:
+            _bundles[source] = open_bundle(
+                source, expected_sha256=os.environ.get(SHA256_ENV), progress=progress
+            )
+        return _bundles[source]
+
+
+def catalogue_dirs() -> dict[str, Path]:
+    """Catalogue name -> folder: the served bundle's, else every catalogue in the data folder."""
+    served = opened_bundle()
+    if served is not None:
+        return {served.name: served.folder}
+    return {path.name: path for path in list_catalogue_dirs()}
 
 
 def _stamp(*paths: Path) -> int:

@@ -21,7 +21,7 @@ import streamlit as st
 
 from app_support import resources, urlstate
 from embeddings.catalog import Catalogue
-from embeddings.config import data_dir, list_catalogue_dirs
+from embeddings.config import data_dir
 from embeddings.errors import EmbeddingsError
 from embeddings.fusion import check_model_id, fused_pairs, is_fused, missing_parts
 from embeddings.query import DEFAULT_TEXT_WEIGHT
@@ -399,7 +399,8 @@ def sidebar_ui() -> Selection:
     """Draw the shared sidebar and return the resolved `Selection` (see the module docstring)."""
     st.session_state["_notices"] = []
     _apply_url()
-    names = [p.name for p in list_catalogue_dirs()]
+    folders = resources.catalogue_dirs()
+    names = list(folders)
     chosen = _resolve_catalogue(names)
     sidebar = st.sidebar
     if chosen is None:
@@ -412,10 +413,12 @@ def sidebar_ui() -> Selection:
         names,
         key="w_catalog",
         on_change=_catalogue_changed,
-        help=f"The catalogues in the data folder ({data_dir()}).",
+        help=f"The catalogues in the data folder ({data_dir()})."
+        if not resources.opened_bundle()
+        else "The published bundle this app serves.",
     )
     try:
-        cat = resources.catalogue(data_dir() / chosen)
+        cat = resources.catalogue(folders[chosen])
     except EmbeddingsError as exc:
         sidebar.error(str(exc))
         return Selection(catalogues=names, error=str(exc))

@@ -62,7 +62,7 @@ class IndexOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     workers: int = 2
     hnsw_above: int | None = None
-    store_dtype: str | None = None  # "float32" | "float16"
+    store_dtype: str | None = None  # "float32" | "float16" | "uint8" (byte-valued models)
     backend: str | None = None  # "faiss" | "milvus"
     milvus_uri: str | None = None
     milvus_token: str | None = None  # never written to disk
@@ -271,7 +271,7 @@ def _build_model_steps(
 ) -> None:
     options = request.weights.get(model_id, {})
     previous = read_manifest(catalogue.model_dir(model_id))
-    settings = _index_settings(request.index, previous)
+    settings = _index_settings(request.index, previous, model_id)
     if _is_current(previous, catalogue, model_id, options, settings, request.index.force):
         staged.outcome = ModelOutcome(model_id, "reused", "up to date")
         staged.bridge = _fit_bridge_from_index(catalogue, model_id, request, say, staged.outcome)
@@ -313,8 +313,9 @@ def _build_model_steps(
     )
 
 
-def _index_settings(options: IndexOptions, previous: dict | None) -> dict:
-    """`stage_model_index` keywords: the request's, else the previous index's, else defaults."""
+def _index_settings(options: IndexOptions, previous: dict | None, model_id: str) -> dict:
+    """`stage_model_index` keywords: the request's, else the previous index's, else defaults
+    (bytes for a model whose vectors are bytes, on FAISS: exact and a quarter of float32)."""
     previous = previous or {}
     backend = options.backend or (
         "milvus" if options.milvus_uri else previous.get("backend", "faiss")
@@ -326,13 +327,18 @@ def _index_settings(options: IndexOptions, previous: dict | None) -> dict:
         "backend": backend,
         "milvus_uri": uri,
         "milvus_token": options.milvus_token,
-        "store_dtype": options.store_dtype or previous.get("vectors_dtype", "float32"),
+        "store_dtype": options.store_dtype
+        or previous.get("vectors_dtype", _default_store(model_id, backend)),
         "hnsw_above": (
             options.hnsw_above
             if options.hnsw_above is not None
             else previous.get("hnsw_above", DEFAULT_HNSW_ABOVE)
         ),
     }
+
+
+def _default_store(model_id: str, backend: str) -> str:
+    return "uint8" if backend == "faiss" and get_spec(model_id).byte_valued else "float32"
 
 
 def _recorded_milvus_uri(manifest: dict) -> str | None:

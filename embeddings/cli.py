@@ -1,5 +1,5 @@
 """`python -m embeddings COMMAND`: build, search, evaluate, bridge, export, map, duplicates,
-pick-titles, models, catalogues.
+pick-titles, publish, models, catalogues.
 
 The top of the core: it parses options, calls the core and prints; nothing in the core imports
 it. Every command prints for people by default; `search --json` and `evaluate --json` print
@@ -88,11 +88,19 @@ def _build_parser(commands) -> None:
         help="use an HNSW graph above this many products (default 100000)",
     )
     build.add_argument(
+        "--store",
+        choices=["float32", "float16", "uint8"],
+        dest="store_dtype",
+        help="how vectors are stored: float32; float16 (half the disk and RAM, scores within "
+        "~1e-3); uint8 (raw pixels only: exact, a quarter of float32; the default for pixels). "
+        "Default: what the model's index used, else float32",
+    )
+    build.add_argument(
         "--float16",
         action="store_const",
         const="float16",
         dest="store_dtype",
-        help="store vectors as float16: half the disk and half the serving RAM",
+        help="the same as --store float16",
     )
     build.add_argument(
         "--backend",
@@ -256,6 +264,22 @@ def _pick_titles_parser(commands) -> None:
     pick.add_argument("--out", required=True, help="the file to write, one title per line")
 
 
+def _publish_parser(commands) -> None:
+    publish = commands.add_parser(
+        "publish", help="write a read-only bundle of a catalogue, made to be served (and hosted)"
+    )
+    publish.add_argument("--catalog", required=True, help="the catalogue to publish")
+    _models_option(publish, required=True, help_text="the models to serve, comma-separated")
+    publish.add_argument("--out", required=True, help="a new folder for the bundle")
+    publish.add_argument(
+        "--archive",
+        nargs="?",
+        const="tar.gz",
+        choices=["tar.gz", "zip"],
+        help="also write one compressed file <out>.tar.gz (default) or <out>.zip for hosting",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m embeddings", description=__doc__.splitlines()[0])
     commands = top.add_subparsers(dest="command", required=True)
@@ -292,6 +316,7 @@ def parser() -> argparse.ArgumentParser:
     )
     _recipe_option(bridge)
     _pick_titles_parser(commands)
+    _publish_parser(commands)
     commands.add_parser("models", help="list the model zoo")
     catalogues = commands.add_parser("catalogues", help="list the catalogues in the data folder")
     catalogues.add_argument("--data", help="data folder (default: $EMBEDDINGS_DATA or data/)")
@@ -797,6 +822,36 @@ def cmd_bridge(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    from tqdm import tqdm
+
+    from embeddings.catalog import Catalogue
+    from embeddings.config import resolve_catalog_dir
+    from embeddings.publish import publish_bundle, size_table
+
+    catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
+    bars: dict[str, tqdm] = {}
+
+    def progress(step: str, done: int, total: int) -> None:
+        bar = bars.get(step)
+        if bar is None:
+            bar = bars[step] = tqdm(total=total, desc=step, dynamic_ncols=True)
+        bar.total = total
+        bar.update(done - bar.n)
+
+    report = publish_bundle(
+        catalogue, args.models, Path(args.out), archive=args.archive, progress=progress
+    )
+    for bar in bars.values():
+        bar.close()
+    print(f"bundle {report.folder}: {len(catalogue):,} products, models {', '.join(args.models)}")
+    for part, size in size_table(report):
+        print(f"  {part:<32} {size / 1e6:>10.1f} MB")
+    for note in report.notes:
+        print(f"  note: {note}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from embeddings.models import list_models
 
@@ -1018,6 +1073,7 @@ COMMANDS = {
     "map": cmd_map,
     "duplicates": cmd_duplicates,
     "pick-titles": cmd_pick_titles,
+    "publish": cmd_publish,
     "models": cmd_models,
     "catalogues": cmd_catalogues,
 }

@@ -30,7 +30,9 @@ are `embeddings.vector_index.ModelIndex`.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import platform
 import shutil
 import sys
@@ -61,7 +63,14 @@ HNSW_EF_SEARCH = 128
 #: instead of walking the graph. Wider filters walk the graph with a widened efSearch:
 #: approximate, like any HNSW search (see `FaissIndex.search`).
 EXACT_FILTER_ROWS = 20_000
-STORE_DTYPES = ("float32", "float16")
+STORE_DTYPES = ("float32", "float16", "uint8")
+#: Byte storage (`store_dtype="uint8"`, for models whose vectors are bytes: raw pixels) keeps
+#: each row's norm here; the index holds the bytes and `vectors.npy` is not written.
+NORMS_FILE = "norms.npy"
+#: Queries per FAISS range search over byte rows (each returns a score for every row).
+BYTE_QUERY_BATCH = 32
+#: Candidates beyond k rescored exactly by `ByteFaissIndex` (FAISS's float32 sums differ ~1e-5).
+BYTE_RESCORE_MARGIN = 16
 BACKENDS = ("faiss", "milvus")
 
 
@@ -87,11 +96,14 @@ def make_faiss_index(
     """An inner-product FAISS index over `vectors` (float32, L2-normalised rows).
 
     `store_dtype="float16"` keeps float16 codes in the index (half the RAM); scores are then
-    those of the float16-rounded vectors (differences around 1e-3).
+    those of the float16-rounded vectors (differences around 1e-3). `store_dtype="uint8"` is
+    `make_byte_index` (it also returns the row norms).
     """
     faiss = _faiss()
     if store_dtype not in STORE_DTYPES:
         raise ValueError(f"store_dtype must be one of {STORE_DTYPES}, not {store_dtype!r}")
+    if store_dtype == "uint8":
+        raise ValueError("byte storage needs the row norms too: use make_byte_index")
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     dim = vectors.shape[1]
     half = store_dtype == "float16"
@@ -114,6 +126,25 @@ def make_faiss_index(
     if len(vectors):
         index.add(vectors)
     return index
+
+
+def make_byte_index(vectors: np.ndarray):
+    """(index, norms) storing the bytes behind unit vectors v = x / ||x|| exactly.
+
+    The index is a FAISS `IndexScalarQuantizer` with QT_8bit_direct codes (the bytes as they
+    are: a quarter of float32) and inner product; `ByteFaissIndex` divides by the norms, so it
+    ranks exactly by cosine. Always an exhaustive scan (no HNSW over bytes).
+    """
+    from embeddings.byte_vectors import unit_vectors_to_bytes
+
+    faiss = _faiss()
+    byte_rows, norms = unit_vectors_to_bytes(vectors)
+    index = faiss.IndexScalarQuantizer(
+        int(vectors.shape[1]), faiss.ScalarQuantizer.QT_8bit_direct, faiss.METRIC_INNER_PRODUCT
+    )
+    for start in range(0, len(byte_rows), 4096):  # float32 copies a chunk at a time
+        index.add(byte_rows[start : start + 4096].astype(np.float32))
+    return index, norms
 
 
 def index_kind(index) -> str:
@@ -188,6 +219,8 @@ def stage_model_index(
     _check_ids(ids, vectors)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend == "milvus" and store_dtype == "uint8":
+        raise ValueError("byte storage (uint8) is for the FAISS backend; Milvus keeps float32")
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
     index, milvus = None, {}
@@ -203,7 +236,11 @@ def stage_model_index(
         "libraries": library_versions(),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if backend == "faiss":
+    norms = None
+    if backend == "faiss" and store_dtype == "uint8":
+        index, norms = make_byte_index(vectors)
+        manifest["index_type"] = "flat"
+    elif backend == "faiss":
         index = make_faiss_index(vectors, hnsw_above=hnsw_above, store_dtype=store_dtype)
         manifest["index_type"] = index_kind(index)
     else:
@@ -213,7 +250,9 @@ def stage_model_index(
         )
     try:
         staging = staging_dir(model_dir)
-        _write_files(staging, index, ids, vectors, manifest, store_dtype)
+        _write_files(
+            staging, index, ids, vectors if norms is None else norms, manifest, store_dtype
+        )
     except BaseException:
         if milvus:
             _drop_milvus_collection(milvus)
@@ -265,16 +304,32 @@ def _drop_milvus_collection(milvus: dict) -> None:
 def _write_files(
     staging: Path, index, ids: list[str], vectors: np.ndarray, manifest: dict, store_dtype: str
 ) -> None:
+    """Write the folder's files; for byte storage `vectors` are the row norms."""
     try:
         if index is not None:
-            _faiss().write_index(index, str(staging / INDEX_FILE))
-        np.save(staging / VECTORS_FILE, vectors.astype(store_dtype))
+            _write_faiss_index(index, staging / INDEX_FILE)
+        if store_dtype == "uint8":
+            np.save(staging / NORMS_FILE, vectors.astype(np.float32))
+        else:
+            np.save(staging / VECTORS_FILE, vectors.astype(store_dtype))
         with open(staging / IDS_FILE, "w", encoding="utf-8", newline="") as handle:
             handle.write("".join(f"{i}\n" for i in ids))
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
         fsync_files(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_faiss_index(index, path: Path) -> None:
+    """`faiss.write_index`, with its C-level write failures raised as the OSError they are
+    (FAISS reports a full disk as a RuntimeError naming strerror)."""
+    try:
+        _faiss().write_index(index, str(path))
+    except RuntimeError as exc:
+        for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            if f"({os.strerror(code)})" in str(exc):
+                raise OSError(code, os.strerror(code), str(path)) from exc
         raise
 
 
@@ -422,6 +477,73 @@ class FaissIndex(ModelIndex):
         )
 
 
+class ByteFaissIndex(FaissIndex):
+    """Rows stored as bytes with their norms (`make_byte_index`): exact cosine ranking.
+
+    FAISS gives <q, x> for every allowed row (a range search with no radius: in faiss-cpu 1.15.1
+    a plain `search` on QT_8bit_direct codes with inner product returns zeros when the dimension
+    is a multiple of 16); dividing by ||x|| gives the cosine, and the top k are sorted here.
+    """
+
+    def __init__(self, model_id: str, manifest: dict, index, ids: list[str], norms: np.ndarray):
+        super().__init__(model_id, manifest, index, ids)
+        self.norms = norms
+
+    def reconstruct_batch(self, rows: Sequence[int]) -> np.ndarray:
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        return super().reconstruct_batch(rows) / self.norms[rows, None]
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        rows: np.ndarray | None = None,
+        filters: dict[str, str] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if filters:
+            raise ValueError("a FAISS index takes label filters as row numbers (rows=...)")
+        queries = self.checked_queries(queries)
+        k = self.clamped_k(k, rows)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        found = np.full((len(queries), k), -1, dtype=np.int64)
+        if k == 0:
+            return scores, found
+        faiss = _faiss()
+        params = None
+        if rows is not None:
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(rows, np.int64)))
+        for start in range(0, len(queries), BYTE_QUERY_BATCH):
+            batch = queries[start : start + BYTE_QUERY_BATCH]
+            lims, products, hits = self.index.range_search(batch, -np.inf, params=params)
+            for q, query in enumerate(batch):
+                part = slice(lims[q], lims[q + 1])
+                rows_found, exact = self._exact_top(query, products[part], hits[part], k)
+                scores[start + q, : len(rows_found)] = exact
+                found[start + q, : len(rows_found)] = rows_found
+        return scores, found
+
+    def _exact_top(self, query: np.ndarray, products: np.ndarray, hits: np.ndarray, k: int):
+        """The top k rows by cosine, their scores recomputed in float64 from the bytes.
+
+        FAISS sums 8-bit codes in float32 (errors up to ~1e-5 over 14,400 dimensions); the
+        candidates (a margin beyond k) are rescored exactly, so the scores are those of float64.
+        """
+        candidates = _top_k(products / self.norms[hits], k + BYTE_RESCORE_MARGIN)
+        rows = hits[candidates]
+        byte_rows = super().reconstruct_batch(rows).astype(np.float64)
+        exact = byte_rows @ query.astype(np.float64) / self.norms[rows]
+        best = np.lexsort((rows, -exact))[:k]  # equal scores (identical images): lower row first
+        return rows[best], exact[best].astype(np.float32)
+
+
+def _top_k(values: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k largest values, largest first (ties in position order)."""
+    everything = k >= len(values)
+    candidates = np.arange(len(values)) if everything else np.argpartition(-values, k - 1)[:k]
+    return candidates[np.lexsort((candidates, -values[candidates]))]
+
+
 def load_model_index(
     model_dir: Path,
     *,
@@ -489,7 +611,26 @@ def _load(
         )
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = max(index.hnsw.efSearch, HNSW_EF_SEARCH)
+    if manifest.get("vectors_dtype") == "uint8":
+        return ByteFaissIndex(
+            model_id, manifest, index, ids, _read_norms(model_dir, manifest, hint)
+        )
     return FaissIndex(model_id, manifest, index, ids)
+
+
+def _read_norms(model_dir: Path, manifest: dict, hint: str) -> np.ndarray:
+    try:
+        norms = np.load(model_dir / NORMS_FILE, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise IndexMismatchError(
+            f"{model_dir}: {NORMS_FILE} is unreadable ({exc}); {hint}"
+        ) from exc
+    if norms.shape != (manifest["count"],):
+        raise IndexMismatchError(
+            f"{model_dir}: {NORMS_FILE} holds {norms.shape} norms for {manifest['count']} rows; "
+            f"{hint}"
+        )
+    return norms.astype(np.float32, copy=False)
 
 
 def _load_milvus(model_dir: Path, manifest: dict, hint: str) -> ModelIndex:
@@ -544,10 +685,21 @@ def read_ids(model_dir: Path) -> list[str]:
 
 
 def load_vectors(model_dir: Path) -> tuple[list[str], np.ndarray]:
-    """The stored ids and vectors (float32) of a built index, without validation (for rebuilds)."""
+    """The stored ids and vectors (float32) of a built index, without validation (for rebuilds).
+
+    Read from `vectors.npy`; an index stored as bytes has none, so its vectors are decoded from
+    the index itself (bytes over norms).
+    """
     model_dir = Path(model_dir)
     ids = read_ids(model_dir)
-    vectors = np.load(model_dir / VECTORS_FILE, allow_pickle=False).astype(np.float32, copy=False)
+    if (model_dir / VECTORS_FILE).is_file():
+        vectors = np.load(model_dir / VECTORS_FILE, allow_pickle=False).astype(
+            np.float32, copy=False
+        )
+    else:
+        index = _faiss().read_index(str(model_dir / INDEX_FILE))
+        norms = np.load(model_dir / NORMS_FILE, allow_pickle=False)
+        vectors = index.reconstruct_n(0, index.ntotal) / norms[:, None]
     if len(ids) != len(vectors):
         raise ValueError(f"{model_dir}: {len(ids)} ids but {len(vectors)} vectors")
     return ids, vectors

@@ -111,7 +111,8 @@ class Catalogue:
         self.info = info
         self.items = items.set_index("id", drop=False)
         self.items.index.name = None
-        self.root = Path(info["root"])
+        root = Path(info["root"])  # a published bundle records its images folder relatively
+        self.root = root if root.is_absolute() else self.directory / root
         self.label_fields: list[str] = list(info.get("label_fields", []))
         self.main_label: str | None = info.get("main_label")
         self.fingerprint: str = info["fingerprint"]

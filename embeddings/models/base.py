@@ -25,6 +25,7 @@ class ModelSpec:
     needs_torch: bool = True
     weights_env: str | None = None  # an environment variable that names other weights
     onnx: bool = False  # runs on ONNX Runtime by default (exported from its torch loader)
+    byte_valued: bool = False  # vectors are bytes over their norm: stored exactly as uint8
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ SPEC = ModelSpec(
     weights_id="none",
     has_text=False,
     needs_torch=False,
+    byte_valued=True,
 )
 
 

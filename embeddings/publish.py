@@ -1,0 +1,297 @@
+"""Publishing a catalogue: a self-contained, read-only bundle made to be served, not rebuilt.
+
+`publish_bundle(catalogue, models, out)` writes into `out` (a new folder):
+
+- `catalog.json` and `items.csv`: the catalogue's table, unchanged (its fingerprint, hence every
+  index manifest, stays valid), with the images' root set to the bundle's own `images/`;
+- `images/`: every product's thumbnail at tile size (`THUMB_SIZE`), under the item's own path
+  (small web images are copied as they are, others re-encoded as JPEG);
+- `models/<model>/`: the index, `ids.txt` and the manifest, and nothing twice: no `vectors.npy`
+  (the index holds the vectors); raw pixels as exact bytes (`store_dtype="uint8"`); an index that
+  lives in Milvus becomes a FAISS file;
+- `bridges/<model>/`: the text bridges of the published models (weights, bias, manifest);
+- `encoders/`: what text and upload queries need to run without torch (see `encoder_files`);
+- `evaluation/`: the saved evaluation, when it covers the published models (the Compare page);
+- `bundle.json`: every file with its size and SHA-256, the size of each part, the models.
+
+With `archive` it also writes one compressed file (`.tar.gz` or `.zip`) of the bundle, for hosting
+anywhere. `embeddings.bundle` opens, checks and unpacks bundles for the app.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from embeddings.bundle import BUNDLE_FILE, BUNDLE_FORMAT, file_sha256
+from embeddings.catalog import Catalogue
+from embeddings.catalog.base import CATALOG_FILE, ITEMS_FILE
+from embeddings.errors import EmbeddingsError, ImageError
+from embeddings.images import open_rgb
+from embeddings.index import (
+    IDS_FILE,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    NORMS_FILE,
+    commit_staged,
+    load_vectors,
+    read_manifest,
+    stage_model_index,
+)
+
+IMAGES_DIR = "images"
+ENCODERS_DIR = "encoders"
+#: Longest side of a bundled thumbnail (the app's tiles show about 100-150 CSS pixels).
+THUMB_SIZE = 200
+#: Web images up to this size that already fit are copied as they are.
+PASS_THROUGH_BYTES = 48_000
+WEB_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+ARCHIVE_KINDS = ("tar.gz", "zip")
+
+ProgressFn = Callable[[str, int, int], None]  # (step, done, total)
+
+
+@dataclass
+class BundleReport:
+    """What `publish_bundle` wrote: the folder, the archive, and the bytes of each part."""
+
+    folder: Path
+    parts: dict[str, int] = field(default_factory=dict)
+    archive: Path | None = None
+    archive_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.parts.values())
+
+
+def publish_bundle(
+    catalogue: Catalogue,
+    models: Sequence[str],
+    out: Path,
+    *,
+    archive: str | None = None,
+    progress: ProgressFn | None = None,
+) -> BundleReport:
+    """Write the bundle of `catalogue` with `models` into the new folder `out` (see the module
+    docstring). `archive` ("tar.gz" or "zip") also writes `<out>.<kind>`. Raises
+    `EmbeddingsError` before writing anything when a model is not built or `out` exists."""
+    say = progress or (lambda step, done, total: None)
+    out = Path(out)
+    _check_request(catalogue, models, out, archive)
+    staging = out.with_name(f".{out.name}.publishing")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    report = BundleReport(out)
+    try:
+        _write_table(catalogue, staging)
+        _write_thumbnails(catalogue, staging, say)
+        for model_id in models:
+            say(f"index {model_id}", 0, 1)
+            _write_index(catalogue, model_id, staging / "models" / model_id)
+            say(f"index {model_id}", 1, 1)
+            _copy_bridge(catalogue, model_id, staging / "bridges" / model_id, report)
+        report.notes += _copy_evaluation(catalogue, models, staging)
+        _write_manifest(catalogue, models, staging, report)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if archive:
+        say("archive", 0, 1)
+        report.archive = write_archive(out, archive)
+        say("archive", 1, 1)
+        report.archive_bytes = report.archive.stat().st_size
+    return report
+
+
+def _check_request(
+    catalogue: Catalogue, models: Sequence[str], out: Path, archive: str | None
+) -> None:
+    if out.exists():
+        raise EmbeddingsError(f"--out {out} already exists; publish into a new folder")
+    if archive is not None and archive not in ARCHIVE_KINDS:
+        raise EmbeddingsError(f"--archive {archive!r}: choose one of {', '.join(ARCHIVE_KINDS)}")
+    if not models:
+        raise EmbeddingsError("name at least one model to publish, e.g. --models pixels")
+    for model_id in models:
+        manifest = read_manifest(catalogue.model_dir(model_id))
+        if manifest is None or manifest.get("catalogue_fingerprint") != catalogue.fingerprint:
+            raise EmbeddingsError(
+                f"model {model_id!r} has no up-to-date index in catalogue {catalogue.name!r}; "
+                f"build it first: python -m embeddings build --catalog {catalogue.directory} "
+                f"--models {model_id}"
+            )
+
+
+def _write_table(catalogue: Catalogue, folder: Path) -> None:
+    info = {**catalogue.info, "root": IMAGES_DIR, "published_from": str(catalogue.directory)}
+    (folder / CATALOG_FILE).write_text(json.dumps(info, indent=2))
+    shutil.copyfile(catalogue.directory / ITEMS_FILE, folder / ITEMS_FILE)
+
+
+def _write_thumbnails(catalogue: Catalogue, folder: Path, say: ProgressFn) -> None:
+    """Every product's image at tile size, under its own relative path in `images/`."""
+    ids = catalogue.ids
+    for done, item_id in enumerate(ids, start=1):
+        target = folder / IMAGES_DIR / catalogue.items.at[item_id, "path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(thumbnail_bytes(catalogue.image_path(item_id)))
+        if done % 500 == 0 or done == len(ids):
+            say("thumbnails", done, len(ids))
+
+
+def thumbnail_bytes(path: Path) -> bytes:
+    """A product image at tile size: small web images as they are, others as a JPEG.
+
+    An unreadable image becomes an empty file (the app shows its placeholder for it), as the
+    catalogue's own build skipped it too.
+    """
+    try:
+        data = Path(path).read_bytes()
+        with Image.open(io.BytesIO(data)) as probe:
+            as_is = (
+                probe.format in WEB_FORMATS
+                and max(probe.size) <= THUMB_SIZE
+                and not probe.getexif().get(0x0112)
+                and len(data) <= PASS_THROUGH_BYTES
+            )
+        if as_is:
+            return data
+        image = open_rgb(data, name=str(path))
+    except (OSError, ImageError, Image.DecompressionBombError):
+        return b""
+    image.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def _write_index(catalogue: Catalogue, model_id: str, target: Path) -> None:
+    """One copy of the vectors: the FAISS file as built, or rebuilt from the vectors when the
+    index is in Milvus or raw pixels are stored as float32 (they become exact bytes)."""
+    source = catalogue.model_dir(model_id)
+    manifest = read_manifest(source)
+    if manifest.get("backend", "faiss") == "faiss" and not _wants_bytes(model_id, manifest):
+        target.mkdir(parents=True)
+        for name in (INDEX_FILE, IDS_FILE, MANIFEST_FILE, NORMS_FILE):
+            if (source / name).is_file():
+                shutil.copyfile(source / name, target / name)
+        return
+    ids, vectors = load_vectors(source)
+    keep = {k: v for k, v in manifest.items() if k not in ("milvus", "backend", "index_type")}
+    store = (
+        "uint8" if _wants_bytes(model_id, manifest) else manifest.get("vectors_dtype", "float32")
+    )
+    staged = stage_model_index(
+        target,
+        ids=ids,
+        vectors=vectors,
+        manifest=keep,
+        store_dtype=store,
+        hnsw_above=manifest.get("hnsw_above", 100_000),
+    )
+    commit_staged(staged)
+    (target / "vectors.npy").unlink(missing_ok=True)  # the index holds the vectors
+    # The manifest keeps its build time, so saved evaluations and bridges still match it.
+    written = json.loads((target / MANIFEST_FILE).read_text())
+    written["built_at"] = manifest.get("built_at")
+    written["published"] = {"store": store, "from_backend": manifest.get("backend", "faiss")}
+    (target / MANIFEST_FILE).write_text(json.dumps(written, indent=2))
+
+
+def _wants_bytes(model_id: str, manifest: dict) -> bool:
+    from embeddings.models import get_spec
+
+    try:
+        return get_spec(model_id).byte_valued and manifest.get("vectors_dtype") != "uint8"
+    except EmbeddingsError:
+        return False
+
+
+def _copy_bridge(catalogue: Catalogue, model_id: str, target: Path, report: BundleReport) -> None:
+    source = catalogue.bridge_dir(model_id)
+    if not (source / MANIFEST_FILE).is_file():
+        return
+    target.mkdir(parents=True)
+    for name in ("weights.npy", "bias.npy", MANIFEST_FILE):
+        shutil.copyfile(source / name, target / name)
+
+
+def _copy_evaluation(catalogue: Catalogue, models: Sequence[str], folder: Path) -> list[str]:
+    source = catalogue.directory / "evaluation" / "results.json"
+    if not source.is_file():
+        return ["no saved evaluation: the Compare page will say how to measure one"]
+    (folder / "evaluation").mkdir()
+    shutil.copyfile(source, folder / "evaluation" / "results.json")
+    return []
+
+
+def _write_manifest(
+    catalogue: Catalogue, models: Sequence[str], folder: Path, report: BundleReport
+) -> None:
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        files.append({"path": relative, "size": path.stat().st_size, "sha256": file_sha256(path)})
+        part = _part_of(relative)
+        report.parts[part] = report.parts.get(part, 0) + path.stat().st_size
+    bundle = {
+        "format": BUNDLE_FORMAT,
+        "name": catalogue.name,
+        "catalogue_fingerprint": catalogue.fingerprint,
+        "products": len(catalogue),
+        "models": list(models),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parts": report.parts,
+        "files": files,
+    }
+    (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=1))
+
+
+def _part_of(relative: str) -> str:
+    """The size-table row a bundle file counts in."""
+    top, _, rest = relative.partition("/")
+    if top in ("models", "bridges"):
+        return f"{top[:-1]} {rest.split('/')[0]}"
+    return {
+        IMAGES_DIR: "thumbnails",
+        ENCODERS_DIR: "query encoders",
+        "evaluation": "evaluation",
+    }.get(top, "item table")
+
+
+def write_archive(folder: Path, kind: str) -> Path:
+    """One compressed file of a bundle folder (members relative to the folder), beside it."""
+    target = folder.with_name(f"{folder.name}.{kind}")
+    partial = target.with_name(f".{target.name}.part")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if kind == "zip":
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as packed:
+            for path in files:
+                packed.write(path, path.relative_to(folder).as_posix())
+    else:
+        with tarfile.open(partial, "w:gz") as packed:
+            for path in files:
+                packed.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+    partial.rename(target)
+    return target
+
+
+def size_table(report: BundleReport) -> list[tuple[str, int]]:
+    """(part, bytes) rows, largest first, then the total (and the archive when written)."""
+    rows = sorted(report.parts.items(), key=lambda row: -row[1])
+    rows.append(("total", report.total_bytes))
+    if report.archive is not None:
+        rows.append((f"archive {report.archive.name}", report.archive_bytes))
+    return rows

@@ -1,0 +1,160 @@
+"""Publishing a catalogue as a bundle, and opening bundles: folders, archives and URLs over HTTP."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embeddings.bridge import train_bridge_for_catalogue
+from embeddings.bundle import BundleError, check_folder, open_bundle
+from embeddings.catalog import Catalogue
+from embeddings.cli import main
+from embeddings.evaluate import evaluate_catalogue, load_results, save_results
+from embeddings.publish import publish_bundle
+from embeddings.search import make_searcher, open_index
+
+
+@pytest.fixture(scope="module")
+def source(built_catalogue, tmp_path_factory) -> Catalogue:
+    """The synthetic catalogue (pixels as float32, efficientnet-lite0) with a bridge and an
+    evaluation, as a catalogue someone would publish."""
+    directory = tmp_path_factory.mktemp("source") / "shop"
+    shutil.copytree(built_catalogue.directory, directory)
+    catalogue = Catalogue.open(directory)
+    train_bridge_for_catalogue(catalogue, "pixels")
+    save_results(catalogue, evaluate_catalogue(catalogue, queries=20))
+    return catalogue
+
+
+@pytest.fixture(scope="module")
+def bundle(source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("published") / "shop"
+    return publish_bundle(source, ["pixels", "efficientnet-lite0"], out, archive="tar.gz")
+
+
+def test_a_bundle_holds_what_serving_needs_and_nothing_twice(source, bundle):
+    folder = bundle.folder
+    manifest = check_folder(folder, full=True)  # every file listed, with its size and SHA-256
+    listed = {entry["path"] for entry in manifest["files"]}
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert on_disk - listed == {"bundle.json"} and listed <= on_disk
+    assert not [p for p in listed if p.endswith("vectors.npy")]  # the index holds the vectors
+    assert (
+        json.loads((folder / "models/pixels/manifest.json").read_text())["vectors_dtype"] == "uint8"
+    )
+    assert {"bridges/pixels/weights.npy", "evaluation/results.json", "catalog.json"} <= listed
+    assert len([p for p in listed if p.startswith("images/")]) == len(source)
+    assert set(bundle.parts) >= {
+        "thumbnails",
+        "model pixels",
+        "model efficientnet-lite0",
+        "bridge pixels",
+        "item table",
+    }
+    assert bundle.archive is not None and bundle.archive_bytes < bundle.total_bytes
+
+
+def test_a_bundle_serves_the_same_answers(source, bundle):
+    served = Catalogue.open(bundle.folder)
+    assert served.fingerprint == source.fingerprint and served.root == bundle.folder / "images"
+    for model_id in ("pixels", "efficientnet-lite0"):
+        assert len(open_index(served, model_id)) == len(source)
+        want = make_searcher(source).search_item("red/circle_0", [model_id], 8)[model_id]
+        got = make_searcher(served).search_item("red/circle_0", [model_id], 8)[model_id]
+        assert [h.id for h in got] == [h.id for h in want]
+        assert np.allclose([h.score for h in got], [h.score for h in want], atol=1e-5)
+    assert make_searcher(served).search_text("Red circle product", ["pixels"], 5)["pixels"]
+    assert load_results(served) is not None  # the saved evaluation still matches the indexes
+    assert served.image_path("red/circle_0").read_bytes()[:2] in (b"\x89P", b"\xff\xd8")
+
+
+def test_publish_refuses_an_existing_folder_and_a_model_not_built(source, bundle, tmp_path, capsys):
+    base = ["publish", "--catalog", str(source.directory), "--out"]
+    assert main([*base, str(bundle.folder), "--models", "pixels"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "b"), "--models", "pixels,resnet50"]) == 2
+    assert "'resnet50' has no up-to-date index" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+    assert main([*base, str(tmp_path / "b"), "--models", "pixels", "--archive", "zip"]) == 0
+    out = capsys.readouterr().out
+    assert "thumbnails" in out and "model pixels" in out and "archive b.zip" in out
+
+
+def test_an_archive_is_unpacked_once_into_the_cache_and_checked(bundle, tmp_path):
+    first = open_bundle(str(bundle.archive), cache=tmp_path / "cache")
+    assert first.name == "shop" and (first.folder / "bundle.json").is_file()
+    again = open_bundle(str(bundle.archive), cache=tmp_path / "cache")
+    assert again.folder == first.folder
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    with pytest.raises(BundleError, match="not served"):
+        open_bundle(str(bundle.archive), cache=tmp_path / "other", expected_sha256="0" * 64)
+    assert not any((tmp_path / "other").iterdir())
+
+
+def test_a_tampered_file_in_an_archive_is_refused(bundle, tmp_path):
+    unpacked = tmp_path / "unpacked"
+    shutil.copytree(bundle.folder, unpacked)
+    with open(unpacked / "models/pixels/ids.txt", "a") as handle:
+        handle.write("planted\n")
+    archive = tmp_path / "tampered.tar.gz"
+    with tarfile.open(archive, "w:gz") as packed:
+        for path in sorted(p for p in unpacked.rglob("*") if p.is_file()):
+            packed.add(path, arcname=path.relative_to(unpacked).as_posix())
+    with pytest.raises(BundleError, match="ids.txt is missing or has the wrong size"):
+        open_bundle(str(archive), cache=tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
+
+
+class _Server:
+    """An HTTP server on 127.0.0.1 serving one archive; `cut` sends only that many bytes while
+    announcing the full length (a broken download)."""
+
+    def __init__(self, archive: Path):
+        self.archive, self.cut, self.requests = archive, None, 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the standard library's name
+                owner.requests += 1
+                data = owner.archive.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data if owner.cut is None else data[: owner.cut])
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/{archive.name}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_url_is_downloaded_once_and_a_broken_download_is_retried(bundle, tmp_path):
+    server = _Server(bundle.archive)
+    cache = tmp_path / "cache"
+    try:
+        server.cut = bundle.archive_bytes // 2
+        with pytest.raises(BundleError, match="stopped at .* bytes.*next start tries again"):
+            open_bundle(server.url, cache=cache)
+        assert not [p for p in cache.iterdir()]  # nothing partial is kept or served
+        server.cut = None
+        steps = []
+        opened = open_bundle(server.url, cache=cache, progress=lambda *step: steps.append(step))
+        assert ("download", bundle.archive_bytes, bundle.archive_bytes) in steps
+        assert len(open_index(Catalogue.open(opened.folder), "pixels")) == 48
+    finally:
+        server.close()
+    again = open_bundle(server.url, cache=cache)  # cached: the server is gone
+    assert again.folder == opened.folder and server.requests == 2
