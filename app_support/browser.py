@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,10 +81,14 @@ def start_app(
     env: dict[str, str] | None = None,
     timeout: float = 90.0,
     python: str | os.PathLike | None = None,
+    script: str | os.PathLike | None = None,
+    options: Sequence[str] = (),
 ) -> AppServer:
     """Start the app on a free port with `EMBEDDINGS_DATA=data_dir`; return once it answers.
 
-    `python`: the interpreter to serve with (default this one), e.g. a torch-free environment's.
+    `python`: the interpreter to serve with (default this one), e.g. a torch-free environment's;
+    `script`: the entrypoint (default `app.py`; `deploy/streamlit_app.py` for Community Cloud);
+    `options`: more `streamlit run` options, e.g. `("--secrets.files", path)`.
     """
     port = port or free_port()
     log_path = Path(log_path)
@@ -99,7 +104,7 @@ def start_app(
         "-m",
         "streamlit",
         "run",
-        str(REPO / "app.py"),
+        str(script or REPO / "app.py"),
         "--server.headless",
         "true",
         "--server.port",
@@ -110,6 +115,7 @@ def start_app(
         "none",
         "--browser.gatherUsageStats",
         "false",
+        *options,
     ]
     started = time.perf_counter()
     with open(log_path, "wb") as log:

@@ -429,7 +429,7 @@ def map_page(selection: Selection) -> None:
 
 
 def drawn_note(cat: Catalogue, frame: pd.DataFrame, mapped: int, filters, marked) -> str:
-    with_image = int(frame["image"].notna().sum())
+    with_image = int((frame["image"].fillna("") != "").sum())  # "" marks no thumbnail
     parts = [
         f"Drawing {len(frame):,} of {mapped:,} mapped products"
         + (" (label filter)" if filters else "")

@@ -29,6 +29,7 @@ from embeddings.catalog.base import CATALOG_FILE, ITEMS_FILE
 from embeddings.config import list_catalogue_dirs
 from embeddings.fusion import FusedIndex, fused_parts, is_fused
 from embeddings.index import MANIFEST_FILE, ModelIndex
+from embeddings.models.onnx_cache import add_read_only_home
 from embeddings.search import Searcher
 
 #: `EMBEDDINGS_WEIGHTS="clip=/models/clip,resnet50=/models/r50.pth"`: local weights per model,
@@ -72,9 +73,12 @@ def open_served_bundle(progress=None) -> OpenedBundle:
     source = bundle_source()
     with _bundle_lock:
         if source not in _bundles:
-            _bundles[source] = open_bundle(
+            opened = open_bundle(
                 source, expected_sha256=os.environ.get(SHA256_ENV), progress=progress
             )
+            # Text and upload queries find the bundle's ONNX encoders before the models cache.
+            add_read_only_home(opened.encoders_dir)
+            _bundles[source] = opened
         return _bundles[source]
 
 

@@ -149,9 +149,8 @@ def page_figures(catalogue, models: list[str], hovers: int, screenshot: str | No
             )
             started = time.perf_counter()
             page.goto(f"{app.url}/map?catalog={catalogue.name}&models={','.join(models)}")
-            page.locator(".vega-embed canvas, .vega-embed svg g.mark-symbol").first.wait_for(
-                timeout=600_000
-            )
+            points = page.locator(".vega-embed svg g.mark-symbol.role-mark path")
+            points.first.wait_for(state="attached", timeout=600_000)
             drawn = time.perf_counter() - started
             page.wait_for_timeout(2000)
             result = {

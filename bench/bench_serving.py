@@ -48,7 +48,7 @@ TEXTS = [
 ]
 
 
-def _status(pid: int) -> dict:
+def memory_status(pid: int) -> dict:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
@@ -58,20 +58,20 @@ def _status(pid: int) -> dict:
     return fields
 
 
-def _timed(action, page, models: list[str], query: str) -> float:
+def timed(action, page, models: list[str], query: str) -> float:
     started = time.perf_counter()
     action()
     browser.wait_for_results(page, models, query=query, timeout=180)
     return time.perf_counter() - started
 
 
-def _text(page, text: str):
+def text_action(page, text: str):
     box = page.get_by_label("Describe a product")
     box.fill(text)
     return lambda: box.press("Enter")
 
 
-def _upload(page, path: Path):
+def upload_action(page, path: Path):
     return lambda: page.locator("input[type=file]").set_input_files(str(path))
 
 
@@ -96,8 +96,10 @@ def serve_once(catalogue, model: str, python: str | None, runtime: str, queries:
             page.goto(f"{server.url}/?catalog={catalogue.name}&models={model}&item={item}")
             browser.wait_for_results(page, models, query=item, timeout=180)
             figures = {
-                "first_text_s": _timed(_text(page, TEXTS[0]), page, models, TEXTS[0]),
-                "first_upload_s": _timed(_upload(page, photos[0]), page, models, photos[0].name),
+                "first_text_s": timed(text_action(page, TEXTS[0]), page, models, TEXTS[0]),
+                "first_upload_s": timed(
+                    upload_action(page, photos[0]), page, models, photos[0].name
+                ),
             }
             times: dict[str, list[float]] = {"item": [], "text": [], "upload": []}
             for number in range(queries):
@@ -108,15 +110,15 @@ def serve_once(catalogue, model: str, python: str | None, runtime: str, queries:
                     tile = page.locator(
                         f"{browser.grid_selector(model)} a.tile[data-id='{target}']"
                     )
-                    times[kind].append(_timed(tile.click, page, models, target))
+                    times[kind].append(timed(tile.click, page, models, target))
                 elif kind == "text":
                     text = TEXTS[1 + number % (len(TEXTS) - 1)]
-                    times[kind].append(_timed(_text(page, text), page, models, text))
+                    times[kind].append(timed(text_action(page, text), page, models, text))
                 else:
                     photo = photos[1 + number % (len(photos) - 1)]
-                    times[kind].append(_timed(_upload(page, photo), page, models, photo.name))
+                    times[kind].append(timed(upload_action(page, photo), page, models, photo.name))
             figures["median_s"] = {k: statistics.median(v) for k, v in times.items() if v}
-            figures["memory_mb"] = _status(server.process.pid)
+            figures["memory_mb"] = memory_status(server.process.pid)
             figures["queries"] = {k: len(v) for k, v in times.items()}
             if "Traceback" in server.log():
                 raise RuntimeError(server.log()[-3000:])

@@ -36,6 +36,8 @@ BUNDLE_ENV = "EMBEDDINGS_BUNDLE"
 SHA256_ENV = "EMBEDDINGS_BUNDLE_SHA256"
 CACHE_ENV = "EMBEDDINGS_BUNDLE_CACHE"
 BUNDLE_FILE = "bundle.json"
+#: The bundle's ONNX exports (text and upload queries without torch), laid out like the cache.
+ENCODERS_DIR = "encoders"
 BUNDLE_FORMAT = 1
 VERIFIED_MARK = ".verified"
 DOWNLOAD_TIMEOUT_S = 60
@@ -58,6 +60,11 @@ class OpenedBundle:
     @property
     def name(self) -> str:
         return self.folder.name
+
+    @property
+    def encoders_dir(self) -> Path:
+        """Its ONNX exports, for `embeddings.models.onnx_cache.add_read_only_home`."""
+        return self.folder / ENCODERS_DIR
 
 
 def cache_dir() -> Path:

@@ -272,6 +272,12 @@ def _publish_parser(commands) -> None:
     _models_option(publish, required=True, help_text="the models to serve, comma-separated")
     publish.add_argument("--out", required=True, help="a new folder for the bundle")
     publish.add_argument(
+        "--bridges",
+        type=_model_list,
+        help="the models whose text bridges go in, comma-separated, or 'none' "
+        "(default: every published model's)",
+    )
+    publish.add_argument(
         "--archive",
         nargs="?",
         const="tar.gz",
@@ -839,8 +845,14 @@ def cmd_publish(args) -> int:
         bar.total = total
         bar.update(done - bar.n)
 
+    bridges = None if args.bridges is None else [m for m in args.bridges if m != "none"]
     report = publish_bundle(
-        catalogue, args.models, Path(args.out), archive=args.archive, progress=progress
+        catalogue,
+        args.models,
+        Path(args.out),
+        archive=args.archive,
+        bridges=bridges,
+        progress=progress,
     )
     for bar in bars.values():
         bar.close()

@@ -92,9 +92,8 @@ class DuplicatePairs:
 
 # -- searching ---------------------------------------------------------------------------------
 def _faiss_neighbours(index, queries: np.ndarray, radius: float):
-    lims, scores, found = index.index.range_search(queries, radius)
-    counts = np.diff(lims).astype(np.int64)
-    return np.repeat(np.arange(len(queries)), counts), found.astype(np.int64), scores, 0
+    owners, found, scores = index.range_search(queries, radius)  # bytes-stored rows too
+    return owners, found, scores, 0
 
 
 def _milvus_neighbours(index, queries: np.ndarray, radius: float):

@@ -422,6 +422,16 @@ class FaissIndex(ModelIndex):
             return np.zeros((0, self.dim), np.float32)
         return self.index.reconstruct_batch(rows)
 
+    def range_search(
+        self, queries: np.ndarray, radius: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query positions, rows, scores) of every pair scoring at least `radius` (exact on a
+        flat index, approximate on HNSW), for near-duplicates."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        lims, scores, rows = self.index.range_search(queries, float(radius))
+        owners = np.repeat(np.arange(len(queries)), np.diff(lims).astype(np.int64))
+        return owners, rows.astype(np.int64), scores
+
     def search(
         self,
         queries: np.ndarray,
@@ -492,6 +502,17 @@ class ByteFaissIndex(FaissIndex):
     def reconstruct_batch(self, rows: Sequence[int]) -> np.ndarray:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         return super().reconstruct_batch(rows) / self.norms[rows, None]
+
+    def range_search(
+        self, queries: np.ndarray, radius: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # FAISS compares <q, bytes> = cosine x ||x|| with the radius: search at the smallest
+        # norm times the radius (a cosine >= radius implies it), then keep the true cosines.
+        floor = float(radius) * float(self.norms.min()) * (1 - 1e-4) if radius > 0 else -np.inf
+        owners, rows, raw = super().range_search(queries, floor)
+        scores = (raw / self.norms[rows]).astype(np.float32)
+        keep = scores >= radius
+        return owners[keep], rows[keep], scores[keep]
 
     def search(
         self,

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from embeddings.bundle import BUNDLE_FILE, BUNDLE_FORMAT, file_sha256
+from embeddings.bundle import BUNDLE_FILE, BUNDLE_FORMAT, ENCODERS_DIR, file_sha256
 from embeddings.catalog import Catalogue
 from embeddings.catalog.base import CATALOG_FILE, ITEMS_FILE
 from embeddings.errors import EmbeddingsError, ImageError
@@ -49,7 +49,6 @@ from embeddings.index import (
 )
 
 IMAGES_DIR = "images"
-ENCODERS_DIR = "encoders"
 #: Longest side of a bundled thumbnail (the app's tiles show about 100-150 CSS pixels).
 THUMB_SIZE = 200
 #: Web images up to this size that already fit are copied as they are.
@@ -81,14 +80,22 @@ def publish_bundle(
     out: Path,
     *,
     archive: str | None = None,
+    bridges: Sequence[str] | None = None,
     progress: ProgressFn | None = None,
 ) -> BundleReport:
     """Write the bundle of `catalogue` with `models` into the new folder `out` (see the module
-    docstring). `archive` ("tar.gz" or "zip") also writes `<out>.<kind>`. Raises
+    docstring). `archive` ("tar.gz" or "zip") also writes `<out>.<kind>`; `bridges` names the
+    models whose text bridges go in (default: every published model's). Raises
     `EmbeddingsError` before writing anything when a model is not built or `out` exists."""
     say = progress or (lambda step, done, total: None)
     out = Path(out)
     _check_request(catalogue, models, out, archive)
+    bridges = list(models) if bridges is None else list(bridges)
+    if set(bridges) - set(models):
+        raise EmbeddingsError(
+            f"--bridges {','.join(sorted(set(bridges) - set(models)))}: only published models' "
+            f"bridges can go in (--models {','.join(models)})"
+        )
     staging = out.with_name(f".{out.name}.publishing")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -100,7 +107,10 @@ def publish_bundle(
             say(f"index {model_id}", 0, 1)
             _write_index(catalogue, model_id, staging / "models" / model_id)
             say(f"index {model_id}", 1, 1)
-            _copy_bridge(catalogue, model_id, staging / "bridges" / model_id, report)
+            if model_id in bridges:
+                _copy_bridge(catalogue, model_id, staging / "bridges" / model_id, report)
+            report.notes += _copy_derived(catalogue, model_id, staging)
+        _copy_encoders(catalogue, models, staging, say)
         report.notes += _copy_evaluation(catalogue, models, staging)
         _write_manifest(catalogue, models, staging, report)
         staging.rename(out)
@@ -224,8 +234,77 @@ def _copy_bridge(catalogue: Catalogue, model_id: str, target: Path, report: Bund
     if not (source / MANIFEST_FILE).is_file():
         return
     target.mkdir(parents=True)
-    for name in ("weights.npy", "bias.npy", MANIFEST_FILE):
-        shutil.copyfile(source / name, target / name)
+    for path in sorted(source.iterdir()):  # every recipe's files (the memory recipe has more)
+        if path.is_file() and not path.name.startswith("."):
+            shutil.copyfile(path, target / path.name)
+
+
+def _copy_derived(catalogue: Catalogue, model_id: str, staging: Path) -> list[str]:
+    """The model's saved map and near-duplicate pairs (the Map and Duplicates pages), when they
+    are current, re-tied to the bundle's copy of the index (same vectors, new manifest)."""
+    from embeddings.derived import KINDS, check_current, index_identity, read_artefact_manifest
+
+    notes = []
+    bundled_index = index_identity(read_manifest(staging / "models" / model_id))
+    for kind in KINDS:
+        manifest = read_artefact_manifest(catalogue, kind, model_id)
+        if manifest is None:
+            command = {"maps": "map --models", "duplicates": "duplicates --model"}[kind]
+            notes.append(
+                f"{model_id}: no saved {kind} (python -m embeddings {command} {model_id} "
+                "--catalog ... makes them, before publishing)"
+            )
+            continue
+        try:
+            check_current(catalogue, kind, model_id, manifest, hint="")
+        except EmbeddingsError:
+            notes.append(f"{model_id}: its saved {kind} are stale and were left out")
+            continue
+        target = staging / kind / model_id
+        shutil.copytree(catalogue.directory / kind / model_id, target)
+        manifest["index"] = bundled_index
+        (target / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    return notes
+
+
+def _copy_encoders(
+    catalogue: Catalogue, models: Sequence[str], staging: Path, say: ProgressFn
+) -> None:
+    """The ONNX exports that text and upload queries need, laid out like `$EMBEDDINGS_MODELS`:
+    each published neural model's, and the sentence encoder when a text bridge is published."""
+    from embeddings.models import get_spec
+
+    folders = []
+    for model_id in models:
+        if get_spec(model_id).onnx:
+            weights_id = read_manifest(catalogue.model_dir(model_id))["weights_id"]
+            folders.append(_model_export(model_id, weights_id))
+    if any((staging / "bridges").glob("*/" + MANIFEST_FILE)):
+        from embeddings.bridge.sentences import sentence_export
+
+        folders.append(sentence_export().folder)
+    for done, folder in enumerate(folders):
+        say("query encoders", done, len(folders))
+        # <model>/<weights slug>/, as in the cache (lock files live beside it, not inside)
+        shutil.copytree(folder, staging / ENCODERS_DIR / folder.parent.name / folder.name)
+    say("query encoders", len(folders), len(folders))
+
+
+def _model_export(model_id: str, weights_id: str) -> Path:
+    """The export folder of the weights the index was built with, made now when missing."""
+    from embeddings.models import expected_weights_id, load_model
+    from embeddings.models.onnx_cache import StaleExport, export_dir, open_export
+
+    try:
+        return open_export(export_dir(model_id, weights_id), model_id, weights_id).folder
+    except StaleExport as exc:
+        if weights_id != expected_weights_id(model_id, {}):
+            raise EmbeddingsError(
+                f"model {model_id!r} was built with local weights {weights_id} whose ONNX export "
+                f"is not in the models cache ({exc}); make it first: python -m embeddings export "
+                f"--models {model_id} --weights {model_id}=PATH, then publish again"
+            ) from None
+    return load_model(model_id, runtime="onnx").export.folder
 
 
 def _copy_evaluation(catalogue: Catalogue, models: Sequence[str], folder: Path) -> list[str]:
@@ -264,6 +343,8 @@ def _part_of(relative: str) -> str:
     top, _, rest = relative.partition("/")
     if top in ("models", "bridges"):
         return f"{top[:-1]} {rest.split('/')[0]}"
+    if top in ("maps", "duplicates"):
+        return top
     return {
         IMAGES_DIR: "thumbnails",
         ENCODERS_DIR: "query encoders",

@@ -102,6 +102,16 @@ def test_the_map_page_draws_every_model_side_by_side_over_one_table(mapped, monk
     assert url(at) == {"catalog": "planted", "models": ",".join(MODELS), "label": "folder"}
 
 
+def test_only_a_sample_gets_thumbnails_and_the_page_says_how_many(mapped, monkeypatch):
+    from app_support import map_ui
+
+    monkeypatch.setattr(map_ui, "HOVER_THUMBS", 20)
+    at = open_map(mapped, monkeypatch, label="shape")  # another table than the cached one's
+    _, table = chart(at)
+    assert (table["image"].str.startswith("data:image/")).sum() == 20
+    assert "53 mapped products; 20 of them show their thumbnail on hover" in messages(at.caption)
+
+
 def test_the_search_query_is_marked_on_every_map(mapped, monkeypatch):
     at = make_app(mapped, monkeypatch, catalog="planted", item="blue/square_1").run()
     at.switch_page("app_pages/map.py").run()

@@ -124,3 +124,20 @@ def _store(store, force=False):
     from embeddings.catalogue_build import IndexOptions
 
     return IndexOptions(store_dtype=store, force=force)
+
+
+def test_byte_index_range_search_finds_the_pairs_float32_finds(tmp_path):
+    """Near-duplicates use the index's range search: on bytes, the radius is a cosine too."""
+    vectors = byte_images(400)
+    vectors[9] = vectors[2]  # more identical images, and a near-copy
+    near = np.clip(np.round(vectors[4] / vectors[4].max() * 250) + 3, 0, 255)
+    vectors[11] = near / np.linalg.norm(near)
+    flat, compact = write_both(tmp_path, vectors)
+    for radius in (0.999, 0.95, 0.8):
+        want = set(zip(*[a.tolist() for a in flat.range_search(vectors, radius)[:2]], strict=True))
+        owners, rows, scores = compact.range_search(vectors, radius)
+        assert set(zip(owners.tolist(), rows.tolist(), strict=True)) == want
+        exact = np.einsum("ij,ij->i", vectors[owners], vectors[rows])
+        assert np.abs(scores - exact).max() < 1e-5 and scores.min() >= radius
+    pairs = {(o, r) for o, r in zip(*compact.range_search(vectors, 0.999)[:2], strict=True)}
+    assert {(3, 5), (2, 9), (4, 11)} <= pairs

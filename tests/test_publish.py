@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -16,7 +19,9 @@ from embeddings.bridge import train_bridge_for_catalogue
 from embeddings.bundle import BundleError, check_folder, open_bundle
 from embeddings.catalog import Catalogue
 from embeddings.cli import main
+from embeddings.duplicates import find_duplicates, load_pairs
 from embeddings.evaluate import evaluate_catalogue, load_results, save_results
+from embeddings.maps import load_map, make_maps
 from embeddings.publish import publish_bundle
 from embeddings.search import make_searcher, open_index
 
@@ -30,6 +35,8 @@ def source(built_catalogue, tmp_path_factory) -> Catalogue:
     catalogue = Catalogue.open(directory)
     train_bridge_for_catalogue(catalogue, "pixels")
     save_results(catalogue, evaluate_catalogue(catalogue, queries=20))
+    make_maps(directory, ["pixels"])
+    find_duplicates(directory, "efficientnet-lite0")
     return catalogue
 
 
@@ -45,7 +52,7 @@ def test_a_bundle_holds_what_serving_needs_and_nothing_twice(source, bundle):
     listed = {entry["path"] for entry in manifest["files"]}
     on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert on_disk - listed == {"bundle.json"} and listed <= on_disk
-    assert not [p for p in listed if p.endswith("vectors.npy")]  # the index holds the vectors
+    assert not [p for p in listed if p.endswith("/vectors.npy")]  # the index holds the vectors
     assert (
         json.loads((folder / "models/pixels/manifest.json").read_text())["vectors_dtype"] == "uint8"
     )
@@ -59,6 +66,20 @@ def test_a_bundle_holds_what_serving_needs_and_nothing_twice(source, bundle):
         "item table",
     }
     assert bundle.archive is not None and bundle.archive_bytes < bundle.total_bytes
+    # the query encoders: the CNN's ONNX export and the bridge's sentence encoder, no torch file
+    encoders = {p.split("/")[1] for p in listed if p.startswith("encoders/")}
+    assert encoders == {"efficientnet-lite0", "all-minilm-l6-v2"}
+    assert {p.rsplit("/", 1)[1] for p in listed if p.startswith("encoders/")} >= {
+        "image.onnx",
+        "text.onnx",
+        "tokenizer.json",
+        "preprocess.json",
+        "manifest.json",
+    }
+    assert not [p for p in listed if p.endswith((".pth", ".pt", ".bin", ".safetensors"))]
+    # the saved map and near-duplicate pairs came along (only those that were computed)
+    assert {"maps/pixels/manifest.json", "duplicates/efficientnet-lite0/manifest.json"} <= listed
+    assert not [p for p in listed if p.startswith(("maps/efficientnet", "duplicates/pixels"))]
 
 
 def test_a_bundle_serves_the_same_answers(source, bundle):
@@ -73,6 +94,47 @@ def test_a_bundle_serves_the_same_answers(source, bundle):
     assert make_searcher(served).search_text("Red circle product", ["pixels"], 5)["pixels"]
     assert load_results(served) is not None  # the saved evaluation still matches the indexes
     assert served.image_path("red/circle_0").read_bytes()[:2] in (b"\x89P", b"\xff\xd8")
+    # the map and the pairs are current for the bundle's own copy of the indexes
+    served_map, source_map = load_map(served, "pixels"), load_map(source, "pixels")
+    assert served_map.ids == source_map.ids
+    assert np.array_equal(served_map.coords, source_map.coords)
+    served_pairs = load_pairs(served, "efficientnet-lite0")
+    assert np.array_equal(served_pairs.first, load_pairs(source, "efficientnet-lite0").first)
+
+
+SERVE_WITHOUT_TORCH = """
+import sys
+sys.modules["torch"] = None  # any import of torch fails, as in the deployment's environment
+from embeddings.bundle import open_bundle
+from embeddings.catalog import Catalogue
+from embeddings.images import open_rgb
+from embeddings.models.onnx_cache import add_read_only_home
+from embeddings.search import make_searcher
+
+opened = open_bundle(sys.argv[1])
+add_read_only_home(opened.encoders_dir)
+served = Catalogue.open(opened.folder)
+searcher = make_searcher(served)
+text = searcher.search_text("Red circle product", ["pixels"], 3)["pixels"]
+upload = open_rgb(served.image_path("red/circle_0"))
+image = searcher.search_image(upload, ["efficientnet-lite0"], 3)["efficientnet-lite0"]
+print(len(text), image[0].id, round(image[0].score, 3))
+"""
+
+
+def test_a_bundle_answers_text_and_uploads_with_its_own_encoders_and_no_torch(bundle, tmp_path):
+    env = {**os.environ, "EMBEDDINGS_MODELS": str(tmp_path / "empty-cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE_WITHOUT_TORCH, str(bundle.folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    # its own thumbnail is its nearest product: the upload ran the bundled CNN export
+    assert done.stdout.split() == ["3", "red/circle_0", "1.0"]
+    assert not (tmp_path / "empty-cache").exists()  # nothing exported, nothing written
 
 
 def test_publish_refuses_an_existing_folder_and_a_model_not_built(source, bundle, tmp_path, capsys):
@@ -158,3 +220,15 @@ def test_a_url_is_downloaded_once_and_a_broken_download_is_retried(bundle, tmp_p
         server.close()
     again = open_bundle(server.url, cache=cache)  # cached: the server is gone
     assert again.folder == opened.folder and server.requests == 2
+
+
+def test_publish_takes_the_bridges_asked_for(source, tmp_path, capsys):
+    base = ["publish", "--catalog", str(source.directory), "--models", "pixels,efficientnet-lite0"]
+    assert main([*base, "--out", str(tmp_path / "none"), "--bridges", "none"]) == 0
+    listed = {e["path"] for e in check_folder(tmp_path / "none", full=True)["files"]}
+    assert not [p for p in listed if p.startswith("bridges/")]
+    # no bridge, no sentence encoder: only the CNN's export goes in
+    assert {p.split("/")[1] for p in listed if p.startswith("encoders/")} == {"efficientnet-lite0"}
+    assert main([*base, "--out", str(tmp_path / "other"), "--bridges", "resnet50"]) == 2
+    assert "only published models' bridges" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()

@@ -1,9 +1,8 @@
 """Serving without torch (issue 10): the app in an environment made from deploy/requirements.txt
 alone, where `import torch` fails, answers item, text and upload queries in a real browser.
 
-The environment is a virtualenv made with `python -m venv` and `pip install -r
-deploy/requirements.txt`, kept under `$EMBEDDINGS_TEST_CACHE` (default: the system's temp
-folder) keyed by a hash of that file and the Python version, so only a changed file rebuilds it.
+The environment is made by `tests/serving_env.py` (a virtualenv from deploy/requirements.txt,
+cached by that file's hash).
 The catalogue (a sample of the shared fashion set, else the synthetic shop) and the ONNX exports
 of efficientnet-lite0 and the bridges' sentence encoder are made here with the main environment
 (torch exports them); the server runs on the torch-free interpreter. Where it cannot run (no
@@ -12,75 +11,20 @@ Chromium, no package index) it skips, except in CI (`CI=true`), where it fails.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import os
-import platform
 import shutil
 import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED_FASHION, make_product_folder, require_browser
+from conftest import SHARED_FASHION, make_product_folder, require_browser
+from serving_env import serving_environment
 
 from app_support import browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-DEPLOY_REQUIREMENTS = REPO / "deploy" / "requirements.txt"
 MODELS = ["pixels", "efficientnet-lite0"]
 SAMPLE = 300
-
-
-def cannot_run(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"the torch-free serving test cannot run in CI: {reason}")
-    pytest.skip(reason)
-
-
-def serving_environment() -> Path:
-    """The torch-free environment's python, made once per version of deploy/requirements.txt."""
-    key = hashlib.sha256(
-        DEPLOY_REQUIREMENTS.read_bytes() + platform.python_version().encode()
-    ).hexdigest()[:16]
-    root = Path(os.environ.get("EMBEDDINGS_TEST_CACHE") or tempfile.gettempdir())
-    root = root / "embeddings-test-cache"
-    root.mkdir(parents=True, exist_ok=True)
-    venv = root / f"serving-venv-{key}"
-    with open(root / f"{venv.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another test run may be making it right now
-        if not (venv / "complete").is_file():
-            _make_environment(venv)
-    return venv / "bin" / "python"
-
-
-def _make_environment(venv: Path) -> None:
-    staging = venv.with_name(f".{venv.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(staging)], check=True, timeout=300)
-    done = subprocess.run(
-        [
-            str(staging / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-            str(DEPLOY_REQUIREMENTS),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if done.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        cannot_run(f"pip could not install {DEPLOY_REQUIREMENTS}: {done.stderr[-1500:]}")
-    (staging / "complete").write_text(DEPLOY_REQUIREMENTS.read_text())
-    os.replace(staging, venv)
 
 
 @pytest.fixture(scope="module")

@@ -73,8 +73,9 @@ def sentence_encoder(runtime: str | None = None) -> SentenceEncoder:
         return _encoders[runtime]
 
 
-def _onnx_encoder() -> SentenceEncoder:
-    from embeddings.models.onnx_embedders import OnnxTextTower
+def sentence_export():
+    """The checked ONNX export of all-MiniLM-L6-v2 (an `OnnxExport`), made once with torch when
+    it is missing from the models cache and from any read-only home (a served bundle)."""
     from embeddings.models.onnx_loader import ensure_export
 
     def make(folder: Path) -> dict:
@@ -82,7 +83,13 @@ def _onnx_encoder() -> SentenceEncoder:
 
         return export_sentence_encoder(_sentence_transformer(), folder)
 
-    export = ensure_export(TEXT_EXPORT_ID, TEXT_MODEL_ID, make)
+    return ensure_export(TEXT_EXPORT_ID, TEXT_MODEL_ID, make)
+
+
+def _onnx_encoder() -> SentenceEncoder:
+    from embeddings.models.onnx_embedders import OnnxTextTower
+
+    export = sentence_export()
     return OnnxTextTower(
         export, export.preprocess["text"], hint=f"delete {export.folder} to make it again"
     )

@@ -52,6 +52,28 @@ def models_home() -> Path:
     return Path(override).expanduser() if override else Path.home() / ".cache/embeddings/onnx"
 
 
+#: Read-only export folders looked in first (a served bundle's `encoders/`): never written.
+_read_only_homes: list[Path] = []
+
+
+def add_read_only_home(folder: Path) -> None:
+    """Also find exports in `folder`, laid out like `models_home()`, before the cache; an export
+    there is used when it passes `open_export`, and nothing is ever written into it."""
+    folder = Path(folder)
+    if folder not in _read_only_homes:
+        _read_only_homes.append(folder)
+
+
+def find_read_only_export(model_id: str, weights_id: str) -> OnnxExport | None:
+    """The usable export of (`model_id`, `weights_id`) in a read-only home, if one has it."""
+    for home in _read_only_homes:
+        try:
+            return open_export(export_dir(model_id, weights_id, home), model_id, weights_id)
+        except StaleExport:
+            continue
+    return None
+
+
 def weights_slug(weights_id: str) -> str:
     """A folder name for a weights id: `sha256:0123...` -> `sha256-0123...`; a name such as
     `torchvision/resnet50/IMAGENET1K_V2` -> `torchvision_resnet50_IMAGENET1K_V2-<8 hex>`."""

@@ -35,6 +35,7 @@ from embeddings.models.onnx_cache import (
     export_dir,
     export_lock,
     file_record,
+    find_read_only_export,
     open_export,
 )
 
@@ -84,6 +85,9 @@ def ensure_export(
     missing or stale. `make` writes the model files and `preprocess.json` into `folder` and
     returns the manifest's fields; the manifest (with every file's size and hash) is written
     last and the folder swapped in whole, under the export's lock."""
+    bundled = find_read_only_export(model_id, weights_id)
+    if bundled is not None:
+        return bundled
     folder = export_dir(model_id, weights_id)
     try:
         return open_export(folder, model_id, weights_id)

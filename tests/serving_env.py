@@ -1,0 +1,73 @@
+"""The torch-free serving environment of the tests: a virtualenv made with `python -m venv` and
+`pip install -r deploy/requirements.txt` alone, as Streamlit Community Cloud makes its own.
+
+It is kept under `$EMBEDDINGS_TEST_CACHE` (default: the system's temp folder) keyed by a hash of
+that file and the Python version, so only a changed file rebuilds it. Where it cannot be made
+(no package index) the tests using it skip, except in CI (`CI=true`), where they fail.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+DEPLOY_REQUIREMENTS = REPO / "deploy" / "requirements.txt"
+
+
+def cannot_run(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"the torch-free serving test cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+def serving_environment() -> Path:
+    """The torch-free environment's python, made once per version of deploy/requirements.txt."""
+    key = hashlib.sha256(
+        DEPLOY_REQUIREMENTS.read_bytes() + platform.python_version().encode()
+    ).hexdigest()[:16]
+    root = Path(os.environ.get("EMBEDDINGS_TEST_CACHE") or tempfile.gettempdir())
+    root = root / "embeddings-test-cache"
+    root.mkdir(parents=True, exist_ok=True)
+    venv = root / f"serving-venv-{key}"
+    with open(root / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test run may be making it right now
+        if not (venv / "complete").is_file():
+            _make_environment(venv)
+    return venv / "bin" / "python"
+
+
+def _make_environment(venv: Path) -> None:
+    staging = venv.with_name(f".{venv.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(staging)], check=True, timeout=300)
+    done = subprocess.run(
+        [
+            str(staging / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            str(DEPLOY_REQUIREMENTS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        cannot_run(f"pip could not install {DEPLOY_REQUIREMENTS}: {done.stderr[-1500:]}")
+    (staging / "complete").write_text(DEPLOY_REQUIREMENTS.read_text())
+    os.replace(staging, venv)

@@ -1,0 +1,139 @@
+"""The Streamlit Community Cloud deployment, played on this machine (issue 11).
+
+As Community Cloud would: an environment made from `deploy/requirements.txt` alone (no torch:
+`tests/serving_env.py`), the entrypoint `deploy/streamlit_app.py` started with `streamlit run`
+from the repository root, and `EMBEDDINGS_BUNDLE` given in the app's secrets (a secrets file:
+Streamlit puts root-level secrets into the environment). The bundle is published here (with the
+main environment: torch exports the encoders) as an archive served over HTTP on 127.0.0.1, and
+the models cache of the server is empty: text and upload queries run on the bundle's encoders.
+Chromium then does an item query, a text query, an upload and a page switch.
+"""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import threading
+from functools import partial
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SHARED_FASHION, make_product_folder, require_browser
+from serving_env import serving_environment
+
+from app_support import browser
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+MODELS = ["pixels", "efficientnet-lite0"]
+SAMPLE = 300
+
+
+@pytest.fixture(scope="module")
+def torch_free_python() -> Path:
+    require_browser()
+    return serving_environment()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, torch_free_python):
+    """(archive, bundle report): a sample of the shared set (else the synthetic shop) with
+    pixels, efficientnet-lite0 and its text bridge, published with `--archive`."""
+    from embeddings.bridge import train_bridge_for_catalogue
+    from embeddings.build import build_model_index
+    from embeddings.catalog import create_catalogue
+    from embeddings.models import load_model
+    from embeddings.publish import publish_bundle
+
+    root = tmp_path_factory.mktemp("deploy")
+    if (SHARED_FASHION / "styles.csv").is_file():
+        catalogue = create_catalogue(str(SHARED_FASHION), root / "fashion", limit=SAMPLE, seed=3)
+    else:
+        catalogue = create_catalogue(str(make_product_folder(root / "shop-src")), root / "shop")
+    for model_id in MODELS:
+        build_model_index(catalogue, load_model(model_id))
+    train_bridge_for_catalogue(catalogue, "efficientnet-lite0")
+    report = publish_bundle(catalogue, MODELS, root / "hosted" / "demo", archive="tar.gz")
+    return report.archive, catalogue
+
+
+@pytest.fixture(scope="module")
+def hosted_url(published):
+    """The archive over HTTP on 127.0.0.1 (where a release asset or object storage would be)."""
+    archive, _ = published
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(archive.parent))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/{archive.name}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def deployed(hosted_url, torch_free_python, tmp_path_factory):
+    work = tmp_path_factory.mktemp("cloud")
+    secrets = work / "secrets.toml"
+    secrets.write_text(f'EMBEDDINGS_BUNDLE = "{hosted_url}"\n')
+    app = browser.start_app(
+        work / "no-data",
+        log_path=work / "streamlit.log",
+        python=torch_free_python,
+        script=REPO / "deploy" / "streamlit_app.py",
+        options=("--secrets.files", str(secrets)),
+        env={
+            "EMBEDDINGS_BUNDLE_CACHE": str(work / "bundles"),
+            "EMBEDDINGS_MODELS": str(work / "empty-models-cache"),
+        },
+        timeout=180,
+    )
+    yield app, work
+    app.stop()
+    assert "Traceback" not in app.log(), app.log()[-4000:]
+
+
+@pytest.fixture
+def page(chromium):
+    context = chromium.new_context(viewport={"width": 1440, "height": 1000})
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+def test_the_deployment_serves_a_hosted_bundle_without_torch(page, deployed, published, tmp_path):
+    (server, work), (_, catalogue) = deployed, published
+    # The first visit downloads, checks and unpacks the bundle, then shows the browse grid.
+    page.goto(f"{server.url}/?models={','.join(MODELS)}")
+    page.wait_for_selector(
+        browser.grid_selector("browse") + " a.tile", state="attached", timeout=180_000
+    )
+    assert [p.name for p in (work / "bundles").iterdir() if not p.name.startswith(".")]
+    # An item query, on both models.
+    item = catalogue.ids[7]
+    page.goto(f"{server.url}/?catalog={catalogue.name}&models={','.join(MODELS)}&item={item}")
+    grids = browser.wait_for_results(page, MODELS, query=item, timeout=120)
+    assert all(len(grid["tiles"]) == 10 for grid in grids.values())
+    # A text query through the bridge: the bundle's sentence encoder, on ONNX Runtime.
+    text = "red shirt" if catalogue.name == "fashion" else "Red circle product"
+    box = page.get_by_label("Describe a product")
+    box.fill(text)
+    box.press("Enter")
+    grids = browser.wait_for_results(page, ["efficientnet-lite0"], query=text, timeout=120)
+    assert len(grids["efficientnet-lite0"]["tiles"]) == 10
+    # An upload: the bundle's CNN export embeds it; the product's own picture comes first.
+    product = catalogue.ids[21]
+    upload = tmp_path / ("upload" + catalogue.image_path(product).suffix)
+    shutil.copyfile(catalogue.image_path(product), upload)
+    page.locator("input[type=file]").set_input_files(str(upload))
+    grids = browser.wait_for_results(page, MODELS, query=upload.name, timeout=120)
+    for model in MODELS:
+        top_id, top_score = grids[model]["tiles"][0]
+        assert top_id == product and top_score > 0.99, (model, grids[model]["tiles"][:3])
+    # A page switch: the Catalogue page shows the bundle, read-only, with no build.
+    page.get_by_role("link", name="Catalogue").click()
+    page.get_by_text("This app serves a published bundle").wait_for(timeout=60_000)
+    assert page.get_by_role("button", name="Build", exact=True).count() == 0
+    # Nothing was exported on the server: every encoder came in the bundle.
+    assert not (work / "empty-models-cache").exists()
+    log = server.log()
+    assert "Traceback" not in log and "torch" not in log, log[-3000:]
