@@ -9,7 +9,7 @@
   seconds, CPU seconds, groups and products in groups (`embeddings.duplicates`).
 - `--page`: the Map page in headless Chromium on the catalogue's saved maps: bytes received over
   the websocket until the maps are drawn, seconds to the first drawn map, and the hover latency
-  (pointer move to the tooltip with its thumbnail), median of `--hovers`; `--screenshot PATH`
+  (pointer move onto a drawn point to its tooltip), median of `--hovers`; `--screenshot PATH`
   saves the page with a tooltip open (docs/map-page.png).
 
     python bench/bench_maps.py --catalog data/fashion-full --model efficientnet-lite0 \\
@@ -159,6 +159,7 @@ def page_figures(catalogue, models: list[str], hovers: int, screenshot: str | No
             }
             result["hover_ms"] = hover_latencies(page, hovers)
             if screenshot:
+                show_a_thumbnail(page)
                 Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=screenshot)
                 result["screenshot"] = screenshot
@@ -169,36 +170,53 @@ def page_figures(catalogue, models: list[str], hovers: int, screenshot: str | No
 
 
 def hover_latencies(page, hovers: int) -> dict:
-    """Move the pointer over points until `hovers` tooltips with a picture have shown; the time
-    from each move to its tooltip (median, max), in milliseconds."""
-    area = page.locator(".vega-embed canvas, .vega-embed svg").first.bounding_box()
-    tooltip = page.locator("#vg-tooltip-element")
-    times, tries = [], 0
+    """Move the pointer onto `hovers` drawn points of the first map (a seeded sample), and time
+    each move until Vega's tooltip shows that product (milliseconds: median, max), counting the
+    tooltips that carried a thumbnail."""
+    points = page.locator(".vega-embed svg g.concat_0_group g.mark-symbol.role-mark").first
+    points = points.locator("path")
     rng = np.random.default_rng(0)
-    last = None
-    while len(times) < hovers and tries < hovers * 40:
-        tries += 1
-        x = area["x"] + 40 + rng.random() * min(area["width"] - 80, 420)
-        y = area["y"] + 60 + rng.random() * (area["height"] - 200)
+    order = rng.permutation(points.count())
+    times, with_image, last = [], 0, None
+    for position in order[: hovers * 4]:
+        if len(times) >= hovers:
+            break
+        box = points.nth(int(position)).bounding_box()
+        if not box:
+            continue
         started = time.perf_counter()
-        page.mouse.move(x, y)
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         try:
             page.wait_for_function(
                 "last => { const t = document.querySelector('#vg-tooltip-element');"
-                " return t && t.classList.contains('visible') && t.querySelector('img')"
-                " && t.innerText !== last; }",
+                " return t && t.classList.contains('visible') && t.innerText !== last; }",
                 arg=last,
-                timeout=1500,
+                timeout=3000,
             )
-        except Exception:  # no product under the pointer, or one without a thumbnail
+        except Exception:  # another point drawn over this one: no new tooltip
             continue
         times.append((time.perf_counter() - started) * 1000)
-        last = tooltip.inner_text()
+        with_image += page.locator("#vg-tooltip-element img").count() > 0
+        last = page.locator("#vg-tooltip-element").inner_text()
     return {
         "n": len(times),
+        "with_thumbnail": with_image,
         "median": round(statistics.median(times), 1) if times else None,
         "max": round(max(times), 1) if times else None,
     }
+
+
+def show_a_thumbnail(page, tries: int = 300) -> None:
+    """Leave the pointer on a point whose tooltip shows a thumbnail (for the screenshot)."""
+    points = page.locator(".vega-embed svg g.concat_1_group g.mark-symbol.role-mark").first
+    points = points.locator("path")
+    for position in np.random.default_rng(1).permutation(points.count())[:tries]:
+        box = points.nth(int(position)).bounding_box()
+        if box:
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.wait_for_timeout(600)
+            if page.locator("#vg-tooltip-element.visible img").count():
+                return
 
 
 def main() -> None:

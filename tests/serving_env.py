@@ -71,3 +71,28 @@ def _make_environment(venv: Path) -> None:
         cannot_run(f"pip could not install {DEPLOY_REQUIREMENTS}: {done.stderr[-1500:]}")
     (staging / "complete").write_text(DEPLOY_REQUIREMENTS.read_text())
     os.replace(staging, venv)
+
+
+def item_text_and_upload(page, base_url: str, catalogue, models: list[str], upload_dir: Path):
+    """In Chromium: an item query on every model, a text query through efficientnet-lite0's
+    bridge and an upload of a product's own photo, which must come first on every model."""
+    from app_support import browser
+
+    item = catalogue.ids[7]
+    page.goto(f"{base_url}/?catalog={catalogue.name}&models={','.join(models)}&item={item}")
+    grids = browser.wait_for_results(page, models, query=item, timeout=120)
+    assert all(len(grid["tiles"]) == 10 for grid in grids.values())
+    text = "red shirt" if catalogue.name == "fashion" else "Red circle product"
+    box = page.get_by_label("Describe a product")
+    box.fill(text)
+    box.press("Enter")
+    grids = browser.wait_for_results(page, ["efficientnet-lite0"], query=text, timeout=120)
+    assert len(grids["efficientnet-lite0"]["tiles"]) == 10
+    product = catalogue.ids[21]
+    upload = upload_dir / ("upload" + catalogue.image_path(product).suffix)
+    shutil.copyfile(catalogue.image_path(product), upload)
+    page.locator("input[type=file]").set_input_files(str(upload))
+    grids = browser.wait_for_results(page, models, query=upload.name, timeout=120)
+    for model in models:
+        top_id, top_score = grids[model]["tiles"][0]
+        assert top_id == product and top_score > 0.99, (model, grids[model]["tiles"][:3])

@@ -12,14 +12,13 @@ Chromium then does an item query, a text query, an upload and a page switch.
 from __future__ import annotations
 
 import http.server
-import shutil
 import threading
 from functools import partial
 from pathlib import Path
 
 import pytest
 from conftest import REPO, SHARED_FASHION, make_product_folder, require_browser
-from serving_env import serving_environment
+from serving_env import item_text_and_upload, serving_environment
 
 from app_support import browser
 
@@ -108,27 +107,9 @@ def test_the_deployment_serves_a_hosted_bundle_without_torch(page, deployed, pub
         browser.grid_selector("browse") + " a.tile", state="attached", timeout=180_000
     )
     assert [p.name for p in (work / "bundles").iterdir() if not p.name.startswith(".")]
-    # An item query, on both models.
-    item = catalogue.ids[7]
-    page.goto(f"{server.url}/?catalog={catalogue.name}&models={','.join(MODELS)}&item={item}")
-    grids = browser.wait_for_results(page, MODELS, query=item, timeout=120)
-    assert all(len(grid["tiles"]) == 10 for grid in grids.values())
-    # A text query through the bridge: the bundle's sentence encoder, on ONNX Runtime.
-    text = "red shirt" if catalogue.name == "fashion" else "Red circle product"
-    box = page.get_by_label("Describe a product")
-    box.fill(text)
-    box.press("Enter")
-    grids = browser.wait_for_results(page, ["efficientnet-lite0"], query=text, timeout=120)
-    assert len(grids["efficientnet-lite0"]["tiles"]) == 10
-    # An upload: the bundle's CNN export embeds it; the product's own picture comes first.
-    product = catalogue.ids[21]
-    upload = tmp_path / ("upload" + catalogue.image_path(product).suffix)
-    shutil.copyfile(catalogue.image_path(product), upload)
-    page.locator("input[type=file]").set_input_files(str(upload))
-    grids = browser.wait_for_results(page, MODELS, query=upload.name, timeout=120)
-    for model in MODELS:
-        top_id, top_score = grids[model]["tiles"][0]
-        assert top_id == product and top_score > 0.99, (model, grids[model]["tiles"][:3])
+    # An item query, a text query through the bridge (the bundle's sentence encoder), an
+    # upload (the bundle's CNN export embeds it; the product's own picture comes first).
+    item_text_and_upload(page, server.url, catalogue, MODELS, tmp_path)
     # A page switch: the Catalogue page shows the bundle, read-only, with no build.
     page.get_by_role("link", name="Catalogue").click()
     page.get_by_text("This app serves a published bundle").wait_for(timeout=60_000)

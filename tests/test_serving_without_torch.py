@@ -11,13 +11,12 @@ Chromium, no package index) it skips, except in CI (`CI=true`), where it fails.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import SHARED_FASHION, make_product_folder, require_browser
-from serving_env import serving_environment
+from serving_env import item_text_and_upload, serving_environment
 
 from app_support import browser
 
@@ -108,26 +107,9 @@ def test_item_text_and_upload_queries_without_torch(
 ):
     _, catalogue = served_catalogue
     assert server.process.args[0] == str(torch_free_python)
-    # An item query: both models, from the saved indexes.
-    item = catalogue.ids[5]
-    open_app(page, server, catalogue, item=item)
-    grids = browser.wait_for_results(page, MODELS, query=item, timeout=120)
-    assert all(len(grid["tiles"]) == 10 for grid in grids.values())
-    # A text query: efficientnet-lite0 through its bridge (the ONNX sentence encoder).
-    text = "red shirt" if catalogue.name == "fashion" else "Red circle product"
-    box = page.get_by_label("Describe a product")
-    box.fill(text)
-    box.press("Enter")
-    grids = browser.wait_for_results(page, ["efficientnet-lite0"], query=text, timeout=120)
-    assert len(grids["efficientnet-lite0"]["tiles"]) == 10
-    # An upload: both models embed the photo (efficientnet-lite0 on ONNX Runtime).
-    product = catalogue.ids[17]
-    upload = tmp_path / ("upload" + catalogue.image_path(product).suffix)
-    shutil.copyfile(catalogue.image_path(product), upload)
-    page.locator("input[type=file]").set_input_files(str(upload))
-    grids = browser.wait_for_results(page, MODELS, query=upload.name, timeout=120)
-    for model in MODELS:
-        top_id, top_score = grids[model]["tiles"][0]
-        assert top_id == product and top_score > 0.99, (model, grids[model]["tiles"][:3])
+    open_app(page, server, catalogue)  # the first page: the browse grid
+    # An item query (the saved indexes), a text query through efficientnet-lite0's bridge (the
+    # ONNX sentence encoder) and an upload (efficientnet-lite0 on ONNX Runtime).
+    item_text_and_upload(page, server.url, catalogue, MODELS, tmp_path)
     log = server.log()
     assert "Traceback" not in log and "torch" not in log, log[-3000:]
