@@ -41,6 +41,13 @@ from common import REPO, emit, log, machine
 from app_support import browser
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files from its folder without a log line per request."""
+
+    def log_message(self, *args):
+        pass
+
+
 def site_packages_mb(python: str) -> float:
     folder = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -53,8 +60,7 @@ def site_packages_mb(python: str) -> float:
 
 
 def host(archive: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(archive.parent))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(QuietHandler, directory=str(archive.parent))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/{archive.name}"

@@ -28,6 +28,13 @@ MODELS = ["pixels", "efficientnet-lite0"]
 SAMPLE = 300
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files from its folder without a log line per request."""
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="module")
 def torch_free_python() -> Path:
     require_browser()
@@ -60,8 +67,7 @@ def published(tmp_path_factory, torch_free_python):
 def hosted_url(published):
     """The archive over HTTP on 127.0.0.1 (where a release asset or object storage would be)."""
     archive, _ = published
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(archive.parent))
-    handler.log_message = lambda *args: None
+    handler = partial(QuietHandler, directory=str(archive.parent))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/{archive.name}"

@@ -75,14 +75,7 @@ def fit_bridge(
     `recipe` is one of `bridge.recipes.RECIPES`.
     """
     started = time.perf_counter()
-    titles = (
-        catalogue.items["title"]
-        .reindex(ids)
-        .fillna("")
-        .astype(str)
-        .str.strip()
-        .to_numpy(dtype=object)
-    )
+    titles = _titles(catalogue, ids)
     if not (titles != "").any():
         return None
     say = progress or (lambda message: None)
@@ -90,7 +83,7 @@ def fit_bridge(
     cache = title_vectors(catalogue)
     options = options or TrainOptions()
     memory_options = memory_options or MemoryOptions()
-    settings = {
+    settings = {  # what makes a trained bridge the same one (`_up_to_date`)
         "seed": seed,
         "holdout_fraction": holdout_fraction,
         "options": options.__dict__,
@@ -113,19 +106,7 @@ def fit_bridge(
         options=options,
         progress=say,
     )
-    manifest = {
-        "format": BRIDGE_FORMAT,
-        "model_id": model_id,
-        **settings,
-        "dim": int(weights.shape[0]),
-        "text_model": TEXT_MODEL_ID,
-        "text_dim": TEXT_DIM,
-        "method": _method(recipe, vectors.shape[1]),
-        "trained_on": int(len(split.train_rows)),
-        "held_out_products": int(split.is_held.sum()),
-        "held_out_titles": split.held_titles,
-        "excluded_titles": exclude.record(int(split.is_excluded.sum())) if exclude else None,
-    }
+    manifest = _manifest(model_id, settings, weights, vectors.shape[1], split, exclude)
     memory, basis = None, None
     if recipe == "memory":
         say("building the memory of training titles and label sentences")
@@ -148,6 +129,29 @@ def fit_bridge(
         basis=basis,
     )
     return BridgeFit(model_id, summarise(manifest), staging)
+
+
+def _titles(catalogue: Catalogue, ids: list[str]) -> np.ndarray:
+    """The products' titles, row-aligned with `ids` ("" for a product without one)."""
+    titles = catalogue.items["title"].reindex(ids).fillna("").astype(str).str.strip()
+    return titles.to_numpy(dtype=object)
+
+
+def _manifest(model_id: str, settings: dict, weights, dim: int, split, exclude) -> dict:
+    """A bridge's manifest before its memory and held-out figures are added."""
+    return {
+        "format": BRIDGE_FORMAT,
+        "model_id": model_id,
+        **settings,
+        "dim": int(weights.shape[0]),
+        "text_model": TEXT_MODEL_ID,
+        "text_dim": TEXT_DIM,
+        "method": _method(settings["recipe"], dim),
+        "trained_on": int(len(split.train_rows)),
+        "held_out_products": int(split.is_held.sum()),
+        "held_out_titles": split.held_titles,
+        "excluded_titles": exclude.record(int(split.is_excluded.sum())) if exclude else None,
+    }
 
 
 def _method(recipe: str, dim: int) -> str:
