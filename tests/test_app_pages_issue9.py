@@ -40,6 +40,8 @@ def test_every_page_of_the_router_exists_and_is_thin():
     assert sorted(from_app) == [
         "app_pages/catalogue.py",
         "app_pages/compare.py",
+        "app_pages/duplicates.py",
+        "app_pages/map.py",
         "app_pages/search.py",
     ]
     for page in from_app:
