@@ -512,10 +512,11 @@ def default_text_encoder(
     if get_spec(model_id).has_text:
         return NativeText(load_embedder(model_id))
     bridge_dir = catalogue.bridge_dir(model_id)
-    if (bridge_dir / "manifest.json").is_file():
-        from embeddings.bridge import load_bridge
+    with commit_lock(catalogue.directory):  # a build may be swapping a new bridge in
+        if (bridge_dir / "manifest.json").is_file():
+            from embeddings.bridge import load_bridge
 
-        return load_bridge(bridge_dir, catalogue=catalogue, model_id=model_id)
+            return load_bridge(bridge_dir, catalogue=catalogue, model_id=model_id)
     capable = text_capable_models(catalogue)
     names = ", ".join(f"{m} ({kind})" for m, kind in capable.items()) or "none yet"
     raise QueryError(

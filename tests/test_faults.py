@@ -29,7 +29,8 @@ from embeddings.models import ModelSpec
 from embeddings.models.pixels import PixelsEmbedder
 from embeddings.search import make_searcher, open_index
 
-ARTEFACTS = ("index.faiss", "vectors.npy", "ids.txt")
+#: A pixels build's files: raw pixels are stored as bytes with their norms (no vectors.npy).
+ARTEFACTS = ("index.faiss", "norms.npy", "ids.txt")
 
 
 def build_args(source, out, models="pixels", batch="4"):

@@ -141,6 +141,26 @@ def test_clip_preprocessing_matches_the_image_processor(weights):
     assert grey_levels.max() <= 3 and (grey_levels > 1.01).mean() < 0.01
 
 
+def test_the_cnn_recipe_looks_bytes_up_exactly_as_the_formula_computes_them():
+    """`pad_square` reads each byte's normalised value from a table: the same float32 values as
+    (pixels / 255 - mean) / std over the padded, resized image, for any mean and std."""
+    from embeddings.models.preprocess import _channels, fit_square, pad_square
+
+    rng = np.random.default_rng(0)
+    images = [
+        *probe_images(),
+        Image.fromarray(rng.integers(0, 256, size=(80, 60, 3), dtype=np.uint8)),
+    ]
+    for mean, std in (((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.5,) * 3, (0.5,) * 3)):
+        mean, std = _channels(mean), _channels(std)
+        for image in images:
+            pixels = np.asarray(fit_square(image, 224), dtype=np.float32) / 255.0
+            want = (pixels.transpose(2, 0, 1) - mean) / std
+            got = pad_square(image, size=224, mean=mean, std=std)
+            assert got.dtype == np.float32 and got.shape == (3, 224, 224)
+            assert np.array_equal(got, want)
+
+
 # -- pinned values (so a change of preprocessing or export shows) --------------------------------
 #: model -> (dimensions, their values) for `draw_product("red", "square", 1)`; the tiny models'
 #: weights are the seeded ones of the `weights` fixture. Same values on torch (checked above).

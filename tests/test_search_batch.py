@@ -41,7 +41,13 @@ def test_batch_queries_equal_one_by_one_queries(bridged, tmp_path, capsys):
     assert len(lines) == len(QUERIES)
     for text, line in zip(QUERIES, lines, strict=True):
         assert main([*where, "--text", text]) == 0
-        assert json.loads(line) == json.loads(capsys.readouterr().out), text
+        batched, single = json.loads(line), json.loads(capsys.readouterr().out)
+        # the same products in the same order; scores within float rounding (a batch of texts
+        # is padded to its longest, and ONNX Runtime sums in another order than for one text)
+        assert [h["id"] for h in batched] == [h["id"] for h in single], text
+        assert [h["score"] for h in batched] == pytest.approx(
+            [h["score"] for h in single], abs=1e-5
+        )
     assert len(json.loads(lines[0])) == 7
 
 
