@@ -134,6 +134,15 @@ def chromium():
         instance.close()
 
 
+@pytest.fixture
+def page(chromium):
+    """A fresh browser tab, 1440 x 1000, in its own context (no state between tests)."""
+    context = chromium.new_context(viewport={"width": 1440, "height": 1000})
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
 @pytest.fixture(scope="session")
 def milvus_server_uri(tmp_path_factory):
     """A real Milvus standalone server for the whole session (tests/milvus_server.py): started on

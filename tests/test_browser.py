@@ -81,14 +81,6 @@ def server(app_catalogue, tmp_path_factory):
     assert "Traceback" not in app.log(), app.log()[-4000:]
 
 
-@pytest.fixture
-def page(chromium):
-    context = chromium.new_context(viewport={"width": 1440, "height": 1000})
-    tab = context.new_page()
-    yield tab
-    context.close()
-
-
 MODELS = ["pixels", "efficientnet-lite0"]
 
 

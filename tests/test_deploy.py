@@ -97,14 +97,6 @@ def deployed(hosted_url, torch_free_python, tmp_path_factory):
     assert "Traceback" not in app.log(), app.log()[-4000:]
 
 
-@pytest.fixture
-def page(chromium):
-    context = chromium.new_context(viewport={"width": 1440, "height": 1000})
-    tab = context.new_page()
-    yield tab
-    context.close()
-
-
 def test_the_deployment_serves_a_hosted_bundle_without_torch(page, deployed, published, tmp_path):
     (server, work), (_, catalogue) = deployed, published
     # The first visit downloads, checks and unpacks the bundle, then shows the browse grid.

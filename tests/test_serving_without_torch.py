@@ -70,14 +70,6 @@ def server(served_catalogue, torch_free_python, tmp_path_factory):
     assert "Traceback" not in app.log(), app.log()[-4000:]
 
 
-@pytest.fixture
-def page(chromium):
-    context = chromium.new_context(viewport={"width": 1440, "height": 1000})
-    tab = context.new_page()
-    yield tab
-    context.close()
-
-
 def test_the_serving_environment_has_no_torch(torch_free_python):
     done = subprocess.run(
         [str(torch_free_python), "-c", "import torch"], capture_output=True, text=True
