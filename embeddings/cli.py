@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -336,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     except EmbeddingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, like other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
     except OSError as exc:  # disk full, read-only folder, permissions: name the file and the cause
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
