@@ -88,3 +88,19 @@ def test_batch_queries_print_for_people_without_json(bridged, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.index("# red circle") < out.index("# blue square")
     assert out.count(f"== {MODEL}") == 2
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(bridged, tmp_path):
+    """`search ... | head -1`: the closed pipe is not reported as a file error."""
+    import subprocess
+    import sys
+
+    file = tmp_path / "many.txt"
+    file.write_text("\n".join(QUERIES * 60) + "\n", encoding="utf-8")
+    command = [sys.executable, "-m", "embeddings", "search", "--catalog", str(bridged.directory)]
+    command += ["--model", MODEL, "-k", "50", "--queries", str(file)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline().startswith(b"# ")
+    process.stdout.close()  # as `head -1` does
+    assert process.wait(timeout=300) == 0
+    assert b"error" not in process.stderr.read()
