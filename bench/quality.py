@@ -26,7 +26,7 @@ from embeddings.bridge import (  # noqa: E402
     train_bridge_for_catalogue,
 )
 from embeddings.catalog import Catalogue  # noqa: E402
-from embeddings.cli import resolve_catalog_dir  # noqa: E402
+from embeddings.config import resolve_catalog_dir  # noqa: E402
 from embeddings.errors import EmbeddingsError  # noqa: E402
 from embeddings.evaluate import OWN_PRODUCT, evaluate_catalogue, save_results  # noqa: E402
 from embeddings.models import get_spec  # noqa: E402

@@ -1,0 +1,228 @@
+"""`evaluate`, `bridge` and `pick-titles`: measuring models and (re)training text bridges."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from embeddings.cli.options import (
+    add_models_option,
+    add_recipe_option,
+    parse_model_list,
+    read_excluded_titles,
+)
+from embeddings.errors import EmbeddingsError
+
+
+def add_parsers(commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="measure each model's retrieval quality")
+    evaluate.add_argument("--catalog", required=True)
+    add_models_option(evaluate, required=False, help_text="default: every built model")
+    evaluate.add_argument(
+        "--queries", type=int, default=1000, help="sampled queries per task (default 1000)"
+    )
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--json", action="store_true")
+    _leaderboard_options(evaluate)
+    bridge = commands.add_parser("bridge", help="(re)train the text bridges of image-only models")
+    bridge.add_argument("--catalog", required=True)
+    add_models_option(bridge, required=False, help_text="default: every built image-only model")
+    bridge.add_argument("--seed", type=int, default=0)
+    bridge.add_argument(
+        "--holdout", type=float, default=0.1, help="share of distinct titles held out (0.1)"
+    )
+    bridge.add_argument(
+        "--force", action="store_true", help="retrain even a bridge that is up to date"
+    )
+    bridge.add_argument(
+        "--exclude-titles",
+        "--bridge-exclude-titles",
+        dest="exclude_titles",
+        metavar="FILE",
+        help="a text file of titles, one per line, kept out of training with their products",
+    )
+    add_recipe_option(bridge)
+    _pick_titles_parser(commands)
+
+
+def _leaderboard_options(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.add_argument(
+        "--protocol",
+        choices=["sampled", "kagl"],
+        default="sampled",
+        help="sampled: image and text queries sampled from the catalogue (default); kagl: the "
+        "Marqo fashion leaderboard's title and bare-label text queries",
+    )
+    evaluate.add_argument(
+        "--title-queries",
+        metavar="FILE",
+        help="kagl: the title queries, one per line (default: the titles the bridges were "
+        "built without, see pick-titles)",
+    )
+    evaluate.add_argument(
+        "--label-fields",
+        type=parse_model_list,
+        help="kagl: comma-separated label fields to query by value (default: all)",
+    )
+
+
+def _pick_titles_parser(commands) -> None:
+    pick = commands.add_parser(
+        "pick-titles",
+        help="draw the title queries of the kagl protocol (to keep out of bridge training)",
+    )
+    where = pick.add_mutually_exclusive_group(required=True)
+    where.add_argument("--catalog", help="a built catalogue")
+    where.add_argument("--source", help="a dataset folder, read as build would (nothing written)")
+    pick.add_argument("--adapter", choices=["fashion-small", "digikala", "folder"])
+    pick.add_argument("--sidecar", help="folder adapter: CSV adding titles/labels by file name")
+    pick.add_argument("--limit", type=int, help="--source: the subset build --limit N keeps")
+    pick.add_argument(
+        "--limit-seed", type=int, default=0, help="--source: the seed of that subset (build --seed)"
+    )
+    pick.add_argument("-n", type=int, default=2000, help="how many titles (default 2000)")
+    pick.add_argument("--seed", type=int, default=0)
+    pick.add_argument("--out", required=True, help="the file to write, one title per line")
+
+
+def cmd_evaluate(args) -> int:
+    from embeddings.catalog import Catalogue
+    from embeddings.config import resolve_catalog_dir
+    from embeddings.evaluate import evaluate_catalogue, save_results, summary_markdown
+
+    catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
+    if args.models:
+        from embeddings.fusion import check_model_id
+
+        args.models = [check_model_id(model_id) for model_id in args.models]
+    if args.protocol == "kagl":
+        return _evaluate_leaderboard(catalogue, args)
+
+    def progress(done: int, total: int) -> None:
+        print(f"evaluated {done}/{total} (model, task) steps", file=sys.stderr)
+
+    result = evaluate_catalogue(
+        catalogue, args.models, queries=args.queries, seed=args.seed, progress=progress
+    )
+    paths = save_results(catalogue, result)
+    for model_id, reason in result.manifest["skipped_text"].items():
+        print(f"[{model_id}] no text figures: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.rows))
+    else:
+        print(summary_markdown(result))
+        print(f"saved {paths['json']} and {paths['markdown']}")
+    return 0
+
+
+def _evaluate_leaderboard(catalogue, args) -> int:
+    """`evaluate --protocol kagl`: title and bare-label text queries (`embeddings.leaderboard`)."""
+    from embeddings.bridge.exclusion import read_title_file
+    from embeddings.leaderboard import evaluate_leaderboard, leaderboard_markdown, save_leaderboard
+    from embeddings.search import text_capable_models
+
+    models = args.models or list(text_capable_models(catalogue))
+    if not models:
+        raise EmbeddingsError(
+            f"catalogue {catalogue.name!r} has no model that answers text; train a bridge: "
+            f"python -m embeddings bridge --catalog {catalogue.directory}"
+        )
+    titles = (
+        read_title_file(args.title_queries, option="--title-queries")
+        if args.title_queries
+        else None
+    )
+    result = evaluate_leaderboard(
+        catalogue,
+        models,
+        titles,
+        label_fields=args.label_fields,
+        progress=lambda done, total, message: print(
+            f"[{done + 1}/{total}] {message}", file=sys.stderr
+        ),
+    )
+    paths = save_leaderboard(catalogue, result)
+    for model_id, reason in result.manifest["refused_titles"].items():
+        print(f"[{model_id}] no title figures: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(leaderboard_markdown(result))
+        print(f"saved {paths['json']} and {paths['markdown']}")
+    return 0
+
+
+def cmd_pick_titles(args) -> int:
+    """`pick-titles`: the seeded title queries of the kagl protocol, written one per line."""
+    from embeddings.bridge.exclusion import write_title_file
+    from embeddings.catalog import Catalogue, create_catalogue
+    from embeddings.config import resolve_catalog_dir
+    from embeddings.leaderboard import pick_title_queries
+
+    if args.catalog:
+        catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            catalogue = create_catalogue(
+                args.source,
+                Path(scratch) / "scan",
+                adapter=args.adapter,
+                sidecar=args.sidecar,
+                limit=args.limit,
+                seed=args.limit_seed,
+                write=False,
+            )
+    titles = pick_title_queries(catalogue, args.n, args.seed)
+    path = write_title_file(args.out, titles)
+    print(
+        f"wrote {len(titles):,} titles (seed {args.seed}) to {path}; build with "
+        f"--bridge-exclude-titles {path}, then evaluate --protocol kagl"
+    )
+    return 0
+
+
+def cmd_bridge(args) -> int:
+    from embeddings.bridge import train_bridge_for_catalogue
+    from embeddings.bridge.exclusion import ExcludedTitles
+    from embeddings.catalog import Catalogue
+    from embeddings.config import resolve_catalog_dir
+    from embeddings.locks import build_lock
+    from embeddings.models import get_spec
+    from embeddings.search import built_models
+
+    directory = resolve_catalog_dir(args.catalog)
+    catalogue = Catalogue.open(directory)
+    models = args.models or [m for m in built_models(catalogue) if not get_spec(m).has_text]
+    if not models:
+        raise EmbeddingsError(
+            f"catalogue {catalogue.name!r} has no built image-only model to bridge"
+        )
+    excluded = read_excluded_titles(args.exclude_titles, "--exclude-titles")
+    fit_options = {"exclude": ExcludedTitles.of(excluded)} if excluded else {}
+    if args.bridge_recipe:
+        fit_options["recipe"] = args.bridge_recipe
+    with build_lock(directory):
+        for model_id in models:
+            if get_spec(model_id).has_text:
+                print(f"[{model_id}] has its own text tower: no bridge needed")
+                continue
+            summary = train_bridge_for_catalogue(
+                catalogue,
+                model_id,
+                seed=args.seed,
+                holdout_fraction=args.holdout,
+                force=args.force,
+                **fit_options,
+            )
+            print(
+                f"[{model_id}] text bridge: "
+                f"{summary or 'no titles in this catalogue: nothing to learn from'}"
+            )
+    return 0
+
+
+COMMANDS = {"evaluate": cmd_evaluate, "bridge": cmd_bridge, "pick-titles": cmd_pick_titles}
