@@ -122,6 +122,20 @@ def score_summary(scores: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def measure_then_rerun(measure) -> None:
+    """Run `measure(bar)` under a progress bar: rerun the page with what it saved, or show why
+    it could not be measured."""
+    bar = st.progress(0.0, text="Starting…")
+    try:
+        measure(bar)
+    except EmbeddingsError as exc:
+        bar.empty()
+        st.error(str(exc))
+        return
+    bar.empty()
+    st.rerun()
+
+
 def _progress_callback(bar):
     """A `progress(done, total)` function that moves `bar`."""
 
@@ -145,18 +159,14 @@ def compute_ui(cat: Catalogue, models: list[str], default_queries: int) -> None:
     if st.button(
         f"Measure {', '.join(models)} on {queries:,} queries", type="primary", key="eval_run"
     ):
-        bar = st.progress(0.0, text="Starting…")
-        try:
+
+        def measure(bar) -> None:
             result = evaluate.evaluate_catalogue(
                 cat, models, queries=queries, seed=0, progress=_progress_callback(bar)
             )
             evaluate.save_results(cat, result)
-        except EmbeddingsError as exc:
-            bar.empty()
-            st.error(str(exc))
-            return
-        bar.empty()
-        st.rerun()
+
+        measure_then_rerun(measure)
 
 
 def saved_result_ui(cat: Catalogue, selection: Selection):
@@ -362,20 +372,15 @@ def leaderboard_measure_ui(cat: Catalogue, models: list[str]) -> None:
     if resources.read_only():
         return
     if st.button(f"Measure {', '.join(models)} on {len(titles):,} titles", key="kagl_run"):
-        bar = st.progress(0.0, text="Starting…")
 
-        def progress(done: int, total: int, message: str) -> None:
-            bar.progress(min(1.0, done / total) if total else 1.0, text=message)
+        def measure(bar) -> None:
+            def progress(done: int, total: int, message: str) -> None:
+                bar.progress(min(1.0, done / total) if total else 1.0, text=message)
 
-        try:
             result = leaderboard.evaluate_leaderboard(cat, models, titles, progress=progress)
             leaderboard.save_leaderboard(cat, result)
-        except EmbeddingsError as exc:
-            bar.empty()
-            st.error(str(exc))
-            return
-        bar.empty()
-        st.rerun()
+
+        measure_then_rerun(measure)
 
 
 def leaderboard_ui(selection: Selection) -> None:

@@ -17,7 +17,12 @@ import dataclasses
 import streamlit as st
 
 from app_support import resources, thumbs
-from app_support.sidebar import Selection, escape_markdown, set_item_query
+from app_support.sidebar import (
+    Selection,
+    escape_markdown,
+    page_catalogue,
+    search_product_next_run,
+)
 from app_support.tiles import Tile, tile_grid
 from embeddings import duplicates as core
 from embeddings.catalog import Catalogue
@@ -30,7 +35,6 @@ from embeddings.search import MAX_K
 #: Groups listed per model, largest first; and members shown per group.
 GROUPS_SHOWN = 25
 MEMBERS_SHOWN = 16
-SEARCH_PAGE = "app_pages/search.py"
 
 
 # -- cached reads ------------------------------------------------------------------------------
@@ -187,11 +191,6 @@ def find_ui(cat: Catalogue, model_id: str) -> None:
     st.rerun()
 
 
-def _open_product(item_id: str) -> None:
-    set_item_query(item_id)
-    st.session_state["dup_open_search"] = True
-
-
 def group_tiles(cat: Catalogue, group: core.DuplicateGroup, label: str | None) -> list[Tile]:
     table = resources.products(cat)
     tiles = []
@@ -258,7 +257,7 @@ def model_groups_ui(cat: Catalogue, model_id: str, label: str | None) -> dict | 
         tile_grid(
             group_tiles(cat, group, label),
             key=f"dup_{model_id}_{number}",
-            on_click=_open_product,
+            on_click=search_product_next_run,
             model=f"dup-{model_id}",
             query=str(number),
             min_width=88,
@@ -273,12 +272,8 @@ def model_groups_ui(cat: Catalogue, model_id: str, label: str | None) -> dict | 
 
 def duplicates_page(selection: Selection) -> None:
     """The whole Duplicates page."""
-    if st.session_state.pop("dup_open_search", False):
-        st.switch_page(SEARCH_PAGE)
-    st.title("Near-duplicate products")
-    cat = selection.catalogue
-    if cat is None or not selection.models:
-        st.info("Pick a catalogue and at least one model in the sidebar.")
+    cat = page_catalogue(selection, "Near-duplicate products")
+    if cat is None:
         return
     st.markdown(
         "Products whose vectors are almost the same for a model: the same photo under two ids, "

@@ -25,7 +25,13 @@ import pandas as pd
 import streamlit as st
 
 from app_support import resources, thumbs
-from app_support.sidebar import Selection, current_query, escape_markdown, set_item_query
+from app_support.sidebar import (
+    Selection,
+    current_query,
+    escape_markdown,
+    page_catalogue,
+    search_product_next_run,
+)
 from app_support.tiles import Tile, tile_grid
 from embeddings import maps as core_maps
 from embeddings.catalog import Catalogue, stratified_sample
@@ -53,7 +59,6 @@ BOXED_SHOWN = 60
 #: The chart's width in CSS pixels (the main column of the wide layout at 1440 pixels), and height.
 CHART_WIDTH = 940
 CHART_HEIGHT = 520
-SEARCH_PAGE = "app_pages/search.py"
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -236,8 +241,7 @@ def _chart_selected() -> None:
     selection = state.get("selection", {}) if hasattr(state, "get") else {}
     picked = selection.get("pick") or []
     if picked and picked[0].get("id") is not None:
-        set_item_query(str(picked[0]["id"]))
-        st.session_state["map_open_search"] = True
+        search_product_next_run(str(picked[0]["id"]))
         return
     st.session_state["map_box"] = {
         name: value for name, value in selection.items() if name.startswith("box") and value
@@ -252,11 +256,6 @@ def boxed_ids(frame: pd.DataFrame, box: dict) -> list[str]:
             low, high = sorted(float(b) for b in bounds)
             inside &= frame[column].between(low, high).to_numpy()
     return frame.loc[inside, "id"].tolist()
-
-
-def _tile_clicked(item_id: str) -> None:
-    set_item_query(item_id)
-    st.session_state["map_open_search"] = True
 
 
 def boxed_ui(cat: Catalogue, frame: pd.DataFrame, models: list[str]) -> None:
@@ -283,7 +282,9 @@ def boxed_ui(cat: Catalogue, frame: pd.DataFrame, models: list[str]) -> None:
             )
             for i in ids[:BOXED_SHOWN]
         ]
-        tile_grid(tiles, key=f"map_box_grid_{position}", on_click=_tile_clicked, model="map-box")
+        tile_grid(
+            tiles, key=f"map_box_grid_{position}", on_click=search_product_next_run, model="map-box"
+        )
 
 
 # -- computing maps ------------------------------------------------------------------------------
@@ -387,12 +388,8 @@ def label_ui(cat: Catalogue, selection: Selection) -> str | None:
 
 def map_page(selection: Selection) -> None:
     """The whole Map page."""
-    if st.session_state.pop("map_open_search", False):
-        st.switch_page(SEARCH_PAGE)
-    st.title("Maps of the catalogue")
-    cat = selection.catalogue
-    if cat is None or not selection.models:
-        st.info("Pick a catalogue and at least one model in the sidebar.")
+    cat = page_catalogue(selection, "Maps of the catalogue")
+    if cat is None:
         return
     st.markdown(
         "Each selected model places every product on a 2-D map so that products it finds "

@@ -85,6 +85,30 @@ def set_item_query(item_id: str) -> None:
     set_query({"kind": "item", "id": str(item_id)})
 
 
+SEARCH_PAGE = "app_pages/search.py"
+_OPEN_SEARCH = "open_search_next_run"
+
+
+def search_product_next_run(item_id: str) -> None:
+    """From a widget callback on another page: query `item_id`, and open Search on the rerun
+    (`st.switch_page` cannot be called inside a callback)."""
+    set_item_query(item_id)
+    st.session_state[_OPEN_SEARCH] = True
+
+
+def page_catalogue(selection: Selection, title: str) -> Catalogue | None:
+    """The start of a page other than Search: follow a product clicked on the last run to
+    Search, show the title, and return the catalogue, or None (with a note) when the sidebar
+    has no catalogue or no model chosen."""
+    if st.session_state.pop(_OPEN_SEARCH, False):
+        st.switch_page(SEARCH_PAGE)
+    st.title(title)
+    if selection.catalogue is None or not selection.models:
+        st.info("Pick a catalogue and at least one model in the sidebar.")
+        return None
+    return selection.catalogue
+
+
 # -- refining the query (issue 14): more / less like this, words mixed in ---------------------
 def toggle_steering(item_id: str, side: str) -> None:
     """Like (`side` "liked") or dislike ("disliked") a product for the current query; the same

@@ -101,7 +101,7 @@ def _decode_ahead(embedder: Embedder, workers: int) -> int:
     idle threads sleep rather than spin, with the table-lookup preprocessing, overlapping won:
     86% against 82% (`bench_build.py --runtimes onnx --ahead 0,1`), so it always overlaps.
     """
-    if getattr(embedder, "runtime", None) == "onnx":
+    if embedder.runtime == "onnx":
         return 1
     threads = embedder.inference_threads
     return 1 if workers + threads <= (os.cpu_count() or 1) else 0

@@ -47,6 +47,7 @@ from embeddings.index import (
     read_manifest,
     stage_model_index,
 )
+from embeddings.locks import commit_lock
 
 IMAGES_DIR = "images"
 #: Longest side of a bundled thumbnail (the app's tiles show about 100-150 CSS pixels).
@@ -89,17 +90,34 @@ def publish_bundle(
     `EmbeddingsError` before writing anything when a model is not built or `out` exists."""
     say = progress or (lambda step, done, total: None)
     out = Path(out)
-    _check_request(catalogue, models, out, archive)
-    bridges = list(models) if bridges is None else list(bridges)
-    if set(bridges) - set(models):
-        raise EmbeddingsError(
-            f"--bridges {','.join(sorted(set(bridges) - set(models)))}: only published models' "
-            f"bridges can go in (--models {','.join(models)})"
-        )
-    staging = out.with_name(f".{out.name}.publishing")
+    report = BundleReport(out)
+    # Under the shared commit lock: a build commits before or after this copy, never during it,
+    # so the table, the indexes, the bridges and the maps all come from one build.
+    with commit_lock(catalogue.directory):
+        catalogue = Catalogue.open(catalogue.directory, lock=False)
+        _check_request(catalogue, models, out, archive)
+        bridges = list(models) if bridges is None else list(bridges)
+        if set(bridges) - set(models):
+            raise EmbeddingsError(
+                f"--bridges {','.join(sorted(set(bridges) - set(models)))}: only published "
+                f"models' bridges can go in (--models {','.join(models)})"
+            )
+        _stage_bundle(catalogue, models, bridges, report, say)
+    if archive:
+        say("archive", 0, 1)
+        report.archive = write_archive(out, archive)
+        say("archive", 1, 1)
+        report.archive_bytes = report.archive.stat().st_size
+    return report
+
+
+def _stage_bundle(
+    catalogue: Catalogue, models: Sequence[str], bridges: list[str], report, say: ProgressFn
+) -> None:
+    """Write every part into a staging folder beside `report.folder`, then rename it there."""
+    staging = report.folder.with_name(f".{report.folder.name}.publishing")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    report = BundleReport(out)
     try:
         _write_table(catalogue, staging)
         _write_thumbnails(catalogue, staging, say)
@@ -113,16 +131,10 @@ def publish_bundle(
         _copy_encoders(catalogue, models, staging, say)
         report.notes += _copy_evaluation(catalogue, models, staging)
         _write_manifest(catalogue, models, staging, report)
-        staging.rename(out)
+        staging.rename(report.folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if archive:
-        say("archive", 0, 1)
-        report.archive = write_archive(out, archive)
-        say("archive", 1, 1)
-        report.archive_bytes = report.archive.stat().st_size
-    return report
 
 
 def _check_request(

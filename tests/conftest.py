@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -60,6 +61,18 @@ def make_product_folder(root: Path, variants: int = 4) -> Path:
                 rows.append(f"{name},{colour.title()} {shape} product {variant},{shape}")
     (root / "metadata.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """`python -m embeddings ARGS` in a fresh interpreter from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "embeddings", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)

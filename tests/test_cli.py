@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import cli
 from sklearn.metrics.pairwise import cosine_similarity
 
 from embeddings.cli import main
 from embeddings.index import load_vectors
-
-
-def cli(*args, env=None, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "embeddings", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-        timeout=timeout,
-    )
 
 
 def test_build_then_search_json_matches_cosine_similarity(product_folder, tmp_path):

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, make_product_folder
+from conftest import cli, make_product_folder
 from PIL import Image, ImageEnhance
 
 from embeddings import duplicates
@@ -221,17 +218,6 @@ def test_milvus_range_search_finds_the_same_pairs(planted, tmp_path):
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_allclose(got[2], want[2], atol=1e-5)
-
-
-def cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "embeddings", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=600,
-    )
 
 
 def test_cli_json_and_text(own_planted):

@@ -7,12 +7,10 @@ import io
 import json
 import os
 import struct
-import subprocess
-import sys
 import zlib
 
 import pytest
-from conftest import REPO, make_product_folder
+from conftest import cli, make_product_folder
 from PIL import Image
 
 from embeddings.catalog import Catalogue, create_catalogue
@@ -232,17 +230,6 @@ def test_fashion_ids_with_a_line_break_are_skipped(tmp_path):
     catalogue = create_catalogue(str(root), tmp_path / "cat")
     assert catalogue.ids == ["1"]
     assert "line break or control character" in catalogue.info["skipped"][0]["reason"]
-
-
-def cli(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "embeddings", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
 
 
 def test_build_and_search_with_a_newline_file_name(tmp_path):

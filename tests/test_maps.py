@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import cli
 
 from embeddings.catalog import Catalogue, create_catalogue
 from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
@@ -151,17 +149,6 @@ def test_a_model_that_cannot_be_mapped_fails_alone(shop):
     ]
     assert "no index" in outcomes[1].message
     assert load_map(shop, "pixels").manifest["mapped"] == 48
-
-
-def cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "embeddings", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=600,
-    )
 
 
 def test_cli_map(shop):

@@ -232,3 +232,25 @@ def test_publish_takes_the_bridges_asked_for(source, tmp_path, capsys):
     assert main([*base, "--out", str(tmp_path / "other"), "--bridges", "resnet50"]) == 2
     assert "only published models' bridges" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_publish_waits_for_a_build_committing_and_copies_one_build(source, tmp_path):
+    """A build's commit swaps the table, indexes and bridges; publish reads under the shared
+    commit lock, so it starts copying only once the commit is over."""
+    import threading
+
+    from embeddings.locks import commit_lock
+
+    out, finished = tmp_path / "bundle", threading.Event()
+
+    def publish():
+        publish_bundle(source, ["pixels"], out, bridges=[])
+        finished.set()
+
+    with commit_lock(source.directory, exclusive=True):
+        worker = threading.Thread(target=publish)
+        worker.start()
+        assert not finished.wait(2)
+        assert not out.exists() and not list(tmp_path.glob(".bundle.publishing"))
+    worker.join(timeout=300)
+    assert finished.is_set() and (out / "bundle.json").is_file()
