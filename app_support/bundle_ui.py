@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from app_support import resources
-from embeddings.bundle import BundleError, OpenedBundle
+from embeddings.bundle.open import BundleError, OpenedBundle
 
 STEPS = {
     "download": "Downloading the catalogue bundle",

@@ -15,10 +15,12 @@ import streamlit as st
 
 from app_support import disagreement_ui, resources, sidebar
 from app_support.sidebar import Selection
-from embeddings import disagreement, evaluate, leaderboard
-from embeddings.catalog import Catalogue
+from embeddings.quality import disagreement
+from embeddings.quality import evaluate
+from embeddings.quality import kagl as leaderboard
+from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError
-from embeddings.fusion import is_fused
+from embeddings.index.fused import is_fused
 
 DEFAULT_QUERIES = 200
 CHANCE = "chance (random)"
@@ -429,6 +431,6 @@ def leaderboard_ui(selection: Selection) -> None:
 
 
 def search_text_models(cat: Catalogue) -> dict[str, str]:
-    from embeddings.search import text_capable_models
+    from embeddings.search.searcher import text_capable_models
 
     return text_capable_models(cat)

@@ -13,7 +13,7 @@ from itertools import combinations
 
 import pandas as pd
 
-from embeddings.search import Hit
+from embeddings.search.searcher import Hit
 
 
 def agreement_counts(results: Mapping[str, Sequence[Hit]]) -> dict[str, int]:

@@ -2,7 +2,7 @@
 values where a model is worst with the labels of its wrong neighbours, and the queries that
 split the selected models, each one click away from the Search page.
 
-It reads the evaluation's saved neighbours through `embeddings.disagreement`; nothing is searched
+It reads the evaluation's saved neighbours through `embeddings.quality.disagreement`; nothing is searched
 here.
 """
 
@@ -16,7 +16,7 @@ import streamlit as st
 
 from app_support import resources, thumbs
 from app_support.sidebar import Selection, escape_markdown
-from embeddings import disagreement
+from embeddings.quality import disagreement
 
 #: Label values shown in the per-value chart (the worst on average first).
 SHOWN_VALUES = 25

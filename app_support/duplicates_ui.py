@@ -7,7 +7,7 @@
   at any threshold without searching again.
 - On Search, "hide near-duplicates" (`dedup=1` in the URL) folds every result that is within the
   model's default threshold of a higher-ranked result into it (a "+2 similar" badge), so the top-k
-  shows k different products. The core does the folding (`embeddings.duplicates`).
+  shows k different products. The core does the folding (`embeddings.derived.duplicates`).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from app_support.sidebar import (
     search_product_next_run,
 )
 from app_support.tiles import Tile, tile_grid
-from embeddings import duplicates as core
-from embeddings.catalog import Catalogue
-from embeddings.derived import Step
+from embeddings.derived import duplicates as core
+from embeddings.catalogue import Catalogue
+from embeddings.artefacts import Step
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
-from embeddings.fusion import is_fused
-from embeddings.index import MANIFEST_FILE
-from embeddings.search import MAX_K
+from embeddings.index.fused import is_fused
+from embeddings.index.store import MANIFEST_FILE
+from embeddings.search.searcher import MAX_K
 
 #: Groups listed per model, largest first; and members shown per group.
 GROUPS_SHOWN = 25

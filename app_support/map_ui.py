@@ -1,6 +1,6 @@
 """The Map page: every selected model's 2-D map of the catalogue, side by side.
 
-- The maps are the catalogue's own (`embeddings.maps`): computed by `python -m embeddings map`,
+- The maps are the catalogue's own (`embeddings.derived.maps`): computed by `python -m embeddings map`,
   or here with a progress bar (not in a read-only deployment). A map whose index was rebuilt is
   stale and is not drawn.
 - One Vega-Lite chart (`st.altair_chart`) holds a view per model over ONE table: a product is one
@@ -33,11 +33,11 @@ from app_support.sidebar import (
     search_product_next_run,
 )
 from app_support.tiles import Tile, tile_grid
-from embeddings import maps as core_maps
-from embeddings.catalog import Catalogue, stratified_sample
-from embeddings.derived import Step
+from embeddings.derived import maps as core_maps
+from embeddings.catalogue import Catalogue, stratified_sample
+from embeddings.artefacts import Step
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
-from embeddings.index import MANIFEST_FILE
+from embeddings.index.store import MANIFEST_FILE
 
 #: Products whose tooltip carries a thumbnail (a stratified sample of those drawn).
 HOVER_THUMBS = 1_500
@@ -289,7 +289,7 @@ def boxed_ui(cat: Catalogue, frame: pd.DataFrame, models: list[str]) -> None:
 
 # -- computing maps ------------------------------------------------------------------------------
 class MapProgressUI:
-    """Draws `embeddings.derived.Step`s as one progress bar per model."""
+    """Draws `embeddings.artefacts.Step`s as one progress bar per model."""
 
     def __init__(self):
         self.bars: dict[str, object] = {}

@@ -4,7 +4,7 @@ listed above the grids, removable one by one.
 
 The session's query (see `sidebar.current_query`) carries the refinements: "words" and "weight"
 for a mix, "liked" and "disliked" product ids; `core_query` turns it into the core's `Query`,
-which every model composes in its own space (`embeddings.query`). The URL carries them too
+which every model composes in its own space (`embeddings.search.query`). The URL carries them too
 (`urlstate`: `text` with `item`, `mix`, `like`, `dislike`).
 """
 
@@ -16,8 +16,8 @@ import streamlit as st
 from PIL import Image
 
 from app_support import resources, sidebar, thumbs
-from embeddings.catalog import Catalogue
-from embeddings.query import DEFAULT_STEERING, DEFAULT_TEXT_WEIGHT, MAX_TEXT_CHARS, Query
+from embeddings.catalogue import Catalogue
+from embeddings.search.query import DEFAULT_STEERING, DEFAULT_TEXT_WEIGHT, MAX_TEXT_CHARS, Query
 
 SIDES = {"liked": "More like", "disliked": "Less like"}
 

@@ -34,11 +34,11 @@ from app_support import (
 )
 from app_support.sidebar import Selection, current_query, escape_markdown, set_item_query, set_query
 from app_support.tiles import Tile, tile_grid
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.errors import CatalogueChangedError, EmbeddingsError, ImageError, QueryError
-from embeddings.fusion import DEFAULT_METHOD, fused_parts, is_fused
+from embeddings.index.fused import DEFAULT_METHOD, fused_parts, is_fused
 from embeddings.images import open_rgb
-from embeddings.search import MAX_TEXT_CHARS, Hit, check_text
+from embeddings.search.searcher import MAX_TEXT_CHARS, Hit, check_text
 
 #: Uploads above this size are refused before decoding (the server's own limit is in config.toml).
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from app_support import resources, urlstate
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.config import data_dir
 from embeddings.errors import EmbeddingsError
-from embeddings.fusion import check_model_id, fused_pairs, is_fused, missing_parts
-from embeddings.query import DEFAULT_TEXT_WEIGHT
-from embeddings.search import MAX_K, MAX_TEXT_CHARS, fused_text_kind
+from embeddings.index.fused import check_model_id, fused_pairs, is_fused, missing_parts
+from embeddings.search.query import DEFAULT_TEXT_WEIGHT
+from embeddings.search.searcher import MAX_K, MAX_TEXT_CHARS, fused_text_kind
 
 #: The k slider's top (a URL may not ask for more: 50 tiles per model is already a long page).
 K_SLIDER_MAX = 50

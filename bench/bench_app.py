@@ -36,9 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from app_support import browser  # noqa: E402
-from embeddings.catalog import Catalogue  # noqa: E402
+from embeddings.catalogue import Catalogue  # noqa: E402
 from embeddings.config import data_dir  # noqa: E402
-from embeddings.search import built_models  # noqa: E402
+from embeddings.search.searcher import built_models  # noqa: E402
 
 #: In-page: every listed model's grid shows `query` with scored tiles (grids live in shadow roots).
 _GRIDS_READY_JS = """

@@ -3,7 +3,7 @@ items/s on the same batches (what decoding, preprocessing and I/O cost).
 
 Forward-only is measured before and after the end-to-end build and averaged, so drift on a
 shared machine does not favour either side. `--allocator` adds an A/B of
-`embeddings.runtime.tune_allocator` (forward-only img/s and page faults per image, each in a
+`embeddings.models.allocator.tune_allocator` (forward-only img/s and page faults per image, each in a
 fresh process, since malloc settings are per process).
 
 `--runtimes onnx,torch` measures the same build on ONNX Runtime (the default) and on the torch
@@ -38,7 +38,7 @@ NO_TUNE_ENV = "EMBEDDINGS_BENCH_NO_TUNE"
 def _maybe_skip_tuning() -> None:
     """For the allocator A/B only: mark the allocator as tuned so models skip `mallopt`."""
     if os.environ.get(NO_TUNE_ENV) == "1":
-        import embeddings.runtime as runtime
+        import embeddings.models.allocator as runtime
 
         runtime._tuned = True
 
@@ -74,7 +74,7 @@ def forward_only(embedder, batches) -> dict:
 @contextlib.contextmanager
 def decode_ahead(ahead: str):
     """Force the build's decode-ahead choice ("0" or "1"); "auto" keeps `_decode_ahead`'s."""
-    import embeddings.build as build
+    import embeddings.build.model as build
 
     if ahead == "auto":
         yield
@@ -97,7 +97,7 @@ def bench_model(
     ahead: str = "auto",
     embedder=None,
 ) -> dict:
-    from embeddings.build import _decode_ahead, build_model_index
+    from embeddings.build.model import _decode_ahead, build_model_index
     from embeddings.models import load_model
 
     embedder = embedder or load_model(model_id, runtime=runtime)
@@ -201,9 +201,9 @@ def compare_runtimes(
 def allocator_probe(catalogue_dir: str, model_id: str, batch_size: int) -> dict:
     """One process's forward-only figures (run by `--allocator` with and without tuning)."""
     _maybe_skip_tuning()
-    from embeddings.catalog import Catalogue
+    from embeddings.catalogue import Catalogue
     from embeddings.models import load_model
-    from embeddings.runtime import _tuned
+    from embeddings.models.allocator import _tuned
 
     catalogue = Catalogue.open(catalogue_dir)
     embedder = load_model(model_id, runtime="torch")  # the allocator fix is for torch's heap
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     _maybe_skip_tuning()
-    from embeddings.catalog import create_catalogue
+    from embeddings.catalogue import create_catalogue
 
     sizes = {m: args.items for m in args.models.split(",") if m}
     sizes.update({m: int(n) for m, n in (pair.split("=", 1) for pair in args.items_for)})

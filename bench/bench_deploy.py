@@ -118,8 +118,8 @@ def mixed_queries(page, server, catalogue, models: list[str], text_models: list[
 def bench_bundle(python: str, archive: Path, starts: int, queries: int) -> dict:
     from playwright.sync_api import sync_playwright
 
-    from embeddings.bundle import open_bundle
-    from embeddings.catalog import Catalogue
+    from embeddings.bundle.open import open_bundle
+    from embeddings.catalogue import Catalogue
 
     httpd, url = host(archive)
     figures: dict = {"archive_mb": round(archive.stat().st_size / 1e6, 1)}

@@ -3,10 +3,10 @@
     python bench/bench_fusion.py --catalog /work/data/fashion-full \\
         --models efficientnet-lite0,pixels --queries 1000
 
-Leave-one-out image-to-image figures (`embeddings.evaluate.image_figures`: the same sampled
+Leave-one-out image-to-image figures (`embeddings.quality.evaluate.image_figures`: the same sampled
 products and the same definitions as `python -m embeddings evaluate`) for each part alone, their
 fusion by standardised scores (`zscore`) and by reciprocal rank fusion (`rrf`), each at the
-default candidate depth (`embeddings.fusion.DEFAULT_DEPTH`). Prints a Markdown table (P@10 and
+default candidate depth (`embeddings.index.fused.DEFAULT_DEPTH`). Prints a Markdown table (P@10 and
 mAP@10 per label field, beside chance), then paired differences of P@10 over the same queries
 (mean and a 95% interval, 1.96 standard errors of the per-query differences): each fusion
 against each part, and z-score against RRF. With --json, the rows too.
@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import numpy as np  # noqa: E402
 
-from embeddings.catalog import Catalogue  # noqa: E402
+from embeddings.catalogue import Catalogue  # noqa: E402
 from embeddings.config import resolve_catalog_dir  # noqa: E402
-from embeddings.evaluate import image_figures  # noqa: E402
-from embeddings.fusion import DEFAULT_DEPTH, METHODS, FusedIndex, fused_id  # noqa: E402
-from embeddings.search import open_index  # noqa: E402
+from embeddings.quality.evaluate import image_figures  # noqa: E402
+from embeddings.index.fused import DEFAULT_DEPTH, METHODS, FusedIndex, fused_id  # noqa: E402
+from embeddings.search.searcher import open_index  # noqa: E402
 
 LABELS = ("articleType", "baseColour", "gender", "subCategory")
 K = 10

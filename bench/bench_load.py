@@ -18,7 +18,7 @@ What is checked, per query:
   attributes the grids carry, the URL included) may hold no marker of another session, and an
   upload's query card must show this session's own image (its colour, decoded from the card);
 - wrong results: after the run, every ranking a session was shown is recomputed by the core
-  (`embeddings.search`) for that session's own query; a ranking that differs (beyond display
+  (`embeddings.search.searcher`) for that session's own query; a ranking that differs (beyond display
   rounding) is counted. A session shown another session's results would be caught here.
 
 Latency is from the action (click, Enter, file set) to the first poll (every 50 ms) in which every
@@ -62,8 +62,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from app_support import browser  # noqa: E402
-from embeddings.catalog import Catalogue  # noqa: E402
-from embeddings.search import built_models, text_capable_models  # noqa: E402
+from embeddings.catalogue import Catalogue  # noqa: E402
+from embeddings.search.searcher import built_models, text_capable_models  # noqa: E402
 
 SHARED_FASHION = REPO.parent / "shared" / "datasets" / "fashion-product-images-small"
 DEFAULT_WORK = Path(tempfile.gettempdir()) / "embeddings-bench-load"
@@ -595,7 +595,7 @@ def verify(plan: Plan, logs: list[SessionLog]) -> list[str]:
     """Recompute every ranking the sessions were shown for their own queries; the mismatches."""
     from app_support.search_ui import accept_upload
     from embeddings.images import open_rgb
-    from embeddings.search import make_searcher
+    from embeddings.search.searcher import make_searcher
 
     searcher = make_searcher(plan.catalogue)
     extra = 5  # a few beyond k: ties at the cut-off
@@ -764,8 +764,8 @@ def default_catalogue(work: Path, products: int = 400) -> Path:
     """A stratified sample of the shared fashion dataset with pixels and efficientnet-lite0 and the
     latter's text bridge, built once into `work` (reused while it is complete)."""
     from embeddings.bridge import train_bridge_for_catalogue
-    from embeddings.build import build_model_index
-    from embeddings.catalog import create_catalogue
+    from embeddings.build.model import build_model_index
+    from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
 
     out = work / "catalogues" / f"fashion-{products}"

@@ -1,12 +1,12 @@
 """Maps and near-duplicates on a built catalogue: which projection serves, what the page weighs.
 
 - `--methods openTSNE,UMAP`: both libraries lay out the SAME vectors (the model's, PCA-reduced as
-  `embeddings.maps` does), one after the other; for each: wall-clock seconds, the process's CPU
+  `embeddings.derived.maps` does), one after the other; for each: wall-clock seconds, the process's CPU
   seconds (every thread, so a busy machine's waiting is not counted), and the faithfulness of
-  `embeddings.maps.faithfulness` (10-NN kept, trustworthiness). UMAP needs `umap-learn`
+  `embeddings.derived.maps.faithfulness` (10-NN kept, trustworthiness). UMAP needs `umap-learn`
   (requirements-dev.txt).
 - `--duplicates`: the near-duplicate range search of each model at its default threshold:
-  seconds, CPU seconds, groups and products in groups (`embeddings.duplicates`).
+  seconds, CPU seconds, groups and products in groups (`embeddings.derived.duplicates`).
 - `--page`: the Map page in headless Chromium on the catalogue's saved maps: bytes received over
   the websocket until the maps are drawn, seconds to the first drawn map, and the hover latency
   (pointer move onto a drawn point to its tooltip), median of `--hovers`; `--screenshot PATH`
@@ -53,9 +53,9 @@ def umap_layout(points: np.ndarray, seed: int) -> np.ndarray:
 
 
 def compare_methods(catalogue, model_id: str, methods: list[str], seed: int) -> list[dict]:
-    from embeddings import maps
-    from embeddings.derived import no_progress
-    from embeddings.search import open_index
+    from embeddings.derived import maps
+    from embeddings.artefacts import no_progress
+    from embeddings.search.searcher import open_index
 
     index = open_index(catalogue, model_id)
     rows = maps.mapped_rows(catalogue, index, maps.MAX_POINTS, seed)
@@ -89,8 +89,8 @@ def compare_methods(catalogue, model_id: str, methods: list[str], seed: int) -> 
 
 
 def duplicate_figures(catalogue, models: list[str]) -> list[dict]:
-    from embeddings import duplicates
-    from embeddings.search import open_index
+    from embeddings.derived import duplicates
+    from embeddings.search.searcher import open_index
 
     results = []
     for model_id in models:
@@ -232,7 +232,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from embeddings.catalog import Catalogue
+    from embeddings.catalogue import Catalogue
     from embeddings.config import resolve_catalog_dir
 
     catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))

@@ -28,8 +28,8 @@ VARIANTS = ("mmap", "copy", "float16")
 
 def float16_copy(catalogue_dir: Path, models: list[str], out: Path) -> Path:
     """The same catalogue with its indexes rewritten as float16 (made once, then reused)."""
-    from embeddings.catalog import Catalogue
-    from embeddings.index import load_vectors, read_manifest, write_model_index
+    from embeddings.catalogue import Catalogue
+    from embeddings.index.store import load_vectors, read_manifest, write_model_index
 
     source = Catalogue.open(catalogue_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,8 +69,8 @@ def probe(catalogue_dir: str, models: list[str], mmap: bool, queries: int) -> di
         m: page_cache_share(Path(catalogue_dir) / "models" / m / "index.faiss") for m in models
     }
     started = time.perf_counter()
-    from embeddings.catalog import Catalogue
-    from embeddings.search import Searcher, open_index
+    from embeddings.catalogue import Catalogue
+    from embeddings.search.searcher import Searcher, open_index
 
     catalogue = Catalogue.open(catalogue_dir)
     after_catalogue = rss_mib()

@@ -30,10 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from embeddings.catalog import Catalogue  # noqa: E402
+from embeddings.catalogue import Catalogue  # noqa: E402
 from embeddings.config import resolve_catalog_dir  # noqa: E402
-from embeddings.query import Query, check_query  # noqa: E402
-from embeddings.search import make_searcher, open_snapshot  # noqa: E402
+from embeddings.search.query import Query, check_query  # noqa: E402
+from embeddings.search.searcher import make_searcher, open_snapshot  # noqa: E402
 
 K = 10
 WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)

@@ -60,8 +60,8 @@ def overlap(a, b) -> float:
 def bench_model(
     catalogue, model_id: str, rows: np.ndarray, *, tutorial_queries: int, with_float16: bool
 ) -> dict:
-    from embeddings.index import load_vectors
-    from embeddings.search import Searcher, open_index
+    from embeddings.index.store import load_vectors
+    from embeddings.search.searcher import Searcher, open_index
 
     index = open_index(catalogue, model_id)  # as the app opens it (memory-mapped)
     ids, vectors = load_vectors(catalogue.model_dir(model_id))
@@ -154,7 +154,7 @@ def bench_model(
     )
 
     if with_float16:
-        from embeddings.index import FaissIndex, make_faiss_index
+        from embeddings.index.store import FaissIndex, make_faiss_index
 
         half = make_faiss_index(vectors, hnsw_above=n + 1, store_dtype="float16")
         half_index = FaissIndex(model_id, index.manifest, half, ids)
@@ -200,8 +200,8 @@ def bench_hnsw(catalogue, model_id: str, rows: np.ndarray, ef_values: list[int])
     """HNSW over the same vectors (the library's M and efConstruction): recall@10 and latency."""
     import faiss
 
-    from embeddings.index import HNSW_EF_CONSTRUCTION, HNSW_M, FaissIndex, load_vectors
-    from embeddings.search import Searcher
+    from embeddings.index.store import HNSW_EF_CONSTRUCTION, HNSW_M, FaissIndex, load_vectors
+    from embeddings.search.searcher import Searcher
 
     ids, vectors = load_vectors(catalogue.model_dir(model_id))
     n, dim = vectors.shape
@@ -265,7 +265,7 @@ def bench_hnsw(catalogue, model_id: str, rows: np.ndarray, ef_values: list[int])
 
 
 def bench_side_by_side(catalogue, rows_of_ids: list[str], models: list[str]) -> dict:
-    from embeddings.search import make_searcher
+    from embeddings.search.searcher import make_searcher
 
     searcher = make_searcher(catalogue)
     for model_id in models:  # open every index first: the figure is the query, not the load
@@ -308,8 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from embeddings.catalog import Catalogue
-    from embeddings.search import built_models
+    from embeddings.catalogue import Catalogue
+    from embeddings.search.searcher import built_models
 
     catalogue = Catalogue.open(args.catalogue)
     built = built_models(catalogue)

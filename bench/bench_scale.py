@@ -37,7 +37,7 @@ single_thread()
 
 import numpy as np  # noqa: E402
 
-from embeddings.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M  # noqa: E402
+from embeddings.index.store import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M  # noqa: E402
 
 K = 10
 DIM = 512
@@ -317,7 +317,7 @@ def server_cpu_s(server) -> float:
 
 def server_build(server, engine: str, vectors: np.ndarray, *, hnsw_m: int, ef_construction: int):
     """Fill a collection the way a build does: (client, collection, ids, label fields, timings)."""
-    from embeddings import milvus_backend
+    from embeddings.index import milvus as milvus_backend
 
     n, hnsw = len(vectors), engine == "server-hnsw"
     client = milvus_backend.connect(server.uri)
@@ -356,7 +356,8 @@ class ServerIndexes:
     """`MilvusIndex` views of one bench collection, as the app would open them."""
 
     def __init__(self, server, client, name: str, ids: list[str], fields: dict[str, str]):
-        from embeddings import milvus_aliases, milvus_backend
+        from embeddings.index import milvus_aliases
+        from embeddings.index import milvus as milvus_backend
 
         self.server, self.client, self.name, self.ids, self.fields = (
             server,
@@ -370,7 +371,7 @@ class ServerIndexes:
         self.counts = milvus_backend.label_value_counts(server_labels(len(ids)))
 
     def index(self, ef: int | None, *, widen: bool = True):
-        from embeddings.milvus_backend import MilvusIndex
+        from embeddings.index.milvus import MilvusIndex
 
         section = {
             "collection": self.name,

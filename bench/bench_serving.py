@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args(argv)
-    from embeddings.catalog import Catalogue
+    from embeddings.catalogue import Catalogue
 
     catalogue = Catalogue.open(args.catalog)
     variants = {}

@@ -10,12 +10,12 @@ when it has the query's articleType and its baseColour. For each sampled product
 2. feedback from that first page: up to `--feedback` relevant results liked, up to as many
    irrelevant ones disliked (products whose page has neither are left out);
 3. the steered query q' = normalise(a*q + b*mean(liked) - c*mean(disliked))
-   (`embeddings.query.steer`), for a grid of (b, c) with a = 1;
+   (`embeddings.search.query.steer`), for a grid of (b, c) with a = 1;
 4. precision@10 of the steered results, leaving out the query and the products already judged,
    against the same first query with the same products left out (b = c = 0).
 
 Prints the grid as a table per model (the mean over both models too) with the gain over no
-steering; the default `embeddings.query.DEFAULT_STEERING` is the best mean.
+steering; the default `embeddings.search.query.DEFAULT_STEERING` is the best mean.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from embeddings.catalog import Catalogue  # noqa: E402
+from embeddings.catalogue import Catalogue  # noqa: E402
 from embeddings.config import resolve_catalog_dir  # noqa: E402
-from embeddings.query import Steering, steer  # noqa: E402
-from embeddings.search import open_index  # noqa: E402
+from embeddings.search.query import Steering, steer  # noqa: E402
+from embeddings.search.searcher import open_index  # noqa: E402
 
 K = 10
 LIKED = (0.0, 0.5, 0.75, 1.0, 1.5)

@@ -4,7 +4,7 @@ The settings of `embeddings.bridge.recipes.MemoryOptions` were chosen on these f
 a benchmark's queries: the validation queries are 1,000 titles (drawn with seed 1) of the
 bridge's own held-out split (the 10% of titles it never trains on), minus any title excluded
 with `--title-queries` (the benchmark's, which stay unseen here too). Relevant = every product
-with the title, over the whole catalogue, as in `embeddings.leaderboard`. The head is trained
+with the title, over the whole catalogue, as in `embeddings.quality.kagl`. The head is trained
 once (as `fit_bridge` does); each variant only rebuilds the memory, which takes seconds.
 
     python bench/bridge_ablation.py --catalog data/fashion-full --model efficientnet-lite0 \\
@@ -32,9 +32,9 @@ from embeddings.bridge.exclusion import ExcludedTitles, read_title_file  # noqa:
 from embeddings.bridge.memory_fit import fit_memory, sentence_vectors  # noqa: E402
 from embeddings.bridge.recipes import MemoryOptions  # noqa: E402
 from embeddings.bridge.training import holdout_titles  # noqa: E402
-from embeddings.catalog import Catalogue  # noqa: E402
-from embeddings.index import load_vectors  # noqa: E402
-from embeddings.leaderboard_metrics import label_figures, title_figures  # noqa: E402
+from embeddings.catalogue import Catalogue  # noqa: E402
+from embeddings.index.store import load_vectors  # noqa: E402
+from embeddings.quality.kagl_metrics import label_figures, title_figures  # noqa: E402
 
 VARIANTS = {
     "linear head alone": None,

@@ -1,7 +1,7 @@
 """Fused text search on the kagl protocol: two models' bridged answers fused per query.
 
 A prototype of what issue 14's fused ids (`A+B`) do for text queries, measured on the protocol of
-`embeddings.leaderboard` with the same queries and figures. Two untuned fusions of the per-model
+`embeddings.quality.kagl` with the same queries and figures. Two untuned fusions of the per-model
 cosine scores over the whole catalogue:
 
 - `zsum`: each model's scores standardised per query (mean 0, sd 1 over the catalogue), summed;
@@ -25,10 +25,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from embeddings.bridge import load_bridge  # noqa: E402
-from embeddings.catalog import Catalogue  # noqa: E402
-from embeddings.index import load_vectors  # noqa: E402
-from embeddings.leaderboard import default_title_queries, unseen_title_problem  # noqa: E402
-from embeddings.leaderboard_metrics import label_figures, title_figures  # noqa: E402
+from embeddings.catalogue import Catalogue  # noqa: E402
+from embeddings.index.store import load_vectors  # noqa: E402
+from embeddings.quality.kagl import default_title_queries, unseen_title_problem  # noqa: E402
+from embeddings.quality.kagl_metrics import label_figures, title_figures  # noqa: E402
 
 RRF_K, RRF_DEPTH, DEPTH = 60, 1000, 10
 

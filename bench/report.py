@@ -482,7 +482,7 @@ def write_report(results: dict, argv: list[str] | None = None) -> str:
     if allocator:
         t, d = allocator["tuned"], allocator["glibc_defaults"]
         out += [
-            "### The allocator fix (`embeddings/runtime.py`)",
+            "### The allocator fix (`embeddings/models/allocator.py`)",
             "",
             "EfficientNet-Lite0 forward-only, batch 64, each side in a fresh "
             "process (interleaved):",

@@ -52,8 +52,8 @@ def subset_catalogue(full_dir: Path, out: Path, limit: int, models: list[str]) -
     vectors of its items (no second embedding run)."""
     import numpy as np
 
-    from embeddings.catalog import Catalogue, create_catalogue
-    from embeddings.index import read_manifest, write_model_index
+    from embeddings.catalogue import Catalogue, create_catalogue
+    from embeddings.index.store import read_manifest, write_model_index
 
     full = Catalogue.open(full_dir)
     small = create_catalogue(
@@ -129,7 +129,7 @@ def milvus_copy(catalogue_dir: Path, out: Path, source: str, limit: int) -> Path
     """The catalogue rebuilt with `--backend milvus` (Milvus Lite), reusing its vectors."""
     import shutil
 
-    from embeddings.index import read_manifest
+    from embeddings.index.store import read_manifest
 
     if not all(
         (read_manifest(out / "models" / m) or {}).get("backend") == "milvus" for m in MODELS

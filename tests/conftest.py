@@ -97,8 +97,8 @@ def built_catalogue(product_folder, tmp_path_factory):
 
     Session-scoped and read-only: tests that change a catalogue build their own.
     """
-    from embeddings.build import build_model_index
-    from embeddings.catalog import create_catalogue
+    from embeddings.build.model import build_model_index
+    from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
 
     catalogue = create_catalogue(str(product_folder), tmp_path_factory.mktemp("data") / "shop")
@@ -183,7 +183,7 @@ def bridged_catalogue(built_catalogue, tmp_path_factory):
     import shutil
 
     from embeddings.bridge import train_bridge_for_catalogue
-    from embeddings.catalog import Catalogue
+    from embeddings.catalogue import Catalogue
 
     target = tmp_path_factory.mktemp("bridged-data") / "shop"
     shutil.copytree(built_catalogue.directory, target)

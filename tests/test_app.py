@@ -26,11 +26,11 @@ from streamlit.testing.v1 import AppTest
 
 from app_support import comparison, thumbs, urlstate
 from app_support.search_ui import MAX_UPLOAD_BYTES, accept_upload
-from embeddings.build import build_model_index
-from embeddings.catalog import Catalogue, create_catalogue
+from embeddings.build.model import build_model_index
+from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.errors import ImageError
 from embeddings.models import load_model
-from embeddings.search import Hit, make_searcher
+from embeddings.search.searcher import Hit, make_searcher
 
 APP = str(REPO / "app.py")
 TIMEOUT = 180
@@ -332,7 +332,7 @@ def test_product_titles_are_shown_as_text_not_html(tmp_path, monkeypatch):
 
 
 def test_item_queries_load_each_index_once_per_process(shop, built_catalogue, monkeypatch):
-    import embeddings.search as core_search
+    import embeddings.search.searcher as core_search
 
     calls = []
     real_open_index = core_search.open_index
@@ -529,7 +529,7 @@ def test_demo_catalogue_from_the_shared_fashion_dataset(shared_fashion, tmp_path
 
 # -- Compare page ----------------------------------------------------------------------------
 def test_compare_page_measures_on_demand_and_reads_it_back(own_shop, monkeypatch):
-    from embeddings import evaluate
+    from embeddings.quality import evaluate
 
     at = make_app(own_shop.directory.parent, monkeypatch)
     at.switch_page("app_pages/compare.py").run()

@@ -13,10 +13,10 @@ from conftest import REPO, make_product_folder
 from streamlit.testing.v1 import AppTest
 
 from embeddings import models as models_module
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.models import ModelSpec
 from embeddings.models.pixels import PixelsEmbedder
-from embeddings.search import built_models, open_index
+from embeddings.search.searcher import built_models, open_index
 
 APP = str(REPO / "app.py")
 

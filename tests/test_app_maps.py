@@ -21,11 +21,11 @@ from test_app import grids, make_app, messages, tile_ids, url
 from test_duplicates import EXACT, plant
 
 from app_support.map_ui import boxed_ids
-from embeddings import duplicates
-from embeddings.catalog import Catalogue, create_catalogue
-from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
-from embeddings.maps import load_map, make_maps
-from embeddings.search import open_index
+from embeddings.derived import duplicates
+from embeddings.catalogue import Catalogue, create_catalogue
+from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.derived.maps import load_map, make_maps
+from embeddings.search.searcher import open_index
 
 MODELS = ["pixels", "efficientnet-lite0"]
 
@@ -33,7 +33,7 @@ MODELS = ["pixels", "efficientnet-lite0"]
 @pytest.fixture(scope="module")
 def planted_data(tmp_path_factory) -> Path:
     """A data folder with the planted catalogue `planted`: both models, no maps, no pairs."""
-    from embeddings.build import build_model_index
+    from embeddings.build.model import build_model_index
     from embeddings.models import load_model
 
     root = tmp_path_factory.mktemp("app-maps")

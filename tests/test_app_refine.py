@@ -11,8 +11,8 @@ import pytest
 from test_app import grids, make_app, messages, tile_ids, url
 
 from app_support import refine_ui, urlstate
-from embeddings.query import DEFAULT_TEXT_WEIGHT, Query
-from embeddings.search import make_searcher
+from embeddings.search.query import DEFAULT_TEXT_WEIGHT, Query
+from embeddings.search.searcher import make_searcher
 
 FUSED = "efficientnet-lite0+pixels"
 

@@ -112,8 +112,8 @@ def evil_catalogue(tmp_path_factory):
     index and a pixels text bridge (so text queries are answered)."""
     _require_browser()
     from embeddings.bridge import train_bridge_for_catalogue
-    from embeddings.build import build_model_index
-    from embeddings.catalog import create_catalogue
+    from embeddings.build.model import build_model_index
+    from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
 
     root = tmp_path_factory.mktemp("security")
@@ -218,7 +218,7 @@ class Bystander:
     must still show its own results, with no message, and answer a new query correctly."""
 
     def __init__(self, chromium, server, catalogue):
-        from embeddings.search import make_searcher
+        from embeddings.search.searcher import make_searcher
 
         self.tab = Watched.open(chromium)
         self.server = server

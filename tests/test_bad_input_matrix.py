@@ -17,12 +17,12 @@ import pytest
 from conftest import make_product_folder
 from PIL import Image
 
-from embeddings.build import build_model_index
-from embeddings.catalog import Catalogue, create_catalogue
+from embeddings.build.model import build_model_index
+from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.errors import CatalogueError, EmbeddingsError, ImageError, QueryError
 from embeddings.images import open_rgb
 from embeddings.models import load_model
-from embeddings.search import make_searcher, open_index
+from embeddings.search.searcher import make_searcher, open_index
 
 
 @pytest.fixture(scope="module")

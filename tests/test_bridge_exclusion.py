@@ -24,10 +24,10 @@ from embeddings.bridge import (
     train_bridge_for_catalogue,
 )
 from embeddings.bridge.exclusion import ExcludedTitles, read_title_file, title_key
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.errors import EmbeddingsError
-from embeddings.index import load_vectors
+from embeddings.index.store import load_vectors
 
 MODEL = "efficientnet-lite0"
 

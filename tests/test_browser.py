@@ -32,8 +32,8 @@ SAMPLE = 400  # products from the shared dataset: enough for neighbours worth lo
 def app_catalogue(tmp_path_factory):
     """(data folder, catalogue, text model, extra server env): built once for this module."""
     _require_browser()
-    from embeddings.build import build_model_index
-    from embeddings.catalog import create_catalogue
+    from embeddings.build.model import build_model_index
+    from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
 
     root = tmp_path_factory.mktemp("browser")
@@ -264,7 +264,7 @@ def test_more_and_less_like_this_steer_every_model(page, server, app_catalogue):
 
 
 def test_words_mixed_into_a_product(page, server, app_catalogue):
-    from embeddings.query import DEFAULT_TEXT_WEIGHT
+    from embeddings.search.query import DEFAULT_TEXT_WEIGHT
 
     _, catalogue, text_model, _ = app_catalogue
     item = catalogue.ids[5]

@@ -29,10 +29,10 @@ LAYERS = ".vega-embed svg g.concat_{view}_group g.mark-symbol.role-mark"
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     _require_browser()
-    from embeddings.build import build_model_index
-    from embeddings.catalog import create_catalogue
-    from embeddings.duplicates import find_duplicates
-    from embeddings.maps import make_maps
+    from embeddings.build.model import build_model_index
+    from embeddings.catalogue import create_catalogue
+    from embeddings.derived.duplicates import find_duplicates
+    from embeddings.derived.maps import make_maps
     from embeddings.models import load_model
 
     root = tmp_path_factory.mktemp("browser-maps")

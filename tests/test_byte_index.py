@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embeddings.byte_vectors import unit_vectors_to_bytes
-from embeddings.catalog import Catalogue
-from embeddings.catalogue_build import BuildRequest, build_catalogue
-from embeddings.index import load_model_index, load_vectors, write_model_index
-from embeddings.search import make_searcher, open_index
+from embeddings.index.byte_vectors import unit_vectors_to_bytes
+from embeddings.catalogue import Catalogue
+from embeddings.build.catalogue import BuildRequest, build_catalogue
+from embeddings.index.store import load_model_index, load_vectors, write_model_index
+from embeddings.search.searcher import make_searcher, open_index
 
 MANIFEST = {"model_id": "pixels", "weights_id": "none", "catalogue_fingerprint": "f"}
 
@@ -121,7 +121,7 @@ def test_a_new_pixels_build_stores_bytes_and_an_existing_float32_one_keeps_float
 
 
 def _store(store, force=False):
-    from embeddings.catalogue_build import IndexOptions
+    from embeddings.build.catalogue import IndexOptions
 
     return IndexOptions(store_dtype=store, force=force)
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from embeddings.catalog import Catalogue, create_catalogue, safe_relative_path, stratified_sample
+from embeddings.catalogue import Catalogue, create_catalogue, safe_relative_path, stratified_sample
 from embeddings.errors import CatalogueError
 
 HEADER = (

@@ -10,7 +10,7 @@ from conftest import cli
 from sklearn.metrics.pairwise import cosine_similarity
 
 from embeddings.cli import main
-from embeddings.index import load_vectors
+from embeddings.index.store import load_vectors
 
 
 def test_build_then_search_json_matches_cosine_similarity(product_folder, tmp_path):

@@ -9,11 +9,11 @@ import shutil
 import pytest
 from conftest import draw_product
 
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.images import open_rgb
-from embeddings.query import Query
-from embeddings.search import make_searcher
+from embeddings.search.query import Query
+from embeddings.search.searcher import make_searcher
 
 FUSED = "efficientnet-lite0+pixels"
 

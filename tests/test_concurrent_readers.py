@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 from conftest import REPO, draw_product, make_product_folder
 
-from embeddings.catalog import Catalogue
-from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
-from embeddings.search import make_searcher, open_index
+from embeddings.catalogue import Catalogue
+from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.search.searcher import make_searcher, open_index
 
 READER = """
 import json, sys, time
 from pathlib import Path
 import numpy as np
-from embeddings.search import default_text_encoder, make_searcher, open_snapshot
+from embeddings.search.searcher import default_text_encoder, make_searcher, open_snapshot
 
 directory, stop, log = Path(sys.argv[1]), Path(sys.argv[2]), open(sys.argv[3], "w")
 rng = np.random.default_rng(0)

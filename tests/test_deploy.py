@@ -46,10 +46,10 @@ def published(tmp_path_factory, torch_free_python):
     """(archive, bundle report): a sample of the shared set (else the synthetic shop) with
     pixels, efficientnet-lite0 and its text bridge, published with `--archive`."""
     from embeddings.bridge import train_bridge_for_catalogue
-    from embeddings.build import build_model_index
-    from embeddings.catalog import create_catalogue
+    from embeddings.build.model import build_model_index
+    from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
-    from embeddings.publish import publish_bundle
+    from embeddings.bundle.publish import publish_bundle
 
     root = tmp_path_factory.mktemp("deploy")
     if (SHARED_FASHION / "styles.csv").is_file():

@@ -10,9 +10,9 @@ from urllib.parse import parse_qsl
 import pytest
 from test_app import grids, make_app, messages
 
-from embeddings import disagreement
-from embeddings.catalog import Catalogue
-from embeddings.evaluate import EvaluationResult, evaluate_catalogue, save_results
+from embeddings.quality import disagreement
+from embeddings.catalogue import Catalogue
+from embeddings.quality.evaluate import EvaluationResult, evaluate_catalogue, save_results
 
 FUSED = "efficientnet-lite0+pixels"
 
@@ -112,7 +112,7 @@ def test_compare_page_shows_where_models_disagree(measured_shop, monkeypatch):
 
 
 def test_compare_page_offers_to_measure_when_neighbours_are_missing(measured_shop, monkeypatch):
-    from embeddings.evaluate import RESULTS_FILE, results_dir
+    from embeddings.quality.evaluate import RESULTS_FILE, results_dir
 
     path = results_dir(measured_shop) / RESULTS_FILE
     saved = json.loads(path.read_text())

@@ -1,4 +1,4 @@
-"""Near-duplicates (embeddings/duplicates.py): planted copies and near-copies are found with the
+"""Near-duplicates (embeddings/derived/duplicates.py): planted copies and near-copies are found with the
 index's own range search, groups match a brute-force computation, the default threshold comes
 from the score distribution, saved pairs go stale on a rebuild, Milvus agrees with FAISS, the CLI
 prints the documented JSON, and search results fold."""
@@ -15,12 +15,12 @@ import pytest
 from conftest import cli, make_product_folder
 from PIL import Image, ImageEnhance
 
-from embeddings import duplicates
-from embeddings.catalog import Catalogue, create_catalogue
-from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
-from embeddings.derived import StaleArtefactError
+from embeddings.derived import duplicates
+from embeddings.catalogue import Catalogue, create_catalogue
+from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.artefacts import StaleArtefactError
 from embeddings.errors import IndexMissingError
-from embeddings.search import Hit, open_index
+from embeddings.search.searcher import Hit, open_index
 
 #: What was planted: exact copies under other names (any model scores them 1.0), and
 #: near-copies (re-encoded as JPEG, brightened by 4%) of other products.
@@ -53,7 +53,7 @@ def plant(shop: Path) -> Path:
 def planted(tmp_path_factory) -> Catalogue:
     """48 synthetic products + 5 planted copies, with `pixels` and `efficientnet-lite0`.
     Read-only: tests that write (saved pairs, rebuilds) copy it."""
-    from embeddings.build import build_model_index
+    from embeddings.build.model import build_model_index
     from embeddings.models import load_model
 
     root = tmp_path_factory.mktemp("planted")
@@ -201,7 +201,7 @@ def test_saved_pairs_regroup_at_any_threshold_and_go_stale_on_a_rebuild(own_plan
 
 
 def test_milvus_range_search_finds_the_same_pairs(planted, tmp_path):
-    from embeddings.build import build_model_index
+    from embeddings.build.model import build_model_index
     from embeddings.models import load_model
 
     catalogue = create_catalogue(planted.info["root"], tmp_path / "milvus")

@@ -10,17 +10,17 @@ import shutil
 import numpy as np
 import pytest
 
-from embeddings.build import build_model_index
-from embeddings.catalog import Catalogue
+from embeddings.build.model import build_model_index
+from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, IndexMissingError
-from embeddings.evaluate import (
+from embeddings.quality.evaluate import (
     OWN_PRODUCT,
     evaluate_catalogue,
     image_metrics,
     load_results,
     save_results,
 )
-from embeddings.index import load_vectors
+from embeddings.index.store import load_vectors
 from embeddings.models import load_model
 
 MODELS = ["pixels", "efficientnet-lite0"]

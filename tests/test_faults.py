@@ -1,6 +1,6 @@
 """Faults: builds killed at random points, a full disk, a read-only folder, a model that dies.
 
-Both front doors build through one core function (`embeddings.catalogue_build.build_catalogue`):
+Both front doors build through one core function (`embeddings.build.catalogue.build_catalogue`):
 the CLI's `build` and the app's Catalogue page. Each fault runs through the CLI and through the
 core function called as the app calls it; `tests/test_app_builds.py` drives the page itself."""
 
@@ -21,13 +21,13 @@ import pytest
 from conftest import REPO, draw_product, make_product_folder
 
 from embeddings import models as models_module
-from embeddings.catalog import Catalogue
-from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
+from embeddings.catalogue import Catalogue
+from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.cli import main
 from embeddings.errors import describe_os_error
 from embeddings.models import ModelSpec
 from embeddings.models.pixels import PixelsEmbedder
-from embeddings.search import make_searcher, open_index
+from embeddings.search.searcher import make_searcher, open_index
 
 #: A pixels build's files: raw pixels are stored as bytes with their norms (no vectors.npy).
 ARTEFACTS = ("index.faiss", "norms.npy", "ids.txt")

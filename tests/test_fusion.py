@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from conftest import draw_product
 
-from embeddings.build import build_model_index
-from embeddings.catalog import Catalogue
+from embeddings.build.model import build_model_index
+from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, IndexMissingError, QueryError
-from embeddings.evaluate import evaluate_catalogue, load_results, save_results, stale_reason
-from embeddings.fusion import (
+from embeddings.quality.evaluate import evaluate_catalogue, load_results, save_results, stale_reason
+from embeddings.index.fused import (
     RRF_K,
     FusedIndex,
     check_model_id,
@@ -22,10 +22,10 @@ from embeddings.fusion import (
     fused_parts,
     rrf_scores,
 )
-from embeddings.index import load_vectors
+from embeddings.index.store import load_vectors
 from embeddings.models import load_model
-from embeddings.query import Query
-from embeddings.search import Searcher, make_searcher, open_index, open_snapshot
+from embeddings.search.query import Query
+from embeddings.search.searcher import Searcher, make_searcher, open_index, open_snapshot
 
 FUSED = "efficientnet-lite0+pixels"
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from embeddings.build import build_model_index
-from embeddings.catalog import create_catalogue
-from embeddings.index import (
+from embeddings.build.model import build_model_index
+from embeddings.catalogue import create_catalogue
+from embeddings.index.store import (
     INDEX_FILE,
     load_model_index,
     load_vectors,
@@ -23,7 +23,7 @@ from embeddings.index import (
     write_model_index,
 )
 from embeddings.models import load_model
-from embeddings.search import make_searcher, open_index
+from embeddings.search.searcher import make_searcher, open_index
 
 PYTHON = sys.executable
 MANIFEST = {"model_id": "m", "weights_id": "w", "catalogue_fingerprint": "f"}
@@ -142,7 +142,7 @@ PROBE = """
 Path("/proc/self/status").read_text().splitlines())
         return {k: int(fields[k].split()[0]) / 1024 for k in ("RssAnon", "VmHWM", "RssFile")}
     import faiss, numpy
-    from embeddings.index import load_model_index
+    from embeddings.index.store import load_model_index
     before = status()
     index = load_model_index(Path(sys.argv[1]), catalogue_fingerprint="f", model_id="m",
                              mmap=sys.argv[2] == "mmap")
@@ -183,7 +183,7 @@ def test_open_index_maps_by_default_and_answers_the_same(built_catalogue):
 
 
 def test_filtered_hnsw_search_is_exact_over_the_allowed_rows(tmp_path, monkeypatch):
-    import embeddings.index as index_module
+    import embeddings.index.store as index_module
 
     vectors = clustered(3000, 32, seed=2)
     write_model_index(
@@ -217,8 +217,8 @@ def test_filtered_hnsw_search_is_exact_over_the_allowed_rows(tmp_path, monkeypat
 def test_browsing_and_filtering_do_not_import_torch(built_catalogue):
     result = run_python(f"""
         import json, sys
-        from embeddings.catalog import Catalogue
-        from embeddings.search import make_searcher, built_models
+        from embeddings.catalogue import Catalogue
+        from embeddings.search.searcher import make_searcher, built_models
         catalogue = Catalogue.open({str(built_catalogue.directory)!r})
         searcher = make_searcher(catalogue)
         hits = searcher.search_item("blue/square_1", built_models(catalogue), 5, \
@@ -233,7 +233,7 @@ filters={{"shape": "square"}})
 
 ALLOCATOR_PROBE = """
     import ctypes, json, resource, sys
-    from embeddings.runtime import tune_allocator
+    from embeddings.models.allocator import tune_allocator
     tuned = tune_allocator() if sys.argv[1:] == ["tune"] else False
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p
@@ -268,7 +268,7 @@ def test_decoding_waits_for_the_forward_pass_when_the_model_uses_every_core(monk
     """Decoding threads that preempt torch's threads slow the whole build (bench/bench_build.py)."""
     import torch
 
-    from embeddings.build import _decode_ahead
+    from embeddings.build.model import _decode_ahead
 
     assert _decode_ahead(load_model("pixels"), workers=2) == 1  # no model threads to disturb
     cnn = load_model("efficientnet-lite0", runtime="torch")

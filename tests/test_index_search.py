@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from sklearn.metrics.pairwise import cosine_similarity
 
-from embeddings.build import build_model_index
-from embeddings.catalog import Catalogue, create_catalogue
+from embeddings.build.model import build_model_index
+from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.errors import IndexMismatchError, IndexMissingError, QueryError
-from embeddings.index import load_model_index, load_vectors, make_faiss_index, write_model_index
+from embeddings.index.store import load_model_index, load_vectors, make_faiss_index, write_model_index
 from embeddings.models import load_model
-from embeddings.search import Searcher, built_models, make_searcher, open_index, rank
+from embeddings.search.searcher import Searcher, built_models, make_searcher, open_index, rank
 
 
 def tutorial_top_k(vectors: np.ndarray, row: int, k: int) -> list[int]:
@@ -187,7 +187,7 @@ def test_hnsw_above_threshold_has_high_recall():
 
 
 def test_write_is_atomic_and_the_writer_recovers_an_interrupted_swap(tmp_path):
-    from embeddings.catalogue_build import repair_catalogue
+    from embeddings.build.catalogue import repair_catalogue
 
     model_dir = tmp_path / "models" / "m"
     vectors = np.eye(3, 4, dtype=np.float32)

@@ -13,9 +13,9 @@ import pytest
 from conftest import cli, make_product_folder
 from PIL import Image
 
-from embeddings.catalog import Catalogue, create_catalogue
-from embeddings.catalog.adapters import decode_text
-from embeddings.catalog.base import Skipped
+from embeddings.catalogue import Catalogue, create_catalogue
+from embeddings.catalogue.adapters import decode_text
+from embeddings.catalogue.base import Skipped
 from embeddings.errors import ImageError
 from embeddings.images import open_rgb
 
@@ -147,7 +147,7 @@ def test_styles_csv_decodes_per_line_too(tmp_path):
     "char", ["\n", "\r", "\t", "\x00", "\x1f", "\x7f", "\x85", "\u2028", "\u2029"]
 )
 def test_unstorable_characters_are_named(char):
-    from embeddings.catalog.base import unstorable_name_reason
+    from embeddings.catalogue.base import unstorable_name_reason
 
     assert "rename it" in unstorable_name_reason(f"red/shirt{char}bad")
 
@@ -156,13 +156,13 @@ def test_unstorable_characters_are_named(char):
     "name", ["red/shirt_01", "رنگ/پیراهن\u200cها", "emoji/👨\u200d👩\u200d👧", "a b/c-d_é"]
 )
 def test_ordinary_names_are_storable(name):
-    from embeddings.catalog.base import unstorable_name_reason
+    from embeddings.catalogue.base import unstorable_name_reason
 
     assert unstorable_name_reason(name) is None
 
 
 def test_an_undecodable_file_name_is_named():
-    from embeddings.catalog.base import unstorable_name_reason
+    from embeddings.catalogue.base import unstorable_name_reason
 
     undecodable = b"caf\xe9".decode("utf-8", "surrogateescape")
     assert "not valid UTF-8" in unstorable_name_reason(undecodable)

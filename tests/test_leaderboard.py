@@ -12,18 +12,18 @@ import pytest
 
 from embeddings.bridge import train_bridge_for_catalogue
 from embeddings.bridge.exclusion import ExcludedTitles
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.errors import EmbeddingsError
-from embeddings.leaderboard import (
+from embeddings.quality.kagl import (
     evaluate_leaderboard,
     load_leaderboard,
     pick_title_queries,
     save_leaderboard,
     unseen_title_problem,
 )
-from embeddings.leaderboard_metrics import label_figures, random_mrr, title_figures
-from embeddings.search import Hit
+from embeddings.quality.kagl_metrics import label_figures, random_mrr, title_figures
+from embeddings.search.searcher import Hit
 
 MODEL = "efficientnet-lite0"
 

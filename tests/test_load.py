@@ -29,7 +29,7 @@ import pytest
 from conftest import REPO
 from conftest import require_browser as _require_browser
 
-from embeddings.search import Hit
+from embeddings.search.searcher import Hit
 
 SESSIONS = 5
 SECONDS = 20
@@ -87,8 +87,8 @@ def load_catalogue(product_folder, tmp_path_factory):
     """The synthetic shop with pixels and efficientnet-lite0, and a text bridge for the latter."""
     _require_browser()
     from embeddings.bridge import train_bridge_for_catalogue
-    from embeddings.build import build_model_index
-    from embeddings.catalog import create_catalogue
+    from embeddings.build.model import build_model_index
+    from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
 
     catalogue = create_catalogue(

@@ -1,4 +1,4 @@
-"""Maps of the embedding space (embeddings/maps.py): saved with the identity of their index,
+"""Maps of the embedding space (embeddings/derived/maps.py): saved with the identity of their index,
 invalidated by a rebuild, sampled above a size, honest about their faithfulness; the CLI."""
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ import numpy as np
 import pytest
 from conftest import cli
 
-from embeddings.catalog import Catalogue, create_catalogue
-from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
-from embeddings.derived import StaleArtefactError, index_identity
+from embeddings.catalogue import Catalogue, create_catalogue
+from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.artefacts import StaleArtefactError, index_identity
 from embeddings.errors import IndexMissingError
-from embeddings.index import read_manifest
+from embeddings.index.store import read_manifest
 from embeddings.locks import BuildBusyError, build_lock
-from embeddings.maps import load_map, make_maps
-from embeddings.search import open_index
+from embeddings.derived.maps import load_map, make_maps
+from embeddings.search.searcher import open_index
 
 
 @pytest.fixture
 def shop(tmp_path, product_folder) -> Catalogue:
     """A fresh catalogue of the 48 synthetic products with a `pixels` index, free to change."""
-    from embeddings.build import build_model_index
+    from embeddings.build.model import build_model_index
     from embeddings.models import load_model
 
     catalogue = create_catalogue(str(product_folder), tmp_path / "data" / "shop")
@@ -93,7 +93,7 @@ def test_a_rebuild_invalidates_the_map(shop):
 def test_new_products_invalidate_the_map(tmp_path, product_folder):
     import shutil
 
-    from embeddings.build import build_model_index
+    from embeddings.build.model import build_model_index
     from embeddings.models import load_model
 
     source = tmp_path / "src"

@@ -25,10 +25,11 @@ import pytest
 from conftest import REPO, draw_product, make_product_folder
 from streamlit.testing.v1 import AppTest
 
-from embeddings import milvus_aliases, milvus_backend
-from embeddings.build import build_model_index
-from embeddings.catalog import Catalogue, create_catalogue
-from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
+from embeddings.index import milvus_aliases
+from embeddings.index import milvus as milvus_backend
+from embeddings.build.model import build_model_index
+from embeddings.catalogue import Catalogue, create_catalogue
+from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.cli import main
 from embeddings.errors import (
     CatalogueError,
@@ -36,10 +37,10 @@ from embeddings.errors import (
     IndexMismatchError,
     IndexMissingError,
 )
-from embeddings.index import load_model_index, load_vectors, make_faiss_index, write_model_index
-from embeddings.milvus_backend import MilvusIndex
+from embeddings.index.store import load_model_index, load_vectors, make_faiss_index, write_model_index
+from embeddings.index.milvus import MilvusIndex
 from embeddings.models import load_model
-from embeddings.search import Searcher, built_models, make_searcher, open_index
+from embeddings.search.searcher import Searcher, built_models, make_searcher, open_index
 
 PYTHON = sys.executable
 
@@ -357,7 +358,7 @@ def test_a_commit_that_fails_after_the_alias_moved_moves_it_back(
     """The alias moves first; if the model folder then cannot be swapped in (a full disk, say),
     the alias goes back to the build that is still committed and the new collection is
     dropped: readers keep the complete old index, nothing half-committed survives."""
-    import embeddings.index as index_module
+    import embeddings.index.store as index_module
 
     catalogue = create_catalogue(str(shop), tmp_path / "cat")
     first = pixel_build(catalogue, milvus_uri).manifest["milvus"]
@@ -498,8 +499,8 @@ def test_a_query_right_after_a_build_sees_every_row(shop, tmp_path, milvus_uri):
     assert all(sorted(r) == list(range(48)) for r in rows)
     if milvus_uri:  # and from another process (a Lite database allows one process at a time)
         script = (
-            "import sys; from embeddings.catalog import Catalogue; "
-            "from embeddings.search import open_index; "
+            "import sys; from embeddings.catalogue import Catalogue; "
+            "from embeddings.search.searcher import open_index; "
             "index = open_index(Catalogue.open(sys.argv[1]), 'pixels'); "
             "print(len({int(r) for r in index.search(index.reconstruct_batch(range(48)), 48)[1]"
             ".ravel()}))"
@@ -647,8 +648,8 @@ REPLICA = """
 import json, sys
 from pathlib import Path
 import numpy as np
-from embeddings.catalog import Catalogue
-from embeddings.search import open_index, open_snapshot
+from embeddings.catalogue import Catalogue
+from embeddings.search.searcher import open_index, open_snapshot
 
 directory, stop, log = Path(sys.argv[1]), Path(sys.argv[2]), open(sys.argv[3], "w")
 queries = np.load(sys.argv[4])

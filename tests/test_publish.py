@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 
 from embeddings.bridge import train_bridge_for_catalogue
-from embeddings.bundle import BundleError, check_folder, open_bundle
-from embeddings.catalog import Catalogue
+from embeddings.bundle.open import BundleError, check_folder, open_bundle
+from embeddings.catalogue import Catalogue
 from embeddings.cli import main
-from embeddings.duplicates import find_duplicates, load_pairs
-from embeddings.evaluate import evaluate_catalogue, load_results, save_results
-from embeddings.maps import load_map, make_maps
-from embeddings.publish import publish_bundle
-from embeddings.search import make_searcher, open_index
+from embeddings.derived.duplicates import find_duplicates, load_pairs
+from embeddings.quality.evaluate import evaluate_catalogue, load_results, save_results
+from embeddings.derived.maps import load_map, make_maps
+from embeddings.bundle.publish import publish_bundle
+from embeddings.search.searcher import make_searcher, open_index
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +105,11 @@ def test_a_bundle_serves_the_same_answers(source, bundle):
 SERVE_WITHOUT_TORCH = """
 import sys
 sys.modules["torch"] = None  # any import of torch fails, as in the deployment's environment
-from embeddings.bundle import open_bundle
-from embeddings.catalog import Catalogue
+from embeddings.bundle.open import open_bundle
+from embeddings.catalogue import Catalogue
 from embeddings.images import open_rgb
 from embeddings.models.onnx_cache import add_read_only_home
-from embeddings.search import make_searcher
+from embeddings.search.searcher import make_searcher
 
 opened = open_bundle(sys.argv[1])
 add_read_only_home(opened.encoders_dir)

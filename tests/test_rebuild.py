@@ -12,11 +12,11 @@ import threading
 import pytest
 from conftest import draw_product, make_product_folder
 
-from embeddings.catalog import Catalogue
-from embeddings.catalogue_build import BuildRequest, build_catalogue
+from embeddings.catalogue import Catalogue
+from embeddings.build.catalogue import BuildRequest, build_catalogue
 from embeddings.cli import main
 from embeddings.errors import IndexMismatchError
-from embeddings.search import make_searcher, open_index, open_snapshot
+from embeddings.search.searcher import make_searcher, open_index, open_snapshot
 
 
 def grow(source, count: int, start: int = 100) -> None:

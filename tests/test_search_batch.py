@@ -8,10 +8,10 @@ import shutil
 import pytest
 
 from embeddings.bridge import train_bridge_for_catalogue
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.errors import QueryError
-from embeddings.search import make_searcher
+from embeddings.search.searcher import make_searcher
 
 MODEL = "efficientnet-lite0"
 QUERIES = [

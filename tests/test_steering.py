@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from conftest import draw_product
 
-from embeddings.build import build_model_index
-from embeddings.catalog import Catalogue
+from embeddings.build.model import build_model_index
+from embeddings.catalogue import Catalogue
 from embeddings.errors import QueryError
-from embeddings.index import load_vectors
+from embeddings.index.store import load_vectors
 from embeddings.models import load_model
-from embeddings.query import (
+from embeddings.search.query import (
     DEFAULT_STEERING,
     MAX_STEERING,
     Query,
@@ -29,7 +29,7 @@ from embeddings.query import (
     normalise_segments,
     steer,
 )
-from embeddings.search import make_searcher
+from embeddings.search.searcher import make_searcher
 
 MODELS = ("pixels", "efficientnet-lite0")
 

@@ -13,9 +13,9 @@ from embeddings.atomic import fsync_files, staging_dir, swap_in
 from embeddings.bridge.memory import Memory, load_memory, save_memory
 from embeddings.bridge.sentences import TEXT_DIM, encode_sentences
 from embeddings.bridge.training import apply_head
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.errors import IndexMismatchError, IndexMissingError
-from embeddings.index import read_manifest
+from embeddings.index.store import read_manifest
 from embeddings.models import l2_normalise
 
 BRIDGE_FORMAT = 1
@@ -36,7 +36,7 @@ class StaleBridgeError(IndexMismatchError):
 class TextBridge:
     """A trained bridge: `encode_texts` maps texts into one model's image space.
 
-    Satisfies `embeddings.search.TextEncoder` (`kind == "bridge"`).
+    Satisfies `embeddings.search.searcher.TextEncoder` (`kind == "bridge"`).
     """
 
     kind = "bridge"

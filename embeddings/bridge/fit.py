@@ -36,9 +36,9 @@ from embeddings.bridge.training import (
     holdout_titles,
     train_head,
 )
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
-from embeddings.index import load_vectors, read_manifest, rebuild_advice
+from embeddings.index.store import load_vectors, read_manifest, rebuild_advice
 from embeddings.locks import commit_lock
 
 

@@ -18,7 +18,7 @@ from embeddings.bridge.memory import Memory, build_memory, label_sentences
 from embeddings.bridge.recipes import MemoryOptions
 from embeddings.bridge.sentences import TEXT_CACHE_DIR, TEXT_DIM, TEXT_MODEL_ID, encode_sentences
 from embeddings.bridge.training import head_basis
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 
 LABEL_CACHE_NAME = "label-sentences"
 

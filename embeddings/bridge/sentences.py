@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from embeddings.atomic import write_atomic
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.errors import ModelLoadError
 
 TEXT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"

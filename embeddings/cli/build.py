@@ -130,7 +130,7 @@ class BuildPrinter:
 
 
 def cmd_build(args) -> int:
-    from embeddings.catalogue_build import BuildRequest, IndexOptions, build_catalogue
+    from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
 
     request = BuildRequest(
         out=_build_out(args),
@@ -170,7 +170,7 @@ def cmd_build(args) -> int:
 
 
 def _build_out(args) -> Path:
-    from embeddings.catalog import default_catalogue_name
+    from embeddings.catalogue import default_catalogue_name
     from embeddings.config import data_dir, resolve_catalog_dir
 
     if args.catalog:
@@ -187,7 +187,7 @@ def _backend(args) -> str | None:
             "--milvus-uri/--milvus-token need --backend milvus (or drop --backend faiss)"
         )
     if args.milvus_uri:
-        from embeddings.milvus_backend import check_uri
+        from embeddings.index.milvus import check_uri
 
         args.milvus_uri = check_uri(args.milvus_uri)
         return "milvus"

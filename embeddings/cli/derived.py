@@ -72,7 +72,7 @@ class StepPrinter:
 
 def cmd_map(args) -> int:
     from embeddings.config import resolve_catalog_dir
-    from embeddings.maps import MAX_POINTS, make_maps
+    from embeddings.derived.maps import MAX_POINTS, make_maps
     from embeddings.models import get_spec
 
     for model_id in args.models or []:
@@ -118,7 +118,7 @@ def describe_map(manifest: dict) -> str:
 
 def cmd_duplicates(args) -> int:
     from embeddings.config import resolve_catalog_dir
-    from embeddings.duplicates import find_duplicates, products_in_groups
+    from embeddings.derived.duplicates import find_duplicates, products_in_groups
     from embeddings.models import get_spec
 
     get_spec(args.model)

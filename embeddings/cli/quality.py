@@ -88,13 +88,13 @@ def _pick_titles_parser(commands) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from embeddings.catalog import Catalogue
+    from embeddings.catalogue import Catalogue
     from embeddings.config import resolve_catalog_dir
-    from embeddings.evaluate import evaluate_catalogue, save_results, summary_markdown
+    from embeddings.quality.evaluate import evaluate_catalogue, save_results, summary_markdown
 
     catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
     if args.models:
-        from embeddings.fusion import check_model_id
+        from embeddings.index.fused import check_model_id
 
         args.models = [check_model_id(model_id) for model_id in args.models]
     if args.protocol == "kagl":
@@ -118,10 +118,10 @@ def cmd_evaluate(args) -> int:
 
 
 def _evaluate_leaderboard(catalogue, args) -> int:
-    """`evaluate --protocol kagl`: title and bare-label text queries (`embeddings.leaderboard`)."""
+    """`evaluate --protocol kagl`: title and bare-label text queries (`embeddings.quality.kagl`)."""
     from embeddings.bridge.exclusion import read_title_file
-    from embeddings.leaderboard import evaluate_leaderboard, leaderboard_markdown, save_leaderboard
-    from embeddings.search import text_capable_models
+    from embeddings.quality.kagl import evaluate_leaderboard, leaderboard_markdown, save_leaderboard
+    from embeddings.search.searcher import text_capable_models
 
     models = args.models or list(text_capable_models(catalogue))
     if not models:
@@ -157,9 +157,9 @@ def _evaluate_leaderboard(catalogue, args) -> int:
 def cmd_pick_titles(args) -> int:
     """`pick-titles`: the seeded title queries of the kagl protocol, written one per line."""
     from embeddings.bridge.exclusion import write_title_file
-    from embeddings.catalog import Catalogue, create_catalogue
+    from embeddings.catalogue import Catalogue, create_catalogue
     from embeddings.config import resolve_catalog_dir
-    from embeddings.leaderboard import pick_title_queries
+    from embeddings.quality.kagl import pick_title_queries
 
     if args.catalog:
         catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
@@ -188,11 +188,11 @@ def cmd_pick_titles(args) -> int:
 def cmd_bridge(args) -> int:
     from embeddings.bridge import train_bridge_for_catalogue
     from embeddings.bridge.exclusion import ExcludedTitles
-    from embeddings.catalog import Catalogue
+    from embeddings.catalogue import Catalogue
     from embeddings.config import resolve_catalog_dir
     from embeddings.locks import build_lock
     from embeddings.models import get_spec
-    from embeddings.search import built_models
+    from embeddings.search.searcher import built_models
 
     directory = resolve_catalog_dir(args.catalog)
     catalogue = Catalogue.open(directory)

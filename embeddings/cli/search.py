@@ -87,8 +87,8 @@ def _query_options(search: argparse.ArgumentParser) -> None:
 
 def cmd_search(args) -> int:
     from embeddings.config import resolve_catalog_dir
-    from embeddings.fusion import check_model_id
-    from embeddings.search import make_searcher, open_snapshot
+    from embeddings.index.fused import check_model_id
+    from embeddings.search.searcher import make_searcher, open_snapshot
 
     # An unknown id is a typo: say so before anything else (a fused id names its unknown part).
     args.models = [check_model_id(model_id) for model_id in args.models]
@@ -154,7 +154,7 @@ def _check_query_options(args) -> None:
 
 def _search_query(args, image, catalogue):
     """The `Query` the options describe, checked against the catalogue (bad input: exit 2)."""
-    from embeddings.query import DEFAULT_TEXT_WEIGHT, Query, check_query, check_text_weight
+    from embeddings.search.query import DEFAULT_TEXT_WEIGHT, Query, check_query, check_text_weight
 
     named = {"--item": [args.item], "--more-like": args.more_like, "--less-like": args.less_like}
     for option, ids in named.items():
@@ -186,7 +186,7 @@ def read_query_lines(path: str) -> list[str]:
     A blank line inside the file, or one over the text length limit, is refused with its line
     number: skipping it would shift every later answer against its query.
     """
-    from embeddings.search import MAX_TEXT_CHARS
+    from embeddings.search.searcher import MAX_TEXT_CHARS
 
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()

@@ -82,9 +82,9 @@ def _publish_parser(commands) -> None:
 def cmd_publish(args) -> int:
     from tqdm import tqdm
 
-    from embeddings.catalog import Catalogue
+    from embeddings.catalogue import Catalogue
     from embeddings.config import resolve_catalog_dir
-    from embeddings.publish import publish_bundle, size_table
+    from embeddings.bundle.publish import publish_bundle, size_table
 
     catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
     bars: dict[str, tqdm] = {}
@@ -125,9 +125,9 @@ def cmd_models(args) -> int:
 
 
 def cmd_catalogues(args) -> int:
-    from embeddings.catalog import Catalogue
+    from embeddings.catalogue import Catalogue
     from embeddings.config import data_dir, list_catalogue_dirs
-    from embeddings.search import built_models
+    from embeddings.search.searcher import built_models
 
     root = Path(args.data) if args.data else data_dir()
     found = list_catalogue_dirs(root)

@@ -12,7 +12,7 @@ from PIL import Image
 from embeddings.errors import ModelLoadError
 from embeddings.models.base import Embedder, ModelSpec
 from embeddings.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, pad_square
-from embeddings.runtime import tune_allocator
+from embeddings.models.allocator import tune_allocator
 
 
 class TorchCNNEmbedder(Embedder):

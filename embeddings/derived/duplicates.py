@@ -15,7 +15,7 @@ found with the model's index itself, and the groups they form.
   threshold of a higher-ranked one is folded into it.
 
 Pairs found at a threshold (the model's `floor`) are saved in `<catalogue>/duplicates/<model>/`
-(`embeddings.derived`), so the app can regroup them at any threshold above it without searching
+(`embeddings.artefacts`), so the app can regroup them at any threshold above it without searching
 again; a rebuild of the index makes them stale.
 """
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embeddings.catalog import Catalogue
-from embeddings.derived import (
+from embeddings.catalogue import Catalogue
+from embeddings.artefacts import (
     ProgressFn,
     Step,
     index_identity,
@@ -38,8 +38,8 @@ from embeddings.derived import (
     writing,
 )
 from embeddings.errors import EmbeddingsError, QueryError, describe_os_error
-from embeddings.search import Hit, open_snapshot
-from embeddings.vector_index import ModelIndex
+from embeddings.search.searcher import Hit, open_snapshot
+from embeddings.index.base import ModelIndex
 
 KIND = "duplicates"
 PAIRS_FORMAT = 1
@@ -98,7 +98,7 @@ def _faiss_neighbours(index, queries: np.ndarray, radius: float):
 
 def _milvus_neighbours(index, queries: np.ndarray, radius: float):
     """Milvus range search: every hit scoring above `radius` (at most MAX_LIMIT per query)."""
-    from embeddings.milvus_backend import MAX_LIMIT, ROW_FIELD, VECTOR_FIELD
+    from embeddings.index.milvus import MAX_LIMIT, ROW_FIELD, VECTOR_FIELD
 
     params = {"metric_type": "IP", "params": {"radius": radius, "range_filter": 1.0 + 1e-3}}
     results = index._call(
@@ -303,7 +303,7 @@ def compute_pairs(
 
 
 def save_pairs(catalogue: Catalogue, pairs: DuplicatePairs) -> None:
-    """Swap the pairs in (the caller is inside `embeddings.derived.writing`)."""
+    """Swap the pairs in (the caller is inside `embeddings.artefacts.writing`)."""
     save_artefact(
         catalogue,
         KIND,

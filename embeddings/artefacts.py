@@ -31,9 +31,9 @@ from embeddings.atomic import (
     staging_dir,
     swap_in,
 )
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.errors import IndexMismatchError, IndexMissingError
-from embeddings.index import read_manifest
+from embeddings.index.store import read_manifest
 from embeddings.locks import build_lock, commit_lock
 
 MANIFEST_FILE = "manifest.json"

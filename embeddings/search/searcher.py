@@ -8,8 +8,8 @@ wrongly, without complaint.
 
 One method answers every query, `Searcher.search(Query, models, k, filters)`: a product, an
 upload or words, words mixed into a product or an upload, steered by liked and disliked
-products (`embeddings.query`). `search_item`, `search_text` and `search_image` are thin
-wrappers. A model id may be a fused one (`a+b`, `embeddings.fusion`): its index is a
+products (`embeddings.search.query`). `search_item`, `search_text` and `search_image` are thin
+wrappers. A model id may be a fused one (`a+b`, `embeddings.index.fused`): its index is a
 `FusedIndex` and its encoders the parts' encoders side by side.
 
 `open_snapshot` opens a catalogue and its indexes under the catalogue's commit lock, so they
@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.errors import (
     CatalogueChangedError,
     CatalogueError,
@@ -35,7 +35,7 @@ from embeddings.errors import (
     IndexMismatchError,
     QueryError,
 )
-from embeddings.fusion import (
+from embeddings.index.fused import (
     FusedEncoder,
     FusedIndex,
     check_model_id,
@@ -43,9 +43,9 @@ from embeddings.fusion import (
     fused_parts,
     is_fused,
 )
-from embeddings.index import load_model_index, read_manifest
+from embeddings.index.store import load_model_index, read_manifest
 from embeddings.locks import commit_lock
-from embeddings.query import (
+from embeddings.search.query import (
     MAX_TEXT_CHARS,
     Query,
     check_query,
@@ -53,7 +53,7 @@ from embeddings.query import (
     mix_text,
     steer,
 )
-from embeddings.vector_index import ModelIndex
+from embeddings.index.base import ModelIndex
 
 __all__ = [
     "MAX_K",
@@ -239,7 +239,7 @@ class Searcher:
         *,
         filters: dict[str, str] | None = None,
     ) -> dict[str, list[Hit]]:
-        """Top-k products per model for a composed `Query` (see `embeddings.query`).
+        """Top-k products per model for a composed `Query` (see `embeddings.search.query`).
 
         Each model builds the query in its own space: the product's stored vector or the
         upload's, the words through its text tower or text bridge, mixed with
@@ -386,7 +386,7 @@ def open_index(
     pages come in on first use and stay shared with the page cache. Raises
     `CatalogueChangedError` when the index belongs to a newer build of the catalogue than
     `catalogue` (open the catalogue again), `IndexMismatchError` when it is really out of date.
-    A fused id (`a+b`, see `embeddings.fusion`) opens its parts and fuses them.
+    A fused id (`a+b`, see `embeddings.index.fused`) opens its parts and fuses them.
     """
     if is_fused(model_id):
         model_id = check_model_id(model_id)

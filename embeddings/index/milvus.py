@@ -13,7 +13,7 @@ One collection per (catalogue, model, build): primary key `row` (the row number 
 the catalogue id, every label field as a VARCHAR scalar field, and the vector (inner product
 over L2-normalised vectors = cosine). Label filters run inside Milvus, in the same query.
 
-Readers query an alias, not a collection (`embeddings.milvus_aliases`): a build fills a new
+Readers query an alias, not a collection (`embeddings.index.milvus_aliases`): a build fills a new
 collection, waits until every row is indexed and visible, and only then, at commit time, moves
 the alias to it in one step. A reader holding an older manifest keeps working: hits come back
 with their catalogue ids and are mapped to its own rows, so a newer build with other rows is
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
-from embeddings.vector_index import ModelIndex
+from embeddings.index.base import ModelIndex
 
 ENV_URI = "EMBEDDINGS_MILVUS_URI"
 ENV_TOKEN = "MILVUS_TOKEN"
@@ -378,7 +378,7 @@ def push_vectors(
     """Fill a fresh collection with `vectors` and return the manifest's `milvus` section.
 
     The collection is complete, indexed and loaded when this returns; on any failure it is
-    dropped. Readers do not see it until `embeddings.milvus_aliases.point_alias` moves the
+    dropped. Readers do not see it until `embeddings.index.milvus_aliases.point_alias` moves the
     model's alias (recorded in the section) to it.
     """
     uri = check_uri(uri)

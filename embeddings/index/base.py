@@ -1,7 +1,7 @@
 """The one interface of a loaded model index, whichever backend holds its vectors.
 
-`embeddings.index.FaissIndex` (files in the catalogue, memory-mapped) and
-`embeddings.milvus_backend.MilvusIndex` (a Milvus collection) both derive from `ModelIndex`:
+`embeddings.index.store.FaissIndex` (files in the catalogue, memory-mapped) and
+`embeddings.index.milvus.MilvusIndex` (a Milvus collection) both derive from `ModelIndex`:
 row-aligned `ids` and `row_of`, the manifest, stored vectors by row, and `search`. The checks
 every backend needs (query dimensions, k) live here once.
 """
@@ -46,7 +46,7 @@ class ModelIndex(ABC):
     @property
     def segments(self) -> tuple[int, ...]:
         """Widths of the independently normalised parts of a vector: one model, one part (a
-        fused model's vectors are its parts' side by side, see `embeddings.fusion`)."""
+        fused model's vectors are its parts' side by side, see `embeddings.index.fused`)."""
         return (self.dim,)
 
     def vector(self, item_id: str) -> np.ndarray:

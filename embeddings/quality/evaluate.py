@@ -1,6 +1,6 @@
 """Measured retrieval quality per model: image-to-image by label, and text-to-image.
 
-Two tasks, both run through each model's saved FAISS index (`embeddings.search.open_index`),
+Two tasks, both run through each model's saved FAISS index (`embeddings.search.searcher.open_index`),
 with all the queries of a model searched in one batched call:
 
 **image** (leave-one-out). Each query is a catalogue product's own stored vector; the product
@@ -36,12 +36,12 @@ Queries are sampled (`queries` per task, default 1,000) with a seeded generator,
 deterministic for a seed; the sample sizes and the sampled ids are kept in the manifest. Indexes
 above `hnsw_above` products are HNSW graphs, so their figures include HNSW's (small) misses.
 
-A model may be a fused one (`a+b`, `embeddings.fusion`): it is measured like any other, through
+A model may be a fused one (`a+b`, `embeddings.index.fused`): it is measured like any other, through
 its `FusedIndex`; its text queries go through its parts' encoders side by side.
 
 Results go to `<catalogue>/evaluation/results.json` (rows, score samples, manifest, and each
 image query's top `NEIGHBOURS_KEPT` neighbours per model, which the Compare page reads for its
-per-label-value figures and disagreements, see `embeddings.disagreement`) with a Markdown
+per-label-value figures and disagreements, see `embeddings.quality.disagreement`) with a Markdown
 summary beside it; `load_results` returns None once an index or bridge has changed.
 """
 
@@ -58,11 +58,11 @@ import numpy as np
 
 from embeddings.atomic import write_atomic
 from embeddings.bridge import TextBridge, read_bridge_manifest, read_holdout_ids, title_vectors
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError
-from embeddings.fusion import FusedEncoder, FusedIndex, fused_parts
-from embeddings.index import read_manifest
-from embeddings.vector_index import ModelIndex
+from embeddings.index.fused import FusedEncoder, FusedIndex, fused_parts
+from embeddings.index.store import read_manifest
+from embeddings.index.base import ModelIndex
 
 DEFAULT_KS = (1, 5, 10, 20)
 DEFAULT_QUERIES = 1000
@@ -249,7 +249,7 @@ def image_metrics(
 
 def _text_encoder_loader(catalogue: Catalogue, load_embedder: Callable[[str], object] | None):
     from embeddings.models import load_model
-    from embeddings.search import default_text_encoder
+    from embeddings.search.searcher import default_text_encoder
 
     embedder_of = load_embedder or cache(lambda model_id: load_model(model_id))
     return lambda model_id: default_text_encoder(catalogue, model_id, embedder_of)
@@ -290,7 +290,7 @@ def evaluate_catalogue(
     image figures only, and the reason is kept in `manifest["skipped_text"]`. Raises
     `IndexMissingError`/`IndexMismatchError` when a model's index is missing or out of date.
     """
-    from embeddings.search import built_models, open_index
+    from embeddings.search.searcher import built_models, open_index
 
     started = time.perf_counter()
     ks = _check_ks(ks)

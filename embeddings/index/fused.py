@@ -31,7 +31,7 @@ from itertools import combinations
 import numpy as np
 
 from embeddings.errors import EmbeddingsError, QueryError
-from embeddings.vector_index import ModelIndex
+from embeddings.index.base import ModelIndex
 
 SEPARATOR = "+"
 #: Candidates each part contributes before fusing (raised to k when k is larger).

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from embeddings.catalog.adapters import ADAPTERS, KAGGLE_HANDLES, detect_adapter
-from embeddings.catalog.base import (
+from embeddings.catalogue.adapters import ADAPTERS, KAGGLE_HANDLES, detect_adapter
+from embeddings.catalogue.base import (
     Catalogue,
     ScanResult,
     Skipped,
@@ -14,7 +14,7 @@ from embeddings.catalog.base import (
     safe_relative_path,
     save_catalogue,
 )
-from embeddings.catalog.sampling import stratified_sample
+from embeddings.catalogue.sampling import stratified_sample
 from embeddings.errors import CatalogueError
 
 __all__ = [
@@ -94,7 +94,7 @@ def create_catalogue(
 ) -> Catalogue:
     """Scan `source`, take the stratified subset, and save the catalogue into `out`.
 
-    With `write=False` nothing is written: a build (`embeddings.catalogue_build`) saves the
+    With `write=False` nothing is written: a build (`embeddings.build.catalogue`) saves the
     catalogue together with its indexes, so a build that fails entirely leaves the previous
     catalogue (and the indexes built for it) loadable.
     """

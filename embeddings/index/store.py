@@ -15,7 +15,7 @@ A model's folder in a catalogue (`<catalogue>/models/<model id>/`) holds:
 Writing is in two steps, so a catalogue build can put several models in place at once:
 `stage_model_index` writes a complete folder beside the old one (and fills a new Milvus
 collection for the Milvus backend), `commit_staged` swaps it in under the catalogue's commit
-lock (and moves the model's Milvus alias to the new collection: `embeddings.milvus_aliases`).
+lock (and moves the model's Milvus alias to the new collection: `embeddings.index.milvus_aliases`).
 `write_model_index` does both for one model. Readers take the commit lock shared, so they
 see the old index or the new one, never half of either; they never repair or write anything.
 
@@ -24,8 +24,8 @@ With `mmap=True` the index's vectors are memory-mapped (FAISS `IO_FLAG_MMAP_IFC`
 instant and the pages are shared with the page cache instead of copied into the process.
 
 A manifest with `"backend": "milvus"` has no `index.faiss`: its vectors live in a Milvus
-collection and `load_model_index` returns a `MilvusIndex` (`embeddings.milvus_backend`); both
-are `embeddings.vector_index.ModelIndex`.
+collection and `load_model_index` returns a `MilvusIndex` (`embeddings.index.milvus`); both
+are `embeddings.index.base.ModelIndex`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import numpy as np
 from embeddings.atomic import fsync_files, staging_dir, swap_in
 from embeddings.errors import IndexMismatchError, IndexMissingError
 from embeddings.locks import commit_lock
-from embeddings.vector_index import ModelIndex
+from embeddings.index.base import ModelIndex
 
 INDEX_FILE = "index.faiss"
 VECTORS_FILE = "vectors.npy"
@@ -135,7 +135,7 @@ def make_byte_index(vectors: np.ndarray):
     are: a quarter of float32) and inner product; `ByteFaissIndex` divides by the norms, so it
     ranks exactly by cosine. Always an exhaustive scan (no HNSW over bytes).
     """
-    from embeddings.byte_vectors import unit_vectors_to_bytes
+    from embeddings.index.byte_vectors import unit_vectors_to_bytes
 
     faiss = _faiss()
     byte_rows, norms = unit_vectors_to_bytes(vectors)
@@ -269,7 +269,7 @@ def _push_to_milvus(
     uri: str | None,
     token: str | None,
 ):
-    from embeddings import milvus_backend
+    from embeddings.index import milvus as milvus_backend
 
     catalogue_dir = catalogue_dir_of(model_dir)
     uri = uri or milvus_backend.default_lite_uri(catalogue_dir)
@@ -296,7 +296,7 @@ def _push_to_milvus(
 
 
 def _drop_milvus_collection(milvus: dict) -> None:
-    from embeddings import milvus_backend
+    from embeddings.index import milvus as milvus_backend
 
     milvus_backend.drop_collection_quietly(milvus["uri"], milvus["token"], milvus["collection"])
 
@@ -339,12 +339,12 @@ def commit_staged(staged: StagedIndex) -> None:
     For a Milvus build, the model's alias moves to the new collection first (readers anywhere
     switch in one step), then the folder is swapped in (the alias moves back if that fails),
     then the collections of the builds before the one just replaced are dropped
-    (`embeddings.milvus_aliases`).
+    (`embeddings.index.milvus_aliases`).
     """
     if not staged.milvus:
         swap_in(staged.staging, staged.model_dir)
         return
-    from embeddings import milvus_aliases
+    from embeddings.index import milvus_aliases
 
     milvus = staged.milvus
     replaced = _milvus_collection_of(read_manifest(staged.model_dir))
@@ -655,7 +655,7 @@ def _read_norms(model_dir: Path, manifest: dict, hint: str) -> np.ndarray:
 
 
 def _load_milvus(model_dir: Path, manifest: dict, hint: str) -> ModelIndex:
-    from embeddings.milvus_backend import load_milvus_index
+    from embeddings.index.milvus import load_milvus_index
 
     try:
         ids = read_ids(model_dir)

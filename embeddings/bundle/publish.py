@@ -15,7 +15,7 @@
 - `bundle.json`: every file with its size and SHA-256, the size of each part, the models.
 
 With `archive` it also writes one compressed file (`.tar.gz` or `.zip`) of the bundle, for hosting
-anywhere. `embeddings.bundle` opens, checks and unpacks bundles for the app.
+anywhere. `embeddings.bundle.open` opens, checks and unpacks bundles for the app.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from embeddings.bundle import BUNDLE_FILE, BUNDLE_FORMAT, ENCODERS_DIR, file_sha256
-from embeddings.catalog import Catalogue
-from embeddings.catalog.base import CATALOG_FILE, ITEMS_FILE
+from embeddings.bundle.open import BUNDLE_FILE, BUNDLE_FORMAT, ENCODERS_DIR, file_sha256
+from embeddings.catalogue import Catalogue
+from embeddings.catalogue.base import CATALOG_FILE, ITEMS_FILE
 from embeddings.errors import EmbeddingsError, ImageError
 from embeddings.images import open_rgb
-from embeddings.index import (
+from embeddings.index.store import (
     IDS_FILE,
     INDEX_FILE,
     MANIFEST_FILE,
@@ -254,7 +254,7 @@ def _copy_bridge(catalogue: Catalogue, model_id: str, target: Path, report: Bund
 def _copy_derived(catalogue: Catalogue, model_id: str, staging: Path) -> list[str]:
     """The model's saved map and near-duplicate pairs (the Map and Duplicates pages), when they
     are current, re-tied to the bundle's copy of the index (same vectors, new manifest)."""
-    from embeddings.derived import KINDS, check_current, index_identity, read_artefact_manifest
+    from embeddings.artefacts import KINDS, check_current, index_identity, read_artefact_manifest
 
     notes = []
     bundled_index = index_identity(read_manifest(staging / "models" / model_id))

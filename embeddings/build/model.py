@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from embeddings.atomic import write_atomic
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, ImageError
 from embeddings.images import open_rgb
-from embeddings.index import DEFAULT_HNSW_ABOVE, load_vectors, read_manifest, write_model_index
+from embeddings.index.store import DEFAULT_HNSW_ABOVE, load_vectors, read_manifest, write_model_index
 from embeddings.models import Embedder
 
 #: progress(done, total): called after every chunk (tqdm in the CLI, st.progress in the app).
@@ -296,8 +296,8 @@ def build_model_index(
     milvus_token: str | None = None,
 ) -> BuildReport:
     """Embed what is missing and put one model's index in place (`embed_catalogue`, then
-    `embeddings.index.write_model_index`). A whole catalogue is built by
-    `embeddings.catalogue_build.build_catalogue`, which commits all its models at once.
+    `embeddings.index.store.write_model_index`). A whole catalogue is built by
+    `embeddings.build.catalogue.build_catalogue`, which commits all its models at once.
     """
     embedded = embed_catalogue(
         catalogue,

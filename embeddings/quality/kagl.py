@@ -6,7 +6,7 @@ text (a native text tower, or a text bridge):
 - **title queries**: N product titles (2,000 by default) drawn with a seed from the catalogue's
   distinct titles (`pick_title_queries`); relevant = every product carrying that exact title,
   ranked over the whole catalogue. recall@1, recall@10 and MRR@10, chance beside each
-  (definitions in `embeddings.leaderboard_metrics`).
+  (definitions in `embeddings.quality.kagl_metrics`).
 - **label queries**, per label field: every value of the field as a bare text ("Tshirts",
   "Navy Blue"); relevant = the products with that value. precision@1 and precision@10, chance
   beside each.
@@ -37,9 +37,9 @@ import numpy as np
 from embeddings.atomic import write_atomic
 from embeddings.bridge import read_bridge_manifest, read_excluded_titles, read_holdout_ids
 from embeddings.bridge.exclusion import title_key
-from embeddings.catalog import Catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError
-from embeddings.leaderboard_metrics import MRR_DEPTH, label_figures, title_figures
+from embeddings.quality.kagl_metrics import MRR_DEPTH, label_figures, title_figures
 
 PROTOCOL = "kagl"
 DEFAULT_TITLE_QUERIES = 2000
@@ -178,7 +178,7 @@ def evaluate_leaderboard(
     `Searcher` (default `make_searcher(catalogue)`). A model whose title queries are not unseen
     by its bridges gets label figures only; the reason is in `manifest["refused_titles"]`.
     """
-    from embeddings.search import make_searcher
+    from embeddings.search.searcher import make_searcher
 
     started = time.perf_counter()
     models = list(models)
@@ -300,8 +300,8 @@ def _titles_sha(titles: Sequence[str]) -> str:
 
 
 def _model_entry(catalogue: Catalogue, model_id: str) -> dict:
-    from embeddings.evaluate import index_fingerprint
-    from embeddings.index import read_manifest
+    from embeddings.quality.evaluate import index_fingerprint
+    from embeddings.index.store import read_manifest
 
     entry: dict = {"indexes": {}, "bridges": {}}
     for part in model_id.split("+"):
@@ -320,8 +320,8 @@ def _model_entry(catalogue: Catalogue, model_id: str) -> dict:
 # -- saving, loading, reporting ------------------------------------------------------------------
 def leaderboard_stale_reason(catalogue: Catalogue, manifest: dict) -> str | None:
     """Why saved figures no longer describe the catalogue's indexes and bridges (None: current)."""
-    from embeddings.evaluate import index_fingerprint
-    from embeddings.index import read_manifest
+    from embeddings.quality.evaluate import index_fingerprint
+    from embeddings.index.store import read_manifest
 
     if manifest.get("catalogue", {}).get("fingerprint") != catalogue.fingerprint:
         return "the catalogue's products changed since the evaluation"

@@ -15,7 +15,7 @@ Each map states how faithful it is (`faithfulness` in the manifest):
   sub-sample of `TRUST_SAMPLE` products: 1 when no map neighbour is a stranger in the embedding.
 
 A map is saved in `<catalogue>/maps/<model>/` (`coords.npy`, `ids.txt`, `manifest.json`; see
-`embeddings.derived`): `load_map` refuses it once the index is rebuilt. `make_maps` is the one
+`embeddings.artefacts`): `load_map` refuses it once the index is rebuilt. `make_maps` is the one
 path of the CLI (`python -m embeddings map`) and the app's Map page.
 """
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embeddings.catalog import Catalogue, stratified_sample
-from embeddings.derived import (
+from embeddings.catalogue import Catalogue, stratified_sample
+from embeddings.artefacts import (
     ProgressFn,
     StaleArtefactError,
     Step,
@@ -40,8 +40,8 @@ from embeddings.derived import (
     writing,
 )
 from embeddings.errors import EmbeddingsError, QueryError
-from embeddings.search import built_models, open_snapshot
-from embeddings.vector_index import ModelIndex
+from embeddings.search.searcher import built_models, open_snapshot
+from embeddings.index.base import ModelIndex
 
 KIND = "maps"
 MAP_FORMAT = 1
@@ -329,7 +329,7 @@ def compute_map(
 
 
 def save_map(catalogue: Catalogue, result: EmbeddingMap) -> None:
-    """Swap a computed map in (the caller is inside `embeddings.derived.writing`)."""
+    """Swap a computed map in (the caller is inside `embeddings.artefacts.writing`)."""
     save_artefact(
         catalogue,
         KIND,

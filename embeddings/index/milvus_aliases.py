@@ -3,7 +3,7 @@
 Readers of a Milvus-backed model query its alias (`milvus_backend.alias_name`: one per
 catalogue folder, model and weights), never a build's collection. A build fills a new
 collection (`milvus_backend.push_vectors`: complete, indexed and visible before it returns);
-`embeddings.index.commit_staged`, under the catalogue's exclusive commit lock, then
+`embeddings.index.store.commit_staged`, under the catalogue's exclusive commit lock, then
 
 1. moves the alias to the new collection in one step (`point_alias`: `alter_alias`, or
    `create_alias` the first time). Every query after that is answered by the new collection,
@@ -33,7 +33,7 @@ import contextlib
 from pathlib import Path
 
 from embeddings.errors import EmbeddingsError
-from embeddings.milvus_backend import (
+from embeddings.index.milvus import (
     _pymilvus,
     _short,
     collection_prefix,

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from embeddings.catalog.base import (
+from embeddings.catalogue.base import (
     IMAGE_SUFFIXES,
     ScanResult,
     Skipped,

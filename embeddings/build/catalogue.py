@@ -30,17 +30,17 @@ from embeddings.atomic import recover_interrupted_swap, remove_staging_leftovers
 from embeddings.bridge import BridgeFit, commit_bridge, fit_bridge
 from embeddings.bridge.exclusion import ExcludedTitles
 from embeddings.bridge.recipes import check_recipe
-from embeddings.build import (
+from embeddings.build.model import (
     DEFAULT_BATCH_SIZE,
     BuildReport,
     embed_catalogue,
     index_labels,
     index_manifest,
 )
-from embeddings.catalog import Catalogue, create_catalogue
-from embeddings.catalog.base import CATALOG_FILE
+from embeddings.catalogue import Catalogue, create_catalogue
+from embeddings.catalogue.base import CATALOG_FILE
 from embeddings.errors import CatalogueError, EmbeddingsError, describe_os_error
-from embeddings.index import (
+from embeddings.index.store import (
     DEFAULT_HNSW_ABOVE,
     StagedIndex,
     commit_staged,
@@ -343,7 +343,7 @@ def _default_store(model_id: str, backend: str) -> str:
 
 def _recorded_milvus_uri(manifest: dict) -> str | None:
     """A server URI recorded by the previous build (a Lite path defaults to the catalogue's own)."""
-    from embeddings.milvus_backend import is_server_uri
+    from embeddings.index.milvus import is_server_uri
 
     recorded = (manifest.get("milvus") or {}).get("uri")
     return recorded if recorded and is_server_uri(recorded) else None
@@ -449,7 +449,7 @@ def _fit_bridge_from_index(
 ) -> BridgeFit | None:
     if not _wants_bridge(catalogue, model_id, request):
         return None
-    from embeddings.index import load_vectors
+    from embeddings.index.store import load_vectors
 
     ids, vectors = load_vectors(catalogue.model_dir(model_id))
     weights_id = read_manifest(catalogue.model_dir(model_id))["weights_id"]

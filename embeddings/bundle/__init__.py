@@ -1,0 +1,1 @@
+"""Bundles: publishing a catalogue read-only (`publish`) and opening one to serve (`open`)."""

@@ -1,0 +1,2 @@
+"""Measured quality: sampled evaluation (`evaluate`), the KAGL text protocol (`kagl`,
+`kagl_metrics`) and where models disagree (`disagreement`)."""
