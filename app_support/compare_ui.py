@@ -15,12 +15,11 @@ import streamlit as st
 
 from app_support import disagreement_ui, resources, sidebar
 from app_support.sidebar import Selection
-from embeddings.quality import disagreement
-from embeddings.quality import evaluate
-from embeddings.quality import kagl as leaderboard
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError
 from embeddings.index.fused import is_fused
+from embeddings.quality import disagreement, evaluate
+from embeddings.quality import kagl as leaderboard
 
 DEFAULT_QUERIES = 200
 CHANCE = "chance (random)"

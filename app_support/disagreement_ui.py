@@ -2,7 +2,8 @@
 values where a model is worst with the labels of its wrong neighbours, and the queries that
 split the selected models, each one click away from the Search page.
 
-It reads the evaluation's saved neighbours through `embeddings.quality.disagreement`; nothing is searched
+It reads the evaluation's saved neighbours through `embeddings.quality.disagreement`; nothing is
+searched
 here.
 """
 

@@ -24,9 +24,9 @@ from app_support.sidebar import (
     search_product_next_run,
 )
 from app_support.tiles import Tile, tile_grid
-from embeddings.derived import duplicates as core
-from embeddings.catalogue import Catalogue
 from embeddings.artefacts import Step
+from embeddings.catalogue import Catalogue
+from embeddings.derived import duplicates as core
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
 from embeddings.index.fused import is_fused
 from embeddings.index.store import MANIFEST_FILE

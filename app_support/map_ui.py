@@ -1,6 +1,7 @@
 """The Map page: every selected model's 2-D map of the catalogue, side by side.
 
-- The maps are the catalogue's own (`embeddings.derived.maps`): computed by `python -m embeddings map`,
+- The maps are the catalogue's own (`embeddings.derived.maps`): computed by `python -m embeddings
+map`,
   or here with a progress bar (not in a read-only deployment). A map whose index was rebuilt is
   stale and is not drawn.
 - One Vega-Lite chart (`st.altair_chart`) holds a view per model over ONE table: a product is one
@@ -33,9 +34,9 @@ from app_support.sidebar import (
     search_product_next_run,
 )
 from app_support.tiles import Tile, tile_grid
-from embeddings.derived import maps as core_maps
-from embeddings.catalogue import Catalogue, stratified_sample
 from embeddings.artefacts import Step
+from embeddings.catalogue import Catalogue, stratified_sample
+from embeddings.derived import maps as core_maps
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
 from embeddings.index.store import MANIFEST_FILE
 

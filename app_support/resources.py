@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from embeddings.search import searcher as core_search
 from embeddings.bundle.open import BUNDLE_ENV, SHA256_ENV, OpenedBundle, open_bundle
 from embeddings.catalogue import Catalogue
 from embeddings.catalogue.base import CATALOG_FILE, ITEMS_FILE
@@ -30,6 +29,7 @@ from embeddings.config import list_catalogue_dirs
 from embeddings.index.fused import FusedIndex, fused_parts, is_fused
 from embeddings.index.store import MANIFEST_FILE, ModelIndex
 from embeddings.models.onnx_cache import add_read_only_home
+from embeddings.search import searcher as core_search
 from embeddings.search.searcher import Searcher
 
 #: `EMBEDDINGS_WEIGHTS="clip=/models/clip,resnet50=/models/r50.pth"`: local weights per model,

@@ -36,8 +36,8 @@ from app_support.sidebar import Selection, current_query, escape_markdown, set_i
 from app_support.tiles import Tile, tile_grid
 from embeddings.catalogue import Catalogue
 from embeddings.errors import CatalogueChangedError, EmbeddingsError, ImageError, QueryError
-from embeddings.index.fused import DEFAULT_METHOD, fused_parts, is_fused
 from embeddings.images import open_rgb
+from embeddings.index.fused import DEFAULT_METHOD, fused_parts, is_fused
 from embeddings.search.searcher import MAX_TEXT_CHARS, Hit, check_text
 
 #: Uploads above this size are refused before decoding (the server's own limit is in config.toml).

@@ -3,7 +3,8 @@ items/s on the same batches (what decoding, preprocessing and I/O cost).
 
 Forward-only is measured before and after the end-to-end build and averaged, so drift on a
 shared machine does not favour either side. `--allocator` adds an A/B of
-`embeddings.models.allocator.tune_allocator` (forward-only img/s and page faults per image, each in a
+`embeddings.models.allocator.tune_allocator` (forward-only img/s and page faults per image, each
+in a
 fresh process, since malloc settings are per process).
 
 `--runtimes onnx,torch` measures the same build on ONNX Runtime (the default) and on the torch

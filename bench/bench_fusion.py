@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 
 from embeddings.catalogue import Catalogue  # noqa: E402
 from embeddings.config import resolve_catalog_dir  # noqa: E402
-from embeddings.quality.evaluate import image_figures  # noqa: E402
 from embeddings.index.fused import DEFAULT_DEPTH, METHODS, FusedIndex, fused_id  # noqa: E402
+from embeddings.quality.evaluate import image_figures  # noqa: E402
 from embeddings.search.searcher import open_index  # noqa: E402
 
 LABELS = ("articleType", "baseColour", "gender", "subCategory")

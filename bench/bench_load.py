@@ -18,7 +18,8 @@ What is checked, per query:
   attributes the grids carry, the URL included) may hold no marker of another session, and an
   upload's query card must show this session's own image (its colour, decoded from the card);
 - wrong results: after the run, every ranking a session was shown is recomputed by the core
-  (`embeddings.search.searcher`) for that session's own query; a ranking that differs (beyond display
+  (`embeddings.search.searcher`) for that session's own query; a ranking that differs (beyond
+  display
   rounding) is counted. A session shown another session's results would be caught here.
 
 Latency is from the action (click, Enter, file set) to the first poll (every 50 ms) in which every

@@ -1,7 +1,8 @@
 """Maps and near-duplicates on a built catalogue: which projection serves, what the page weighs.
 
 - `--methods openTSNE,UMAP`: both libraries lay out the SAME vectors (the model's, PCA-reduced as
-  `embeddings.derived.maps` does), one after the other; for each: wall-clock seconds, the process's CPU
+  `embeddings.derived.maps` does), one after the other; for each: wall-clock seconds, the
+  process's CPU
   seconds (every thread, so a busy machine's waiting is not counted), and the faithfulness of
   `embeddings.derived.maps.faithfulness` (10-NN kept, trustworthiness). UMAP needs `umap-learn`
   (requirements-dev.txt).
@@ -53,8 +54,8 @@ def umap_layout(points: np.ndarray, seed: int) -> np.ndarray:
 
 
 def compare_methods(catalogue, model_id: str, methods: list[str], seed: int) -> list[dict]:
-    from embeddings.derived import maps
     from embeddings.artefacts import no_progress
+    from embeddings.derived import maps
     from embeddings.search.searcher import open_index
 
     index = open_index(catalogue, model_id)

@@ -95,9 +95,9 @@ def clip_vision(args) -> dict:
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+    from embeddings.models.allocator import tune_allocator
     from embeddings.models.export import _export, measure_drift
     from embeddings.models.onnx_session import OnnxSession
-    from embeddings.models.allocator import tune_allocator
 
     tune_allocator()  # what the torch embedders do
     torch.manual_seed(0)

@@ -356,8 +356,8 @@ class ServerIndexes:
     """`MilvusIndex` views of one bench collection, as the app would open them."""
 
     def __init__(self, server, client, name: str, ids: list[str], fields: dict[str, str]):
-        from embeddings.index import milvus_aliases
         from embeddings.index import milvus as milvus_backend
+        from embeddings.index import milvus_aliases
 
         self.server, self.client, self.name, self.ids, self.fields = (
             server,

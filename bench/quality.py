@@ -6,7 +6,8 @@
     python bench/quality.py --catalog data/fashion-full
 
 For each image-only model it trains the text bridge when it is missing or stale (`--retrain`:
-always), runs `embeddings.quality.evaluate.evaluate_catalogue` (1,000 sampled queries per task, seed 0),
+always), runs `embeddings.quality.evaluate.evaluate_catalogue` (1,000 sampled queries per task,
+seed 0),
 saves the results beside the indexes (so the app's Compare page shows them), and prints the
 Markdown table: image-to-image by articleType and baseColour, text-to-image through each
 model's text encoder, and each bridge's own held-out figures, every figure beside chance.
@@ -28,8 +29,8 @@ from embeddings.bridge import (  # noqa: E402
 from embeddings.catalogue import Catalogue  # noqa: E402
 from embeddings.config import resolve_catalog_dir  # noqa: E402
 from embeddings.errors import EmbeddingsError  # noqa: E402
-from embeddings.quality.evaluate import OWN_PRODUCT, evaluate_catalogue, save_results  # noqa: E402
 from embeddings.models import get_spec  # noqa: E402
+from embeddings.quality.evaluate import OWN_PRODUCT, evaluate_catalogue, save_results  # noqa: E402
 
 #: Models the table names even when they cannot be measured here (no network for their weights).
 PLACEHOLDER_MODELS = ("resnet50", "simclr", "clip")

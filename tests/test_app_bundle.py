@@ -10,9 +10,9 @@ from streamlit.testing.v1 import AppTest
 
 from app_support import resources
 from embeddings.bridge import train_bridge_for_catalogue
+from embeddings.bundle.publish import publish_bundle
 from embeddings.catalogue import Catalogue
 from embeddings.quality.evaluate import evaluate_catalogue, save_results
-from embeddings.bundle.publish import publish_bundle
 
 APP = str(REPO / "app.py")
 

@@ -47,9 +47,9 @@ def published(tmp_path_factory, torch_free_python):
     pixels, efficientnet-lite0 and its text bridge, published with `--archive`."""
     from embeddings.bridge import train_bridge_for_catalogue
     from embeddings.build.model import build_model_index
+    from embeddings.bundle.publish import publish_bundle
     from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
-    from embeddings.bundle.publish import publish_bundle
 
     root = tmp_path_factory.mktemp("deploy")
     if (SHARED_FASHION / "styles.csv").is_file():

@@ -1,4 +1,5 @@
-"""Near-duplicates (embeddings/derived/duplicates.py): planted copies and near-copies are found with the
+"""Near-duplicates (embeddings/derived/duplicates.py): planted copies and near-copies are found
+with the
 index's own range search, groups match a brute-force computation, the default threshold comes
 from the score distribution, saved pairs go stale on a rebuild, Milvus agrees with FAISS, the CLI
 prints the documented JSON, and search results fold."""
@@ -15,10 +16,10 @@ import pytest
 from conftest import cli, make_product_folder
 from PIL import Image, ImageEnhance
 
-from embeddings.derived import duplicates
-from embeddings.catalogue import Catalogue, create_catalogue
-from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.artefacts import StaleArtefactError
+from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.catalogue import Catalogue, create_catalogue
+from embeddings.derived import duplicates
 from embeddings.errors import IndexMissingError
 from embeddings.search.searcher import Hit, open_index
 

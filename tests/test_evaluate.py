@@ -13,6 +13,8 @@ import pytest
 from embeddings.build.model import build_model_index
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, IndexMissingError
+from embeddings.index.store import load_vectors
+from embeddings.models import load_model
 from embeddings.quality.evaluate import (
     OWN_PRODUCT,
     evaluate_catalogue,
@@ -20,8 +22,6 @@ from embeddings.quality.evaluate import (
     load_results,
     save_results,
 )
-from embeddings.index.store import load_vectors
-from embeddings.models import load_model
 
 MODELS = ["pixels", "efficientnet-lite0"]
 KS = (1, 5, 10, 20)

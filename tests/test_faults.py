@@ -21,8 +21,8 @@ import pytest
 from conftest import REPO, draw_product, make_product_folder
 
 from embeddings import models as models_module
-from embeddings.catalogue import Catalogue
 from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.errors import describe_os_error
 from embeddings.models import ModelSpec

@@ -12,7 +12,12 @@ from sklearn.metrics.pairwise import cosine_similarity
 from embeddings.build.model import build_model_index
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.errors import IndexMismatchError, IndexMissingError, QueryError
-from embeddings.index.store import load_model_index, load_vectors, make_faiss_index, write_model_index
+from embeddings.index.store import (
+    load_model_index,
+    load_vectors,
+    make_faiss_index,
+    write_model_index,
+)
 from embeddings.models import load_model
 from embeddings.search.searcher import Searcher, built_models, make_searcher, open_index, rank
 

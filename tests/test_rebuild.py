@@ -12,8 +12,8 @@ import threading
 import pytest
 from conftest import draw_product, make_product_folder
 
-from embeddings.catalogue import Catalogue
 from embeddings.build.catalogue import BuildRequest, build_catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.errors import IndexMismatchError
 from embeddings.search.searcher import make_searcher, open_index, open_snapshot

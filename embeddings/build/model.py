@@ -27,7 +27,12 @@ from embeddings.atomic import write_atomic
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, ImageError
 from embeddings.images import open_rgb
-from embeddings.index.store import DEFAULT_HNSW_ABOVE, load_vectors, read_manifest, write_model_index
+from embeddings.index.store import (
+    DEFAULT_HNSW_ABOVE,
+    load_vectors,
+    read_manifest,
+    write_model_index,
+)
 from embeddings.models import Embedder
 
 #: progress(done, total): called after every chunk (tqdm in the CLI, st.progress in the app).

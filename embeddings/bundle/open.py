@@ -1,4 +1,5 @@
-"""Opening a published bundle (`embeddings.bundle.publish`) to serve it: a folder, an archive, or a URL.
+"""Opening a published bundle (`embeddings.bundle.publish`) to serve it: a folder, an archive, or
+a URL.
 
 `open_bundle(source)` returns the bundle's catalogue folder, ready to serve read-only:
 

@@ -82,9 +82,9 @@ def _publish_parser(commands) -> None:
 def cmd_publish(args) -> int:
     from tqdm import tqdm
 
+    from embeddings.bundle.publish import publish_bundle, size_table
     from embeddings.catalogue import Catalogue
     from embeddings.config import resolve_catalog_dir
-    from embeddings.bundle.publish import publish_bundle, size_table
 
     catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
     bars: dict[str, tqdm] = {}

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embeddings.catalogue import Catalogue
 from embeddings.artefacts import (
     ProgressFn,
     Step,
@@ -37,9 +36,10 @@ from embeddings.artefacts import (
     save_artefact,
     writing,
 )
+from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, QueryError, describe_os_error
-from embeddings.search.searcher import Hit, open_snapshot
 from embeddings.index.base import ModelIndex
+from embeddings.search.searcher import Hit, open_snapshot
 
 KIND = "duplicates"
 PAIRS_FORMAT = 1

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embeddings.catalogue import Catalogue, stratified_sample
 from embeddings.artefacts import (
     ProgressFn,
     StaleArtefactError,
@@ -39,9 +38,10 @@ from embeddings.artefacts import (
     save_artefact,
     writing,
 )
+from embeddings.catalogue import Catalogue, stratified_sample
 from embeddings.errors import EmbeddingsError, QueryError
-from embeddings.search.searcher import built_models, open_snapshot
 from embeddings.index.base import ModelIndex
+from embeddings.search.searcher import built_models, open_snapshot
 
 KIND = "maps"
 MAP_FORMAT = 1

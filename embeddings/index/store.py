@@ -45,8 +45,8 @@ import numpy as np
 
 from embeddings.atomic import fsync_files, staging_dir, swap_in
 from embeddings.errors import IndexMismatchError, IndexMissingError
-from embeddings.locks import commit_lock
 from embeddings.index.base import ModelIndex
+from embeddings.locks import commit_lock
 
 INDEX_FILE = "index.faiss"
 VECTORS_FILE = "vectors.npy"

@@ -12,9 +12,9 @@ from PIL import Image
 
 from embeddings.errors import ModelLoadError
 from embeddings.models import get_spec
+from embeddings.models.allocator import tune_allocator
 from embeddings.models.base import Embedder, l2_normalise
 from embeddings.models.identity import local_weights_id
-from embeddings.models.allocator import tune_allocator
 
 DEFAULT_NAME = "clip-ViT-B-32"
 

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from embeddings.errors import ModelLoadError
+from embeddings.models.allocator import tune_allocator
 from embeddings.models.base import Embedder, ModelSpec
 from embeddings.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, pad_square
-from embeddings.models.allocator import tune_allocator
 
 
 class TorchCNNEmbedder(Embedder):

@@ -1,7 +1,8 @@
 """Where models disagree: per-label-value precision, confusions, and the queries that split them.
 
 Everything here reads an evaluation's saved neighbours (`EvaluationResult.neighbours`: each
-image query's top 10 per model, leave-one-out, see `embeddings.quality.evaluate`), so no search runs:
+image query's top 10 per model, leave-one-out, see `embeddings.quality.evaluate`), so no search
+runs:
 
 - `value_precision`: for one label field, each model's precision@k per label value (the mean
   over the sampled queries with that value: "how well does pixels do on Watches?");

@@ -1,6 +1,7 @@
 """Measured retrieval quality per model: image-to-image by label, and text-to-image.
 
-Two tasks, both run through each model's saved FAISS index (`embeddings.search.searcher.open_index`),
+Two tasks, both run through each model's saved FAISS index
+(`embeddings.search.searcher.open_index`),
 with all the queries of a model searched in one batched call:
 
 **image** (leave-one-out). Each query is a catalogue product's own stored vector; the product
@@ -60,9 +61,9 @@ from embeddings.atomic import write_atomic
 from embeddings.bridge import TextBridge, read_bridge_manifest, read_holdout_ids, title_vectors
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError
+from embeddings.index.base import ModelIndex
 from embeddings.index.fused import FusedEncoder, FusedIndex, fused_parts
 from embeddings.index.store import read_manifest
-from embeddings.index.base import ModelIndex
 
 DEFAULT_KS = (1, 5, 10, 20)
 DEFAULT_QUERIES = 1000

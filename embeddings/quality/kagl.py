@@ -300,8 +300,8 @@ def _titles_sha(titles: Sequence[str]) -> str:
 
 
 def _model_entry(catalogue: Catalogue, model_id: str) -> dict:
-    from embeddings.quality.evaluate import index_fingerprint
     from embeddings.index.store import read_manifest
+    from embeddings.quality.evaluate import index_fingerprint
 
     entry: dict = {"indexes": {}, "bridges": {}}
     for part in model_id.split("+"):
@@ -320,8 +320,8 @@ def _model_entry(catalogue: Catalogue, model_id: str) -> dict:
 # -- saving, loading, reporting ------------------------------------------------------------------
 def leaderboard_stale_reason(catalogue: Catalogue, manifest: dict) -> str | None:
     """Why saved figures no longer describe the catalogue's indexes and bridges (None: current)."""
-    from embeddings.quality.evaluate import index_fingerprint
     from embeddings.index.store import read_manifest
+    from embeddings.quality.evaluate import index_fingerprint
 
     if manifest.get("catalogue", {}).get("fingerprint") != catalogue.fingerprint:
         return "the catalogue's products changed since the evaluation"

@@ -1,1 +1,2 @@
-"""Search: the `Searcher` over a catalogue's indexes (`searcher`) and the query it runs (`query`)."""
+"""Search: the `Searcher` over a catalogue's indexes (`searcher`) and the query it runs
+(`query`)."""

@@ -35,6 +35,7 @@ from embeddings.errors import (
     IndexMismatchError,
     QueryError,
 )
+from embeddings.index.base import ModelIndex
 from embeddings.index.fused import (
     FusedEncoder,
     FusedIndex,
@@ -53,7 +54,6 @@ from embeddings.search.query import (
     mix_text,
     steer,
 )
-from embeddings.index.base import ModelIndex
 
 __all__ = [
     "MAX_K",
