@@ -1,6 +1,6 @@
 """The Catalogue page: what is built, building what is missing, and adding catalogues.
 
-Building goes through the core's one build path (`embeddings.build.catalogue.build_catalogue`,
+Building goes through the core's one build path (`embeddings.building.catalogue.build_catalogue`,
 the same as the CLI's): this page only passes a progress callback that draws a bar per model.
 Builds are resumable (finished chunks are kept on disk), so leaving the page mid-build loses
 nothing: the next build continues where it stopped. The core's build lock keeps two sessions (or
@@ -120,7 +120,7 @@ class BuildProgressUI:
 
 def run_build_ui(request) -> object | None:
     """Run `build_catalogue` with progress on the page; the result, or None after an error."""
-    from embeddings.build.catalogue import build_catalogue
+    from embeddings.building.catalogue import build_catalogue
 
     try:
         return build_catalogue(request, progress=BuildProgressUI())
@@ -155,7 +155,7 @@ def outcome_lines(result) -> tuple[list[str], dict[str, str]]:
 
 
 def _request(out: Path, **fields):
-    from embeddings.build.catalogue import BuildRequest
+    from embeddings.building.catalogue import BuildRequest
 
     return BuildRequest(out=out, weights=resources.weights_options(), **fields)
 

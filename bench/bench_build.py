@@ -75,7 +75,7 @@ def forward_only(embedder, batches) -> dict:
 @contextlib.contextmanager
 def decode_ahead(ahead: str):
     """Force the build's decode-ahead choice ("0" or "1"); "auto" keeps `_decode_ahead`'s."""
-    import embeddings.build.model as build
+    import embeddings.building.model as build
 
     if ahead == "auto":
         yield
@@ -98,7 +98,7 @@ def bench_model(
     ahead: str = "auto",
     embedder=None,
 ) -> dict:
-    from embeddings.build.model import _decode_ahead, build_model_index
+    from embeddings.building.model import _decode_ahead, build_model_index
     from embeddings.models import load_model
 
     embedder = embedder or load_model(model_id, runtime=runtime)

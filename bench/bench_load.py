@@ -765,7 +765,7 @@ def default_catalogue(work: Path, products: int = 400) -> Path:
     """A stratified sample of the shared fashion dataset with pixels and efficientnet-lite0 and the
     latter's text bridge, built once into `work` (reused while it is complete)."""
     from embeddings.bridge import train_bridge_for_catalogue
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
 

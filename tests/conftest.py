@@ -97,7 +97,7 @@ def built_catalogue(product_folder, tmp_path_factory):
 
     Session-scoped and read-only: tests that change a catalogue build their own.
     """
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
 

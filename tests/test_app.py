@@ -26,7 +26,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_support import comparison, thumbs, urlstate
 from app_support.search_ui import MAX_UPLOAD_BYTES, accept_upload
-from embeddings.build.model import build_model_index
+from embeddings.building.model import build_model_index
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.errors import ImageError
 from embeddings.models import load_model

@@ -21,7 +21,7 @@ from test_app import grids, make_app, messages, tile_ids, url
 from test_duplicates import EXACT, plant
 
 from app_support.map_ui import boxed_ids
-from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.derived import duplicates
 from embeddings.derived.maps import load_map, make_maps
@@ -33,7 +33,7 @@ MODELS = ["pixels", "efficientnet-lite0"]
 @pytest.fixture(scope="module")
 def planted_data(tmp_path_factory) -> Path:
     """A data folder with the planted catalogue `planted`: both models, no maps, no pairs."""
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.models import load_model
 
     root = tmp_path_factory.mktemp("app-maps")

@@ -112,7 +112,7 @@ def evil_catalogue(tmp_path_factory):
     index and a pixels text bridge (so text queries are answered)."""
     _require_browser()
     from embeddings.bridge import train_bridge_for_catalogue
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
 

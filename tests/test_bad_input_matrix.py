@@ -17,7 +17,7 @@ import pytest
 from conftest import make_product_folder
 from PIL import Image
 
-from embeddings.build.model import build_model_index
+from embeddings.building.model import build_model_index
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.errors import CatalogueError, EmbeddingsError, ImageError, QueryError
 from embeddings.images import open_rgb

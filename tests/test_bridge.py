@@ -190,7 +190,7 @@ def test_missing_bridge_says_how_to_train_one(built_catalogue):
 def test_catalogue_without_titles_gets_no_bridge(tmp_path):
     from conftest import draw_product
 
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.models import load_model
 
     source = tmp_path / "plain" / "red"
@@ -248,7 +248,7 @@ def test_build_trains_a_bridge_unless_told_not_to(product_folder, tmp_path, caps
 @pytest.mark.shared_data
 def test_bridge_beats_chance_on_shared_fashion_titles(shared_fashion, tmp_path):
     """Real titles and images: 1,200 products, pixels (cheap to embed), 25% of titles held out."""
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.models import load_model
 
     catalogue = create_catalogue(str(shared_fashion), tmp_path / "fashion", limit=1200, seed=0)

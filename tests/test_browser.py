@@ -32,7 +32,7 @@ SAMPLE = 400  # products from the shared dataset: enough for neighbours worth lo
 def app_catalogue(tmp_path_factory):
     """(data folder, catalogue, text model, extra server env): built once for this module."""
     _require_browser()
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
 

@@ -29,7 +29,7 @@ LAYERS = ".vega-embed svg g.concat_{view}_group g.mark-symbol.role-mark"
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     _require_browser()
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.catalogue import create_catalogue
     from embeddings.derived.duplicates import find_duplicates
     from embeddings.derived.maps import make_maps

@@ -20,7 +20,7 @@ ARTEFACTS = ("index.faiss", "vectors.npy", "ids.txt")
 CORE_BUILD = """
 import sys
 from pathlib import Path
-from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
 source, out = sys.argv[1:3]
 request = BuildRequest(out=Path(out), source=source, models=["efficientnet-lite0"], bridges=False,
                        index=IndexOptions(batch_size=8))

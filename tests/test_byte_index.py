@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embeddings.build.catalogue import BuildRequest, build_catalogue
+from embeddings.building.catalogue import BuildRequest, build_catalogue
 from embeddings.catalogue import Catalogue
 from embeddings.index.byte_vectors import unit_vectors_to_bytes
 from embeddings.index.store import load_model_index, load_vectors, write_model_index
@@ -121,7 +121,7 @@ def test_a_new_pixels_build_stores_bytes_and_an_existing_float32_one_keeps_float
 
 
 def _store(store, force=False):
-    from embeddings.build.catalogue import IndexOptions
+    from embeddings.building.catalogue import IndexOptions
 
     return IndexOptions(store_dtype=store, force=force)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, draw_product, make_product_folder
 
-from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.catalogue import Catalogue
 from embeddings.search.searcher import make_searcher, open_index
 

@@ -46,7 +46,7 @@ def published(tmp_path_factory, torch_free_python):
     """(archive, bundle report): a sample of the shared set (else the synthetic shop) with
     pixels, efficientnet-lite0 and its text bridge, published with `--archive`."""
     from embeddings.bridge import train_bridge_for_catalogue
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.bundle.publish import publish_bundle
     from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model

@@ -17,7 +17,7 @@ from conftest import cli, make_product_folder
 from PIL import Image, ImageEnhance
 
 from embeddings.artefacts import StaleArtefactError
-from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.derived import duplicates
 from embeddings.errors import IndexMissingError
@@ -54,7 +54,7 @@ def plant(shop: Path) -> Path:
 def planted(tmp_path_factory) -> Catalogue:
     """48 synthetic products + 5 planted copies, with `pixels` and `efficientnet-lite0`.
     Read-only: tests that write (saved pairs, rebuilds) copy it."""
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.models import load_model
 
     root = tmp_path_factory.mktemp("planted")
@@ -202,7 +202,7 @@ def test_saved_pairs_regroup_at_any_threshold_and_go_stale_on_a_rebuild(own_plan
 
 
 def test_milvus_range_search_finds_the_same_pairs(planted, tmp_path):
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.models import load_model
 
     catalogue = create_catalogue(planted.info["root"], tmp_path / "milvus")

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from embeddings.build.model import build_model_index
+from embeddings.building.model import build_model_index
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, IndexMissingError
 from embeddings.index.store import load_vectors

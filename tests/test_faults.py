@@ -1,6 +1,6 @@
 """Faults: builds killed at random points, a full disk, a read-only folder, a model that dies.
 
-Both front doors build through one core function (`embeddings.build.catalogue.build_catalogue`):
+Both front doors build through one core function (`embeddings.building.catalogue.build_catalogue`):
 the CLI's `build` and the app's Catalogue page. Each fault runs through the CLI and through the
 core function called as the app calls it; `tests/test_app_builds.py` drives the page itself."""
 
@@ -21,7 +21,7 @@ import pytest
 from conftest import REPO, draw_product, make_product_folder
 
 from embeddings import models as models_module
-from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.errors import describe_os_error

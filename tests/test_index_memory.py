@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from embeddings.build.model import build_model_index
+from embeddings.building.model import build_model_index
 from embeddings.catalogue import create_catalogue
 from embeddings.index.store import (
     INDEX_FILE,
@@ -268,7 +268,7 @@ def test_decoding_waits_for_the_forward_pass_when_the_model_uses_every_core(monk
     """Decoding threads that preempt torch's threads slow the whole build (bench/bench_build.py)."""
     import torch
 
-    from embeddings.build.model import _decode_ahead
+    from embeddings.building.model import _decode_ahead
 
     assert _decode_ahead(load_model("pixels"), workers=2) == 1  # no model threads to disturb
     cnn = load_model("efficientnet-lite0", runtime="torch")

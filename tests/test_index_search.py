@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics.pairwise import cosine_similarity
 
-from embeddings.build.model import build_model_index
+from embeddings.building.model import build_model_index
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.errors import IndexMismatchError, IndexMissingError, QueryError
 from embeddings.index.store import (
@@ -192,7 +192,7 @@ def test_hnsw_above_threshold_has_high_recall():
 
 
 def test_write_is_atomic_and_the_writer_recovers_an_interrupted_swap(tmp_path):
-    from embeddings.build.catalogue import repair_catalogue
+    from embeddings.building.catalogue import repair_catalogue
 
     model_dir = tmp_path / "models" / "m"
     vectors = np.eye(3, 4, dtype=np.float32)

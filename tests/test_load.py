@@ -87,7 +87,7 @@ def load_catalogue(product_folder, tmp_path_factory):
     """The synthetic shop with pixels and efficientnet-lite0, and a text bridge for the latter."""
     _require_browser()
     from embeddings.bridge import train_bridge_for_catalogue
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import cli
 
 from embeddings.artefacts import StaleArtefactError, index_identity
-from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.derived.maps import load_map, make_maps
 from embeddings.errors import IndexMissingError
@@ -25,7 +25,7 @@ from embeddings.search.searcher import open_index
 @pytest.fixture
 def shop(tmp_path, product_folder) -> Catalogue:
     """A fresh catalogue of the 48 synthetic products with a `pixels` index, free to change."""
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.models import load_model
 
     catalogue = create_catalogue(str(product_folder), tmp_path / "data" / "shop")
@@ -93,7 +93,7 @@ def test_a_rebuild_invalidates_the_map(shop):
 def test_new_products_invalidate_the_map(tmp_path, product_folder):
     import shutil
 
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.models import load_model
 
     source = tmp_path / "src"

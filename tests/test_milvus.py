@@ -25,8 +25,8 @@ import pytest
 from conftest import REPO, draw_product, make_product_folder
 from streamlit.testing.v1 import AppTest
 
-from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
-from embeddings.build.model import build_model_index
+from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.building.model import build_model_index
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.cli import main
 from embeddings.errors import (

@@ -361,7 +361,7 @@ def test_an_index_built_on_torch_serves_and_grows_on_onnx_with_no_rebuild(
     an upload embedded on ONNX finds its own product's torch vector at cosine 1."""
     import shutil
 
-    from embeddings.build.catalogue import BuildRequest, build_catalogue
+    from embeddings.building.catalogue import BuildRequest, build_catalogue
     from embeddings.index.store import read_manifest
     from embeddings.search.searcher import make_searcher
 

@@ -12,7 +12,7 @@ import threading
 import pytest
 from conftest import draw_product, make_product_folder
 
-from embeddings.build.catalogue import BuildRequest, build_catalogue
+from embeddings.building.catalogue import BuildRequest, build_catalogue
 from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.errors import IndexMismatchError

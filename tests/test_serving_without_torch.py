@@ -37,7 +37,7 @@ def served_catalogue(tmp_path_factory, torch_free_python):
     """(data folder, catalogue): pixels, efficientnet-lite0 and its text bridge, built and
     exported to ONNX with the main environment."""
     from embeddings.bridge import train_bridge_for_catalogue
-    from embeddings.build.model import build_model_index
+    from embeddings.building.model import build_model_index
     from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
 

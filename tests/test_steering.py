@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import draw_product
 
-from embeddings.build.model import build_model_index
+from embeddings.building.model import build_model_index
 from embeddings.catalogue import Catalogue
 from embeddings.errors import QueryError
 from embeddings.index.store import load_vectors

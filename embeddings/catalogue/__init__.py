@@ -94,7 +94,7 @@ def create_catalogue(
 ) -> Catalogue:
     """Scan `source`, take the stratified subset, and save the catalogue into `out`.
 
-    With `write=False` nothing is written: a build (`embeddings.build.catalogue`) saves the
+    With `write=False` nothing is written: a build (`embeddings.building.catalogue`) saves the
     catalogue together with its indexes, so a build that fails entirely leaves the previous
     catalogue (and the indexes built for it) loadable.
     """

@@ -130,7 +130,7 @@ class BuildPrinter:
 
 
 def cmd_build(args) -> int:
-    from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+    from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
 
     request = BuildRequest(
         out=_build_out(args),

@@ -30,7 +30,7 @@ from embeddings.atomic import recover_interrupted_swap, remove_staging_leftovers
 from embeddings.bridge import BridgeFit, commit_bridge, fit_bridge
 from embeddings.bridge.exclusion import ExcludedTitles
 from embeddings.bridge.recipes import check_recipe
-from embeddings.build.model import (
+from embeddings.building.model import (
     DEFAULT_BATCH_SIZE,
     BuildReport,
     embed_catalogue,

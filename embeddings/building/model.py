@@ -302,7 +302,7 @@ def build_model_index(
 ) -> BuildReport:
     """Embed what is missing and put one model's index in place (`embed_catalogue`, then
     `embeddings.index.store.write_model_index`). A whole catalogue is built by
-    `embeddings.build.catalogue.build_catalogue`, which commits all its models at once.
+    `embeddings.building.catalogue.build_catalogue`, which commits all its models at once.
     """
     embedded = embed_catalogue(
         catalogue,
