@@ -26,10 +26,10 @@ from app_support.sidebar import (
 from app_support.tiles import Tile, tile_grid
 from embeddings.artefacts import Step
 from embeddings.catalogue import Catalogue
+from embeddings.config import MANIFEST_FILE
 from embeddings.derived import duplicates as core
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
 from embeddings.index.fused import is_fused
-from embeddings.index.store import MANIFEST_FILE
 from embeddings.search.searcher import MAX_K
 
 #: Groups listed per model, largest first; and members shown per group.

@@ -36,9 +36,9 @@ from app_support.sidebar import (
 from app_support.tiles import Tile, tile_grid
 from embeddings.artefacts import Step
 from embeddings.catalogue import Catalogue, stratified_sample
+from embeddings.config import MANIFEST_FILE
 from embeddings.derived import maps as core_maps
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
-from embeddings.index.store import MANIFEST_FILE
 
 #: Products whose tooltip carries a thumbnail (a stratified sample of those drawn).
 HOVER_THUMBS = 1_500

@@ -25,9 +25,9 @@ import streamlit as st
 from embeddings.bundle.open import BUNDLE_ENV, SHA256_ENV, OpenedBundle, open_bundle
 from embeddings.catalogue import Catalogue
 from embeddings.catalogue.base import CATALOG_FILE, ITEMS_FILE
-from embeddings.config import list_catalogue_dirs
+from embeddings.config import MANIFEST_FILE, list_catalogue_dirs
 from embeddings.index.fused import FusedIndex, fused_parts, is_fused
-from embeddings.index.store import MANIFEST_FILE, ModelIndex
+from embeddings.index.store import ModelIndex
 from embeddings.models.onnx_cache import add_read_only_home
 from embeddings.search import searcher as core_search
 from embeddings.search.searcher import Searcher
@@ -234,7 +234,7 @@ def text_encoder(cat: Catalogue, model_id: str) -> LockedEncoder:
         str(cat.directory),
         cat.fingerprint,
         model_id,
-        _stamp(cat.bridge_dir(model_id) / "manifest.json", cat.model_dir(model_id) / MANIFEST_FILE),
+        _stamp(cat.bridge_dir(model_id) / MANIFEST_FILE, cat.model_dir(model_id) / MANIFEST_FILE),
     )
 
 

@@ -91,6 +91,7 @@ def compare_methods(catalogue, model_id: str, methods: list[str], seed: int) -> 
 
 def duplicate_figures(catalogue, models: list[str]) -> list[dict]:
     from embeddings.derived import duplicates
+    from embeddings.index.base import score_tolerance
     from embeddings.search.searcher import open_index
 
     results = []
@@ -103,9 +104,8 @@ def duplicate_figures(catalogue, models: list[str]) -> list[dict]:
         first, second, scores, facts = duplicates.find_pairs(index, thresholds.default)
         search_time = since(started)
         groups = duplicates.group_pairs(index.ids, first, second, scores)
-        identical = duplicates.group_pairs(
-            index.ids, *(a[scores >= 1 - duplicates.EPS] for a in (first, second, scores))
-        )
+        same = scores >= 1 - score_tolerance(index.dim)
+        identical = duplicates.group_pairs(index.ids, first[same], second[same], scores[same])
         results.append(
             {
                 "model": model_id,

@@ -32,11 +32,11 @@ from embeddings.atomic import (
     swap_in,
 )
 from embeddings.catalogue import Catalogue
+from embeddings.config import MANIFEST_FILE
 from embeddings.errors import IndexMismatchError, IndexMissingError
 from embeddings.index.store import read_manifest
 from embeddings.locks import build_lock, commit_lock
 
-MANIFEST_FILE = "manifest.json"
 IDS_FILE = "ids.txt"
 #: What ties an artefact to the index it was computed from (with a hash of the whole manifest,
 #: which tells two builds apart even within the same second).

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: The one name of every manifest the project writes beside what it describes: a model's index,
+#: its text bridge, its ONNX export, a saved map or duplicate list.
+MANIFEST_FILE = "manifest.json"
+
 #: The repository root (the folder holding the `embeddings` package).
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -36,7 +36,8 @@ def brute_force_fusion(catalogue, parts, query_id, depth, method, k):
     for model_id in parts:
         ids, vectors = load_vectors(catalogue.model_dir(model_id))
         row = {item_id: i for i, item_id in enumerate(ids)}
-        all_scores = vectors @ vectors[row[query_id]]
+        exact = vectors.astype(np.float64)  # the reference in float64
+        all_scores = exact @ exact[row[query_id]]
         scores[model_id] = dict(zip(ids, all_scores.tolist(), strict=True))
         order = np.argsort(-all_scores, kind="stable")[:depth]
         listed.append([ids[i] for i in order])

@@ -14,12 +14,12 @@ from embeddings.bridge.memory import Memory, load_memory, save_memory
 from embeddings.bridge.sentences import TEXT_DIM, encode_sentences
 from embeddings.bridge.training import apply_head
 from embeddings.catalogue import Catalogue
+from embeddings.config import MANIFEST_FILE
 from embeddings.errors import IndexMismatchError, IndexMissingError
 from embeddings.index.store import read_manifest
 from embeddings.models import l2_normalise
 
 BRIDGE_FORMAT = 1
-MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.npy"
 BIAS_FILE = "bias.npy"
 HOLDOUT_FILE = "holdout_ids.txt"

@@ -5,7 +5,8 @@ found with the model's index itself, and the groups they form.
   threshold: FAISS `range_search` (exact on a flat index, approximate like any search on HNSW),
   or the Milvus backend's range search (`radius` / `range_filter` search parameters; Milvus caps
   one query's results at 16,384, and the pairs record how many queries reached the cap). Scores
-  within `EPS` of the threshold count, so identical images (1.0 up to float rounding) meet 1.0.
+  within float rounding of the threshold count (`index.base.score_tolerance` of the model's
+  dimension), so identical images (1.0 up to rounding) meet 1.0 at any dimension.
 - `group_pairs` joins pairs into groups (connected components of the pair graph), largest first;
   a group's `min_score` is the lowest score among the pairs that link it (a chain A~B~C puts A
   and C in one group even when they are less similar to each other).
@@ -38,13 +39,11 @@ from embeddings.artefacts import (
 )
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, QueryError, describe_os_error
-from embeddings.index.base import ModelIndex
+from embeddings.index.base import ModelIndex, score_tolerance
 from embeddings.search.searcher import Hit, open_snapshot
 
 KIND = "duplicates"
 PAIRS_FORMAT = 1
-#: Scores this close below a threshold still meet it (float32 rounding of identical vectors).
-EPS = 1e-5
 #: Products searched per range-search call (fewer on Milvus: at most this many bytes of queries).
 QUERY_BATCH = 512
 MILVUS_QUERY_BYTES = 16 * 1024 * 1024
@@ -78,15 +77,17 @@ class DuplicatePairs:
     scores: np.ndarray  # float32
     floor: float
     manifest: dict = field(default_factory=dict)
+    dim: int = 1  # the model's dimension: how much float rounding a threshold allows
 
     def groups(self, threshold: float) -> list[DuplicateGroup]:
         """The groups at `threshold` (which must be at least `floor`)."""
-        if threshold < self.floor - EPS:
+        eps = score_tolerance(self.dim)
+        if threshold < self.floor - eps:
             raise QueryError(
                 f"the {self.model_id!r} pairs were found at {self.floor:.4f} or above; "
                 f"a threshold of {threshold:.4f} needs a new search"
             )
-        keep = self.scores >= threshold - EPS
+        keep = self.scores >= threshold - eps
         return group_pairs(self.ids, self.first[keep], self.second[keep], self.scores[keep])
 
 
@@ -131,7 +132,7 @@ def find_pairs(
     check_threshold(threshold)
     say = progress or no_progress
     search = _milvus_neighbours if index.backend == "milvus" else _faiss_neighbours
-    radius = float(threshold) - EPS
+    radius = float(threshold) - score_tolerance(index.dim)
     total, started = len(index), time.perf_counter()
     parts, found_pairs, capped = [], 0, 0
     batch = QUERY_BATCH
@@ -299,7 +300,9 @@ def compute_pairs(
         **facts,
         "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    return DuplicatePairs(index.model_id, list(index.ids), first, second, scores, floor, manifest)
+    return DuplicatePairs(
+        index.model_id, list(index.ids), first, second, scores, floor, manifest, index.dim
+    )
 
 
 def save_pairs(catalogue: Catalogue, pairs: DuplicatePairs) -> None:
@@ -333,6 +336,7 @@ def load_pairs(catalogue: Catalogue, model_id: str) -> DuplicatePairs:
         arrays["scores"],
         float(manifest["floor"]),
         manifest,
+        int(manifest["index"].get("dim") or 1),
     )
 
 
@@ -398,10 +402,11 @@ def fold_near_duplicates(
     hit i's vector) with a kept hit is folded into the first such one; stop at k kept hits."""
     kept: list[int] = []
     folded: dict[int, list[Hit]] = {}
+    eps = score_tolerance(vectors.shape[1]) if vectors.ndim == 2 else 0.0
     for position, hit in enumerate(hits):
         if kept:
             similarity = vectors[kept] @ vectors[position]
-            close = np.flatnonzero(similarity >= threshold - EPS)
+            close = np.flatnonzero(similarity >= threshold - eps)
             if len(close):
                 folded[kept[int(close[0])]].append(hit)
                 continue

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from embeddings.atomic import fsync_files, staging_dir, swap_in
+from embeddings.config import MANIFEST_FILE
 from embeddings.errors import IndexMismatchError, IndexMissingError
 from embeddings.index.base import ModelIndex
 from embeddings.locks import commit_lock
@@ -51,7 +52,6 @@ from embeddings.locks import commit_lock
 INDEX_FILE = "index.faiss"
 VECTORS_FILE = "vectors.npy"
 IDS_FILE = "ids.txt"
-MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 
 #: Above this many vectors an HNSW graph replaces the exact scan (configurable per build).

@@ -30,13 +30,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from embeddings.config import MANIFEST_FILE
 from embeddings.errors import ModelLoadError
 
 #: `EMBEDDINGS_MODELS`: the folder of ONNX exports (like `TORCH_HOME` or `HF_HOME`).
 MODELS_ENV = "EMBEDDINGS_MODELS"
 #: Version of the folder layout above; exports of another format are remade.
 EXPORT_FORMAT = 1
-MANIFEST_FILE = "manifest.json"
 PREPROCESS_FILE = "preprocess.json"
 TOKENIZER_FILE = "tokenizer.json"
 BLOCK_BYTES = 1 << 20

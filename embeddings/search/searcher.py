@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from embeddings.catalogue import Catalogue
+from embeddings.config import MANIFEST_FILE
 from embeddings.errors import (
     CatalogueChangedError,
     CatalogueError,
@@ -513,7 +514,7 @@ def default_text_encoder(
         return NativeText(load_embedder(model_id))
     bridge_dir = catalogue.bridge_dir(model_id)
     with commit_lock(catalogue.directory):  # a build may be swapping a new bridge in
-        if (bridge_dir / "manifest.json").is_file():
+        if (bridge_dir / MANIFEST_FILE).is_file():
             from embeddings.bridge import load_bridge
 
             return load_bridge(bridge_dir, catalogue=catalogue, model_id=model_id)
