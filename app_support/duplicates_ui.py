@@ -7,12 +7,10 @@
   at any threshold without searching again.
 - On Search, "hide near-duplicates" (`dedup=1` in the URL) folds every result that is within the
   model's default threshold of a higher-ranked result into it (a "+2 similar" badge), so the top-k
-  shows k different products. The core does the folding (`embeddings.derived.duplicates`).
+  shows k different products. The core's Searcher does the folding (`embeddings.search.hits`).
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import streamlit as st
 
@@ -29,8 +27,6 @@ from embeddings.catalogue import Catalogue
 from embeddings.config import MANIFEST_FILE
 from embeddings.derived import duplicates as core
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
-from embeddings.index.fused import is_fused
-from embeddings.search.searcher import MAX_K
 
 #: Groups listed per model, largest first; and members shown per group.
 GROUPS_SHOWN = 25
@@ -104,48 +100,12 @@ def hide_duplicates_ui() -> None:
     )
 
 
-def widened(selection: Selection) -> Selection:
-    """The selection asking for more results than shown, to fold near-duplicates out of."""
+def fold_thresholds(cat: Catalogue):
+    """What the Searcher folds by (`Searcher.search(fold=...)`): each model's default
+    near-duplicate threshold while the switch is on, else None (nothing is folded)."""
     if not dedup_on():
-        return selection
-    return dataclasses.replace(selection, k=min(MAX_K, max(3 * selection.k, selection.k + 10)))
-
-
-def fold_outcome(selection: Selection, query: dict, outcome, run) -> None:
-    """Fold each model's near-duplicate results into higher-ranked ones, keeping k per model.
-
-    `outcome` (from `run(widened(selection), query)`) is changed in place: its results become
-    the k kept hits, and `outcome.similar[model][id]` counts what was folded into each. When the
-    wider list runs out before k distinct products, `run` is asked again for more.
-    """
-    if not dedup_on():
-        return
-    cat = selection.catalogue
-    for model_id, hits in list(outcome.results.items()):
-        if is_fused(model_id):  # a fused model has no vectors of its own to compare
-            outcome.results[model_id] = hits[: selection.k]
-            continue
-        index = resources.index(cat, model_id)
-        wide = {"hits": hits}
-
-        def fetch(n: int, model_id=model_id, wide=wide):
-            if n > len(wide["hits"]) and len(wide["hits"]) >= widened(selection).k:
-                more = run(dataclasses.replace(selection, models=[model_id], k=n), query)
-                wide["hits"] = more.results.get(model_id, wide["hits"])
-            return wide["hits"][:n]
-
-        def vectors(ids, index=index):
-            return index.reconstruct_batch([index.row_of[i] for i in ids])
-
-        folded = core.distinct_top_k(
-            fetch,
-            vectors,
-            selection.k,
-            thresholds(cat, model_id).default,
-            most=MAX_K,
-        )
-        outcome.results[model_id] = [f.hit for f in folded]
-        outcome.similar[model_id] = {f.hit.id: len(f.similar) for f in folded if f.similar}
+        return None
+    return lambda model_id: thresholds(cat, model_id).default
 
 
 # -- the Duplicates page -------------------------------------------------------------------------

@@ -161,7 +161,6 @@ class Outcome:
     seconds: dict[str, float] = field(default_factory=dict)
     problem: str | None = None  # the query cannot be answered at all
     skipped: list[str] = field(default_factory=list)  # selected models that cannot take this query
-    similar: dict[str, dict[str, int]] = field(default_factory=dict)  # folded near-duplicates
 
 
 def upload_image(query: dict) -> Image.Image:
@@ -209,8 +208,12 @@ def run_query(selection: Selection, query: dict) -> Outcome:
             return outcome
     core_query = refine_ui.core_query(query, image)
 
+    fold = duplicates_ui.fold_thresholds(cat)
+
     def ask(model_id):
-        return searcher.search(core_query, [model_id], selection.k, filters=selection.filters)
+        return searcher.search(
+            core_query, [model_id], selection.k, filters=selection.filters, fold=fold
+        )
 
     outcome.models = models
     for model_id in models:
@@ -351,7 +354,6 @@ def item_tiles(
     agreement: dict[str, int] | None = None,
     label_field: str | None = None,
     query_value: str | None = None,
-    similar: dict[str, int] | None = None,
     marks: dict[str, str] | None = None,
 ) -> list[Tile]:
     """Tiles for ranked hits (with scores) or plain ids (the browse strip); `marks`: products
@@ -377,7 +379,7 @@ def item_tiles(
                 label=label,
                 match=match,
                 tooltip=_tooltip(table, item_id),
-                similar=(similar or {}).get(item_id, 0),
+                similar=len(entry.folded) if isinstance(entry, Hit) else 0,
                 steer=(marks or {}).get(item_id),
             )
         )
@@ -510,7 +512,6 @@ def result_columns_ui(
                     agreement=agreement,
                     label_field=label_field,
                     query_value=query_value,
-                    similar=outcome.similar.get(model_id),
                     marks=marks,
                 ),
                 key=f"grid_{model_id}",
@@ -616,8 +617,7 @@ def search_page(selection: Selection) -> None:
     if not selection.models:
         st.warning("Select at least one model in the sidebar.")
         return
-    outcome = run_query(duplicates_ui.widened(selection), query)
-    duplicates_ui.fold_outcome(selection, query, outcome, run_query)
+    outcome = run_query(selection, query)
     if outcome.problem:  # an unknown product, an empty text...: say so, keep the page usable
         st.error(escape_markdown(outcome.problem))
         browse_ui(selection, expanded=True)

@@ -22,7 +22,9 @@ from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.derived import duplicates
 from embeddings.errors import IndexMissingError
 from embeddings.index.base import score_tolerance
-from embeddings.search.searcher import Hit, open_index
+from embeddings.search.hits import Hit, distinct_top_k, fold_near_duplicates
+from embeddings.search.query import Query
+from embeddings.search.searcher import make_searcher, open_index
 
 #: What was planted: exact copies under other names (any model scores them 1.0), and
 #: near-copies (re-encoded as JPEG, brightened by 4%) of other products.
@@ -270,15 +272,15 @@ def test_near_duplicate_results_fold_into_the_higher_ranked_one():
     near_a = unit(1, 0.01, 0)
     hits = [Hit("a", 0.9), Hit("a2", 0.89), Hit("b", 0.8), Hit("a3", 0.7), Hit("c", 0.6)]
     vectors = np.stack([a, near_a, b, a, c])
-    folded = duplicates.fold_near_duplicates(hits, vectors, 0.99, k=3)
-    assert [f.hit.id for f in folded] == ["a", "b", "c"]
-    assert [[h.id for h in f.similar] for f in folded] == [["a2", "a3"], [], []]
-    assert [f.hit.id for f in duplicates.fold_near_duplicates(hits, vectors, 0.99, k=2)] == [
+    folded = fold_near_duplicates(hits, vectors, 0.99, k=3)
+    assert [f.id for f in folded] == ["a", "b", "c"]
+    assert [[h.id for h in f.folded] for f in folded] == [["a2", "a3"], [], []]
+    assert [f.id for f in fold_near_duplicates(hits, vectors, 0.99, k=2)] == [
         "a",
         "b",
     ]
     # Nothing is folded when the threshold is above every pair.
-    assert len(duplicates.fold_near_duplicates(hits, vectors, 1.5, k=5)) == 5
+    assert len(fold_near_duplicates(hits, vectors, 1.5, k=5)) == 5
 
 
 def test_distinct_top_k_asks_for_more_until_k_distinct_products():
@@ -294,9 +296,9 @@ def test_distinct_top_k_asks_for_more_until_k_distinct_products():
     def vectors_of(chosen):
         return np.stack([vectors[i] for i in chosen])
 
-    folded = duplicates.distinct_top_k(fetch, vectors_of, 3, 0.99, most=1000)
-    assert [f.hit.id for f in folded] == ["copy0", "other1", "other2"]
-    assert len(folded[0].similar) == 29
+    folded = distinct_top_k(fetch, vectors_of, 3, 0.99, most=1000)
+    assert [f.id for f in folded] == ["copy0", "other1", "other2"]
+    assert len(folded[0].folded) == 29
     assert asked == [13, 26, 52]  # 3k (at least k + 10), then doubled until enough
 
 
@@ -312,3 +314,34 @@ def test_a_busy_catalogue_still_gets_its_groups(own_planted):
     assert not (own_planted.directory / "duplicates" / "pixels").exists()
     assert done.returncode == 0 and "red/circle_0" in done.stdout
     assert "the pairs were not saved" in done.stderr and "right now" in done.stderr
+
+
+def test_the_searcher_folds_near_duplicates_when_asked(planted):
+    """`Searcher.search(fold=...)`: k different products, the planted copies folded into the
+    first of them; without `fold` the copies fill the list."""
+    searcher = make_searcher(planted)
+    query = Query(item="red/circle_0")  # its two exact copies score 1.0
+    plain = searcher.search(query, ["pixels"], 5)["pixels"]
+    folded = searcher.search(query, ["pixels"], 5, fold=lambda model_id: 0.999)["pixels"]
+    assert len(folded) == 5 and not any(h.folded for h in plain)
+    copies = {"copies/same_red_circle", "copies/same_red_circle_again"}
+    assert {h.id for h in plain[:2]} == copies
+    kept = [h for h in folded if h.id in copies]
+    assert len(kept) == 1 and {h.id for h in kept[0].folded} == copies - {kept[0].id}
+    assert len({h.id for h in folded}) == 5
+    # fused models have no vectors of their own: never folded, still answered
+    fused = searcher.search(query, ["efficientnet-lite0+pixels"], 5, fold=lambda m: 0.999)
+    assert len(fused["efficientnet-lite0+pixels"]) == 5
+
+
+def test_cli_search_hides_near_duplicates(planted):
+    args = ("search", "--catalog", str(planted.directory), "--model", "pixels",
+            "--item", "red/circle_0", "-k", "5", "--json")  # fmt: skip
+    plain = json.loads(cli(*args).stdout)
+    done = cli(*args, "--hide-duplicates")
+    assert done.returncode == 0, done.stderr
+    folded = json.loads(done.stdout)
+    assert len(folded) == 5 and not any("folded" in row for row in plain)
+    copies = {"copies/same_red_circle", "copies/same_red_circle_again"}
+    kept = [row for row in folded if row["id"] in copies]
+    assert len(kept) == 1 and set(kept[0]["folded"]) == copies - {kept[0]["id"]}

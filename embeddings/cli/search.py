@@ -40,6 +40,12 @@ def add_parsers(commands) -> None:
     search.add_argument(
         "--json", action="store_true", help='print [{"id", "score"}, ...] (per model if several)'
     )
+    search.add_argument(
+        "--hide-duplicates",
+        action="store_true",
+        help="k different products per model: near-duplicates (at the model's default "
+        "threshold, see `duplicates`) fold into the higher-ranked result",
+    )
     search.add_argument("--weights", action="append", metavar="MODEL=PATH")
 
 
@@ -103,9 +109,10 @@ def cmd_search(args) -> int:
         return _search_query_file(catalogue, searcher, args, texts, filters)
     query = _search_query(args, image, catalogue)
     results, errors = {}, {}
+    fold = _fold_thresholds(searcher) if args.hide_duplicates else None
     for model_id in args.models:
         try:
-            results.update(searcher.search(query, [model_id], args.k, filters=filters))
+            results.update(searcher.search(query, [model_id], args.k, filters=filters, fold=fold))
         except EmbeddingsError as exc:
             if len(args.models) == 1:
                 raise
@@ -114,6 +121,13 @@ def cmd_search(args) -> int:
     for model_id, message in errors.items():
         print(f"[{model_id}] no answer: {message}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _fold_thresholds(searcher):
+    """Each model's default near-duplicate threshold, measured on its index when asked."""
+    from embeddings.derived.duplicates import default_threshold
+
+    return lambda model_id: default_threshold(searcher.index_loader(model_id)).default
 
 
 def _check_query_options(args) -> None:
@@ -245,8 +259,7 @@ def _query_image(path: str):
 def _print_results(catalogue, args, results: dict) -> None:
     if args.json:
         rows = {
-            m: [{"id": h.id, "score": round(h.score, 6)} for h in hits]
-            for m, hits in results.items()
+            m: [_hit_json(h) for h in hits] for m, hits in results.items()
         }
         print(json.dumps(rows[args.models[0]] if len(args.models) == 1 else rows))
         return
@@ -254,7 +267,15 @@ def _print_results(catalogue, args, results: dict) -> None:
         print(f"== {model_id}")
         for rank, hit in enumerate(hits, start=1):
             title = catalogue.items.at[hit.id, "title"] if hit.id in catalogue else ""
-            print(f"{rank:>4}  {hit.score:.4f}  {hit.id}  {title}")
+            folded = f"  (+{len(hit.folded)} similar)" if hit.folded else ""
+            print(f"{rank:>4}  {hit.score:.4f}  {hit.id}  {title}{folded}")
+
+
+def _hit_json(hit) -> dict:
+    row = {"id": hit.id, "score": round(hit.score, 6)}
+    if hit.folded:  # only with --hide-duplicates
+        row["folded"] = [h.id for h in hit.folded]
+    return row
 
 
 COMMANDS = {"search": cmd_search}

@@ -12,8 +12,8 @@ found with the model's index itself, and the groups they form.
   and C in one group even when they are less similar to each other).
 - `default_threshold(index)` is chosen from the model's own score distribution (README,
   "Near-duplicates"): scores of different models are not on one scale.
-- `fold_near_duplicates` is the Search page's "hide near-duplicates": a result within the
-  threshold of a higher-ranked one is folded into it.
+- Search results fold near-duplicates with the same cosine rule (`embeddings.search.hits`), at
+  the model's default threshold.
 
 Pairs found at a threshold (the model's `floor`) are saved in `<catalogue>/duplicates/<model>/`
 (`embeddings.artefacts`), so the app can regroup them at any threshold above it without searching
@@ -23,7 +23,7 @@ again; a rebuild of the index makes them stale.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,13 +40,12 @@ from embeddings.artefacts import (
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, QueryError, describe_os_error
 from embeddings.index.base import ModelIndex, score_tolerance
-from embeddings.search.searcher import Hit, open_snapshot
+from embeddings.search.searcher import open_snapshot
 
 KIND = "duplicates"
 PAIRS_FORMAT = 1
-#: Products searched per range-search call (fewer on Milvus: at most this many bytes of queries).
+#: Products searched per range-search call (fewer where the index caps it: Milvus).
 QUERY_BATCH = 512
-MILVUS_QUERY_BYTES = 16 * 1024 * 1024
 #: Refuse a threshold that links more pairs than this (memory); raise the threshold instead.
 MAX_PAIRS = 20_000_000
 #: Sampled products whose nearest-neighbour score sets the default threshold.
@@ -92,35 +91,6 @@ class DuplicatePairs:
 
 
 # -- searching ---------------------------------------------------------------------------------
-def _faiss_neighbours(index, queries: np.ndarray, radius: float):
-    owners, found, scores = index.range_search(queries, radius)  # bytes-stored rows too
-    return owners, found, scores, 0
-
-
-def _milvus_neighbours(index, queries: np.ndarray, radius: float):
-    """Milvus range search: every hit scoring above `radius` (at most MAX_LIMIT per query)."""
-    from embeddings.index.milvus import MAX_LIMIT, ROW_FIELD, VECTOR_FIELD
-
-    params = {"metric_type": "IP", "params": {"radius": radius, "range_filter": 1.0 + 1e-3}}
-    results = index._call(
-        index.client.search,
-        index.collection,
-        data=list(queries),
-        limit=MAX_LIMIT,
-        anns_field=VECTOR_FIELD,
-        search_params=params,
-        output_fields=[],
-    )
-    owners, found, scores, capped = [], [], [], 0
-    for query, hits in enumerate(results):
-        capped += len(hits) >= MAX_LIMIT
-        for hit in hits:
-            owners.append(query)
-            found.append(int(hit.get(ROW_FIELD, hit.get("id"))))
-            scores.append(float(hit["distance"]))
-    return np.asarray(owners, np.int64), np.asarray(found, np.int64), np.asarray(scores), capped
-
-
 def find_pairs(
     index: ModelIndex, threshold: float, *, progress: ProgressFn | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -131,17 +101,15 @@ def find_pairs(
     """
     check_threshold(threshold)
     say = progress or no_progress
-    search = _milvus_neighbours if index.backend == "milvus" else _faiss_neighbours
     radius = float(threshold) - score_tolerance(index.dim)
     total, started = len(index), time.perf_counter()
     parts, found_pairs, capped = [], 0, 0
-    batch = QUERY_BATCH
-    if index.backend == "milvus":  # gRPC messages are capped: send at most 16 MB of queries
-        batch = max(1, min(batch, MILVUS_QUERY_BYTES // (4 * max(1, index.dim))))
+    batch = index.range_batch(QUERY_BATCH)
     for start in range(0, total, batch):
         rows = np.arange(start, min(total, start + batch), dtype=np.int64)
-        owners, found, scores, hit_cap = search(index, index.reconstruct_batch(rows), radius)
-        capped += hit_cap
+        owners, found, scores = index.range_search(index.reconstruct_batch(rows), radius)
+        if index.range_limit is not None:
+            capped += int((np.bincount(owners, minlength=len(rows)) >= index.range_limit).sum())
         owners = rows[owners]
         other = (found >= 0) & (found != owners) & (scores >= radius)
         owners, found, scores = owners[other], found[other], scores[other]
@@ -384,54 +352,3 @@ def find_duplicates(
         except (EmbeddingsError, OSError) as exc:
             found.not_saved = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
     return found
-
-
-# -- search results ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FoldedHit:
-    """A result kept in the list, with the lower-ranked near-duplicates folded into it."""
-
-    hit: Hit
-    similar: tuple[Hit, ...] = ()
-
-
-def fold_near_duplicates(
-    hits: Sequence[Hit], vectors: np.ndarray, threshold: float, k: int
-) -> list[FoldedHit]:
-    """Walk `hits` in rank order; a hit scoring at least `threshold` (cosine, `vectors[i]` is
-    hit i's vector) with a kept hit is folded into the first such one; stop at k kept hits."""
-    kept: list[int] = []
-    folded: dict[int, list[Hit]] = {}
-    eps = score_tolerance(vectors.shape[1]) if vectors.ndim == 2 else 0.0
-    for position, hit in enumerate(hits):
-        if kept:
-            similarity = vectors[kept] @ vectors[position]
-            close = np.flatnonzero(similarity >= threshold - eps)
-            if len(close):
-                folded[kept[int(close[0])]].append(hit)
-                continue
-        if len(kept) == k:
-            break
-        kept.append(position)
-        folded[position] = []
-    return [FoldedHit(hits[p], tuple(folded[p])) for p in kept]
-
-
-def distinct_top_k(
-    fetch: Callable[[int], list[Hit]],
-    vectors_of: Callable[[list[str]], np.ndarray],
-    k: int,
-    threshold: float,
-    *,
-    most: int,
-) -> list[FoldedHit]:
-    """k results that are not near-duplicates of each other: `fetch(n)` returns the top n hits;
-    it is asked for 3k, then twice as many each time the folding leaves fewer than k, up to
-    `most` (the search's own cap)."""
-    wanted = min(most, max(3 * k, k + 10))
-    while True:
-        hits = fetch(wanted)
-        folded = fold_near_duplicates(hits, vectors_of([h.id for h in hits]), threshold, k)
-        if len(folded) >= k or len(hits) < wanted or wanted >= most:
-            return folded
-        wanted = min(most, wanted * 2)

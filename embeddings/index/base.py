@@ -38,6 +38,9 @@ class ModelIndex(ABC):
 
     backend = ""
     native_filters = False
+    #: Hits one query of `range_search` can return at most (None: unlimited); a query that
+    #: reaches it may have lost some.
+    range_limit: int | None = None
 
     def __init__(self, model_id: str, manifest: dict, ids: list[str]):
         self.model_id = model_id
@@ -84,6 +87,17 @@ class ModelIndex(ABC):
         `rows` restricts the search to those row numbers (a label filter worked out by the
         caller); `filters` ({label: value}) only for an index with `native_filters`.
         """
+
+    def range_search(
+        self, queries: np.ndarray, radius: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query positions, rows, scores) of every stored vector scoring at least `radius` with
+        each query (a cosine; at most `range_limit` hits per query), for near-duplicates."""
+        raise NotImplementedError(f"the {self.backend} index has no range search")
+
+    def range_batch(self, wanted: int) -> int:
+        """How many queries one `range_search` call should carry (a backend may cap it)."""
+        return wanted
 
     def checked_queries(self, queries: np.ndarray) -> np.ndarray:
         """`queries` as a C-contiguous float32 (n, dim) array, refusing another model's vectors."""

@@ -50,6 +50,8 @@ CONNECT_TIMEOUT_S = 15.0
 LOAD_TIMEOUT_S = 60.0
 #: Milvus caps `limit` (top-k) per search.
 MAX_LIMIT = 16_384
+#: The most query bytes one range search sends (gRPC caps a message's size).
+QUERY_BYTES = 16 * 1024 * 1024
 #: A filtered HNSW search widens `ef` in proportion to the share of rows the filter hides (as
 #: the FAISS path widens efSearch), up to this.
 MAX_FILTER_EF = 4096
@@ -612,6 +614,35 @@ class MilvusIndex(ModelIndex):
             ]
             for hits in results
         ]
+
+    range_limit = MAX_LIMIT
+
+    def range_search(
+        self, queries: np.ndarray, radius: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Milvus range search (`radius` / `range_filter`), at most `MAX_LIMIT` hits per query,
+        in the rows of the collection this reader opened."""
+        params = {"metric_type": "IP", "params": {"radius": radius, "range_filter": 1.0 + 1e-3}}
+        results = self._call(
+            self.client.search,
+            self.collection,
+            data=list(self.checked_queries(queries)),
+            limit=MAX_LIMIT,
+            anns_field=VECTOR_FIELD,
+            search_params=params,
+            output_fields=[],
+        )
+        owners, found, scores = [], [], []
+        for query, hits in enumerate(results):
+            for hit in hits:
+                owners.append(query)
+                found.append(int(hit.get(ROW_FIELD, hit.get("id"))))
+                scores.append(float(hit["distance"]))
+        return np.asarray(owners, np.int64), np.asarray(found, np.int64), np.asarray(scores)
+
+    def range_batch(self, wanted: int) -> int:
+        # gRPC messages are capped: send at most QUERY_BYTES of float32 queries per call.
+        return max(1, min(wanted, QUERY_BYTES // (4 * max(1, self.dim))))
 
     def _call(self, method, *args, **kwargs):
         pymilvus = _pymilvus()

@@ -19,7 +19,6 @@ belong to the same build even while another process rebuilds the catalogue.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Protocol
@@ -47,6 +46,7 @@ from embeddings.index.fused import (
 )
 from embeddings.index.store import load_model_index, read_manifest
 from embeddings.locks import commit_lock
+from embeddings.search.hits import Hit, distinct_top_k
 from embeddings.search.query import (
     MAX_TEXT_CHARS,
     Query,
@@ -73,14 +73,6 @@ __all__ = [
 MAX_K = 1000
 #: Text queries encoded and searched together by `Searcher.search_texts`.
 TEXT_BATCH = 256
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One result: a catalogue id and its cosine similarity to the query."""
-
-    id: str
-    score: float
 
 
 class TextEncoder(Protocol):
@@ -189,6 +181,11 @@ def check_encoder(model_id: str, encoder, index: ModelIndex) -> None:
         )
 
 
+def _stored_vectors(index: ModelIndex) -> Callable[[list[str]], np.ndarray]:
+    """The stored vectors of catalogue ids, in order (what folding compares)."""
+    return lambda ids: index.reconstruct_batch([index.row_of[i] for i in ids])
+
+
 class Searcher:
     """Runs one query over several models of one catalogue.
 
@@ -239,6 +236,7 @@ class Searcher:
         k: int,
         *,
         filters: dict[str, str] | None = None,
+        fold: Callable[[str], float | None] | None = None,
     ) -> dict[str, list[Hit]]:
         """Top-k products per model for a composed `Query` (see `embeddings.search.query`).
 
@@ -246,7 +244,10 @@ class Searcher:
         upload's, the words through its text tower or text bridge, mixed with
         `query.text_weight`, then steered by the liked and disliked products' stored vectors.
         The query product (and, with `query.exclude_steered`, the steering products) never
-        appear. `filters` ({label field: value}) keeps only matching products.
+        appear. `filters` ({label field: value}) keeps only matching products. With `fold`
+        (a model id to its near-duplicate threshold, or None), each model's k results are k
+        different products: near-duplicates fold into the higher-ranked hit (`Hit.folded`);
+        fused models have no vectors of their own and are never folded.
         """
         k = check_k(k)
         filters = self._check_filters(filters)
@@ -254,13 +255,19 @@ class Searcher:
         results = {}
         for model_id in models:
             index = self.index_loader(model_id)
-            results[model_id] = rank(
-                index,
-                self.query_vector(query, model_id, index),
-                k,
-                exclude=query.excluded,
-                **self._restriction(index, filters),
-            )
+            vector = self.query_vector(query, model_id, index)
+            restriction = self._restriction(index, filters)
+
+            def top(n: int, index=index, vector=vector, restriction=restriction) -> list[Hit]:
+                return rank(index, vector, n, exclude=query.excluded, **restriction)
+
+            threshold = None if fold is None or is_fused(model_id) else fold(model_id)
+            if threshold is None:
+                results[model_id] = top(k)
+            else:
+                results[model_id] = distinct_top_k(
+                    top, _stored_vectors(index), k, threshold, most=MAX_K
+                )
         return results
 
     def query_vector(self, query: Query, model_id: str, index: ModelIndex) -> np.ndarray:
