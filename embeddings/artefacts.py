@@ -1,10 +1,16 @@
-"""Artefacts computed from a model's built index and saved beside it (maps, duplicate pairs).
+"""Results computed from a catalogue's built indexes, saved, and noticed as stale after a rebuild.
 
-Each lives in `<catalogue>/<kind>/<model id>/`: numpy arrays, `ids.txt` (row-aligned catalogue
-ids) and `manifest.json`, which records the identity of the index it came from (`index`: model,
-weights, dimensions, count, the catalogue's fingerprint and the index's build time). Rebuilding
-the index changes that identity, so from then on the artefact is stale: readers refuse it with a
-`StaleArtefactError` that says how to recompute it.
+One protocol for all of them: each records the identity of every index (and text bridge) it was
+computed from (`index_identity`: model, weights, dimensions, count, the catalogue's fingerprint,
+the index's build time and a hash of its whole manifest), and a reader compares that record with
+the indexes as they are now (`stale_reason`). Two shapes share it:
+
+- **Per-model artefacts** (maps, duplicate pairs) live in `<catalogue>/<kind>/<model id>/`: numpy
+  arrays, `ids.txt` (row-aligned catalogue ids) and `manifest.json`. Readers refuse a stale one
+  with a `StaleArtefactError` that says how to recompute it (`save_artefact`, `load_artefact`).
+- **Reports** over several models (the sampled evaluation, the KAGL text figures) are a JSON file
+  and a Markdown summary in `<catalogue>/evaluation/` (`save_report`, `read_report`); a stale one
+  reads as absent, and `stale_reason` says why.
 
 Writing follows the rules of builds (`embeddings.locks`, `embeddings.atomic`): the writer holds
 the catalogue's build lock (one writer at a time, and the only one allowed to repair what a killed
@@ -30,7 +36,9 @@ from embeddings.atomic import (
     remove_staging_leftovers,
     staging_dir,
     swap_in,
+    write_atomic,
 )
+from embeddings.bridge.artefact import read_bridge_manifest
 from embeddings.catalogue import Catalogue
 from embeddings.config import MANIFEST_FILE
 from embeddings.errors import IndexMismatchError, IndexMissingError
@@ -43,6 +51,8 @@ IDS_FILE = "ids.txt"
 IDENTITY_KEYS = ("model_id", "weights_id", "dim", "count", "catalogue_fingerprint", "built_at")
 HASH_KEY = "manifest_sha256"
 KINDS = ("maps", "duplicates")
+#: The folder of a catalogue's reports (its name is on disk in catalogues and bundles).
+REPORTS_DIR = "evaluation"
 
 
 class StaleArtefactError(IndexMismatchError):
@@ -177,3 +187,90 @@ def load_artefact(
                 f"the saved {kind} of {model_id!r} are damaged ({exc}); {hint}"
             ) from exc
     return manifest, arrays, ids
+
+
+# -- identities and staleness, for every kind ----------------------------------------------------
+def legacy_fingerprint(index_manifest: dict) -> str:
+    """The 16-hex identity evaluations saved before `index_identity` (still read, never written)."""
+    keys = ("model_id", "weights_id", "catalogue_fingerprint", "count", "dim", "built_at")
+    text = "\n".join(str(index_manifest.get(k)) for k in keys)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def identity_matches(recorded, index_manifest: dict) -> bool:
+    """Whether a recorded identity (an `index_identity`, or a legacy fingerprint) is this
+    build's."""
+    if isinstance(recorded, str):
+        return recorded == legacy_fingerprint(index_manifest)
+    return recorded == index_identity(index_manifest)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What a saved result recorded of one model: its index identity, and (for text results
+    through a bridge) the bridge's `trained_at`."""
+
+    model_id: str
+    index: object = None  # an index_identity dict, a legacy fingerprint, or None: not recorded
+    bridge: bool = False  # whether a text bridge was involved
+    bridge_trained_at: str | None = None
+
+
+def model_record(catalogue: Catalogue, model_id: str, *, bridge: bool = False) -> Recorded:
+    """What a result computed now from `model_id` records (`bridge`: through its text bridge)."""
+    manifest = read_manifest(catalogue.model_dir(model_id))
+    trained_at = None
+    if bridge:
+        trained_at = (read_bridge_manifest(catalogue.bridge_dir(model_id)) or {}).get("trained_at")
+    return Recorded(model_id, index_identity(manifest) if manifest else None, bridge, trained_at)
+
+
+def stale_reason(
+    catalogue: Catalogue, fingerprint: str | None, records: Iterator[Recorded] | list[Recorded]
+) -> str | None:
+    """Why a result no longer describes the catalogue (None: it is current): its products
+    changed (`fingerprint` is the catalogue's at the time), an index was rebuilt or removed, or a
+    bridge was retrained."""
+    if fingerprint != catalogue.fingerprint:
+        return "the catalogue's products changed since the evaluation"
+    for record in records:
+        if record.index is not None:
+            manifest = read_manifest(catalogue.model_dir(record.model_id))
+            if manifest is None:
+                return f"model {record.model_id!r} has no index any more"
+            if not identity_matches(record.index, manifest):
+                return f"model {record.model_id!r} was rebuilt since the evaluation"
+        if record.bridge:
+            now = read_bridge_manifest(catalogue.bridge_dir(record.model_id)) or {}
+            if now.get("trained_at") != record.bridge_trained_at:
+                return (
+                    f"the text bridge of {record.model_id!r} was retrained since the evaluation"
+                )
+    return None
+
+
+# -- reports: JSON + Markdown in <catalogue>/evaluation/ -------------------------------------------
+def report_path(catalogue_dir: Path, file_name: str) -> Path:
+    return Path(catalogue_dir) / REPORTS_DIR / file_name
+
+
+def save_report(
+    catalogue: Catalogue, file_name: str, data: dict, summary_name: str, summary: str
+) -> dict:
+    """Write a report's JSON and its Markdown summary, each atomically: {"json", "markdown"}."""
+    json_path = report_path(catalogue.directory, file_name)
+    markdown_path = report_path(catalogue.directory, summary_name)
+    write_atomic(json_path, json.dumps(data))
+    write_atomic(markdown_path, summary)
+    return {"json": json_path, "markdown": markdown_path}
+
+
+def read_report(catalogue: Catalogue, file_name: str, format_version: int) -> dict | None:
+    """A saved report's JSON (a dict of that format), or None when absent or unreadable."""
+    try:
+        data = json.loads(report_path(catalogue.directory, file_name).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != format_version:
+        return None
+    return data

@@ -10,10 +10,11 @@ import shutil
 import numpy as np
 import pytest
 
+from embeddings.artefacts import legacy_fingerprint
 from embeddings.building.model import build_model_index
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, IndexMissingError
-from embeddings.index.store import load_vectors
+from embeddings.index.store import load_vectors, read_manifest
 from embeddings.models import load_model
 from embeddings.quality.evaluate import (
     OWN_PRODUCT,
@@ -143,7 +144,15 @@ def test_results_are_saved_and_go_stale_when_an_index_is_rebuilt(built_catalogue
     assert loaded is not None
     assert loaded.rows == result.rows and loaded.manifest == json.loads(json.dumps(result.manifest))
     entry = loaded.manifest["models"]["pixels"]
-    assert entry["weights_id"] == "none" and len(entry["index_fingerprint"]) == 16
+    assert entry["weights_id"] == "none"
+    assert entry["index_fingerprint"]["model_id"] == "pixels"  # the index's identity
+    assert len(entry["index_fingerprint"]["manifest_sha256"]) == 64
+    # An evaluation saved with the older 16-hex fingerprint still opens while it is current.
+    data = json.loads(paths["json"].read_text())
+    manifest = read_manifest(catalogue.model_dir("pixels"))
+    data["manifest"]["models"]["pixels"]["index_fingerprint"] = legacy_fingerprint(manifest)
+    paths["json"].write_text(json.dumps(data))
+    assert load_results(catalogue) is not None
     build_model_index(catalogue, load_model("pixels"))  # a rebuild: the figures may no longer hold
     assert load_results(catalogue) is None
 

@@ -51,6 +51,15 @@ class BridgeFit:
     staging: Path | None
 
 
+def _recipe_settings(recipe: str, memory_options, exclude: ExcludedTitles | None) -> dict:
+    """The settings of a bridge that come from the catalogue's choices (recipe, exclusion)."""
+    return {
+        "excluded_titles_sha256": exclude.sha256 if exclude else None,
+        "recipe": check_recipe(recipe),
+        "memory": memory_options.__dict__ if recipe == "memory" else None,
+    }
+
+
 def fit_bridge(
     catalogue: Catalogue,
     model_id: str,
@@ -91,9 +100,7 @@ def fit_bridge(
         "titles_fingerprint": cache.fingerprint,
         "weights_id": weights_id,
         "catalogue_fingerprint": catalogue.fingerprint,
-        "excluded_titles_sha256": exclude.sha256 if exclude else None,
-        "recipe": check_recipe(recipe),
-        "memory": memory_options.__dict__ if recipe == "memory" else None,
+        **_recipe_settings(recipe, memory_options, exclude),
     }
     previous = _up_to_date(catalogue, model_id, settings) if not force else None
     if previous is not None:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from embeddings.artefacts import REPORTS_DIR, report_path
 from embeddings.bundle.open import BUNDLE_FILE, BUNDLE_FORMAT, ENCODERS_DIR, file_sha256
 from embeddings.catalogue import Catalogue
 from embeddings.catalogue.base import CATALOG_FILE, ITEMS_FILE
@@ -48,6 +49,7 @@ from embeddings.index.store import (
     stage_model_index,
 )
 from embeddings.locks import commit_lock
+from embeddings.quality.evaluate import RESULTS_FILE
 
 IMAGES_DIR = "images"
 #: Longest side of a bundled thumbnail (the app's tiles show about 100-150 CSS pixels).
@@ -320,11 +322,12 @@ def _model_export(model_id: str, weights_id: str) -> Path:
 
 
 def _copy_evaluation(catalogue: Catalogue, models: Sequence[str], folder: Path) -> list[str]:
-    source = catalogue.directory / "evaluation" / "results.json"
+    source = report_path(catalogue.directory, RESULTS_FILE)
     if not source.is_file():
         return ["no saved evaluation: the Compare page will say how to measure one"]
-    (folder / "evaluation").mkdir()
-    shutil.copyfile(source, folder / "evaluation" / "results.json")
+    target = report_path(folder, RESULTS_FILE)
+    target.parent.mkdir()
+    shutil.copyfile(source, target)
     return []
 
 
@@ -360,7 +363,7 @@ def _part_of(relative: str) -> str:
     return {
         IMAGES_DIR: "thumbnails",
         ENCODERS_DIR: "query encoders",
-        "evaluation": "evaluation",
+        "evaluation": REPORTS_DIR,
     }.get(top, "item table")
 
 

@@ -48,28 +48,25 @@ summary beside it; `load_results` returns None once an index or bridge has chang
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 
 import numpy as np
 
-from embeddings.atomic import write_atomic
-from embeddings.bridge import TextBridge, read_bridge_manifest, read_holdout_ids, title_vectors
+from embeddings.artefacts import Recorded, index_identity, read_report, report_path, save_report
+from embeddings.artefacts import stale_reason as artefact_stale_reason
+from embeddings.bridge import TextBridge, read_holdout_ids, title_vectors
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError
 from embeddings.index.base import ModelIndex
 from embeddings.index.fused import FusedEncoder, FusedIndex, fused_parts
-from embeddings.index.store import read_manifest
 
 DEFAULT_KS = (1, 5, 10, 20)
 DEFAULT_QUERIES = 1000
 #: The `label` of text rows that score a title's own product (not a label field).
 OWN_PRODUCT = "product"
-RESULTS_DIR = "evaluation"
 RESULTS_FILE = "results.json"
 SUMMARY_FILE = "summary.md"
 RESULTS_FORMAT = 1
@@ -126,13 +123,6 @@ class EvaluationResult:
             "text_score_samples": self.text_score_samples,
             "neighbours": self.neighbours,
         }
-
-
-def index_fingerprint(index_manifest: dict) -> str:
-    """Identifies one build of a model's index (a rebuild, even of the same vectors, changes it)."""
-    keys = ("model_id", "weights_id", "catalogue_fingerprint", "count", "dim", "built_at")
-    text = "\n".join(str(index_manifest.get(k)) for k in keys)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
@@ -558,7 +548,7 @@ def _model_entry(catalogue: Catalogue, model_id: str, index: ModelIndex, encoder
         }
     entry = {
         "weights_id": index.weights_id,
-        "index_fingerprint": index_fingerprint(index.manifest),
+        "index_fingerprint": index_identity(index.manifest),
         "index_type": index.manifest.get("index_type"),
         "count": len(index),
         "built_at": index.manifest.get("built_at"),
@@ -576,7 +566,7 @@ def _model_entry(catalogue: Catalogue, model_id: str, index: ModelIndex, encoder
 
 # -- saving and loading ----------------------------------------------------------------------
 def results_dir(catalogue: Catalogue):
-    return catalogue.directory / RESULTS_DIR
+    return report_path(catalogue.directory, "")
 
 
 def save_results(catalogue: Catalogue, result: EvaluationResult) -> dict:
@@ -584,50 +574,32 @@ def save_results(catalogue: Catalogue, result: EvaluationResult) -> dict:
 
     Returns {"json": path, "markdown": path}.
     """
-    folder = results_dir(catalogue)
-    write_atomic(folder / RESULTS_FILE, json.dumps(result.to_json()))
-    write_atomic(folder / SUMMARY_FILE, summary_markdown(result))
-    return {"json": folder / RESULTS_FILE, "markdown": folder / SUMMARY_FILE}
+    return save_report(
+        catalogue, RESULTS_FILE, result.to_json(), SUMMARY_FILE, summary_markdown(result)
+    )
+
+
+def _records(models: dict) -> Iterator[Recorded]:
+    """What each model's entry recorded (a fused model: each part's)."""
+    for model_id, entry in models.items():
+        if "parts" in entry:
+            yield from _records(entry["parts"])
+            continue
+        bridged = entry.get("text") == "bridge"
+        trained_at = entry.get("bridge", {}).get("trained_at")
+        yield Recorded(model_id, entry.get("index_fingerprint") or "", bridged, trained_at)
 
 
 def stale_reason(catalogue: Catalogue, manifest: dict) -> str | None:
     """Why saved results no longer describe the catalogue's indexes and bridges (None: current)."""
-    if manifest.get("catalogue", {}).get("fingerprint") != catalogue.fingerprint:
-        return "the catalogue's products changed since the evaluation"
-    for model_id, entry in manifest.get("models", {}).items():
-        reason = _entry_stale_reason(catalogue, model_id, entry)
-        if reason is not None:
-            return reason
-    return None
-
-
-def _entry_stale_reason(catalogue: Catalogue, model_id: str, entry: dict) -> str | None:
-    """Why one model's entry no longer describes its index (a fused model: any part's)."""
-    if "parts" in entry:
-        for part_id, part_entry in entry["parts"].items():
-            reason = _entry_stale_reason(catalogue, part_id, part_entry)
-            if reason is not None:
-                return reason
-        return None
-    index = read_manifest(catalogue.model_dir(model_id))
-    if index is None:
-        return f"model {model_id!r} has no index any more"
-    if index_fingerprint(index) != entry.get("index_fingerprint"):
-        return f"model {model_id!r} was rebuilt since the evaluation"
-    if entry.get("text") == "bridge":
-        bridge = read_bridge_manifest(catalogue.bridge_dir(model_id)) or {}
-        if bridge.get("trained_at") != entry.get("bridge", {}).get("trained_at"):
-            return f"the text bridge of {model_id!r} was retrained since the evaluation"
-    return None
+    fingerprint = manifest.get("catalogue", {}).get("fingerprint")
+    return artefact_stale_reason(catalogue, fingerprint, _records(manifest.get("models", {})))
 
 
 def load_results(catalogue: Catalogue) -> EvaluationResult | None:
     """The saved results, or None when there are none, they are unreadable, or stale."""
-    try:
-        data = json.loads((results_dir(catalogue) / RESULTS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
+    data = read_report(catalogue, RESULTS_FILE, RESULTS_FORMAT)
+    if data is None:
         return None
     manifest = data.get("manifest") or {}
     if stale_reason(catalogue, manifest) is not None:
@@ -650,12 +622,16 @@ def _fmt(value: float | None) -> str:
     return f"{value:.2g}" if 0 < abs(value) < 0.001 else f"{value:.3f}"
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown table lines."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
+
+
 def summary_markdown(result: EvaluationResult) -> str:
     """A readable Markdown report of a result (the same figures as `rows`)."""
     manifest = result.manifest
-    ks = manifest["ks"]
     catalogue = manifest["catalogue"]
-    image = manifest["image_queries"]
     lines = [
         f"# Retrieval quality: {catalogue['name']}",
         "",
@@ -671,7 +647,16 @@ def summary_markdown(result: EvaluationResult) -> str:
             f"- `{model_id}`: {entry['count']:,} vectors ({entry['index_type']}), weights "
             f"`{entry['weights_id']}`, {text}"
         )
-    lines += [
+    lines += _image_section(result) + _text_section(result)
+    for model_id, reason in manifest.get("skipped_text", {}).items():
+        lines.append(f"\n`{model_id}`: no text figures ({reason})")
+    return "\n".join(lines) + "\n"
+
+
+def _image_section(result: EvaluationResult) -> list[str]:
+    manifest, ks = result.manifest, result.manifest["ks"]
+    image, big = manifest["image_queries"], ks[-1]
+    lines = [
         "",
         "## Image to image (leave-one-out)",
         "",
@@ -680,57 +665,48 @@ def summary_markdown(result: EvaluationResult) -> str:
         "sharing the query's label; chance = expected precision of a random ranking.",
         "",
     ]
-    big = ks[-1]
-    header = (
-        ["label", "model"]
-        + [f"P@{k}" for k in ks]
-        + [f"mAP@{k}" for k in ks]
-        + [f"R@{big}", "chance"]
-    )
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    models = list(manifest["models"])
+    header = ["label", "model", *(f"P@{k}" for k in ks), *(f"mAP@{k}" for k in ks)]
+    header += [f"R@{big}", "chance"]
+    rows = []
     for label in manifest["label_fields"]:
-        for model_id in models:
-            if result.value(model_id, "image", label, "precision", ks[0]) is None:
+        for model_id in manifest["models"]:
+            value = partial(result.value, model_id, "image", label)
+            if value("precision", ks[0]) is None:
                 continue
             cells = [label, f"`{model_id}`"]
-            cells += [_fmt(result.value(model_id, "image", label, "precision", k)) for k in ks]
-            cells += [_fmt(result.value(model_id, "image", label, "map", k)) for k in ks]
-            cells += [
-                _fmt(result.value(model_id, "image", label, "recall", big)),
-                _fmt(result.value(model_id, "image", label, "chance", ks[0])),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-    text = manifest["text_queries"]
-    text_models = [m for m in models if manifest["models"][m].get("text")]
-    lines += ["", "## Text to image", ""]
+            cells += [_fmt(value("precision", k)) for k in ks]
+            cells += [_fmt(value("map", k)) for k in ks]
+            rows.append(cells + [_fmt(value("recall", big)), _fmt(value("chance", ks[0]))])
+    return lines + _table(header, rows)
+
+
+def _text_section(result: EvaluationResult) -> list[str]:
+    manifest, ks = result.manifest, result.manifest["ks"]
+    big = ks[-1]
+    text_models = [m for m in manifest["models"] if manifest["models"][m].get("text")]
+    lines = ["", "## Text to image", ""]
     if not text_models:
-        lines.append("No model evaluated here answers text queries.")
-    else:
-        lines += [
-            f"{text['sampled']:,} product titles as queries ({text['pool']}). Recall@k: the "
-            "title's own product is in the top k; label precision@k: share of the top k with the "
-            "query product's label.",
-            "",
-        ]
-        header = ["model", "via"] + [f"R@{k}" for k in ks] + [f"chance R@{big}"]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for model_id in text_models:
-            cells = [f"`{model_id}`", manifest["models"][model_id]["text"]]
-            cells += [_fmt(result.value(model_id, "text", OWN_PRODUCT, "recall", k)) for k in ks]
-            cells.append(_fmt(result.value(model_id, "text", OWN_PRODUCT, "chance", big)))
-            lines.append("| " + " | ".join(cells) + " |")
-        k_label = 10 if 10 in ks else big
-        lines += ["", f"Label precision@{k_label} of text queries (chance in brackets):", ""]
-        header = ["model"] + list(manifest["label_fields"])
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for model_id in text_models:
-            cells = [f"`{model_id}`"]
-            for label in manifest["label_fields"]:
-                value = result.value(model_id, "text", label, "precision", k_label)
-                chance = result.value(model_id, "text", label, "chance", k_label)
-                cells.append("–" if value is None else f"{value:.3f} ({chance:.3f})")
-            lines.append("| " + " | ".join(cells) + " |")
-    for model_id, reason in manifest.get("skipped_text", {}).items():
-        lines.append(f"\n`{model_id}`: no text figures ({reason})")
-    return "\n".join(lines) + "\n"
+        return lines + ["No model evaluated here answers text queries."]
+    lines += [
+        f"{manifest['text_queries']['sampled']:,} product titles as queries "
+        f"({manifest['text_queries']['pool']}). Recall@k: the title's own product is in the top "
+        "k; label precision@k: share of the top k with the query product's label.",
+        "",
+    ]
+    rows = []
+    for model_id in text_models:
+        value = partial(result.value, model_id, "text", OWN_PRODUCT)
+        cells = [f"`{model_id}`", manifest["models"][model_id]["text"]]
+        rows.append(cells + [_fmt(value("recall", k)) for k in ks] + [_fmt(value("chance", big))])
+    lines += _table(["model", "via", *(f"R@{k}" for k in ks), f"chance R@{big}"], rows)
+    k_label = 10 if 10 in ks else big
+    lines += ["", f"Label precision@{k_label} of text queries (chance in brackets):", ""]
+    rows = []
+    for model_id in text_models:
+        cells = [f"`{model_id}`"]
+        for label in manifest["label_fields"]:
+            value = result.value(model_id, "text", label, "precision", k_label)
+            chance = result.value(model_id, "text", label, "chance", k_label)
+            cells.append("–" if value is None else f"{value:.3f} ({chance:.3f})")
+        rows.append(cells)
+    return lines + _table(["model", *manifest["label_fields"]], rows)

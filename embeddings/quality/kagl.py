@@ -27,14 +27,13 @@ with a Markdown table beside it; `load_leaderboard` returns None once an index o
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from embeddings.atomic import write_atomic
+from embeddings.artefacts import Recorded, model_record, read_report, save_report, stale_reason
 from embeddings.bridge import read_bridge_manifest, read_excluded_titles, read_holdout_ids
 from embeddings.bridge.exclusion import title_key
 from embeddings.catalogue import Catalogue
@@ -300,13 +299,9 @@ def _titles_sha(titles: Sequence[str]) -> str:
 
 
 def _model_entry(catalogue: Catalogue, model_id: str) -> dict:
-    from embeddings.index.store import read_manifest
-    from embeddings.quality.evaluate import index_fingerprint
-
     entry: dict = {"indexes": {}, "bridges": {}}
     for part in model_id.split("+"):
-        manifest = read_manifest(catalogue.model_dir(part)) or {}
-        entry["indexes"][part] = index_fingerprint(manifest) if manifest else None
+        entry["indexes"][part] = model_record(catalogue, part).index
     for part in bridge_parts(model_id):
         bridge = read_bridge_manifest(catalogue.bridge_dir(part)) or {}
         entry["bridges"][part] = {
@@ -318,40 +313,35 @@ def _model_entry(catalogue: Catalogue, model_id: str) -> dict:
 
 
 # -- saving, loading, reporting ------------------------------------------------------------------
+def _records(models: dict) -> Iterator[Recorded]:
+    for entry in models.values():
+        for part, identity in entry.get("indexes", {}).items():
+            yield Recorded(part, identity if identity is not None else "")
+        for part, bridge in entry.get("bridges", {}).items():
+            yield Recorded(part, bridge=True, bridge_trained_at=bridge.get("trained_at"))
+
+
 def leaderboard_stale_reason(catalogue: Catalogue, manifest: dict) -> str | None:
     """Why saved figures no longer describe the catalogue's indexes and bridges (None: current)."""
-    from embeddings.index.store import read_manifest
-    from embeddings.quality.evaluate import index_fingerprint
-
-    if manifest.get("catalogue", {}).get("fingerprint") != catalogue.fingerprint:
-        return "the catalogue's products changed since the evaluation"
-    for entry in manifest.get("models", {}).values():
-        for part, fingerprint in entry.get("indexes", {}).items():
-            index = read_manifest(catalogue.model_dir(part))
-            if index is None or index_fingerprint(index) != fingerprint:
-                return f"model {part!r} was rebuilt since the evaluation"
-        for part, bridge in entry.get("bridges", {}).items():
-            now = read_bridge_manifest(catalogue.bridge_dir(part)) or {}
-            if now.get("trained_at") != bridge.get("trained_at"):
-                return f"the text bridge of {part!r} was retrained since the evaluation"
-    return None
+    fingerprint = manifest.get("catalogue", {}).get("fingerprint")
+    return stale_reason(catalogue, fingerprint, _records(manifest.get("models", {})))
 
 
 def save_leaderboard(catalogue: Catalogue, result: LeaderboardResult) -> dict:
     """Write `leaderboard.json` and `leaderboard.md` under `<catalogue>/evaluation/`."""
-    folder = catalogue.directory / "evaluation"
-    write_atomic(folder / LEADERBOARD_FILE, json.dumps(result.to_json()))
-    write_atomic(folder / LEADERBOARD_SUMMARY, leaderboard_markdown(result))
-    return {"json": folder / LEADERBOARD_FILE, "markdown": folder / LEADERBOARD_SUMMARY}
+    return save_report(
+        catalogue,
+        LEADERBOARD_FILE,
+        result.to_json(),
+        LEADERBOARD_SUMMARY,
+        leaderboard_markdown(result),
+    )
 
 
 def load_leaderboard(catalogue: Catalogue) -> LeaderboardResult | None:
     """The saved figures, or None when there are none, they are unreadable, or stale."""
-    try:
-        data = json.loads((catalogue.directory / "evaluation" / LEADERBOARD_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != LEADERBOARD_FORMAT:
+    data = read_report(catalogue, LEADERBOARD_FILE, LEADERBOARD_FORMAT)
+    if data is None:
         return None
     manifest = data.get("manifest") or {}
     if leaderboard_stale_reason(catalogue, manifest) is not None:
