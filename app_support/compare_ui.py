@@ -430,6 +430,4 @@ def leaderboard_ui(selection: Selection) -> None:
 
 
 def search_text_models(cat: Catalogue) -> dict[str, str]:
-    from embeddings.search.searcher import text_capable_models
-
-    return text_capable_models(cat)
+    return resources.text_capable(cat)

@@ -26,6 +26,7 @@ from embeddings.bundle.open import BUNDLE_ENV, SHA256_ENV, OpenedBundle, open_bu
 from embeddings.catalogue import Catalogue
 from embeddings.catalogue.base import CATALOG_FILE, ITEMS_FILE
 from embeddings.config import MANIFEST_FILE, list_catalogue_dirs
+from embeddings.index import opening
 from embeddings.index.fused import FusedIndex, fused_parts, is_fused
 from embeddings.index.store import ModelIndex
 from embeddings.models.onnx_cache import add_read_only_home
@@ -154,7 +155,7 @@ def products(cat: Catalogue) -> ProductTable:
 
 @st.cache_resource(max_entries=32, show_spinner="Loading the index…")
 def _open_index(directory: str, fingerprint: str, model_id: str, stamp: int) -> ModelIndex:
-    return core_search.open_index(catalogue(directory), model_id)
+    return opening.open_index(catalogue(directory), model_id)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -243,10 +244,25 @@ def searcher(cat: Catalogue) -> Searcher:
     return Searcher(cat, lambda m: index(cat, m), lambda m: text_encoder(cat, m), embedder)
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _listing(directory: str, fingerprint: str, stamp: int) -> tuple[list[str], dict[str, str]]:
+    cat = catalogue(directory)
+    built = opening.built_models(cat)
+    return built, core_search.text_capable_models(cat, built)
+
+
+def _listed(cat: Catalogue) -> tuple[list[str], dict[str, str]]:
+    """(built models, text-capable ones), read once per change of the catalogue's models or
+    bridges: a build swaps whole folders in, which changes the folders' modification times."""
+    stamp = _stamp(cat.directory / "models", cat.directory / "bridges")
+    return _listing(str(cat.directory), cat.fingerprint, stamp)
+
+
 def text_capable(cat: Catalogue) -> dict[str, str]:
     """Built models that answer text here: id -> 'native' or 'bridge'."""
-    return core_search.text_capable_models(cat)
+    return _listed(cat)[1]
 
 
 def built_models(cat: Catalogue) -> list[str]:
-    return core_search.built_models(cat)
+    """Ids of the models with an index in this catalogue, sorted."""
+    return _listed(cat)[0]

@@ -64,7 +64,8 @@ if str(REPO) not in sys.path:
 
 from app_support import browser  # noqa: E402
 from embeddings.catalogue import Catalogue  # noqa: E402
-from embeddings.search.searcher import built_models, text_capable_models  # noqa: E402
+from embeddings.index.opening import built_models  # noqa: E402
+from embeddings.search.searcher import text_capable_models  # noqa: E402
 
 SHARED_FASHION = REPO.parent / "shared" / "datasets" / "fashion-product-images-small"
 DEFAULT_WORK = Path(tempfile.gettempdir()) / "embeddings-bench-load"

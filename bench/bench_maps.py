@@ -56,7 +56,7 @@ def umap_layout(points: np.ndarray, seed: int) -> np.ndarray:
 def compare_methods(catalogue, model_id: str, methods: list[str], seed: int) -> list[dict]:
     from embeddings.artefacts import no_progress
     from embeddings.derived import maps
-    from embeddings.search.searcher import open_index
+    from embeddings.index.opening import open_index
 
     index = open_index(catalogue, model_id)
     rows = maps.mapped_rows(catalogue, index, maps.MAX_POINTS, seed)
@@ -92,7 +92,7 @@ def compare_methods(catalogue, model_id: str, methods: list[str], seed: int) -> 
 def duplicate_figures(catalogue, models: list[str]) -> list[dict]:
     from embeddings.derived import duplicates
     from embeddings.index.base import score_tolerance
-    from embeddings.search.searcher import open_index
+    from embeddings.index.opening import open_index
 
     results = []
     for model_id in models:

@@ -70,7 +70,8 @@ def probe(catalogue_dir: str, models: list[str], mmap: bool, queries: int) -> di
     }
     started = time.perf_counter()
     from embeddings.catalogue import Catalogue
-    from embeddings.search.searcher import Searcher, open_index
+    from embeddings.index.opening import open_index
+    from embeddings.search.searcher import Searcher
 
     catalogue = Catalogue.open(catalogue_dir)
     after_catalogue = rss_mib()

@@ -60,8 +60,9 @@ def overlap(a, b) -> float:
 def bench_model(
     catalogue, model_id: str, rows: np.ndarray, *, tutorial_queries: int, with_float16: bool
 ) -> dict:
+    from embeddings.index.opening import open_index
     from embeddings.index.store import load_vectors
-    from embeddings.search.searcher import Searcher, open_index
+    from embeddings.search.searcher import Searcher
 
     index = open_index(catalogue, model_id)  # as the app opens it (memory-mapped)
     ids, vectors = load_vectors(catalogue.model_dir(model_id))
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from embeddings.catalogue import Catalogue
-    from embeddings.search.searcher import built_models
+    from embeddings.index.opening import built_models
 
     catalogue = Catalogue.open(args.catalogue)
     built = built_models(catalogue)

@@ -91,6 +91,28 @@ def own_shop(tmp_path, product_folder) -> Catalogue:
 
 
 # -- Search page -------------------------------------------------------------------------------
+def test_a_page_run_lists_the_built_models_once(shop, monkeypatch):
+    """The sidebar, the Catalogue page and the text-capable list share one listing per change
+    of the catalogue's models: every manifest is read once, not once per widget."""
+    import embeddings.index.opening as opening
+
+    listed = []
+    real = opening.built_models
+
+    def counting(catalogue):
+        listed.append(catalogue.name)
+        return real(catalogue)
+
+    monkeypatch.setattr(opening, "built_models", counting)
+    st.cache_data.clear()
+    at = make_app(shop, monkeypatch).run()
+    at.switch_page("app_pages/catalogue.py").run()
+    assert not at.exception
+    assert listed == ["shop"]  # both pages, every widget: one listing
+    at.switch_page("app_pages/search.py").run()
+    assert listed == ["shop"]  # nothing changed on disk: not listed again
+
+
 def test_first_load_shows_the_sidebar_and_a_browse_strip(shop, monkeypatch):
     at = make_app(shop, monkeypatch).run()
     assert not at.exception
@@ -332,16 +354,16 @@ def test_product_titles_are_shown_as_text_not_html(tmp_path, monkeypatch):
 
 
 def test_item_queries_load_each_index_once_per_process(shop, built_catalogue, monkeypatch):
-    import embeddings.search.searcher as core_search
+    import embeddings.index.opening as opening
 
     calls = []
-    real_open_index = core_search.open_index
+    real_open_index = opening.open_index
 
     def counting_open_index(catalogue, model_id, **kwargs):
         calls.append(model_id)
         return real_open_index(catalogue, model_id, **kwargs)
 
-    monkeypatch.setattr(core_search, "open_index", counting_open_index)
+    monkeypatch.setattr(opening, "open_index", counting_open_index)
     st.cache_resource.clear()
     at = make_app(shop, monkeypatch, item="red/circle_0").run()
     at.sidebar.slider(key="w_k").set_value(5).run()

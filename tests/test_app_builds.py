@@ -14,9 +14,9 @@ from streamlit.testing.v1 import AppTest
 
 from embeddings import models as models_module
 from embeddings.catalogue import Catalogue
+from embeddings.index.opening import built_models, open_index
 from embeddings.models import ModelSpec
 from embeddings.models.pixels import PixelsEmbedder
-from embeddings.search.searcher import built_models, open_index
 
 APP = str(REPO / "app.py")
 

@@ -25,7 +25,7 @@ from embeddings.building.catalogue import BuildRequest, IndexOptions, build_cata
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.derived import duplicates
 from embeddings.derived.maps import load_map, make_maps
-from embeddings.search.searcher import open_index
+from embeddings.index.opening import open_index
 
 MODELS = ["pixels", "efficientnet-lite0"]
 

@@ -21,8 +21,9 @@ from embeddings.building.model import build_model_index
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.errors import CatalogueError, EmbeddingsError, ImageError, QueryError
 from embeddings.images import open_rgb
+from embeddings.index.opening import open_index
 from embeddings.models import load_model
-from embeddings.search.searcher import make_searcher, open_index
+from embeddings.search.searcher import make_searcher
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from embeddings.building.catalogue import BuildRequest, build_catalogue
 from embeddings.catalogue import Catalogue
 from embeddings.index.base import score_tolerance
 from embeddings.index.byte_vectors import unit_vectors_to_bytes
+from embeddings.index.opening import open_index
 from embeddings.index.store import load_model_index, load_vectors, write_model_index
-from embeddings.search.searcher import make_searcher, open_index
+from embeddings.search.searcher import make_searcher
 
 MANIFEST = {"model_id": "pixels", "weights_id": "none", "catalogue_fingerprint": "f"}
 

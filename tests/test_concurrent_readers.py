@@ -20,13 +20,15 @@ from conftest import REPO, draw_product, make_product_folder
 
 from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.catalogue import Catalogue
-from embeddings.search.searcher import make_searcher, open_index
+from embeddings.index.opening import open_index
+from embeddings.search.searcher import make_searcher
 
 READER = """
 import json, sys, time
 from pathlib import Path
 import numpy as np
-from embeddings.search.searcher import default_text_encoder, make_searcher, open_snapshot
+from embeddings.search.searcher import default_text_encoder, make_searcher
+from embeddings.index.opening import open_snapshot
 
 directory, stop, log = Path(sys.argv[1]), Path(sys.argv[2]), open(sys.argv[3], "w")
 rng = np.random.default_rng(0)

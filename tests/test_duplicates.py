@@ -22,9 +22,10 @@ from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.derived import duplicates
 from embeddings.errors import IndexMissingError
 from embeddings.index.base import score_tolerance
+from embeddings.index.opening import open_index
 from embeddings.search.hits import Hit, distinct_top_k, fold_near_duplicates
 from embeddings.search.query import Query
-from embeddings.search.searcher import make_searcher, open_index
+from embeddings.search.searcher import make_searcher
 
 #: What was planted: exact copies under other names (any model scores them 1.0), and
 #: near-copies (re-encoded as JPEG, brightened by 4%) of other products.

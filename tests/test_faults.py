@@ -25,9 +25,10 @@ from embeddings.building.catalogue import BuildRequest, IndexOptions, build_cata
 from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.errors import describe_os_error
+from embeddings.index.opening import open_index
 from embeddings.models import ModelSpec
 from embeddings.models.pixels import PixelsEmbedder
-from embeddings.search.searcher import make_searcher, open_index
+from embeddings.search.searcher import make_searcher
 
 #: A pixels build's files: raw pixels are stored as bytes with their norms (no vectors.npy).
 ARTEFACTS = ("index.faiss", "norms.npy", "ids.txt")

@@ -21,11 +21,12 @@ from embeddings.index.fused import (
     fused_parts,
     rrf_scores,
 )
+from embeddings.index.opening import open_index, open_snapshot
 from embeddings.index.store import load_vectors
 from embeddings.models import load_model
 from embeddings.quality.evaluate import evaluate_catalogue, load_results, save_results, stale_reason
 from embeddings.search.query import Query
-from embeddings.search.searcher import Searcher, make_searcher, open_index, open_snapshot
+from embeddings.search.searcher import Searcher, make_searcher
 
 FUSED = "efficientnet-lite0+pixels"
 

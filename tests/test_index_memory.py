@@ -16,6 +16,7 @@ from conftest import REPO
 from embeddings.building.model import build_model_index
 from embeddings.catalogue import create_catalogue
 from embeddings.index.base import score_tolerance
+from embeddings.index.opening import open_index
 from embeddings.index.store import (
     INDEX_FILE,
     load_model_index,
@@ -24,7 +25,7 @@ from embeddings.index.store import (
     write_model_index,
 )
 from embeddings.models import load_model
-from embeddings.search.searcher import make_searcher, open_index
+from embeddings.search.searcher import make_searcher
 
 PYTHON = sys.executable
 MANIFEST = {"model_id": "m", "weights_id": "w", "catalogue_fingerprint": "f"}
@@ -220,7 +221,8 @@ def test_browsing_and_filtering_do_not_import_torch(built_catalogue):
     result = run_python(f"""
         import json, sys
         from embeddings.catalogue import Catalogue
-        from embeddings.search.searcher import make_searcher, built_models
+        from embeddings.search.searcher import make_searcher
+        from embeddings.index.opening import built_models
         catalogue = Catalogue.open({str(built_catalogue.directory)!r})
         searcher = make_searcher(catalogue)
         hits = searcher.search_item("blue/square_1", built_models(catalogue), 5, \

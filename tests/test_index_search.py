@@ -12,6 +12,7 @@ from sklearn.metrics.pairwise import cosine_similarity
 from embeddings.building.model import build_model_index
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.errors import IndexMismatchError, IndexMissingError, QueryError
+from embeddings.index.opening import built_models, open_index
 from embeddings.index.store import (
     load_model_index,
     load_vectors,
@@ -19,7 +20,7 @@ from embeddings.index.store import (
     write_model_index,
 )
 from embeddings.models import load_model
-from embeddings.search.searcher import Searcher, built_models, make_searcher, open_index, rank
+from embeddings.search.searcher import Searcher, make_searcher, rank
 
 
 def tutorial_top_k(vectors: np.ndarray, row: int, k: int) -> list[int]:

@@ -17,9 +17,9 @@ from embeddings.building.catalogue import BuildRequest, IndexOptions, build_cata
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.derived.maps import load_map, make_maps
 from embeddings.errors import IndexMissingError
+from embeddings.index.opening import open_index
 from embeddings.index.store import read_manifest
 from embeddings.locks import BuildBusyError, build_lock
-from embeddings.search.searcher import open_index
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ from embeddings.errors import (
 from embeddings.index import milvus as milvus_backend
 from embeddings.index import milvus_aliases
 from embeddings.index.milvus import MilvusIndex
+from embeddings.index.opening import built_models, open_index
 from embeddings.index.store import (
     load_model_index,
     load_vectors,
@@ -45,7 +46,7 @@ from embeddings.index.store import (
     write_model_index,
 )
 from embeddings.models import load_model
-from embeddings.search.searcher import Searcher, built_models, make_searcher, open_index
+from embeddings.search.searcher import Searcher, make_searcher
 
 PYTHON = sys.executable
 
@@ -654,7 +655,7 @@ import json, sys
 from pathlib import Path
 import numpy as np
 from embeddings.catalogue import Catalogue
-from embeddings.search.searcher import open_index, open_snapshot
+from embeddings.index.opening import open_index, open_snapshot
 
 directory, stop, log = Path(sys.argv[1]), Path(sys.argv[2]), open(sys.argv[3], "w")
 queries = np.load(sys.argv[4])

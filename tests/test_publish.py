@@ -23,8 +23,9 @@ from embeddings.cli import main
 from embeddings.derived.duplicates import find_duplicates, load_pairs
 from embeddings.derived.maps import load_map, make_maps
 from embeddings.index.base import score_tolerance
+from embeddings.index.opening import open_index
 from embeddings.quality.evaluate import evaluate_catalogue, load_results, save_results
-from embeddings.search.searcher import make_searcher, open_index
+from embeddings.search.searcher import make_searcher
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from embeddings.building.catalogue import BuildRequest, build_catalogue
 from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.errors import IndexMismatchError
-from embeddings.search.searcher import make_searcher, open_index, open_snapshot
+from embeddings.index.opening import open_index, open_snapshot
+from embeddings.search.searcher import make_searcher
 
 
 def grow(source, count: int, start: int = 100) -> None:

@@ -190,9 +190,9 @@ def cmd_bridge(args) -> int:
     from embeddings.bridge.exclusion import ExcludedTitles
     from embeddings.catalogue import Catalogue
     from embeddings.config import resolve_catalog_dir
+    from embeddings.index.opening import built_models
     from embeddings.locks import build_lock
     from embeddings.models import get_spec
-    from embeddings.search.searcher import built_models
 
     directory = resolve_catalog_dir(args.catalog)
     catalogue = Catalogue.open(directory)

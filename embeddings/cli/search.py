@@ -94,7 +94,8 @@ def _query_options(search: argparse.ArgumentParser) -> None:
 def cmd_search(args) -> int:
     from embeddings.config import resolve_catalog_dir
     from embeddings.index.fused import check_model_id
-    from embeddings.search.searcher import make_searcher, open_snapshot
+    from embeddings.index.opening import open_snapshot
+    from embeddings.search.searcher import make_searcher
 
     # An unknown id is a typo: say so before anything else (a fused id names its unknown part).
     args.models = [check_model_id(model_id) for model_id in args.models]

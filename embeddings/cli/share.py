@@ -127,7 +127,7 @@ def cmd_models(args) -> int:
 def cmd_catalogues(args) -> int:
     from embeddings.catalogue import Catalogue
     from embeddings.config import data_dir, list_catalogue_dirs
-    from embeddings.search.searcher import built_models
+    from embeddings.index.opening import built_models
 
     root = Path(args.data) if args.data else data_dir()
     found = list_catalogue_dirs(root)

@@ -40,7 +40,7 @@ from embeddings.artefacts import (
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, QueryError, describe_os_error
 from embeddings.index.base import ModelIndex, score_tolerance
-from embeddings.search.searcher import open_snapshot
+from embeddings.index.opening import open_snapshot
 
 KIND = "duplicates"
 PAIRS_FORMAT = 1

@@ -41,7 +41,7 @@ from embeddings.artefacts import (
 from embeddings.catalogue import Catalogue, stratified_sample
 from embeddings.errors import EmbeddingsError, QueryError
 from embeddings.index.base import ModelIndex
-from embeddings.search.searcher import built_models, open_snapshot
+from embeddings.index.opening import built_models, open_snapshot
 
 KIND = "maps"
 MAP_FORMAT = 1

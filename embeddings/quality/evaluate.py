@@ -1,7 +1,7 @@
 """Measured retrieval quality per model: image-to-image by label, and text-to-image.
 
 Two tasks, both run through each model's saved FAISS index
-(`embeddings.search.searcher.open_index`),
+(`embeddings.index.opening.open_index`),
 with all the queries of a model searched in one batched call:
 
 **image** (leave-one-out). Each query is a catalogue product's own stored vector; the product
@@ -281,7 +281,7 @@ def evaluate_catalogue(
     image figures only, and the reason is kept in `manifest["skipped_text"]`. Raises
     `IndexMissingError`/`IndexMismatchError` when a model's index is missing or out of date.
     """
-    from embeddings.search.searcher import built_models, open_index
+    from embeddings.index.opening import built_models, open_index
 
     started = time.perf_counter()
     ks = _check_ks(ks)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from functools import cache
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -29,22 +28,19 @@ from PIL import Image
 from embeddings.catalogue import Catalogue
 from embeddings.config import MANIFEST_FILE
 from embeddings.errors import (
-    CatalogueChangedError,
     CatalogueError,
     EmbeddingsError,
-    IndexMismatchError,
     QueryError,
 )
 from embeddings.index.base import ModelIndex
 from embeddings.index.fused import (
     FusedEncoder,
     FusedIndex,
-    check_model_id,
     fused_encoder,
     fused_parts,
     is_fused,
 )
-from embeddings.index.store import load_model_index, read_manifest
+from embeddings.index.opening import built_models, open_index
 from embeddings.locks import commit_lock
 from embeddings.search.hits import Hit, distinct_top_k
 from embeddings.search.query import (
@@ -64,8 +60,6 @@ __all__ = [
     "Searcher",
     "check_text",
     "make_searcher",
-    "open_index",
-    "open_snapshot",
     "rank",
 ]
 
@@ -137,21 +131,6 @@ def rank_many(
         [Hit(index.ids[row], float(score)) for score, row in zip(s, f, strict=True) if row >= 0]
         for s, f in zip(scores, found, strict=True)
     ]
-
-
-def built_models(catalogue: Catalogue) -> list[str]:
-    """Ids of the models with an index in this catalogue (whatever its state), sorted."""
-    models_dir = catalogue.directory / "models"
-    if not models_dir.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in models_dir.iterdir()
-        if p.is_dir()
-        and not p.name.startswith(".")
-        and "." not in p.name
-        and read_manifest(p) is not None
-    )
 
 
 def check_k(k: int) -> int:
@@ -385,72 +364,6 @@ class Searcher:
         return self.search(Query(image=image), models, k, filters=filters)
 
 
-def open_index(
-    catalogue: Catalogue, model_id: str, *, mmap: bool = True, lock: bool = True
-) -> ModelIndex:
-    """Load and validate a model's index in a catalogue, on the backend its build recorded.
-
-    A FAISS index is memory-mapped by default (`mmap`): opening costs no copy of the vectors,
-    pages come in on first use and stay shared with the page cache. Raises
-    `CatalogueChangedError` when the index belongs to a newer build of the catalogue than
-    `catalogue` (open the catalogue again), `IndexMismatchError` when it is really out of date.
-    A fused id (`a+b`, see `embeddings.index.fused`) opens its parts and fuses them.
-    """
-    if is_fused(model_id):
-        model_id = check_model_id(model_id)
-        parts = [open_index(catalogue, p, mmap=mmap, lock=lock) for p in fused_parts(model_id)]
-        return FusedIndex(model_id, parts)
-    try:
-        return load_model_index(
-            catalogue.model_dir(model_id),
-            catalogue_fingerprint=catalogue.fingerprint,
-            model_id=model_id,
-            mmap=mmap,
-            lock=lock,
-        )
-    except IndexMismatchError as exc:
-        now = catalogue.on_disk_fingerprint()
-        if now is not None and now != catalogue.fingerprint:
-            raise CatalogueChangedError(
-                f"catalogue {catalogue.name!r} was rebuilt while it was open; open it again"
-            ) from exc
-        raise
-
-
-def open_snapshot(
-    directory: Path, models: Sequence[str], *, mmap: bool = True
-) -> tuple[Catalogue, dict[str, ModelIndex | EmbeddingsError]]:
-    """The catalogue in `directory` and the indexes of `models` as one build left them.
-
-    Opened under the catalogue's shared commit lock, so a build committing meanwhile waits. A
-    model whose index cannot be opened maps to its error (the others still answer).
-    """
-    with commit_lock(directory):
-        catalogue = Catalogue.open(directory, lock=False)
-        indexes: dict[str, ModelIndex | EmbeddingsError] = {}
-        plain = dict.fromkeys(p for model_id in models for p in fused_parts(model_id))
-        for model_id in plain:  # each model once, also when fused models name it
-            try:
-                indexes[model_id] = open_index(catalogue, model_id, mmap=mmap, lock=False)
-            except EmbeddingsError as exc:
-                indexes[model_id] = exc
-    for model_id in models:
-        if is_fused(model_id):
-            indexes[model_id] = fuse_opened(model_id, indexes)
-    return catalogue, {m: indexes[m] for m in models}
-
-
-def fuse_opened(
-    model_id: str, indexes: dict[str, ModelIndex | EmbeddingsError]
-) -> FusedIndex | EmbeddingsError:
-    """The fused index of `model_id` over its parts' opened indexes, or the first part's error."""
-    for part in fused_parts(model_id):
-        if isinstance(indexes.get(part), EmbeddingsError):
-            error = indexes[part]
-            return type(error)(f"fused model {model_id!r}: {error}")
-    return FusedIndex(model_id, [indexes[p] for p in fused_parts(model_id)])
-
-
 def fused_text_kind(model_id: str, capable: dict[str, str]) -> str | None:
     """How a model answers text given `capable` (from `text_capable_models`): a fused model
     answers when every part does, 'bridge' when any part needs its bridge; None: it cannot."""
@@ -460,12 +373,15 @@ def fused_text_kind(model_id: str, capable: dict[str, str]) -> str | None:
     return "bridge" if "bridge" in kinds else "native"
 
 
-def text_capable_models(catalogue: Catalogue) -> dict[str, str]:
-    """Built models that can answer text in this catalogue: id -> 'native' or 'bridge'."""
+def text_capable_models(
+    catalogue: Catalogue, built: Sequence[str] | None = None
+) -> dict[str, str]:
+    """Built models that can answer text in this catalogue: id -> 'native' or 'bridge'
+    (`built`: the catalogue's `built_models`, when the caller has listed them already)."""
     from embeddings.models import get_spec
 
     capable = {}
-    for model_id in built_models(catalogue):
+    for model_id in built_models(catalogue) if built is None else built:
         try:
             spec = get_spec(model_id)
         except EmbeddingsError:
