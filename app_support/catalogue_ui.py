@@ -18,6 +18,7 @@ import streamlit as st
 
 from app_support import resources
 from app_support.bundle_ui import bundle_overview_ui
+from app_support.progress_ui import ProgressUI
 from app_support.sidebar import Selection, escape_markdown
 from embeddings.catalogue import Catalogue
 from embeddings.config import REPO_ROOT, data_dir
@@ -96,34 +97,12 @@ def built_table(cat: Catalogue) -> pd.DataFrame:
 
 
 # -- building --------------------------------------------------------------------------------
-class BuildProgressUI:
-    """Shows a core build's `BuildEvent`s: a line per step, a progress bar per model."""
-
-    def __init__(self):
-        self.bars: dict[str, object] = {}
-
-    def __call__(self, event) -> None:
-        model = event.model_id
-        if model is not None and model not in self.bars:
-            self.bars[model] = st.progress(0.0, text=f"{model}: starting…")
-        bar = self.bars.get(model)
-        if event.stage == "embed" and bar is not None:
-            fraction = event.done / event.total if event.total else 1.0
-            bar.progress(fraction, text=f"{model}: {event.done:,} / {event.total:,} images")
-        elif event.stage == "model-done" and bar is not None:
-            bar.progress(1.0, text=f"{model}: {event.message}")
-        elif bar is not None and event.message:
-            bar.progress(0.0 if event.stage == "load" else 1.0, text=f"{model}: {event.message}")
-        elif event.message:
-            st.write(event.message)
-
-
 def run_build_ui(request) -> object | None:
     """Run `build_catalogue` with progress on the page; the result, or None after an error."""
     from embeddings.building.catalogue import build_catalogue
 
     try:
-        return build_catalogue(request, progress=BuildProgressUI())
+        return build_catalogue(request, progress=ProgressUI())
     except EmbeddingsError as exc:
         st.error(str(exc))
     except OSError as exc:

@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from app_support import disagreement_ui, resources, sidebar
+from app_support.progress_ui import ProgressUI
 from app_support.sidebar import Selection
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError
@@ -124,26 +125,14 @@ def score_summary(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def measure_then_rerun(measure) -> None:
-    """Run `measure(bar)` under a progress bar: rerun the page with what it saved, or show why
-    it could not be measured."""
-    bar = st.progress(0.0, text="Starting…")
+    """Run `measure(progress)` with progress bars: rerun the page with what it saved, or show
+    why it could not be measured."""
     try:
-        measure(bar)
+        measure(ProgressUI())
     except EmbeddingsError as exc:
-        bar.empty()
         st.error(str(exc))
         return
-    bar.empty()
     st.rerun()
-
-
-def _progress_callback(bar):
-    """A `progress(done, total)` function that moves `bar`."""
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(min(1.0, done / total) if total else 1.0, text=f"{done:,} / {total:,} steps")
-
-    return progress
 
 
 def compute_ui(cat: Catalogue, models: list[str], default_queries: int) -> None:
@@ -161,9 +150,9 @@ def compute_ui(cat: Catalogue, models: list[str], default_queries: int) -> None:
         f"Measure {', '.join(models)} on {queries:,} queries", type="primary", key="eval_run"
     ):
 
-        def measure(bar) -> None:
+        def measure(progress) -> None:
             result = evaluate.evaluate_catalogue(
-                cat, models, queries=queries, seed=0, progress=_progress_callback(bar)
+                cat, models, queries=queries, seed=0, progress=progress
             )
             evaluate.save_results(cat, result)
 
@@ -374,10 +363,7 @@ def leaderboard_measure_ui(cat: Catalogue, models: list[str]) -> None:
         return
     if st.button(f"Measure {', '.join(models)} on {len(titles):,} titles", key="kagl_run"):
 
-        def measure(bar) -> None:
-            def progress(done: int, total: int, message: str) -> None:
-                bar.progress(min(1.0, done / total) if total else 1.0, text=message)
-
+        def measure(progress) -> None:
             result = leaderboard.evaluate_leaderboard(cat, models, titles, progress=progress)
             leaderboard.save_leaderboard(cat, result)
 

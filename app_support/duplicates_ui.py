@@ -15,6 +15,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_support import resources, thumbs
+from app_support.progress_ui import ProgressUI
 from app_support.sidebar import (
     Selection,
     escape_markdown,
@@ -22,7 +23,6 @@ from app_support.sidebar import (
     search_product_next_run,
 )
 from app_support.tiles import Tile, tile_grid
-from embeddings.artefacts import Step
 from embeddings.catalogue import Catalogue
 from embeddings.config import MANIFEST_FILE
 from embeddings.derived import duplicates as core
@@ -109,20 +109,6 @@ def fold_thresholds(cat: Catalogue):
 
 
 # -- the Duplicates page -------------------------------------------------------------------------
-class PairsProgressUI:
-    """Draws the range search's `Step`s as a progress bar."""
-
-    def __init__(self):
-        self.bar = st.progress(0.0, text="Starting…")
-
-    def __call__(self, step: Step) -> None:
-        fraction = step.done / step.total if step.total else 0.0
-        self.bar.progress(
-            min(1.0, fraction),
-            text=f"{step.model_id}: {step.message} ({step.done:,} / {step.total:,})",
-        )
-
-
 def find_ui(cat: Catalogue, model_id: str) -> None:
     """The button that searches the model's pairs (and saves them), with a progress bar."""
     if resources.read_only():
@@ -140,7 +126,7 @@ def find_ui(cat: Catalogue, model_id: str) -> None:
     ):
         return
     try:
-        found = core.find_duplicates(cat.directory, model_id, progress=PairsProgressUI())
+        found = core.find_duplicates(cat.directory, model_id, progress=ProgressUI())
     except EmbeddingsError as exc:
         st.error(escape_markdown(str(exc)))
         return

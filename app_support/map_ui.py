@@ -26,6 +26,7 @@ import pandas as pd
 import streamlit as st
 
 from app_support import resources, thumbs
+from app_support.progress_ui import ProgressUI
 from app_support.sidebar import (
     Selection,
     current_query,
@@ -34,7 +35,6 @@ from app_support.sidebar import (
     search_product_next_run,
 )
 from app_support.tiles import Tile, tile_grid
-from embeddings.artefacts import Step
 from embeddings.catalogue import Catalogue, stratified_sample
 from embeddings.config import MANIFEST_FILE
 from embeddings.derived import maps as core_maps
@@ -289,20 +289,6 @@ def boxed_ui(cat: Catalogue, frame: pd.DataFrame, models: list[str]) -> None:
 
 
 # -- computing maps ------------------------------------------------------------------------------
-class MapProgressUI:
-    """Draws `embeddings.artefacts.Step`s as one progress bar per model."""
-
-    def __init__(self):
-        self.bars: dict[str, object] = {}
-
-    def __call__(self, step: Step) -> None:
-        bar = self.bars.get(step.model_id)
-        if bar is None:
-            bar = self.bars[step.model_id] = st.progress(0.0, text=f"{step.model_id}: starting…")
-        fraction = step.done / step.total if step.total else 0.0
-        bar.progress(min(1.0, fraction), text=f"{step.model_id}: {step.message} ({step.stage})")
-
-
 def compute_ui(cat: Catalogue, models: list[str]) -> None:
     """The button that computes (and saves) the maps of `models`, with progress bars."""
     if resources.read_only():
@@ -314,7 +300,7 @@ def compute_ui(cat: Catalogue, models: list[str]) -> None:
     if not st.button(label, type="primary", key="map_compute", icon=":material/scatter_plot:"):
         return
     try:
-        outcomes = core_maps.make_maps(cat.directory, models, progress=MapProgressUI())
+        outcomes = core_maps.make_maps(cat.directory, models, progress=ProgressUI())
     except EmbeddingsError as exc:
         st.error(escape_markdown(str(exc)))
         return

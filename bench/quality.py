@@ -54,7 +54,7 @@ def ensure_bridge(catalogue: Catalogue, model_id: str, *, retrain: bool, seed: i
         catalogue,
         model_id,
         seed=seed,
-        progress=lambda message: print(f"[{model_id}] {message}", file=sys.stderr),
+        progress=lambda event: print(f"[{model_id}] {event.message}", file=sys.stderr),
     )
     print(f"[{model_id}] text bridge: {summary}", file=sys.stderr)
 
@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not get_spec(model_id).has_text:
                     ensure_bridge(catalogue, model_id, retrain=args.retrain, seed=args.seed)
 
-        def progress(done: int, total: int) -> None:
-            print(f"evaluated {done}/{total} (model, task) steps", file=sys.stderr)
+        def progress(event) -> None:
+            print(f"evaluated {event.done}/{event.total} (model, task) steps", file=sys.stderr)
 
         result = evaluate_catalogue(
             catalogue, models, queries=args.queries, seed=args.seed, progress=progress

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,22 +59,6 @@ class StaleArtefactError(IndexMismatchError):
     """A saved map or duplicate list was computed from an earlier build of the model's index."""
 
 
-@dataclass(frozen=True)
-class Step:
-    """Progress of a long computation over one model, for a tqdm bar or `st.progress`."""
-
-    model_id: str
-    stage: str  # e.g. "vectors", "layout", "faithfulness", "search", "save"
-    done: int = 0
-    total: int = 0
-    message: str = ""
-
-
-ProgressFn = Callable[[Step], None]
-
-
-def no_progress(step: Step) -> None:
-    """The default progress callback: shows nothing."""
 
 
 def index_identity(index_manifest: dict) -> dict:

@@ -31,7 +31,6 @@ from embeddings.bridge.training import (
     DEFAULT_HOLDOUT_FRACTION,
     REDUCE_ABOVE,
     REDUCED_RANK,
-    ProgressFn,
     TrainOptions,
     holdout_titles,
     train_head,
@@ -40,6 +39,7 @@ from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
 from embeddings.index.store import load_vectors, read_manifest, rebuild_advice
 from embeddings.locks import commit_lock
+from embeddings.progress import Progress, ProgressFn, no_progress
 
 
 @dataclass
@@ -88,8 +88,8 @@ def fit_bridge(
     titles = _titles(catalogue, ids)
     if not (titles != "").any():
         return None
-    say = progress or (lambda message: None)
-    say("embedding titles (cached after the first time)")
+    say = progress or no_progress
+    say(Progress("bridge", model_id, message="embedding titles (cached after the first time)"))
     cache = title_vectors(catalogue)
     options = options or TrainOptions()
     memory_options = memory_options or MemoryOptions()
@@ -106,18 +106,19 @@ def fit_bridge(
     if previous is not None:
         return BridgeFit(model_id, "up to date, " + summarise(previous), None)
     split = _split(catalogue, model_id, titles, cache, holdout_fraction, seed, exclude)
-    say(f"training on {len(split.train_rows):,} titled products")
+    say(Progress("bridge", model_id, message=f"training on {len(split.train_rows):,} titles"))
     weights, bias = train_head(
         cache.for_titles(titles[split.train_rows]),
         vectors[split.train_rows],
         seed=seed,
         options=options,
         progress=say,
+        label=model_id,
     )
     manifest = _manifest(model_id, settings, weights, vectors.shape[1], split, exclude)
     memory, basis = None, None
     if recipe == "memory":
-        say("building the memory of training titles and label sentences")
+        say(Progress("bridge", model_id, message="building the memory of titles and labels"))
         memory, basis = fit_memory(
             catalogue, ids, vectors, titles, split.train_rows, cache, memory_options, seed
         )

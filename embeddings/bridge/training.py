@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from embeddings.errors import EmbeddingsError
+from embeddings.progress import Progress, ProgressFn
 
 #: Share of distinct titles kept out of training, for the held-out figures.
 DEFAULT_HOLDOUT_FRACTION = 0.1
@@ -16,7 +17,6 @@ DEFAULT_HOLDOUT_FRACTION = 0.1
 REDUCE_ABOVE = 2048
 REDUCED_RANK = 512
 
-ProgressFn = Callable[[str], None]
 
 
 def holdout_titles(
@@ -104,6 +104,7 @@ def train_head(
     seed: int = 0,
     options: TrainOptions = TrainOptions(),
     progress: ProgressFn | None = None,
+    label: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit W (d, t), b (d,) so that normalise(W @ text + b) finds its pair among image vectors.
 
@@ -167,7 +168,8 @@ def train_head(
                 optimiser.step()
                 schedule.step()  # total > 0 here: the loop runs only when epochs > 0
             if progress:
-                progress(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}")
+                message = f"epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}"
+                progress(Progress("bridge", label, epoch + 1, epochs, message))
         with torch.no_grad():
             weight_out, bias_out = weight.detach(), bias.detach()
             if basis is not None:

@@ -16,13 +16,13 @@ Catalogue page).
 
 When the products changed, the models already built in the catalogue are brought up to date
 too (only the new products are embedded), so no index is left behind a newer catalogue.
-Progress reaches the caller as `BuildEvent`s; printing and widgets are the caller's business.
+Progress reaches the caller as `embeddings.progress.Progress` events; printing and widgets are
+the caller's business.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +51,7 @@ from embeddings.index.store import (
 )
 from embeddings.locks import build_lock, commit_lock
 from embeddings.models import expected_weights_id, get_spec, load_model
+from embeddings.progress import Progress, ProgressFn, no_progress
 
 DEFAULT_MODELS = ("pixels", "efficientnet-lite0")
 
@@ -90,18 +91,6 @@ class BuildRequest:
     new_catalogue: bool = False  # refuse a folder that already holds a catalogue
 
 
-@dataclass(frozen=True)
-class BuildEvent:
-    """One step of a build, for progress displays."""
-
-    stage: str  # "scan" | "load" | "embed" | "index" | "bridge" | "commit" | "model-done"
-    model_id: str | None = None
-    done: int = 0
-    total: int = 0
-    message: str = ""
-
-
-ProgressFn = Callable[[BuildEvent], None]
 
 
 @dataclass
@@ -148,7 +137,7 @@ def build_catalogue(request: BuildRequest, progress: ProgressFn | None = None) -
     Raises `EmbeddingsError` (bad input, a busy catalogue) before any work is done; model
     failures are returned in the outcomes, not raised.
     """
-    say = progress or (lambda event: None)
+    say = progress or no_progress
     for model_id in request.models or []:
         get_spec(model_id)  # unknown ids fail before any work
     if request.bridge_recipe:
@@ -201,7 +190,7 @@ def _scan(request: BuildRequest, previous: Catalogue | None, say: ProgressFn) ->
         given = getattr(request, name)
         return given if given is not None else (info.get(name, default) if same else default)
 
-    say(BuildEvent("scan", message=f"reading {source}"))
+    say(Progress("scan", message=f"reading {source}"))
     return create_catalogue(
         source,
         request.out,
@@ -254,7 +243,7 @@ def _build_model(
     except Exception as exc:  # noqa: BLE001 - one model's failure, whatever it is, must not cost the others
         _discard(staged)
         staged.outcome = ModelOutcome(model_id, "failed", _failure_message(exc))
-    say(BuildEvent("model-done", model_id, message=staged.outcome.status))
+    say(Progress("model-done", model_id, message=staged.outcome.status))
     return staged
 
 
@@ -276,9 +265,9 @@ def _build_model_steps(
         staged.outcome = ModelOutcome(model_id, "reused", "up to date")
         staged.bridge = _fit_bridge_from_index(catalogue, model_id, request, say, staged.outcome)
         return
-    say(BuildEvent("load", model_id, message=f"loading {model_id}"))
+    say(Progress("load", model_id, message=f"loading {model_id}"))
     embedder = load_model(
-        model_id, messages=lambda line: say(BuildEvent("load", model_id, message=line)), **options
+        model_id, messages=lambda line: say(Progress("load", model_id, message=line)), **options
     )
     embedded = embed_catalogue(
         catalogue,
@@ -286,10 +275,10 @@ def _build_model_steps(
         batch_size=request.index.batch_size,
         workers=request.index.workers,
         force=request.index.force,
-        progress=lambda done, total: say(BuildEvent("embed", model_id, done, total)),
+        progress=say,
     )
     staged.work_dir = embedded.work_dir
-    say(BuildEvent("index", model_id, message="writing the index"))
+    say(Progress("index", model_id, message="writing the index"))
     staged.index = stage_model_index(
         catalogue.model_dir(model_id),
         ids=embedded.ids,
@@ -422,7 +411,7 @@ def _fit_bridge(
     """
     if not _wants_bridge(catalogue, model_id, request):
         return None
-    say(BuildEvent("bridge", model_id, message="training the text bridge"))
+    say(Progress("bridge", model_id, message="training the text bridge"))
     try:
         fit = fit_bridge(
             catalogue,
@@ -430,7 +419,7 @@ def _fit_bridge(
             ids=ids,
             vectors=vectors,
             weights_id=weights_id,
-            progress=lambda message: say(BuildEvent("bridge", model_id, message=message)),
+            progress=say,
             **bridge_options(request),
         )
     except EmbeddingsError as exc:
@@ -460,7 +449,7 @@ def _commit(catalogue: Catalogue, staged: list[_Staged], say: ProgressFn) -> boo
     """Put the catalogue and every staged index and bridge in place at once (or nothing)."""
     if not any(s.outcome.status != "failed" for s in staged):
         return False
-    say(BuildEvent("commit", message="putting the new indexes in place"))
+    say(Progress("commit", message="putting the new indexes in place"))
     try:
         with commit_lock(catalogue.directory, exclusive=True):
             catalogue.save()  # first: a full disk fails here, before any folder moves

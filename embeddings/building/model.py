@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +34,7 @@ from embeddings.index.store import (
     write_model_index,
 )
 from embeddings.models import Embedder
-
-#: progress(done, total): called after every chunk (tqdm in the CLI, st.progress in the app).
-ProgressFn = Callable[[int, int], None]
+from embeddings.progress import Progress, ProgressFn, no_progress
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_CHUNK_BATCHES = 2
@@ -173,8 +171,8 @@ def embed_catalogue(
     )
     new_vectors, failed, finished = _reuse_chunks(plan_dir, chunks, report)
     done = len(ids) - len(todo) + sum(len(chunks[n]) for n in finished)
-    if progress:
-        progress(done, len(ids))
+    say = progress or no_progress
+    say(Progress("embed", model_id, done, len(ids)))  # after every chunk, from here on
     remaining = [n for n in range(len(chunks)) if n not in finished]
     embed_started = time.perf_counter()
     for number, vectors, chunk_failed, ok_ids in _embed_chunks(
@@ -185,8 +183,7 @@ def embed_catalogue(
         failed.update(chunk_failed)
         report.embedded += len(ok_ids)
         done += len(chunks[number])
-        if progress:
-            progress(done, len(ids))
+        say(Progress("embed", model_id, done, len(ids)))
     report.seconds = time.perf_counter() - embed_started
     final_ids = [item_id for item_id in ids if item_id in known or item_id in new_vectors]
     stacked = (

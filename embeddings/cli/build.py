@@ -12,6 +12,7 @@ from embeddings.cli.options import (
     parse_weights,
     read_excluded_titles,
 )
+from embeddings.cli.progress import ProgressBars
 from embeddings.errors import EmbeddingsError
 
 
@@ -103,32 +104,6 @@ def add_parsers(commands) -> None:
     add_recipe_option(build)
 
 
-class BuildPrinter:
-    """Shows a build's progress: a tqdm bar per model while it embeds, a line per other step."""
-
-    QUIET = {"embed", "model-done", "bridge"}
-
-    def __init__(self):
-        self.bars: dict[str, object] = {}
-
-    def __call__(self, event) -> None:
-        from tqdm import tqdm
-
-        if event.stage == "embed":
-            bar = self.bars.get(event.model_id)
-            if bar is None:
-                bar = self.bars[event.model_id] = tqdm(
-                    total=event.total, desc=event.model_id, unit="img", dynamic_ncols=True
-                )
-            bar.total = event.total
-            bar.update(event.done - bar.n)
-        elif event.stage == "model-done" and event.model_id in self.bars:
-            self.bars.pop(event.model_id).close()
-        elif event.stage not in self.QUIET and event.message:
-            prefix = f"[{event.model_id}] " if event.model_id else ""
-            tqdm.write(prefix + event.message)
-
-
 def cmd_build(args) -> int:
     from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
 
@@ -157,7 +132,11 @@ def cmd_build(args) -> int:
             force=args.force,
         ),
     )
-    result = build_catalogue(request, progress=BuildPrinter())
+    bars = ProgressBars(unit="img")
+    try:
+        result = build_catalogue(request, progress=bars)
+    finally:
+        bars.close()
     _print_build(result)
     if result.failed:
         print(

@@ -6,6 +6,7 @@ import json
 import sys
 
 from embeddings.cli.options import add_models_option
+from embeddings.cli.progress import ProgressBars
 
 
 def add_parsers(commands) -> None:
@@ -44,32 +45,6 @@ def _duplicates_parser(commands) -> None:
     dupes.add_argument("--show", type=int, default=20, help="groups listed without --json")
 
 
-class StepPrinter:
-    """A tqdm bar per (model, stage) of a map or duplicate search."""
-
-    def __init__(self):
-        self.bars: dict[tuple[str, str], object] = {}
-
-    def __call__(self, step) -> None:
-        from tqdm import tqdm
-
-        key = (step.model_id, step.stage)
-        bar = self.bars.get(key)
-        if bar is None:
-            for other in list(self.bars):
-                self.bars.pop(other).close()
-            bar = self.bars[key] = tqdm(
-                total=step.total or None, desc=f"{step.model_id} {step.stage}", dynamic_ncols=True
-            )
-        bar.total = step.total or bar.total
-        bar.set_postfix_str(step.message, refresh=False)
-        bar.update(step.done - bar.n)
-
-    def close(self) -> None:
-        for key in list(self.bars):
-            self.bars.pop(key).close()
-
-
 def cmd_map(args) -> int:
     from embeddings.config import resolve_catalog_dir
     from embeddings.derived.maps import MAX_POINTS, make_maps
@@ -77,7 +52,7 @@ def cmd_map(args) -> int:
 
     for model_id in args.models or []:
         get_spec(model_id)
-    printer = StepPrinter()
+    printer = ProgressBars()
     try:
         outcomes = make_maps(
             resolve_catalog_dir(args.catalog),
@@ -122,7 +97,7 @@ def cmd_duplicates(args) -> int:
     from embeddings.models import get_spec
 
     get_spec(args.model)
-    printer = StepPrinter()
+    printer = ProgressBars()
     try:
         found = find_duplicates(
             resolve_catalog_dir(args.catalog),

@@ -13,6 +13,7 @@ from embeddings.cli.options import (
     parse_model_list,
     read_excluded_titles,
 )
+from embeddings.cli.progress import ProgressBars
 from embeddings.errors import EmbeddingsError
 
 
@@ -100,12 +101,13 @@ def cmd_evaluate(args) -> int:
     if args.protocol == "kagl":
         return _evaluate_leaderboard(catalogue, args)
 
-    def progress(done: int, total: int) -> None:
-        print(f"evaluated {done}/{total} (model, task) steps", file=sys.stderr)
-
-    result = evaluate_catalogue(
-        catalogue, args.models, queries=args.queries, seed=args.seed, progress=progress
-    )
+    bars = ProgressBars(unit="step")
+    try:
+        result = evaluate_catalogue(
+            catalogue, args.models, queries=args.queries, seed=args.seed, progress=bars
+        )
+    finally:
+        bars.close()
     paths = save_results(catalogue, result)
     for model_id, reason in result.manifest["skipped_text"].items():
         print(f"[{model_id}] no text figures: {reason}", file=sys.stderr)
@@ -134,15 +136,13 @@ def _evaluate_leaderboard(catalogue, args) -> int:
         if args.title_queries
         else None
     )
-    result = evaluate_leaderboard(
-        catalogue,
-        models,
-        titles,
-        label_fields=args.label_fields,
-        progress=lambda done, total, message: print(
-            f"[{done + 1}/{total}] {message}", file=sys.stderr
-        ),
-    )
+    bars = ProgressBars(unit="step")
+    try:
+        result = evaluate_leaderboard(
+            catalogue, models, titles, label_fields=args.label_fields, progress=bars
+        )
+    finally:
+        bars.close()
     paths = save_leaderboard(catalogue, result)
     for model_id, reason in result.manifest["refused_titles"].items():
         print(f"[{model_id}] no title figures: {reason}", file=sys.stderr)
@@ -210,14 +210,19 @@ def cmd_bridge(args) -> int:
             if get_spec(model_id).has_text:
                 print(f"[{model_id}] has its own text tower: no bridge needed")
                 continue
-            summary = train_bridge_for_catalogue(
-                catalogue,
-                model_id,
-                seed=args.seed,
-                holdout_fraction=args.holdout,
-                force=args.force,
-                **fit_options,
-            )
+            bars = ProgressBars(unit="epoch")
+            try:
+                summary = train_bridge_for_catalogue(
+                    catalogue,
+                    model_id,
+                    seed=args.seed,
+                    holdout_fraction=args.holdout,
+                    force=args.force,
+                    progress=bars,
+                    **fit_options,
+                )
+            finally:
+                bars.close()
             print(
                 f"[{model_id}] text bridge: "
                 f"{summary or 'no titles in this catalogue: nothing to learn from'}"

@@ -29,11 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embeddings.artefacts import (
-    ProgressFn,
-    Step,
     index_identity,
     load_artefact,
-    no_progress,
     save_artefact,
     writing,
 )
@@ -41,6 +38,7 @@ from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, QueryError, describe_os_error
 from embeddings.index.base import ModelIndex, score_tolerance
 from embeddings.index.opening import open_snapshot
+from embeddings.progress import Progress, ProgressFn, no_progress
 
 KIND = "duplicates"
 PAIRS_FORMAT = 1
@@ -121,7 +119,8 @@ def find_pairs(
                 f"more than {MAX_PAIRS:,} pairs of {index.model_id!r} products score "
                 f"{threshold:.4f} or more; choose a higher threshold"
             )
-        say(Step(index.model_id, "search", rows[-1] + 1, total, f"range search at {threshold:.4f}"))
+        message = f"range search at {threshold:.4f}"
+        say(Progress("search", index.model_id, int(rows[-1]) + 1, total, message))
     first, second, scores = (
         np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(3)
     )
@@ -345,7 +344,7 @@ def find_duplicates(
     pairs = compute_pairs(index, floor=min(threshold, thresholds.floor), progress=progress)
     found = DuplicateSearch(pairs.groups(threshold), pairs, threshold)
     if save:
-        (progress or no_progress)(Step(model_id, "save", 0, 1, "saving the pairs"))
+        (progress or no_progress)(Progress("save", model_id, 0, 1, "saving the pairs"))
         try:
             with writing(catalogue):
                 save_pairs(catalogue, pairs)

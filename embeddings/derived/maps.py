@@ -29,12 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embeddings.artefacts import (
-    ProgressFn,
     StaleArtefactError,
-    Step,
     index_identity,
     load_artefact,
-    no_progress,
     save_artefact,
     writing,
 )
@@ -42,6 +39,7 @@ from embeddings.catalogue import Catalogue, stratified_sample
 from embeddings.errors import EmbeddingsError, QueryError
 from embeddings.index.base import ModelIndex
 from embeddings.index.opening import built_models, open_snapshot
+from embeddings.progress import Progress, ProgressFn, no_progress
 
 KIND = "maps"
 MAP_FORMAT = 1
@@ -118,14 +116,14 @@ def reduced_vectors(
         parts = []
         for chunk in _chunks(rows):
             parts.append(index.reconstruct_batch(chunk))
-            say(Step(model_id, "vectors", sum(map(len, parts)), total, "reading vectors"))
+            say(Progress("vectors", model_id, sum(map(len, parts)), total, "reading vectors"))
         return np.concatenate(parts).astype(np.float32), {"pca": None}
     from sklearn.decomposition import PCA
 
     rng = np.random.default_rng(seed)
     fit_rows = np.sort(rng.choice(rows, size=min(PCA_FIT_ROWS, len(rows)), replace=False))
     components = min(PCA_DIMS, len(fit_rows))
-    say(Step(model_id, "vectors", 0, total, f"fitting a PCA to {components} dimensions"))
+    say(Progress("vectors", model_id, 0, total, f"fitting a PCA to {components} dimensions"))
     pca = PCA(components, svd_solver="auto", random_state=seed)
     pca.fit(index.reconstruct_batch(fit_rows))
     out = np.empty((total, components), np.float32)
@@ -133,7 +131,7 @@ def reduced_vectors(
     for chunk in _chunks(rows):
         out[done : done + len(chunk)] = pca.transform(index.reconstruct_batch(chunk))
         done += len(chunk)
-        say(Step(model_id, "vectors", done, total, f"PCA to {components} dimensions"))
+        say(Progress("vectors", model_id, done, total, f"PCA to {components} dimensions"))
     kept = float(pca.explained_variance_ratio_.sum())
     return out, {"pca": {"dims": components, "fit_rows": len(fit_rows), "variance_kept": kept}}
 
@@ -172,10 +170,10 @@ def project(points: np.ndarray, seed: int, model_id: str, say: ProgressFn) -> np
 
     def callback(iteration, error, embedding) -> bool:
         calls["done"] = min(total, calls["done"] + CALLBACK_EVERY)
-        say(Step(model_id, "layout", calls["done"], total, "laying out the map (t-SNE)"))
+        say(Progress("layout", model_id, calls["done"], total, "laying out the map (t-SNE)"))
         return False
 
-    say(Step(model_id, "layout", 0, total, "finding neighbours for t-SNE"))
+    say(Progress("layout", model_id, 0, total, "finding neighbours for t-SNE"))
     found, distances = _neighbours(points, min(len(points) - 1, int(3 * perplexity)))
     affinities = PerplexityBasedNN(
         perplexity=perplexity,
@@ -251,13 +249,13 @@ def faithfulness(
     k = min(NEIGHBOURS, n - 1)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(FAITHFULNESS_SAMPLE, n), replace=False))
-    say(Step(index.model_id, "faithfulness", 0, 2, f"comparing {k} nearest neighbours"))
+    say(Progress("faithfulness", index.model_id, 0, 2, f"comparing {k} nearest neighbours"))
     in_embedding = _top_k_cosine(index, rows, sample, k)
     on_map = _top_k_on_map(coords, sample, k)
     kept = float(
         np.mean([len(set(a) & set(b)) / k for a, b in zip(in_embedding, on_map, strict=True)])
     )
-    say(Step(index.model_id, "faithfulness", 1, 2, "trustworthiness"))
+    say(Progress("faithfulness", index.model_id, 1, 2, "trustworthiness"))
     trust_sample = np.sort(rng.choice(n, size=min(TRUST_SAMPLE, n), replace=False))
     trust_k = min(k, (len(trust_sample) - 1) // 2)  # scikit-learn needs k < n / 2
     trust = (
@@ -272,7 +270,7 @@ def faithfulness(
         if trust_k >= 1
         else None
     )
-    say(Step(index.model_id, "faithfulness", 2, 2, "done"))
+    say(Progress("faithfulness", index.model_id, 2, 2, "done"))
     return {
         "neighbours": k,
         "neighbours_kept": round(kept, 4),
@@ -393,9 +391,9 @@ def make_maps(
                 result = compute_map(
                     catalogue, index, max_points=max_points, seed=seed, progress=progress
                 )
-                (progress or no_progress)(Step(model_id, "save", 0, 1, "saving"))
+                (progress or no_progress)(Progress("save", model_id, 0, 1, "saving"))
                 save_map(catalogue, result)
-                (progress or no_progress)(Step(model_id, "save", 1, 1, "saved"))
+                (progress or no_progress)(Progress("save", model_id, 1, 1, "saved"))
                 outcomes.append(MapOutcome(model_id, "computed", map=result))
             except EmbeddingsError as exc:
                 outcomes.append(MapOutcome(model_id, "failed", str(exc)))

@@ -62,6 +62,7 @@ from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError
 from embeddings.index.base import ModelIndex
 from embeddings.index.fused import FusedEncoder, FusedIndex, fused_parts
+from embeddings.progress import Progress, ProgressFn, no_progress
 
 DEFAULT_KS = (1, 5, 10, 20)
 DEFAULT_QUERIES = 1000
@@ -75,7 +76,6 @@ SEARCH_BATCH = 512
 #: Neighbours kept per image query and model (the Compare page's precision@10 per label value).
 NEIGHBOURS_KEPT = 10
 
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass
@@ -341,15 +341,14 @@ def image_figures(
 
 
 class _Steps:
-    """Counts finished (model, task) steps for `progress(done, total)`."""
+    """Counts finished (model, task) steps as `Progress` events."""
 
     def __init__(self, total: int, progress: ProgressFn | None):
-        self.done, self.total, self.progress = 0, total, progress
+        self.done, self.total, self.progress = 0, total, progress or no_progress
 
     def advance(self) -> None:
         self.done += 1
-        if self.progress:
-            self.progress(self.done, self.total)
+        self.progress(Progress("evaluate", None, self.done, self.total, "model and task steps"))
 
 
 def _text_encoders(catalogue: Catalogue, models: list[str], load_embedder) -> tuple[dict, dict]:

@@ -28,7 +28,7 @@ with a Markdown table beside it; `load_leaderboard` returns None once an index o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +38,7 @@ from embeddings.bridge import read_bridge_manifest, read_excluded_titles, read_h
 from embeddings.bridge.exclusion import title_key
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError
+from embeddings.progress import Progress, ProgressFn, no_progress
 from embeddings.quality.kagl_metrics import MRR_DEPTH, label_figures, title_figures
 
 PROTOCOL = "kagl"
@@ -63,7 +64,6 @@ ANCHORS = {
     },
 }
 
-ProgressFn = Callable[[int, int, str], None]  # (steps done, steps in all, what is next)
 
 
 def pick_title_queries(catalogue: Catalogue, n: int = DEFAULT_TITLE_QUERIES, seed: int = 0):
@@ -204,8 +204,7 @@ def evaluate_leaderboard(
     total = len(models) * (1 + len(fields))
 
     def say(message: str) -> None:
-        if progress:
-            progress(next(steps), total, message)
+        (progress or no_progress)(Progress("kagl", None, next(steps), total, message))
 
     for model_id in models:
         say(f"{model_id}: {len(titles):,} title queries")
