@@ -39,6 +39,7 @@ from embeddings.catalogue import Catalogue, stratified_sample
 from embeddings.config import MANIFEST_FILE
 from embeddings.derived import maps as core_maps
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
+from embeddings.search.query import Query
 
 #: Products whose tooltip carries a thumbnail (a stratified sample of those drawn).
 HOVER_THUMBS = 1_500
@@ -403,8 +404,8 @@ def map_page(selection: Selection) -> None:
         choice = drawn_choice_ui(largest)
     mapped = list(dict.fromkeys(i for result in found.values() for i in result.ids))
     frame = drawn_frame(cat, tuple(found), choice.drawn, label, selection.filters)
-    query = current_query() or {}
-    marked = [query["id"]] if query.get("kind") == "item" and query.get("id") in cat else []
+    item = (current_query() or Query()).item
+    marked = [item] if item is not None and item in cat else []
     controls[2].caption(drawn_note(cat, frame, len(mapped), selection.filters, marked))
     chart_ui(map_chart(frame, list(found), label, marked, cat.label_fields), len(found))
     for result in found.values():

@@ -2,9 +2,9 @@
 "more like this" / "less like this" on every result tile, and the liked and disliked products
 listed above the grids, removable one by one.
 
-The session's query (see `sidebar.current_query`) carries the refinements: "words" and "weight"
-for a mix, "liked" and "disliked" product ids; `core_query` turns it into the core's `Query`,
-which every model composes in its own space (`embeddings.search.query`). The URL carries them too
+The session's query (see `sidebar.current_query`) is the core's `Query`, refinements included:
+`text` and `text_weight` mixed into a product or an upload, `liked` and `disliked` product ids;
+every model composes it in its own space (`embeddings.search.query`). The URL carries them too
 (`urlstate`: `text` with `item`, `mix`, `like`, `dislike`).
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 
 import streamlit as st
-from PIL import Image
 
 from app_support import resources, sidebar, thumbs
 from embeddings.catalogue import Catalogue
@@ -22,45 +21,30 @@ from embeddings.search.query import DEFAULT_STEERING, DEFAULT_TEXT_WEIGHT, MAX_T
 SIDES = {"liked": "More like", "disliked": "Less like"}
 
 
-def core_query(query: dict, image: Image.Image | None = None) -> Query:
-    """The session's query dict as the core's `Query` (`image`: the decoded upload)."""
-    kind = query["kind"]
-    steering = {
-        "liked": tuple(query.get("liked") or ()),
-        "disliked": tuple(query.get("disliked") or ()),
-    }
-    if kind == "text":
-        return Query(text=query["text"], **steering)
-    return Query(
-        item=query["id"] if kind == "item" else None,
-        image=image if kind == "upload" else None,
-        text=query.get("words") or None,
-        text_weight=float(query.get("weight", DEFAULT_TEXT_WEIGHT)),
-        **steering,
-    )
-
-
-def takes_words(query: dict) -> bool:
+def takes_words(query: Query) -> bool:
     """Whether answering `query` needs a model that takes text (a text query, or a mix)."""
-    return query["kind"] == "text" or bool(query.get("words"))
+    return query.text is not None
 
 
-def steer_marks(query: dict) -> dict[str, str]:
+def steer_marks(query: Query) -> dict[str, str]:
     """{product id: "liked" | "disliked"} for the tiles."""
-    marks = {item_id: "liked" for item_id in query.get("liked") or ()}
-    marks.update({item_id: "disliked" for item_id in query.get("disliked") or ()})
+    marks = dict.fromkeys(query.liked, "liked")
+    marks.update(dict.fromkeys(query.disliked, "disliked"))
     return marks
 
 
-def query_label(query: dict) -> str:
+def query_label(query: Query) -> str:
     """What a grid shows results for (its `data-query`): the base, then any refinements."""
-    label = query.get("id") or query.get("text") or query.get("name") or ""
-    if query.get("words"):
-        label += f" & {query['words']} @{float(query.get('weight', DEFAULT_TEXT_WEIGHT)):g}"
-    if query.get("liked"):
-        label += " +[" + ",".join(query["liked"]) + "]"
-    if query.get("disliked"):
-        label += " -[" + ",".join(query["disliked"]) + "]"
+    if query.kind == "text":
+        label = query.text or ""
+    else:
+        label = query.item or query.image_name or ""
+        if query.text:
+            label += f" & {query.text} @{query.text_weight:g}"
+    if query.liked:
+        label += " +[" + ",".join(query.liked) + "]"
+    if query.disliked:
+        label += " -[" + ",".join(query.disliked) + "]"
     return label
 
 
@@ -76,16 +60,17 @@ def _words_submitted() -> None:
 
 
 def _weight_changed() -> None:
-    query = sidebar.current_query() or {}
-    sidebar.set_words(query.get("words"), st.session_state.get("w_weight"))
+    query = sidebar.current_query()
+    if query is not None:
+        sidebar.set_words(query.text, st.session_state.get("w_weight"))
 
 
-def words_ui(query: dict) -> None:
+def words_ui(query: Query) -> None:
     """For a product or an upload: words to mix in ("in red") and their share, 0 to 1."""
-    if query["kind"] not in ("item", "upload"):
+    if query.kind not in ("item", "image"):
         return
-    words = query.get("words") or ""
-    weight = float(query.get("weight", DEFAULT_TEXT_WEIGHT))
+    words = query.text or ""
+    weight = float(query.text_weight)
     st.session_state["w_words"] = words
     st.session_state["w_weight"] = weight
     box, share = st.columns([3, 2], vertical_alignment="bottom")
@@ -140,9 +125,9 @@ def steer_card_html(image: str, title: str, side: str, item_id: str) -> str:
     )
 
 
-def steering_bar_ui(cat: Catalogue, query: dict) -> None:
+def steering_bar_ui(cat: Catalogue, query: Query) -> None:
     """The products steering the query, above the grids, each with a button to remove it."""
-    sides = {side: query.get(side) or [] for side in SIDES}
+    sides = {side: list(getattr(query, side)) for side in SIDES}
     if not any(sides.values()):
         return
     table = resources.products(cat)

@@ -38,6 +38,7 @@ from embeddings.catalogue import Catalogue
 from embeddings.errors import CatalogueChangedError, EmbeddingsError, ImageError, QueryError
 from embeddings.images import open_rgb
 from embeddings.index.fused import DEFAULT_METHOD, fused_parts, is_fused
+from embeddings.search.query import Query
 from embeddings.search.searcher import MAX_TEXT_CHARS, Hit, check_text
 
 #: Uploads above this size are refused before decoding (the server's own limit is in config.toml).
@@ -73,12 +74,12 @@ def _random_clicked(cat: Catalogue, filters) -> None:
 def _text_submitted() -> None:
     text = st.session_state.get("w_text", "")
     try:
-        set_query({"kind": "text", "text": check_text(text)})
+        set_query(Query(text=check_text(text)))
     except QueryError as exc:
         st.session_state["query_error"] = str(exc)
 
 
-def accept_upload(name: str, data: bytes) -> dict:
+def accept_upload(name: str, data: bytes) -> Query:
     """Check an uploaded file and make it a query; raises `ImageError` with a message for people."""
     if len(data) > MAX_UPLOAD_BYTES:
         raise ImageError(
@@ -87,9 +88,7 @@ def accept_upload(name: str, data: bytes) -> dict:
         )
     image = open_rgb(data, name=name)  # ImageError for anything that is not a readable image
     image.thumbnail((UPLOAD_KEEP_SIDE, UPLOAD_KEEP_SIDE), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return {"kind": "upload", "name": name, "data": buffer.getvalue()}
+    return Query(image=image, image_name=name)
 
 
 def _upload_changed() -> None:
@@ -163,34 +162,22 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)  # selected models that cannot take this query
 
 
-def upload_image(query: dict) -> Image.Image:
-    return open_rgb(query["data"], name=query.get("name") or "uploaded image")
-
-
-def run_query(selection: Selection, query: dict) -> Outcome:
+def run_query(selection: Selection, query: Query) -> Outcome:
     """Answer `query` with every selected model that can take it, one model at a time."""
     cat = selection.catalogue
     outcome = Outcome()
     searcher = resources.searcher(cat)
-    kind = query["kind"]
     models = list(selection.models)
-    image = None
-    if kind == "item" and query["id"] not in cat:
+    if query.item is not None and query.item not in cat:
         outcome.problem = (
-            f"There is no product with id “{query['id']}” in catalogue “{cat.name}”. The link "
+            f"There is no product with id “{query.item}” in catalogue “{cat.name}”. The link "
             "may come from another catalogue; press Random product or pick one below."
         )
         return outcome
-    if kind == "text":
+    if query.kind == "text":
         try:
-            check_text(query["text"])
+            check_text(query.text)
         except QueryError as exc:
-            outcome.problem = str(exc)
-            return outcome
-    if kind == "upload":
-        try:
-            image = upload_image(query)
-        except ImageError as exc:
             outcome.problem = str(exc)
             return outcome
     if refine_ui.takes_words(query):  # a text query, or words mixed into a picture
@@ -206,14 +193,11 @@ def run_query(selection: Selection, query: dict) -> Outcome:
                 "Add one in the sidebar."
             )
             return outcome
-    core_query = refine_ui.core_query(query, image)
 
     fold = duplicates_ui.fold_thresholds(cat)
 
     def ask(model_id):
-        return searcher.search(
-            core_query, [model_id], selection.k, filters=selection.filters, fold=fold
-        )
+        return searcher.search(query, [model_id], selection.k, filters=selection.filters, fold=fold)
 
     outcome.models = models
     for model_id in models:
@@ -222,7 +206,7 @@ def run_query(selection: Selection, query: dict) -> Outcome:
             for part in fused_parts(model_id):
                 if refine_ui.takes_words(query):
                     resources.text_encoder(cat, part)
-                if kind == "upload":
+                if query.image is not None:
                     resources.embedder(part)
         except EmbeddingsError as exc:
             outcome.errors[model_id] = str(exc)
@@ -291,17 +275,23 @@ def query_card_html(
     )
 
 
-def query_labels(cat: Catalogue, query: dict) -> dict[str, str]:
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def query_labels(cat: Catalogue, query: Query) -> dict[str, str]:
     """An item query's non-empty labels ({} for text and uploads)."""
-    if query["kind"] != "item":
+    if query.kind != "item":
         return {}
-    return resources.products(cat).labels(query["id"])
+    return resources.products(cat).labels(query.item)
 
 
-def query_card_ui(cat: Catalogue, query: dict) -> None:
-    kind = query["kind"]
+def query_card_ui(cat: Catalogue, query: Query) -> None:
+    kind = query.kind
     if kind == "item":
-        item_id = query["id"]
+        item_id = query.item
         known = item_id in cat
         title = resources.products(cat).title(item_id) or item_id
         st.html(
@@ -315,17 +305,17 @@ def query_card_ui(cat: Catalogue, query: dict) -> None:
         )
     elif kind == "text":
         st.html(
-            query_card_html("text", title=f"“{query['text'].strip()}”", subtitle="Query · text")
+            query_card_html("text", title=f"“{query.text.strip()}”", subtitle="Query · text")
         )
     else:
         try:
-            image = thumbs.image_data_uri(query["data"])
+            image = thumbs.image_data_uri(_png(query.image))
         except ImageError:
             image = thumbs.PLACEHOLDER
         st.html(
             query_card_html(
                 "upload",
-                title=query.get("name") or "uploaded image",
+                title=query.image_name or "uploaded image",
                 subtitle="Query · uploaded image",
                 image=image,
             )
@@ -453,7 +443,7 @@ def label_table_ui(selection: Selection, outcome: Outcome, query_values: dict[st
 
 
 def result_columns_ui(
-    selection: Selection, outcome: Outcome, query: dict, query_values: dict[str, str]
+    selection: Selection, outcome: Outcome, query: Query, query_values: dict[str, str]
 ) -> None:
     """One column per model, side by side: header, label share, and the top-k grid."""
     cat = selection.catalogue
@@ -464,7 +454,7 @@ def result_columns_ui(
     base = sidebar.view_params(selection, "search")
     for name in urlstate.QUERY_PARAMS:  # a tile's link is a new query: no refinements
         base.pop(name, None)
-    current = query["id"] if query["kind"] == "item" else None
+    current = query.item
     marks = refine_ui.steer_marks(query)
     columns = st.columns(max(1, len(outcome.models)), gap="medium", border=True)
     for column, model_id in zip(columns, outcome.models, strict=False):
@@ -561,14 +551,14 @@ def browse_ui(selection: Selection, *, expanded: bool) -> None:
         base = sidebar.view_params(selection, "search")
         for name in urlstate.QUERY_PARAMS:
             base.pop(name, None)
-        query = current_query() or {}
+        item = (current_query() or Query()).item
         tile_grid(
             item_tiles(cat, ids, base_params=base, label_field=selection.label),
             key="grid_browse",
             on_click=_tile_clicked,
             model="browse",
-            query=query.get("id", ""),
-            current=query.get("id"),
+            query=item or "",
+            current=item,
             empty="No product matches the label filter.",
         )
 
@@ -626,7 +616,7 @@ def search_page(selection: Selection) -> None:
     card_col, side_col = st.columns([3, 2], gap="large", vertical_alignment="top")
     with card_col:
         query_card_ui(cat, query)
-        if query["kind"] == "upload":
+        if query.kind == "image":
             st.caption(
                 ":material/attach_file: Uploaded images stay in this browser session: the address "
                 "bar cannot carry them, so a shared link will not reproduce this search."
@@ -637,7 +627,7 @@ def search_page(selection: Selection) -> None:
             )
         refine_ui.words_ui(query)
     with side_col:
-        label_choice_ui(selection, values, query["kind"])
+        label_choice_ui(selection, values, query.kind)
         duplicates_ui.hide_duplicates_ui()
         comparison_ui(selection, outcome, values)
     if outcome.skipped:

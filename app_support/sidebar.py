@@ -13,6 +13,7 @@ URL. Each run, `sidebar_ui()`:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from embeddings.catalogue import Catalogue
 from embeddings.config import data_dir
 from embeddings.errors import EmbeddingsError
 from embeddings.index.fused import check_model_id, fused_pairs, is_fused, missing_parts
-from embeddings.search.query import DEFAULT_TEXT_WEIGHT
+from embeddings.search.query import DEFAULT_TEXT_WEIGHT, Query
 from embeddings.search.searcher import MAX_K, MAX_TEXT_CHARS, fused_text_kind
 
 #: The k slider's top (a URL may not ask for more: 50 tiles per model is already a long page).
@@ -69,20 +70,20 @@ def _notice(message: str) -> None:
     notices().append(message)
 
 
-def current_query() -> dict | None:
-    """The session's query: {"kind": "item", "id"} | {"kind": "text", "text"} |
-    {"kind": "upload", "name", "data"}, or None; refined by the optional keys "words" and
-    "weight" (words mixed into an item or upload) and "liked" / "disliked" (product ids)."""
+def current_query() -> Query | None:
+    """The session's query: the core's `Query` (a product, words, or an upload's decoded image
+    with its file name; words mixed into a picture; liked and disliked products), or None. The
+    URL carries it as `item`, `text`, `mix`, `like` and `dislike` (`urlstate`)."""
     return st.session_state.get("query")
 
 
-def set_query(query: dict | None) -> None:
+def set_query(query: Query | None) -> None:
     st.session_state["query"] = query
     st.session_state["query_error"] = None
 
 
 def set_item_query(item_id: str) -> None:
-    set_query({"kind": "item", "id": str(item_id)})
+    set_query(Query(item=str(item_id)))
 
 
 SEARCH_PAGE = "app_pages/search.py"
@@ -117,51 +118,47 @@ def toggle_steering(item_id: str, side: str) -> None:
     if query is None:
         return
     other = "disliked" if side == "liked" else "liked"
-    chosen = [i for i in query.get(side, []) if i != item_id]
-    if len(chosen) == len(query.get(side, [])):
-        chosen.append(str(item_id))
-    _refine(**{side: chosen, other: [i for i in query.get(other, []) if i != item_id]})
+    chosen = tuple(i for i in getattr(query, side) if i != item_id)
+    if len(chosen) == len(getattr(query, side)):
+        chosen += (str(item_id),)
+    _refine(**{side: chosen, other: tuple(i for i in getattr(query, other) if i != item_id)})
 
 
 def remove_steering(item_id: str) -> None:
-    query = current_query() or {}
-    _refine(
-        liked=[i for i in query.get("liked", []) if i != item_id],
-        disliked=[i for i in query.get("disliked", []) if i != item_id],
-    )
+    query = current_query()
+    if query is not None:
+        _refine(
+            liked=tuple(i for i in query.liked if i != item_id),
+            disliked=tuple(i for i in query.disliked if i != item_id),
+        )
 
 
 def clear_steering() -> None:
-    _refine(liked=[], disliked=[])
+    _refine(liked=(), disliked=())
 
 
 def set_words(words: str | None, weight: float | None = None) -> None:
     """Mix `words` into the current item or upload query (None: no words)."""
-    _refine(words=words or None, weight=DEFAULT_TEXT_WEIGHT if weight is None else weight)
+    _refine(text=words or None, text_weight=DEFAULT_TEXT_WEIGHT if weight is None else weight)
 
 
 def _refine(**changes) -> None:
     query = current_query()
     if query is not None:
-        st.session_state["query"] = {**query, **changes}
+        st.session_state["query"] = dataclasses.replace(query, **changes)
         st.session_state["query_error"] = None
 
 
-def _query_from_url(view: urlstate.UrlView) -> dict | None:
+def _query_from_url(view: urlstate.UrlView) -> Query | None:
     """The query a link's `item` / `text` / `mix` / `like` / `dislike` describe."""
-    steering = {
-        side: ids for side, ids in (("liked", view.like), ("disliked", view.dislike)) if ids
-    }
-    if view.item is not None:
-        query = {"kind": "item", "id": view.item}
-        if view.text is not None:  # "this product, but in red"
-            weight = DEFAULT_TEXT_WEIGHT if view.mix is None else view.mix
-            query.update(words=view.text, weight=weight)
-        return {**query, **steering}
+    steering = {"liked": tuple(view.like or ()), "disliked": tuple(view.dislike or ())}
+    if view.item is not None:  # with text: "this product, but in red"
+        weight = DEFAULT_TEXT_WEIGHT if view.mix is None else view.mix
+        return Query(item=view.item, text=view.text, text_weight=weight, **steering)
     if view.text is not None:
         st.session_state["w_text"] = view.text.strip()[:MAX_TEXT_CHARS]  # the box shows it
-        return {"kind": "text", "text": view.text, **steering}
-    if steering:
+        return Query(text=view.text, **steering)
+    if any(steering.values()):
         _notice("The link's like/dislike need a product or a text query (item or text); ignored.")
     return None
 
@@ -272,7 +269,7 @@ def _resolve_steering(cat: Catalogue) -> None:
     if not query:
         return
     for side, word in (("liked", "like"), ("disliked", "dislike")):
-        ids = query.get(side) or []
+        ids = getattr(query, side)
         unknown = [i for i in ids if i not in cat]
         if unknown:
             _notice(
@@ -280,7 +277,7 @@ def _resolve_steering(cat: Catalogue) -> None:
                 f"{', '.join(f'**{escape_markdown(i)}**' for i in unknown)}, not a product of "
                 f"catalogue **{escape_markdown(cat.name)}**; left out."
             )
-            query = {**query, side: [i for i in ids if i in cat]}
+            query = dataclasses.replace(query, **{side: tuple(i for i in ids if i in cat)})
     st.session_state["query"] = query
 
 
@@ -507,23 +504,19 @@ def view_params(selection: Selection, page: str) -> dict[str, str]:
         return urlstate.encode_view(catalog=catalog, models=selection.models)
     if page in ("compare", "map"):
         return urlstate.encode_view(catalog=catalog, models=selection.models, label=selection.label)
-    query = current_query() or {}
-    kind = query.get("kind")
+    query = current_query() or Query()
+    linkable = query.image is None  # an upload is the one query a URL cannot carry
     return urlstate.encode_view(
         catalog=catalog,
         models=selection.models,
         k=selection.k,
         filters=selection.filters,
         label=selection.label,
-        item=query.get("id") if kind == "item" else None,
-        text=query.get("text")
-        if kind == "text"
-        else query.get("words")
-        if kind == "item"
-        else None,
-        mix=query.get("weight"),
-        like=query.get("liked") if kind in ("item", "text") else None,
-        dislike=query.get("disliked") if kind in ("item", "text") else None,
+        item=query.item,
+        text=query.text if linkable else None,
+        mix=query.text_weight,  # written only with item and text (a mix)
+        like=list(query.liked) if linkable else None,
+        dislike=list(query.disliked) if linkable else None,
         dedup=bool(_state("dedup")),
     )
 

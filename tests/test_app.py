@@ -30,6 +30,7 @@ from embeddings.building.model import build_model_index
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.errors import ImageError
 from embeddings.models import load_model
+from embeddings.search.query import Query
 from embeddings.search.searcher import Hit, make_searcher
 
 APP = str(REPO / "app.py")
@@ -135,7 +136,7 @@ def test_random_product_shows_every_model_side_by_side(shop, built_catalogue, mo
     at.button(key="random").click().run()
     assert not at.exception
     query = at.session_state["query"]
-    assert query["kind"] == "item" and query["id"] in built_catalogue
+    assert query.kind == "item" and query.item in built_catalogue
     shown = grids(at)
     searcher = make_searcher(built_catalogue)
     for model_id in ("pixels", "efficientnet-lite0"):
@@ -321,7 +322,7 @@ def test_bad_uploads_get_a_message_and_keep_the_previous_results(
     at.file_uploader(key="w_upload").upload(name, make(), "image/png").run()
     assert not at.exception
     assert expected in messages(at.error)
-    assert at.session_state["query"] == {"kind": "item", "id": "red/circle_0"}
+    assert at.session_state["query"] == Query(item="red/circle_0")
     assert len(grids(at)["pixels"]["tiles"]) == 10
 
 
@@ -679,6 +680,6 @@ def test_thumbnails(tmp_path):
 
 def test_accept_upload_keeps_a_bounded_copy():
     query = accept_upload("wide.png", png_bytes(Image.new("RGB", (3000, 1500), (0, 128, 0))))
-    kept = Image.open(io.BytesIO(query["data"]))
-    assert kept.size == (1024, 512) and query["kind"] == "upload"
+    kept = query.image
+    assert kept.size == (1024, 512) and query.kind == "image" and query.image_name == "wide.png"
     assert np.asarray(kept)[0, 0].tolist() == [0, 128, 0]

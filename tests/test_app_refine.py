@@ -66,7 +66,7 @@ def test_removing_a_liked_product_reruns_and_updates_the_link(shop, monkeypatch)
     ).run()
     at.button(key="unsteer_liked_blue/circle_0").click().run()
     assert not at.exception
-    assert at.session_state["query"]["liked"] == ["blue/circle_1"]
+    assert at.session_state["query"].liked == ("blue/circle_1",)
     assert url(at)["like"] == "blue/circle_1"
     at.button(key="steer_clear").click().run()
     assert "like" not in url(at) and grids(at)["pixels"]["query"] == "red/circle_0"
@@ -77,8 +77,9 @@ def _toggle_script():
     import streamlit as st
 
     from app_support import refine_ui
+    from embeddings.search.query import Query
 
-    st.session_state.setdefault("query", {"kind": "item", "id": "q"})
+    st.session_state.setdefault("query", Query(item="q"))
     for item_id, side in st.session_state.pop("actions", []):
         refine_ui.tile_steered(item_id, side)
 
@@ -88,17 +89,17 @@ def test_more_and_less_like_this_toggle(monkeypatch):
 
     at = AppTest.from_function(_toggle_script).run()
     steps = [
-        ([("a", "liked"), ("b", "liked")], ["a", "b"], []),
-        ([("a", "disliked")], ["b"], ["a"]),  # a product is on one side at most
-        ([("b", "liked")], [], ["a"]),  # pressing "more" again takes the like back
-        ([("a", "disliked")], [], []),
+        ([("a", "liked"), ("b", "liked")], ("a", "b"), ()),
+        ([("a", "disliked")], ("b",), ("a",)),  # a product is on one side at most
+        ([("b", "liked")], (), ("a",)),  # pressing "more" again takes the like back
+        ([("a", "disliked")], (), ()),
     ]
     for actions, liked, disliked in steps:
         at.session_state["actions"] = actions
         at.run()
         query = at.session_state["query"]
-        assert (query.get("liked"), query.get("disliked")) == (liked, disliked), actions
-    marked = {"kind": "item", "id": "q", "liked": ["x"], "disliked": ["y"]}
+        assert (query.liked, query.disliked) == (liked, disliked), actions
+    marked = Query(item="q", liked=("x",), disliked=("y",))
     assert refine_ui.steer_marks(marked) == {"x": "liked", "y": "disliked"}
     assert refine_ui.query_label(marked) == "q +[x] -[y]"
 
@@ -164,7 +165,7 @@ def test_a_bad_liked_id_is_left_out_and_the_rest_still_steers(shop, monkeypatch)
     at = make_app(
         shop, monkeypatch, models="pixels", item="red/circle_0", like="no/such,blue/circle_0"
     ).run()
-    assert at.session_state["query"]["liked"] == ["blue/circle_0"]
+    assert at.session_state["query"].liked == ("blue/circle_0",)
     assert url(at)["like"] == "blue/circle_0"
     assert "blue/circle_0" not in tile_ids(grids(at)["pixels"])
 

@@ -75,6 +75,7 @@ class Query:
     disliked: tuple[str, ...] = ()
     exclude_steered: bool = True
     steering: Steering = DEFAULT_STEERING
+    image_name: str | None = None  # what people call `image` (an upload's file name)
 
     @property
     def kind(self) -> str:
