@@ -169,7 +169,7 @@ def saved_result_ui(cat: Catalogue, selection: Selection):
     manifest = result.manifest if result is not None else {}
     covered = set(results_frame(result)["model"].dropna()) if result is not None else set()
     missing = [m for m in selection.models if m not in covered]
-    # Per-query neighbours (the disagreement figures) are kept by evaluations since issue 14.
+    # Per-query neighbours (the disagreement figures) are kept only by newer evaluations.
     no_neighbours = [
         m
         for m in selection.models
@@ -315,7 +315,7 @@ def compare_page(selection: Selection) -> None:
     text_figures_ui(result, frame, cat, label, shown)
 
 
-# -- the Marqo fashion leaderboard protocol (issue 15) -------------------------------------------
+# -- the Marqo fashion leaderboard protocol ------------------------------------------------------
 def leaderboard_frame(result, models: list[str]) -> pd.DataFrame:
     """The protocol's table (anchors, the selected models, chance) as one row per figure."""
     fields = [f for f in ("articleType", "baseColour") if f in result.manifest["label_fields"]]

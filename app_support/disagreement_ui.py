@@ -1,4 +1,4 @@
-"""The Compare page's "where models disagree" (issue 14): per-label-value precision@10, the
+"""The Compare page's "where models disagree": per-label-value precision@10, the
 values where a model is worst with the labels of its wrong neighbours, and the queries that
 split the selected models, each one click away from the Search page.
 

@@ -1,4 +1,4 @@
-"""Refining a search on the Search page (issue 14): words mixed into a product or an upload,
+"""Refining a search on the Search page: words mixed into a product or an upload,
 "more like this" / "less like this" on every result tile, and the liked and disliked products
 listed above the grids, removable one by one.
 

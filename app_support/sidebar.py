@@ -110,7 +110,7 @@ def page_catalogue(selection: Selection, title: str) -> Catalogue | None:
     return selection.catalogue
 
 
-# -- refining the query (issue 14): more / less like this, words mixed in ---------------------
+# -- refining the query: more / less like this, words mixed in ------------------------------
 def toggle_steering(item_id: str, side: str) -> None:
     """Like (`side` "liked") or dislike ("disliked") a product for the current query; the same
     action again takes it back. A product is on one side at most."""

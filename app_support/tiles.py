@@ -5,7 +5,7 @@ component. Every tile is a real link (`<a href="?...&item=ID">`, so a middle-cli
 new tab" opens that product's search), and a plain click is sent to Python as the trigger value
 `clicked` instead, which reruns the page in the same session: no reload, no new session.
 
-Result grids can also steer the query (issue 14): under each tile, "more like this" and "less
+Result grids can also steer the query: under each tile, "more like this" and "less
 like this" buttons report their action as the trigger values `liked` / `disliked` (the product
 id), like the click does; liked and disliked tiles are marked.
 

@@ -120,7 +120,7 @@ def parse_params(params: Mapping[str, str]) -> tuple[UrlView, list[str]]:
 
 
 def _parse_refinement(view: UrlView, name: str, value: str, problems: list[str]) -> None:
-    """`mix`, `like` and `dislike` (issue 14)."""
+    """`mix`, `like` and `dislike`: the refinements of a query."""
     if name == "mix":
         try:
             weight = float(value)
