@@ -32,12 +32,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from embeddings.artefacts import REPORTS_DIR, report_path
+from embeddings.artefacts import REPORTS_DIR, index_identity, report_path
 from embeddings.bundle.open import BUNDLE_FILE, BUNDLE_FORMAT, ENCODERS_DIR, file_sha256
 from embeddings.catalogue import Catalogue
 from embeddings.catalogue.base import CATALOG_FILE, ITEMS_FILE
 from embeddings.errors import EmbeddingsError, ImageError
 from embeddings.images import open_rgb
+from embeddings.index.fused import fused_parts
 from embeddings.index.store import (
     IDS_FILE,
     INDEX_FILE,
@@ -49,7 +50,7 @@ from embeddings.index.store import (
     stage_model_index,
 )
 from embeddings.locks import commit_lock
-from embeddings.quality.evaluate import RESULTS_FILE
+from embeddings.quality.evaluate import RESULTS_FILE, load_results
 
 IMAGES_DIR = "images"
 #: Longest side of a bundled thumbnail (the app's tiles show about 100-150 CSS pixels).
@@ -322,13 +323,32 @@ def _model_export(model_id: str, weights_id: str) -> Path:
 
 
 def _copy_evaluation(catalogue: Catalogue, models: Sequence[str], folder: Path) -> list[str]:
-    source = report_path(catalogue.directory, RESULTS_FILE)
-    if not source.is_file():
-        return ["no saved evaluation: the Compare page will say how to measure one"]
+    """The saved evaluation (the Compare page) when it is current, narrowed to the published
+    models and re-tied to the bundle's copies of their indexes (as maps are)."""
+    result = load_results(catalogue)
+    if result is None:
+        return ["no current saved evaluation: the Compare page will say how to measure one"]
+    data = result.to_json()
+    entries = data["manifest"].get("models", {})
+    kept = {m for m in entries if all(p in models for p in fused_parts(m))}
+    data["manifest"]["models"] = {m: e for m, e in entries.items() if m in kept}
+    data["rows"] = [row for row in data["rows"] if row["model"] in kept]
+    for key in ("score_samples", "text_score_samples", "neighbours"):
+        data[key] = {m: v for m, v in (data.get(key) or {}).items() if m in kept}
+    _retie(data["manifest"]["models"], folder)
     target = report_path(folder, RESULTS_FILE)
     target.parent.mkdir()
-    shutil.copyfile(source, target)
+    target.write_text(json.dumps(data))
     return []
+
+
+def _retie(entries: dict, folder: Path) -> None:
+    """Point each model entry's recorded index identity at the bundle's copy of the index."""
+    for model_id, entry in entries.items():
+        if "parts" in entry:
+            _retie(entry["parts"], folder)
+        else:
+            entry["index_fingerprint"] = index_identity(read_manifest(folder / "models" / model_id))
 
 
 def _write_manifest(
