@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "docs" / "settings.md"
 SECTION = "## Environment variables the code reads"
 #: What the product is made of; tests/ and bench/ read their own variables, listed apart.
-CODE_ROOTS = ("embeddings", "app_support", "app_pages", "app.py", "deploy", "harness")
+CODE_ROOTS = ("embeddings", "app_support", "app_pages", "app.py", "deploy")
 SHELL_SCRIPTS = ("run",)
 VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 ROW = re.compile(r"^\|\s*`([A-Za-z_][A-Za-z0-9_]*)`\s*\|")
