@@ -141,14 +141,14 @@ def test_random_product_shows_every_model_side_by_side(shop, built_catalogue, mo
     searcher = make_searcher(built_catalogue)
     for model_id in ("pixels", "efficientnet-lite0"):
         grid = shown[model_id]
-        assert grid["query"] == query["id"]
-        expected = searcher.search_item(query["id"], [model_id], 10)[model_id]
+        assert grid["query"] == query.item
+        expected = searcher.search_item(query.item, [model_id], 10)[model_id]
         assert tile_ids(grid) == [hit.id for hit in expected]
         assert [tile["score"] for tile in grid["tiles"]] == [
             round(hit.score, 4) for hit in expected
         ]
         assert [tile["rank"] for tile in grid["tiles"]] == list(range(1, 11))
-    assert url(at)["item"] == query["id"]
+    assert url(at)["item"] == query.item
     html_bodies = messages(at.get("html"))
     assert f"product {query['id']}" in html_bodies  # the query card
     assert (
