@@ -1,8 +1,9 @@
 """Serving a published bundle (`EMBEDDINGS_BUNDLE`): opening it with progress, and what it holds.
 
 The first session of a fresh server downloads and unpacks the bundle (a URL or an archive) with
-a progress bar; a bundle that cannot be opened (unreachable, partial, damaged) stops the page
-with the reason, and the next session (or start) tries again. The Catalogue page shows what the
+a progress bar (or says that it waits while another server process does); a bundle that cannot
+be opened (unreachable, partial, damaged, hostile: every failure is a `BundleError`) stops the
+page with the reason, and the next session (or start) tries again. The Catalogue page shows what the
 bundle holds, read-only.
 """
 
@@ -15,6 +16,7 @@ from app_support import resources
 from embeddings.bundle.open import BundleError, OpenedBundle
 
 STEPS = {
+    "waiting": "Another process is downloading or unpacking this bundle; waiting for it",
     "download": "Downloading the catalogue bundle",
     "checking": "Checking the bundle",
     "unpacking": "Unpacking and checking the bundle",

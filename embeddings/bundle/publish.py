@@ -28,11 +28,17 @@ import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 
 from PIL import Image
 
-from embeddings.bundle.open import BUNDLE_FILE, BUNDLE_FORMAT, ENCODERS_DIR, file_sha256
+from embeddings.bundle.manifest import (
+    BUNDLE_FILE,
+    BUNDLE_FORMAT,
+    ENCODERS_DIR,
+    file_sha256,
+    member_path,
+)
 from embeddings.catalogue import Catalogue
 from embeddings.catalogue.base import CATALOG_FILE, ITEMS_FILE
 from embeddings.errors import EmbeddingsError, ImageError
@@ -157,9 +163,25 @@ def _check_request(
 
 
 def _write_table(catalogue: Catalogue, folder: Path) -> None:
-    info = {**catalogue.info, "root": IMAGES_DIR, "published_from": str(catalogue.directory)}
-    (folder / CATALOG_FILE).write_text(json.dumps(info, indent=2))
+    (folder / CATALOG_FILE).write_text(json.dumps(portable_info(catalogue.info), indent=2))
     shutil.copyfile(catalogue.directory / ITEMS_FILE, folder / ITEMS_FILE)
+
+
+def portable_info(info: dict) -> dict:
+    """The catalogue's record as a bundle keeps it: no path of the publishing machine (the
+    images are the bundle's own; a local source or sidecar keeps only its file name)."""
+    kept = {key: value for key, value in info.items() if key != "published_from"}
+    kept["root"] = IMAGES_DIR
+    for key in ("source", "sidecar"):
+        value = kept.get(key)
+        if isinstance(value, str) and _is_local_path(value):
+            kept[key] = PurePath(value.replace("\\", "/")).name
+    return kept
+
+
+def _is_local_path(value: str) -> bool:
+    """An absolute path (POSIX, Windows or `~`), as opposed to a dataset handle."""
+    return value.startswith(("/", "~", "\\")) or PureWindowsPath(value).drive != ""
 
 
 def _write_thumbnails(catalogue: Catalogue, folder: Path, say: ProgressFn) -> None:
@@ -334,6 +356,7 @@ def _write_manifest(
     files = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         relative = path.relative_to(folder).as_posix()
+        member_path(relative, where=f"publishing {catalogue.name}")  # as opening will check it
         files.append({"path": relative, "size": path.stat().st_size, "sha256": file_sha256(path)})
         part = _part_of(relative)
         report.parts[part] = report.parts.get(part, 0) + path.stat().st_size
@@ -365,10 +388,13 @@ def _part_of(relative: str) -> str:
 
 
 def write_archive(folder: Path, kind: str) -> Path:
-    """One compressed file of a bundle folder (members relative to the folder), beside it."""
+    """One compressed file of a bundle folder (members relative to the folder), beside it:
+    `bundle.json` first (so an opener checks every member against it before writing any), then
+    the files in order; no folders, no links, no owner names of the publishing machine."""
     target = folder.with_name(f"{folder.name}.{kind}")
     partial = target.with_name(f".{target.name}.part")
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p != folder / BUNDLE_FILE)
+    files.insert(0, folder / BUNDLE_FILE)
     if kind == "zip":
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as packed:
             for path in files:
@@ -376,9 +402,21 @@ def write_archive(folder: Path, kind: str) -> Path:
     else:
         with tarfile.open(partial, "w:gz") as packed:
             for path in files:
-                packed.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+                packed.add(
+                    path,
+                    arcname=path.relative_to(folder).as_posix(),
+                    recursive=False,
+                    filter=_anonymous,
+                )
     partial.rename(target)
     return target
+
+
+def _anonymous(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    member.uid = member.gid = 0
+    member.uname = member.gname = ""
+    member.mode = 0o644
+    return member
 
 
 def size_table(report: BundleReport) -> list[tuple[str, int]]:

@@ -1,0 +1,69 @@
+"""Downloading a bundle archive over HTTP(S) within the limits (`embeddings.bundle.limits`).
+
+The body goes into a file the caller made for this download alone. A body announced larger than
+the cap is refused before a byte is read; a body without a length is cut off as soon as it passes
+the cap; a server that trickles is cut off at the total deadline (reads return what has arrived,
+so no single read can hold the download past it, and each read waits at most `READ_TIMEOUT_S`).
+A body that stops short of its announced length, or a chunked body cut mid-chunk, is refused.
+Every failure is a `BundleError`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from embeddings.bundle.limits import READ_TIMEOUT_S, BundleLimits
+from embeddings.bundle.manifest import BundleError
+
+BLOCK = 1 << 20
+RETRY = "it is not served, and the next start tries again"
+
+
+def download(
+    url: str, target: Path, *, limits: BundleLimits, say: Callable[[str, int, int], None]
+) -> None:
+    """Write the body at `url` into `target` (see the module docstring)."""
+    request = urllib.request.Request(url, headers={"User-Agent": "embeddings-bundle/1"})
+    deadline = time.monotonic() + limits.deadline_s
+    done = total = 0
+    try:
+        with (
+            urllib.request.urlopen(
+                request, timeout=min(READ_TIMEOUT_S, limits.deadline_s)
+            ) as response,
+            open(target, "wb") as out,
+        ):
+            total = response.length or 0  # None: no Content-Length (or a chunked body)
+            if total > limits.max_bytes:
+                raise BundleError(
+                    f"{url} announces {total:,} bytes, more than the bundle size limit "
+                    f"{limits.describe()}; it is not downloaded"
+                )
+            while block := response.read1(BLOCK):
+                done += len(block)
+                if done > limits.max_bytes:
+                    raise BundleError(
+                        f"the download of {url} passed the bundle size limit "
+                        f"{limits.describe()} and was stopped; {RETRY}"
+                    )
+                if time.monotonic() > deadline:
+                    raise BundleError(
+                        f"the download of {url} did not finish within {limits.deadline_s:,.0f} s "
+                        f"({done:,} bytes arrived) and was stopped; {RETRY}"
+                    )
+                out.write(block)
+                say("download", done, total)
+    except BundleError:
+        raise
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        raise BundleError(
+            f"downloading the bundle from {url} failed after {done:,} bytes "
+            f"({type(exc).__name__}: {exc}); {RETRY}"
+        ) from exc
+    if total and done != total:
+        raise BundleError(f"the download of {url} stopped at {done:,} of {total:,} bytes; {RETRY}")
