@@ -20,10 +20,11 @@ from pathlib import Path
 FILES = {"catalog.json": b'{"name": "shop"}', "images/a.png": b"\x89PNG not really"}
 
 
-def manifest_of(files: dict[str, bytes], **fields) -> dict:
+def manifest_of(contents: dict[str, bytes], /, **fields) -> dict:
+    """The `bundle.json` of `contents` (path -> bytes), with `fields` set over it."""
     entries = [
         {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        for path, data in sorted(files.items())
+        for path, data in sorted(contents.items())
     ]
     return {"format": 1, "name": "shop", "files": entries, **fields}
 

@@ -45,13 +45,12 @@ def served_files(cache: Path) -> list[str]:
 # -- archives: members that are not regular files or folders, paths that leave the folder ----
 
 
-def test_a_link_chain_past_path_max_writes_nothing_outside_the_cache(tmp_path):
-    """The link chain that gets past `tarfile`'s `data` filter on Python < 3.11.13: directories
-    whose expanded path passes PATH_MAX, a link back up, then `escape` beside the cache."""
-    cache = tmp_path / "cache"
-    destination = cache / ".0123456789abcdef.unpack-abcdefgh" / "payload"
+def link_chain(destination: Path) -> list:
+    """The members of the link chain that gets past `tarfile`'s `data` filter on Python before
+    3.11.13: folders whose expanded path passes PATH_MAX, each reached by a one-letter link, a
+    link resolving back up, then `escape` three levels above `destination`, and a file in it."""
     steps = "abcdefghijklmnop"
-    component = "d" * ((os.pathconf(tmp_path, "PC_PATH_MAX") - len(str(destination)) - 1) // 17)
+    component = "d" * ((os.pathconf("/", "PC_PATH_MAX") - len(str(destination)) - 1) // 17)
     members, path = [], ""
     for step in steps:
         members.append(kit.special(os.path.join(path, component), tarfile.DIRTYPE))
@@ -61,9 +60,20 @@ def test_a_link_chain_past_path_max_writes_nothing_outside_the_cache(tmp_path):
     members.append(kit.special(link, tarfile.SYMTYPE, os.path.join(*[".."] * len(steps))))
     members.append(kit.special("escape", tarfile.SYMTYPE, os.path.join(link, "..", "..", "..")))
     members.append(kit.regular("escape/outside/pwned.txt", b"pwned"))
+    return members
+
+
+def test_a_link_chain_past_path_max_writes_nothing_outside_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    destination = cache / ".0123456789abcdef.unpack-abcdefgh" / "payload"  # where it unpacks
     (tmp_path / "in").mkdir()
-    archive = kit.bundle_tar(tmp_path / "in" / "chain.tar.gz", members)
-    with pytest.raises(BundleError, match="a symbolic link; a bundle holds regular files"):
+    archive = kit.bundle_tar(tmp_path / "in" / "chain.tar.gz", link_chain(destination))
+    # refused at its first member that is not a listed file (its first folder, or link)
+    refusal = "holds the folder d+, which holds no file bundle.json lists; it is not served"
+    with pytest.raises(BundleError, match=refusal):
+        open_bundle(str(archive), cache=cache)
+    archive = kit.bundle_tar(tmp_path / "in" / "links.tar.gz", link_chain(destination)[1:])
+    with pytest.raises(BundleError, match="'a', a symbolic link; a bundle holds regular files"):
         open_bundle(str(archive), cache=cache)
     assert not (tmp_path / "outside").exists()
     assert outside_files(tmp_path, cache, tmp_path / "in") == []
