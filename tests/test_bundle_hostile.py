@@ -206,11 +206,16 @@ def test_a_bundle_declaring_more_than_the_cap_is_refused_before_unpacking(
 
 
 def test_publish_writes_bundle_json_first_and_no_path_of_its_machine(
-    built_catalogue, tmp_path, tmp_path_factory
+    built_catalogue, tmp_path, tmp_path_factory, monkeypatch
 ):
     from embeddings.bundle.publish import publish_bundle
 
+    monkeypatch.setenv("EMBEDDINGS_BUNDLE_MAX_GB", "0.0001")  # 100 kB: this bundle is larger
     tar = publish_bundle(built_catalogue, ["pixels"], tmp_path / "shop", archive="tar.gz")
+    assert [n for n in tar.notes if "more than a server opens with the size limit" in n]
+    with pytest.raises(BundleError, match="more than the bundle size limit 0.0001 GB"):
+        open_bundle(str(tar.archive), cache=tmp_path / "cache")
+    monkeypatch.delenv("EMBEDDINGS_BUNDLE_MAX_GB")
     with tarfile.open(tar.archive) as packed:
         members = packed.getmembers()
     assert members[0].name == "bundle.json"

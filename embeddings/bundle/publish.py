@@ -32,6 +32,7 @@ from pathlib import Path, PurePath, PureWindowsPath
 
 from PIL import Image
 
+from embeddings.bundle.limits import BundleLimits
 from embeddings.bundle.manifest import (
     BUNDLE_FILE,
     BUNDLE_FORMAT,
@@ -109,6 +110,7 @@ def publish_bundle(
                 f"models' bridges can go in (--models {','.join(models)})"
             )
         _stage_bundle(catalogue, models, bridges, report, say)
+    report.notes += _size_note(report)
     if archive:
         say("archive", 0, 1)
         report.archive = write_archive(out, archive)
@@ -141,6 +143,20 @@ def _stage_bundle(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _size_note(report: BundleReport) -> list[str]:
+    """A note when the bundle is larger than servers with this machine's size cap open."""
+    try:
+        limits = BundleLimits.from_env()
+    except EmbeddingsError:
+        return []
+    if report.total_bytes <= limits.max_bytes:
+        return []
+    return [
+        f"the bundle holds {report.total_bytes / 1e9:,.3g} GB, more than a server opens with "
+        f"the size limit {limits.describe()}: raise it where the bundle is served"
+    ]
 
 
 def _check_request(
