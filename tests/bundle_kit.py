@@ -193,6 +193,16 @@ def cut_chunked(handler, server: Server) -> None:
     handler.close_connection = True
 
 
+def redirect_to(location: str) -> Route:
+    def route(handler, server: Server) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    return route
+
+
 def wait_until(condition: Callable[[], bool], seconds: float = 120) -> bool:
     """Poll `condition` (a safety bound for a server thread, not a timing assertion)."""
     end = time.monotonic() + seconds

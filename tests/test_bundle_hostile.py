@@ -252,6 +252,8 @@ def server(tmp_path):
             "/huge": functools.partial(kit.endless, announce=10**12),
             "/trickle": kit.trickle,
             "/chunked-cut": kit.cut_chunked,
+            "/to-ftp": kit.redirect_to("ftp://127.0.0.1:9/bundle.tar.gz"),
+            "/to-bundle": kit.redirect_to("/bundle.tar.gz"),
         }
     )
     yield running
@@ -285,6 +287,15 @@ def test_a_chunked_body_cut_mid_chunk_is_a_message(server, tmp_path):
     with pytest.raises(BundleError, match="failed after 100 bytes.*IncompleteRead.*tries again"):
         open_bundle(server.url("/chunked-cut"), cache=tmp_path / "cache")
     assert served_files(tmp_path / "cache") == []
+
+
+def test_a_redirect_is_followed_within_http_only(server, tmp_path):
+    with pytest.raises(
+        BundleError, match="a redirect to ftp://127.0.0.1:9/bundle.tar.gz was refused"
+    ):
+        open_bundle(server.url("/to-ftp"), cache=tmp_path / "cache")
+    opened = open_bundle(server.url("/to-bundle"), cache=tmp_path / "cache")
+    assert (opened.folder / "catalog.json").read_bytes() == kit.FILES["catalog.json"]
 
 
 # -- bundle.json never vouches for itself ----------------------------------------------------

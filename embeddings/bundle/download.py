@@ -4,8 +4,8 @@ The body goes into a file the caller made for this download alone. A body announ
 the cap is refused before a byte is read; a body without a length is cut off as soon as it passes
 the cap; a server that trickles is cut off at the total deadline (reads return what has arrived,
 so no single read can hold the download past it, and each read waits at most `READ_TIMEOUT_S`).
-A body that stops short of its announced length, or a chunked body cut mid-chunk, is refused.
-Every failure is a `BundleError`.
+A body that stops short of its announced length, or a chunked body cut mid-chunk, is refused;
+so is a redirect to anything but HTTP(S). Every failure is a `BundleError`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,24 @@ BLOCK = 1 << 20
 RETRY = "it is not served, and the next start tries again"
 
 
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects within HTTP(S) only (the standard handler also follows one to FTP)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise urllib.error.HTTPError(
+                req.full_url,
+                code,
+                f"a redirect to {newurl} was refused (HTTP(S) only)",
+                headers,
+                fp,
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+
+
 def download(
     url: str, target: Path, *, limits: BundleLimits, say: Callable[[str, int, int], None]
 ) -> None:
@@ -33,9 +52,7 @@ def download(
     done = total = 0
     try:
         with (
-            urllib.request.urlopen(
-                request, timeout=min(READ_TIMEOUT_S, limits.deadline_s)
-            ) as response,
+            _OPENER.open(request, timeout=min(READ_TIMEOUT_S, limits.deadline_s)) as response,
             open(target, "wb") as out,
         ):
             total = response.length or 0  # None: no Content-Length (or a chunked body)
