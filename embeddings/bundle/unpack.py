@@ -81,7 +81,9 @@ class _Writer:
         self.manifest, self.into, self.source, self.say = manifest, into, source, say
         self.listed = {entry["path"]: entry["size"] for entry in manifest["files"]}
         self.folders = folders_of(self.listed)
-        self.total, self.done, self.written = declared_bytes(manifest) + len(data), 0, set()
+        self.total = declared_bytes(manifest) + len(data)
+        self.done = self.said = 0  # bytes written, and when progress was last said
+        self.written: set[str] = set()
         if self.total > limits.max_bytes:
             raise BundleError(
                 f"the bundle from {source} declares {self.total:,} bytes, more than the bundle "
@@ -145,7 +147,9 @@ class _Writer:
                 out.write(block)
                 left -= len(block)
                 self.done += len(block)
-                self.say("unpacking", self.done, self.total)
+                if self.done - self.said >= self.total / 200 or self.done == self.total:
+                    self.said = self.done  # at most 200 steps: a page redraws its bar on each
+                    self.say("unpacking", self.done, self.total)
         if left:
             raise BundleError(f"the bundle archive from {self.source} holds less of {path}")
         self.written.add(path)
