@@ -363,6 +363,9 @@ def test_a_sha256_with_a_folder_is_refused(tmp_path):
     assert open_bundle(str(folder)).folder == folder.resolve()
     with pytest.raises(BundleError, match="EMBEDDINGS_BUNDLE_SHA256 is set, but .* is a folder"):
         open_bundle(str(folder), expected_sha256="0" * 64)
+    archive = kit.bundle_tar(tmp_path / "bundle.tar.gz")
+    with pytest.raises(BundleError, match="EMBEDDINGS_BUNDLE_SHA256='sha' is not a SHA-256"):
+        open_bundle(str(archive), cache=tmp_path / "cache", expected_sha256="sha")
 
 
 @pytest.mark.parametrize("case", ["manifest-a-list", "cache-a-file"])

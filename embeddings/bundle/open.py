@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -95,10 +96,12 @@ def open_bundle(
     say = progress or (lambda what, done, total: None)
     cache = Path(cache) if cache is not None else cache_dir()
     expected = (expected_sha256 or "").strip().lower() or None
+    if expected is not None and not re.fullmatch(r"[0-9a-f]{64}", expected):
+        raise BundleError(f"{SHA256_ENV}={expected_sha256!r} is not a SHA-256 (64 hex digits)")
     limits = limits or BundleLimits.from_env()
     source = source.strip()
     if source.lower().startswith(("http://", "https://")):
-        key = hashlib.sha256(f"{source}\n{expected or ''}".encode()).hexdigest()[:16]
+        key = _key(f"{source}\n{expected or ''}")
         entry = _Entry(cache, key, source, expected, limits, say)
         return entry.open(lambda private: download(source, private, limits=limits, say=say))
     try:
@@ -114,14 +117,17 @@ def open_bundle(
         return OpenedBundle(path.resolve(), check_folder(path, full=False), source)
     if path.is_file():
         stat = path.stat()
-        key = hashlib.sha256(
-            f"{path.resolve()}\n{stat.st_size}\n{stat.st_mtime_ns}\n{expected or ''}".encode()
-        ).hexdigest()[:16]
+        key = _key(f"{path.resolve()}\n{stat.st_size}\n{stat.st_mtime_ns}\n{expected or ''}")
         return _Entry(cache, key, source, expected, limits, say).open(None, archive=path)
     raise BundleError(
         f"{BUNDLE_ENV}={source}: no such folder or file (give a bundle folder, an archive "
         "made by `python -m embeddings publish --archive`, or an https:// URL)"
     )
+
+
+def _key(identity: str) -> str:
+    """A cache entry's name: 16 hex digits of what identifies the bundle (bytes of any name)."""
+    return hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 @dataclass
