@@ -1,8 +1,9 @@
 """Serving a published bundle (`EMBEDDINGS_BUNDLE`): opening it with progress, and what it holds.
 
 The first session of a fresh server downloads and unpacks the bundle (a URL or an archive) with
-a progress bar; a bundle that cannot be opened (unreachable, partial, damaged) stops the page
-with the reason, and the next session (or start) tries again. The Catalogue page shows what the
+a progress bar (or says that it waits while another server process does); a bundle that cannot
+be opened (unreachable, partial, damaged, hostile: every failure is a `BundleError`) stops the
+page with the reason, and the next session (or start) tries again. The Catalogue page shows what the
 bundle holds, read-only.
 """
 
@@ -12,13 +13,8 @@ import pandas as pd
 import streamlit as st
 
 from app_support import resources
+from app_support.progress_ui import ProgressUI
 from embeddings.bundle.open import BundleError, OpenedBundle
-
-STEPS = {
-    "download": "Downloading the catalogue bundle",
-    "checking": "Checking the bundle",
-    "unpacking": "Unpacking and checking the bundle",
-}
 
 
 def serve_bundle_ui() -> OpenedBundle | None:
@@ -28,22 +24,15 @@ def serve_bundle_ui() -> OpenedBundle | None:
     served = resources.opened_bundle()
     if served is not None:
         return served
-    bar = st.progress(0.0, text="Opening the catalogue bundle…")
-
-    def progress(step: str, done: int, total: int) -> None:
-        fraction = min(1.0, done / total) if total else 0.0
-        amount = (
-            f" ({done / 1e6:,.1f} of {total / 1e6:,.1f} MB)" if step == "download" and total else ""
-        )
-        bar.progress(fraction, text=STEPS.get(step, step) + amount + "…")
-
+    area = st.empty()
     try:
-        served = resources.open_served_bundle(progress)
+        with area.container():
+            served = resources.open_served_bundle(ProgressUI())
     except BundleError as exc:
-        bar.empty()
+        area.empty()
         st.error(f"The catalogue bundle could not be opened: {exc}")
         st.stop()
-    bar.empty()
+    area.empty()
     return served
 
 

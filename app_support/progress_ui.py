@@ -22,6 +22,10 @@ class ProgressUI:
             self.bars[key] = st.progress(0.0, text=f"{prefix}starting…")
         if event.total:
             self.fractions[key] = min(1.0, event.done / event.total)
-        count = f" ({event.done:,} / {event.total:,})" if event.total else ""
+        count = ""
+        if event.total and event.unit == "bytes":
+            count = f" ({event.done / 1e6:,.1f} of {event.total / 1e6:,.1f} MB)"
+        elif event.total:
+            count = f" ({event.done:,} / {event.total:,})"
         text = f"{prefix}{event.message or event.stage}{count}"
         self.bars[key].progress(self.fractions.get(key, 0.0), text=text)

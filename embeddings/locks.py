@@ -11,6 +11,9 @@
 Readers never write: when the commit lock file does not exist (a catalogue no build of this
 version has touched, or one on read-only storage), they read without it. Locks are `flock`
 locks, released by the kernel when their process dies.
+
+`waiting_lock` is the same kind of lock for anything else one process at a time must make (a
+bundle's cache entry): it waits for the holder, after saying that it waits.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from embeddings.errors import CatalogueError
@@ -73,3 +76,20 @@ def commit_lock(catalogue_dir: Path, *, exclusive: bool = False) -> Iterator[Non
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def waiting_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the lock file `path` exclusively; when another process holds it, call `on_wait`
+    (to say so), then wait for it. The kernel releases it when its holder dies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -21,6 +21,7 @@ class Progress:
     done: int = 0
     total: int = 0
     message: str = ""
+    unit: str = ""  # what is counted when it is not obvious: "bytes" (shown in MB)
 
 
 ProgressFn = Callable[[Progress], None]

@@ -26,14 +26,21 @@ import shutil
 import tarfile
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 
 from PIL import Image
 
 from embeddings.artefacts import REPORTS_DIR, index_identity, report_path
-from embeddings.bundle.open import BUNDLE_FILE, BUNDLE_FORMAT, ENCODERS_DIR, file_sha256
+from embeddings.bundle.limits import BundleLimits
+from embeddings.bundle.manifest import (
+    BUNDLE_FILE,
+    BUNDLE_FORMAT,
+    ENCODERS_DIR,
+    file_sha256,
+    member_path,
+)
 from embeddings.catalogue import Catalogue
 from embeddings.catalogue.base import CATALOG_FILE, ITEMS_FILE
 from embeddings.errors import EmbeddingsError, ImageError
@@ -50,6 +57,7 @@ from embeddings.index.store import (
     stage_model_index,
 )
 from embeddings.locks import commit_lock
+from embeddings.progress import Progress, ProgressFn, no_progress
 from embeddings.quality.evaluate import RESULTS_FILE, load_results
 
 IMAGES_DIR = "images"
@@ -60,7 +68,6 @@ PASS_THROUGH_BYTES = 48_000
 WEB_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 ARCHIVE_KINDS = ("tar.gz", "zip")
 
-ProgressFn = Callable[[str, int, int], None]  # (step, done, total)
 
 
 @dataclass
@@ -91,7 +98,7 @@ def publish_bundle(
     docstring). `archive` ("tar.gz" or "zip") also writes `<out>.<kind>`; `bridges` names the
     models whose text bridges go in (default: every published model's). Raises
     `EmbeddingsError` before writing anything when a model is not built or `out` exists."""
-    say = progress or (lambda step, done, total: None)
+    say = progress or no_progress
     out = Path(out)
     report = BundleReport(out)
     # Under the shared commit lock: a build commits before or after this copy, never during it,
@@ -106,10 +113,11 @@ def publish_bundle(
                 f"models' bridges can go in (--models {','.join(models)})"
             )
         _stage_bundle(catalogue, models, bridges, report, say)
+    report.notes += _size_note(report)
     if archive:
-        say("archive", 0, 1)
+        say(Progress("archive", None, 0, 1, "writing the archive"))
         report.archive = write_archive(out, archive)
-        say("archive", 1, 1)
+        say(Progress("archive", None, 1, 1, "writing the archive"))
         report.archive_bytes = report.archive.stat().st_size
     return report
 
@@ -125,9 +133,9 @@ def _stage_bundle(
         _write_table(catalogue, staging)
         _write_thumbnails(catalogue, staging, say)
         for model_id in models:
-            say(f"index {model_id}", 0, 1)
+            say(Progress("index", model_id, 0, 1, "copying the index"))
             _write_index(catalogue, model_id, staging / "models" / model_id)
-            say(f"index {model_id}", 1, 1)
+            say(Progress("index", model_id, 1, 1, "copying the index"))
             if model_id in bridges:
                 _copy_bridge(catalogue, model_id, staging / "bridges" / model_id, report)
             report.notes += _copy_derived(catalogue, model_id, staging)
@@ -138,6 +146,20 @@ def _stage_bundle(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _size_note(report: BundleReport) -> list[str]:
+    """A note when the bundle is larger than servers with this machine's size cap open."""
+    try:
+        limits = BundleLimits.from_env()
+    except EmbeddingsError:
+        return []
+    if report.total_bytes <= limits.max_bytes:
+        return []
+    return [
+        f"the bundle holds {report.total_bytes / 1e9:,.3g} GB, more than a server opens with "
+        f"the size limit {limits.describe()}: raise it where the bundle is served"
+    ]
 
 
 def _check_request(
@@ -160,9 +182,25 @@ def _check_request(
 
 
 def _write_table(catalogue: Catalogue, folder: Path) -> None:
-    info = {**catalogue.info, "root": IMAGES_DIR, "published_from": str(catalogue.directory)}
-    (folder / CATALOG_FILE).write_text(json.dumps(info, indent=2))
+    (folder / CATALOG_FILE).write_text(json.dumps(portable_info(catalogue.info), indent=2))
     shutil.copyfile(catalogue.directory / ITEMS_FILE, folder / ITEMS_FILE)
+
+
+def portable_info(info: dict) -> dict:
+    """The catalogue's record as a bundle keeps it: no path of the publishing machine (the
+    images are the bundle's own; a local source or sidecar keeps only its file name)."""
+    kept = {key: value for key, value in info.items() if key != "published_from"}
+    kept["root"] = IMAGES_DIR
+    for key in ("source", "sidecar"):
+        value = kept.get(key)
+        if isinstance(value, str) and _is_local_path(value):
+            kept[key] = PurePath(value.replace("\\", "/")).name
+    return kept
+
+
+def _is_local_path(value: str) -> bool:
+    """An absolute path (POSIX, Windows or `~`), as opposed to a dataset handle."""
+    return value.startswith(("/", "~", "\\")) or PureWindowsPath(value).drive != ""
 
 
 def _write_thumbnails(catalogue: Catalogue, folder: Path, say: ProgressFn) -> None:
@@ -173,7 +211,7 @@ def _write_thumbnails(catalogue: Catalogue, folder: Path, say: ProgressFn) -> No
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(thumbnail_bytes(catalogue.image_path(item_id)))
         if done % 500 == 0 or done == len(ids):
-            say("thumbnails", done, len(ids))
+            say(Progress("thumbnails", None, done, len(ids), "thumbnails"))
 
 
 def thumbnail_bytes(path: Path) -> bytes:
@@ -299,10 +337,10 @@ def _copy_encoders(
 
         folders.append(sentence_export().folder)
     for done, folder in enumerate(folders):
-        say("query encoders", done, len(folders))
+        say(Progress("encoders", None, done, len(folders), "query encoders"))
         # <model>/<weights slug>/, as in the cache (lock files live beside it, not inside)
         shutil.copytree(folder, staging / ENCODERS_DIR / folder.parent.name / folder.name)
-    say("query encoders", len(folders), len(folders))
+    say(Progress("encoders", None, len(folders), len(folders), "query encoders"))
 
 
 def _model_export(model_id: str, weights_id: str) -> Path:
@@ -357,6 +395,7 @@ def _write_manifest(
     files = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         relative = path.relative_to(folder).as_posix()
+        member_path(relative, where=f"publishing {catalogue.name}")  # as opening will check it
         files.append({"path": relative, "size": path.stat().st_size, "sha256": file_sha256(path)})
         part = _part_of(relative)
         report.parts[part] = report.parts.get(part, 0) + path.stat().st_size
@@ -388,10 +427,13 @@ def _part_of(relative: str) -> str:
 
 
 def write_archive(folder: Path, kind: str) -> Path:
-    """One compressed file of a bundle folder (members relative to the folder), beside it."""
+    """One compressed file of a bundle folder (members relative to the folder), beside it:
+    `bundle.json` first (so an opener checks every member against it before writing any), then
+    the files in order; no folders, no links, no owner names of the publishing machine."""
     target = folder.with_name(f"{folder.name}.{kind}")
     partial = target.with_name(f".{target.name}.part")
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p != folder / BUNDLE_FILE)
+    files.insert(0, folder / BUNDLE_FILE)
     if kind == "zip":
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as packed:
             for path in files:
@@ -399,9 +441,21 @@ def write_archive(folder: Path, kind: str) -> Path:
     else:
         with tarfile.open(partial, "w:gz") as packed:
             for path in files:
-                packed.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+                packed.add(
+                    path,
+                    arcname=path.relative_to(folder).as_posix(),
+                    recursive=False,
+                    filter=_anonymous,
+                )
     partial.rename(target)
     return target
+
+
+def _anonymous(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    member.uid = member.gid = 0
+    member.uname = member.gname = ""
+    member.mode = 0o644
+    return member
 
 
 def size_table(report: BundleReport) -> list[tuple[str, int]]:

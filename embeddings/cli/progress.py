@@ -26,8 +26,13 @@ class ProgressBars:
         if bar is None:
             self.close()
             name = " ".join(part for part in (event.model_id, event.stage) if part)
+            in_bytes = event.unit == "bytes"
             bar = self.bars[key] = tqdm(
-                total=event.total, desc=name, unit=self.unit, dynamic_ncols=True
+                total=event.total,
+                desc=name,
+                unit="B" if in_bytes else self.unit,
+                unit_scale=in_bytes,
+                dynamic_ncols=True,
             )
         bar.total = event.total
         if event.message:

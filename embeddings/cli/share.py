@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from embeddings.cli.options import add_models_option, parse_model_list, parse_weights
+from embeddings.cli.progress import ProgressBars
 
 
 def add_parsers(commands) -> None:
@@ -80,22 +81,12 @@ def _publish_parser(commands) -> None:
 
 
 def cmd_publish(args) -> int:
-    from tqdm import tqdm
-
     from embeddings.bundle.publish import publish_bundle, size_table
     from embeddings.catalogue import Catalogue
     from embeddings.config import resolve_catalog_dir
 
     catalogue = Catalogue.open(resolve_catalog_dir(args.catalog))
-    bars: dict[str, tqdm] = {}
-
-    def progress(step: str, done: int, total: int) -> None:
-        bar = bars.get(step)
-        if bar is None:
-            bar = bars[step] = tqdm(total=total, desc=step, dynamic_ncols=True)
-        bar.total = total
-        bar.update(done - bar.n)
-
+    bars = ProgressBars()
     bridges = None if args.bridges is None else [m for m in args.bridges if m != "none"]
     report = publish_bundle(
         catalogue,
@@ -103,10 +94,9 @@ def cmd_publish(args) -> int:
         Path(args.out),
         archive=args.archive,
         bridges=bridges,
-        progress=progress,
+        progress=bars,
     )
-    for bar in bars.values():
-        bar.close()
+    bars.close()
     print(f"bundle {report.folder}: {len(catalogue):,} products, models {', '.join(args.models)}")
     for part, size in size_table(report):
         print(f"  {part:<32} {size / 1e6:>10.1f} MB")
