@@ -150,7 +150,7 @@ def test_random_product_shows_every_model_side_by_side(shop, built_catalogue, mo
         assert [tile["rank"] for tile in grid["tiles"]] == list(range(1, 11))
     assert url(at)["item"] == query.item
     html_bodies = messages(at.get("html"))
-    assert f"product {query['id']}" in html_bodies  # the query card
+    assert f"product {query.item}" in html_bodies  # the query card
     assert (
         "pixels &cap; efficientnet-lite0" in html_bodies
         or "efficientnet-lite0 &cap; pixels" in html_bodies
