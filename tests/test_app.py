@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -20,9 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import streamlit as st
-from conftest import REPO, draw_product
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
 from app_support import comparison, thumbs, urlstate
 from app_support.search_ui import MAX_UPLOAD_BYTES, accept_upload
@@ -31,45 +28,12 @@ from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.errors import ImageError
 from embeddings.models import load_model
 from embeddings.search.searcher import Hit, make_searcher
-
-APP = str(REPO / "app.py")
-TIMEOUT = 180
+from tests.harness.apptest import APP, grids, make_app, messages, tile_ids, url
+from tests.harness.paths import REPO
+from tests.harness.products import draw_product
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def make_app(data_dir: Path, monkeypatch, **params: str) -> AppTest:
-    """An AppTest of app.py on `data_dir`, with `params` in its URL."""
-    monkeypatch.setenv("EMBEDDINGS_DATA", str(data_dir))
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for name, value in params.items():
-        at.query_params[name] = value
-    return at
-
-
-def grids(at: AppTest) -> dict[str, dict]:
-    """Every tile grid on the page: {model id or 'browse': the data the component received}."""
-    found = {}
-    for element in at.get("bidi_component"):
-        data = json.loads(element.proto.json)
-        found[data["model"]] = data
-    return found
-
-
-def tile_ids(grid: dict) -> list[str]:
-    return [tile["id"] for tile in grid["tiles"]]
-
-
-def url(at: AppTest) -> dict[str, str]:
-    """The app's URL parameters after the run (AppTest may hold them as lists)."""
-    return {k: (v[-1] if isinstance(v, list) else v) for k, v in dict(at.query_params).items()}
-
-
-def messages(elements) -> str:
-    """The elements' texts as a reader sees them (markdown escapes and bold markers removed)."""
-    text = "\n".join(str(element.value) for element in elements)
-    return re.sub(r"\\(.)", r"\1", text.replace("**", ""))
-
-
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -229,7 +193,7 @@ def test_text_box_refuses_empty_text(shop, monkeypatch):
 def clip_shop(tmp_path, product_folder, monkeypatch):
     """A catalogue with pixels and a tiny random CLIP (the app loads it from
     EMBEDDINGS_CLIP_MODEL)."""
-    from tiny_models import make_tiny_clip
+    from tests.harness.tiny_models import make_tiny_clip
 
     clip_dir = make_tiny_clip(tmp_path / "tiny-clip")
     monkeypatch.setenv("EMBEDDINGS_CLIP_MODEL", str(clip_dir))

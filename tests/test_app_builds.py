@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 
-from conftest import REPO, make_product_folder
 from streamlit.testing.v1 import AppTest
 
 from embeddings import models as models_module
@@ -17,6 +16,8 @@ from embeddings.catalogue import Catalogue
 from embeddings.models import ModelSpec
 from embeddings.models.pixels import PixelsEmbedder
 from embeddings.search.searcher import built_models, open_index
+from tests.harness.paths import REPO
+from tests.harness.products import make_product_folder
 
 APP = str(REPO / "app.py")
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import REPO
 from streamlit.testing.v1 import AppTest
 
 from app_support import resources
 from embeddings.bridge import train_bridge_for_catalogue
+from embeddings.bundle.publish import publish_bundle
 from embeddings.catalogue import Catalogue
 from embeddings.quality.evaluate import evaluate_catalogue, save_results
-from embeddings.bundle.publish import publish_bundle
+from tests.harness.paths import REPO
 
 APP = str(REPO / "app.py")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 
 from streamlit.testing.v1 import AppTest
-from test_app import APP, TIMEOUT, messages
 
-from embeddings.quality import kagl as leaderboard
 from embeddings.bridge import train_bridge_for_catalogue
 from embeddings.bridge.exclusion import ExcludedTitles
 from embeddings.catalogue import Catalogue
+from embeddings.quality import kagl as leaderboard
+from tests.harness.apptest import APP, TIMEOUT, messages
 
 MODEL = "efficientnet-lite0"
 

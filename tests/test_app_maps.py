@@ -16,16 +16,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import make_product_folder
-from test_app import grids, make_app, messages, tile_ids, url
-from test_duplicates import EXACT, plant
 
 from app_support.map_ui import boxed_ids
-from embeddings.derived import duplicates
-from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.catalogue import Catalogue, create_catalogue
+from embeddings.derived import duplicates
 from embeddings.derived.maps import load_map, make_maps
 from embeddings.search.searcher import open_index
+from tests.harness.apptest import grids, make_app, messages, tile_ids, url
+from tests.harness.products import EXACT, make_product_folder, plant
 
 MODELS = ["pixels", "efficientnet-lite0"]
 

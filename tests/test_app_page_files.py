@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO
+from tests.harness.paths import REPO
 
 APP_SOURCES = [
     REPO / "app.py",

@@ -8,11 +8,11 @@ here it is what it leads to: the `like` URL parameter, or the session callback i
 from __future__ import annotations
 
 import pytest
-from test_app import grids, make_app, messages, tile_ids, url
 
 from app_support import refine_ui, urlstate
 from embeddings.search.query import DEFAULT_TEXT_WEIGHT, Query
 from embeddings.search.searcher import make_searcher
+from tests.harness.apptest import grids, make_app, messages, tile_ids, url
 
 FUSED = "efficientnet-lite0+pixels"
 

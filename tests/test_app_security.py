@@ -42,10 +42,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
-from conftest import REPO, draw_product
-from conftest import require_browser as _require_browser
 
 from app_support import browser
+from tests.harness.chromium import require_browser as _require_browser
+from tests.harness.paths import REPO
+from tests.harness.products import draw_product
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -10,7 +10,6 @@ import struct
 import zlib
 
 import pytest
-from conftest import cli, make_product_folder
 from PIL import Image
 
 from embeddings.catalogue import Catalogue, create_catalogue
@@ -18,6 +17,9 @@ from embeddings.catalogue.adapters import decode_text
 from embeddings.catalogue.base import Skipped
 from embeddings.errors import ImageError
 from embeddings.images import open_rgb
+from tests.harness.cli import cli
+from tests.harness.fashion import HEADER
+from tests.harness.products import make_product_folder
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -124,8 +126,6 @@ def test_one_windows_1252_line_keeps_the_utf8_titles(tmp_path):
 
 
 def test_styles_csv_decodes_per_line_too(tmp_path):
-    from test_catalog import HEADER
-
     root = tmp_path / "fashion"
     (root / "images").mkdir(parents=True)
     for item_id in ("1", "2"):
@@ -216,8 +216,6 @@ def test_a_control_character_in_a_folder_name_is_skipped_by_digikala(tmp_path):
 
 
 def test_fashion_ids_with_a_line_break_are_skipped(tmp_path):
-    from test_catalog import HEADER
-
     root = tmp_path / "fashion"
     (root / "images").mkdir(parents=True)
     for item_id in ("1", "2\n3"):

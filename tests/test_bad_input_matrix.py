@@ -14,7 +14,6 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import make_product_folder
 from PIL import Image
 
 from embeddings.build.model import build_model_index
@@ -23,6 +22,7 @@ from embeddings.errors import CatalogueError, EmbeddingsError, ImageError, Query
 from embeddings.images import open_rgb
 from embeddings.models import load_model
 from embeddings.search.searcher import make_searcher, open_index
+from tests.harness.products import make_product_folder
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from embeddings.bridge import (
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.index.store import load_vectors, write_model_index
 from embeddings.search.searcher import default_text_encoder, make_searcher, text_capable_models
+from tests.harness.products import draw_product
 
 
 def copy_catalogue(catalogue: Catalogue, target) -> Catalogue:
@@ -188,8 +189,6 @@ def test_missing_bridge_says_how_to_train_one(built_catalogue):
 
 
 def test_catalogue_without_titles_gets_no_bridge(tmp_path):
-    from conftest import draw_product
-
     from embeddings.build.model import build_model_index
     from embeddings.models import load_model
 

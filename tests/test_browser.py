@@ -17,10 +17,11 @@ import shutil
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from conftest import REPO, SHARED_FASHION, make_product_folder
-from conftest import require_browser as _require_browser
 
 from app_support import browser
+from tests.harness.chromium import require_browser as _require_browser
+from tests.harness.paths import REPO, SHARED_FASHION
+from tests.harness.products import make_product_folder
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -53,7 +54,7 @@ def app_catalogue(tmp_path_factory):
         train_bridge_for_catalogue(catalogue, "efficientnet-lite0")
         text_model = "efficientnet-lite0"
     else:  # no bridge module yet: a tiny CLIP answers text
-        from tiny_models import make_tiny_clip
+        from tests.harness.tiny_models import make_tiny_clip
 
         clip_dir = make_tiny_clip(root / "tiny-clip")
         env["EMBEDDINGS_CLIP_MODEL"] = str(clip_dir)

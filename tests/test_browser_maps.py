@@ -12,11 +12,10 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from conftest import make_product_folder
-from conftest import require_browser as _require_browser
-from test_duplicates import EXACT, plant
 
 from app_support import browser
+from tests.harness.chromium import require_browser as _require_browser
+from tests.harness.products import EXACT, make_product_folder, plant
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

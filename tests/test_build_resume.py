@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_product_folder
+
+from tests.harness.paths import REPO
+from tests.harness.products import make_product_folder
 
 ARTEFACTS = ("index.faiss", "vectors.npy", "ids.txt")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embeddings.index.byte_vectors import unit_vectors_to_bytes
-from embeddings.catalogue import Catalogue
 from embeddings.build.catalogue import BuildRequest, build_catalogue
+from embeddings.catalogue import Catalogue
+from embeddings.index.byte_vectors import unit_vectors_to_bytes
 from embeddings.index.store import load_model_index, load_vectors, write_model_index
 from embeddings.search.searcher import make_searcher, open_index
 

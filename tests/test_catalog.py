@@ -10,11 +10,7 @@ from PIL import Image
 
 from embeddings.catalogue import Catalogue, create_catalogue, safe_relative_path, stratified_sample
 from embeddings.errors import CatalogueError
-
-HEADER = (
-    "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,"
-    "productDisplayName\n"
-)
+from tests.harness.fashion import HEADER
 
 
 def make_fashion(root, rows, images):

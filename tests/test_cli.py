@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import cli
 from sklearn.metrics.pairwise import cosine_similarity
 
 from embeddings.cli import main
 from embeddings.index.store import load_vectors
+from tests.harness.cli import cli
 
 
 def test_build_then_search_json_matches_cosine_similarity(product_folder, tmp_path):
@@ -72,7 +72,7 @@ def test_model_that_cannot_load_fails_alone(product_folder, tmp_path):
 
 
 def test_tiny_clip_builds_and_answers_text(product_folder, tmp_path):
-    from tiny_models import make_tiny_clip
+    from tests.harness.tiny_models import make_tiny_clip
 
     weights = make_tiny_clip(tmp_path / "clip")
     out = tmp_path / "cat"

@@ -7,13 +7,13 @@ import json
 import shutil
 
 import pytest
-from conftest import draw_product
 
 from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.images import open_rgb
 from embeddings.search.query import Query
 from embeddings.search.searcher import make_searcher
+from tests.harness.products import draw_product
 
 FUSED = "efficientnet-lite0+pixels"
 

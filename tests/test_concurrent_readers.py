@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, draw_product, make_product_folder
 
-from embeddings.catalogue import Catalogue
 from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.search.searcher import make_searcher, open_index
+from tests.harness.paths import REPO
+from tests.harness.products import draw_product, make_product_folder
 
 READER = """
 import json, sys, time

@@ -17,10 +17,12 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED_FASHION, make_product_folder, require_browser
-from serving_env import item_text_and_upload, serving_environment
 
 from app_support import browser
+from tests.harness.chromium import require_browser
+from tests.harness.paths import REPO, SHARED_FASHION
+from tests.harness.products import make_product_folder
+from tests.harness.serving_env import item_text_and_upload, serving_environment
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -47,9 +49,9 @@ def published(tmp_path_factory, torch_free_python):
     pixels, efficientnet-lite0 and its text bridge, published with `--archive`."""
     from embeddings.bridge import train_bridge_for_catalogue
     from embeddings.build.model import build_model_index
+    from embeddings.bundle.publish import publish_bundle
     from embeddings.catalogue import create_catalogue
     from embeddings.models import load_model
-    from embeddings.bundle.publish import publish_bundle
 
     root = tmp_path_factory.mktemp("deploy")
     if (SHARED_FASHION / "styles.csv").is_file():

@@ -8,11 +8,11 @@ import shutil
 from urllib.parse import parse_qsl
 
 import pytest
-from test_app import grids, make_app, messages
 
-from embeddings.quality import disagreement
 from embeddings.catalogue import Catalogue
+from embeddings.quality import disagreement
 from embeddings.quality.evaluate import EvaluationResult, evaluate_catalogue, save_results
+from tests.harness.apptest import grids, make_app, messages
 
 FUSED = "efficientnet-lite0+pixels"
 

@@ -1,52 +1,24 @@
-"""Near-duplicates (embeddings/derived/duplicates.py): planted copies and near-copies are found with the
-index's own range search, groups match a brute-force computation, the default threshold comes
-from the score distribution, saved pairs go stale on a rebuild, Milvus agrees with FAISS, the CLI
-prints the documented JSON, and search results fold."""
+"""Near-duplicates (embeddings/derived/duplicates.py): planted copies and near-copies are found
+with the index's own range search, groups match a brute-force computation, the default threshold
+comes from the score distribution, saved pairs go stale on a rebuild, Milvus agrees with FAISS,
+the CLI prints the documented JSON, and search results fold."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, make_product_folder
-from PIL import Image, ImageEnhance
 
-from embeddings.derived import duplicates
-from embeddings.catalogue import Catalogue, create_catalogue
-from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.artefacts import StaleArtefactError
+from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.catalogue import Catalogue, create_catalogue
+from embeddings.derived import duplicates
 from embeddings.errors import IndexMissingError
 from embeddings.search.searcher import Hit, open_index
-
-#: What was planted: exact copies under other names (any model scores them 1.0), and
-#: near-copies (re-encoded as JPEG, brightened by 4%) of other products.
-EXACT = [
-    {"red/circle_0", "copies/same_red_circle", "copies/same_red_circle_again"},
-    {"green/triangle_3", "copies/same_green_triangle"},
-]
-NEAR = [
-    {"blue/square_1", "copies/jpeg_blue_square"},
-    {"yellow/triangle_2", "copies/brighter_yellow_triangle"},
-]
-
-
-def plant(shop: Path) -> Path:
-    """Add the planted copies to a synthetic shop folder (a `copies/` folder label)."""
-    copies = shop / "copies"
-    copies.mkdir()
-    shutil.copyfile(shop / "red/circle_0.png", copies / "same_red_circle.png")
-    shutil.copyfile(shop / "red/circle_0.png", copies / "same_red_circle_again.png")
-    shutil.copyfile(shop / "green/triangle_3.png", copies / "same_green_triangle.png")
-    buffer = io.BytesIO()
-    Image.open(shop / "blue/square_1.png").convert("RGB").save(buffer, "JPEG", quality=85)
-    Image.open(buffer).save(copies / "jpeg_blue_square.png")
-    brighter = ImageEnhance.Brightness(Image.open(shop / "yellow/triangle_2.png").convert("RGB"))
-    brighter.enhance(1.04).save(copies / "brighter_yellow_triangle.png")
-    return shop
+from tests.harness.cli import cli
+from tests.harness.products import EXACT, NEAR, make_product_folder, plant
 
 
 @pytest.fixture(scope="module")

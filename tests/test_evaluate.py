@@ -13,6 +13,8 @@ import pytest
 from embeddings.build.model import build_model_index
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, IndexMissingError
+from embeddings.index.store import load_vectors
+from embeddings.models import load_model
 from embeddings.quality.evaluate import (
     OWN_PRODUCT,
     evaluate_catalogue,
@@ -20,8 +22,6 @@ from embeddings.quality.evaluate import (
     load_results,
     save_results,
 )
-from embeddings.index.store import load_vectors
-from embeddings.models import load_model
 
 MODELS = ["pixels", "efficientnet-lite0"]
 KS = (1, 5, 10, 20)
@@ -237,7 +237,7 @@ def test_bad_requests_say_what_to_do(built_catalogue):
 
 def test_native_text_tower_is_evaluated_on_all_titles(built_catalogue, tmp_path):
     """A model with its own text tower (a tiny random CLIP): text figures, marked native."""
-    from tiny_models import make_tiny_clip
+    from tests.harness.tiny_models import make_tiny_clip
 
     catalogue = copy_catalogue(built_catalogue, tmp_path / "shop")
     clip = load_model("clip", weights=make_tiny_clip(tmp_path / "clip"))

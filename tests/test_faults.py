@@ -18,16 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, draw_product, make_product_folder
 
 from embeddings import models as models_module
-from embeddings.catalogue import Catalogue
 from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.errors import describe_os_error
 from embeddings.models import ModelSpec
 from embeddings.models.pixels import PixelsEmbedder
 from embeddings.search.searcher import make_searcher, open_index
+from tests.harness.paths import REPO
+from tests.harness.products import draw_product, make_product_folder
 
 #: A pixels build's files: raw pixels are stored as bytes with their norms (no vectors.npy).
 ARTEFACTS = ("index.faiss", "norms.npy", "ids.txt")

@@ -8,12 +8,10 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import draw_product
 
 from embeddings.build.model import build_model_index
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError, IndexMissingError, QueryError
-from embeddings.quality.evaluate import evaluate_catalogue, load_results, save_results, stale_reason
 from embeddings.index.fused import (
     RRF_K,
     FusedIndex,
@@ -24,8 +22,10 @@ from embeddings.index.fused import (
 )
 from embeddings.index.store import load_vectors
 from embeddings.models import load_model
+from embeddings.quality.evaluate import evaluate_catalogue, load_results, save_results, stale_reason
 from embeddings.search.query import Query
 from embeddings.search.searcher import Searcher, make_searcher, open_index, open_snapshot
+from tests.harness.products import draw_product
 
 FUSED = "efficientnet-lite0+pixels"
 

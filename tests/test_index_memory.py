@@ -11,7 +11,6 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 from embeddings.build.model import build_model_index
 from embeddings.catalogue import create_catalogue
@@ -24,6 +23,7 @@ from embeddings.index.store import (
 )
 from embeddings.models import load_model
 from embeddings.search.searcher import make_searcher, open_index
+from tests.harness.paths import REPO
 
 PYTHON = sys.executable
 MANIFEST = {"model_id": "m", "weights_id": "w", "catalogue_fingerprint": "f"}

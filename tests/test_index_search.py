@@ -12,9 +12,15 @@ from sklearn.metrics.pairwise import cosine_similarity
 from embeddings.build.model import build_model_index
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.errors import IndexMismatchError, IndexMissingError, QueryError
-from embeddings.index.store import load_model_index, load_vectors, make_faiss_index, write_model_index
+from embeddings.index.store import (
+    load_model_index,
+    load_vectors,
+    make_faiss_index,
+    write_model_index,
+)
 from embeddings.models import load_model
 from embeddings.search.searcher import Searcher, built_models, make_searcher, open_index, rank
+from tests.harness.products import draw_product
 
 
 def tutorial_top_k(vectors: np.ndarray, row: int, k: int) -> list[int]:
@@ -216,8 +222,6 @@ def test_incremental_build_embeds_only_new_products(product_folder, tmp_path):
     model = load_model("pixels")
     first = build_model_index(catalogue, model)
     assert first.embedded == 48
-    from conftest import draw_product
-
     draw_product("red", "circle", 99).save(source / "red" / "circle_99.png")
     draw_product("blue", "square", 99).save(source / "blue" / "square_99.png")
     grown = create_catalogue(str(source), tmp_path / "cat")

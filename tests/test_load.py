@@ -26,10 +26,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
-from conftest import require_browser as _require_browser
 
 from embeddings.search.searcher import Hit
+from tests.harness.chromium import require_browser as _require_browser
+from tests.harness.paths import REPO
 
 SESSIONS = 5
 SECONDS = 20

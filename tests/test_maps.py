@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli
 
-from embeddings.catalogue import Catalogue, create_catalogue
-from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.artefacts import StaleArtefactError, index_identity
+from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
+from embeddings.catalogue import Catalogue, create_catalogue
+from embeddings.derived.maps import load_map, make_maps
 from embeddings.errors import IndexMissingError
 from embeddings.index.store import read_manifest
 from embeddings.locks import BuildBusyError, build_lock
-from embeddings.derived.maps import load_map, make_maps
 from embeddings.search.searcher import open_index
+from tests.harness.cli import cli
 
 
 @pytest.fixture

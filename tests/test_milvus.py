@@ -22,14 +22,11 @@ from pathlib import Path
 import numpy as np
 import pymilvus
 import pytest
-from conftest import REPO, draw_product, make_product_folder
 from streamlit.testing.v1 import AppTest
 
-from embeddings.index import milvus_aliases
-from embeddings.index import milvus as milvus_backend
+from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.build.model import build_model_index
 from embeddings.catalogue import Catalogue, create_catalogue
-from embeddings.build.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.cli import main
 from embeddings.errors import (
     CatalogueError,
@@ -37,10 +34,19 @@ from embeddings.errors import (
     IndexMismatchError,
     IndexMissingError,
 )
-from embeddings.index.store import load_model_index, load_vectors, make_faiss_index, write_model_index
+from embeddings.index import milvus as milvus_backend
+from embeddings.index import milvus_aliases
 from embeddings.index.milvus import MilvusIndex
+from embeddings.index.store import (
+    load_model_index,
+    load_vectors,
+    make_faiss_index,
+    write_model_index,
+)
 from embeddings.models import load_model
 from embeddings.search.searcher import Searcher, built_models, make_searcher, open_index
+from tests.harness.paths import REPO
+from tests.harness.products import draw_product, make_product_folder
 
 PYTHON = sys.executable
 

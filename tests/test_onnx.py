@@ -14,13 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, SHARED_FASHION, draw_product
 from PIL import Image
-from tiny_models import make_bolts_simclr_checkpoint, make_resnet50_state_dict, make_tiny_clip
 
 from embeddings.errors import ModelLoadError
 from embeddings.models import load_model
 from embeddings.models.onnx_cache import MODELS_ENV
+from tests.harness.paths import REPO, SHARED_FASHION
+from tests.harness.products import draw_product
+from tests.harness.tiny_models import (
+    make_bolts_simclr_checkpoint,
+    make_resnet50_state_dict,
+    make_tiny_clip,
+)
 
 MIN_COSINE = 0.9999
 TEXTS = [

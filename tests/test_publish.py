@@ -17,12 +17,12 @@ import pytest
 
 from embeddings.bridge import train_bridge_for_catalogue
 from embeddings.bundle.open import BundleError, check_folder, open_bundle
+from embeddings.bundle.publish import publish_bundle
 from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.derived.duplicates import find_duplicates, load_pairs
-from embeddings.quality.evaluate import evaluate_catalogue, load_results, save_results
 from embeddings.derived.maps import load_map, make_maps
-from embeddings.bundle.publish import publish_bundle
+from embeddings.quality.evaluate import evaluate_catalogue, load_results, save_results
 from embeddings.search.searcher import make_searcher, open_index
 
 

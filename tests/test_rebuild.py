@@ -10,13 +10,13 @@ import shutil
 import threading
 
 import pytest
-from conftest import draw_product, make_product_folder
 
-from embeddings.catalogue import Catalogue
 from embeddings.build.catalogue import BuildRequest, build_catalogue
+from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.errors import IndexMismatchError
 from embeddings.search.searcher import make_searcher, open_index, open_snapshot
+from tests.harness.products import draw_product, make_product_folder
 
 
 def grow(source, count: int, start: int = 100) -> None:

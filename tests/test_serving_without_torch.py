@@ -15,10 +15,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_FASHION, make_product_folder, require_browser
-from serving_env import item_text_and_upload, serving_environment
 
 from app_support import browser
+from tests.harness.chromium import require_browser
+from tests.harness.paths import SHARED_FASHION
+from tests.harness.products import make_product_folder
+from tests.harness.serving_env import item_text_and_upload, serving_environment
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

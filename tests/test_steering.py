@@ -12,7 +12,6 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import draw_product
 
 from embeddings.build.model import build_model_index
 from embeddings.catalogue import Catalogue
@@ -30,6 +29,7 @@ from embeddings.search.query import (
     steer,
 )
 from embeddings.search.searcher import make_searcher
+from tests.harness.products import draw_product
 
 MODELS = ("pixels", "efficientnet-lite0")
 

@@ -14,11 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
-from tiny_models import make_bolts_simclr_checkpoint, make_resnet50_state_dict, make_tiny_clip
 
 from embeddings.errors import ModelLoadError
 from embeddings.models import get_spec, load_model
+from tests.harness.paths import REPO
+from tests.harness.tiny_models import (
+    make_bolts_simclr_checkpoint,
+    make_resnet50_state_dict,
+    make_tiny_clip,
+)
 
 SHA = re.compile(r"sha256:[0-9a-f]{16}")
 
