@@ -41,7 +41,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 @pytest.fixture
-def shop(built_catalogue) -> Path:
+def shop_data(built_catalogue) -> Path:
     """The data folder holding the read-only built catalogue `shop` (pixels, efficientnet-lite0)."""
     return built_catalogue.directory.parent
 
@@ -55,8 +55,8 @@ def own_shop(tmp_path, product_folder) -> Catalogue:
 
 
 # -- Search page -------------------------------------------------------------------------------
-def test_first_load_shows_the_sidebar_and_a_browse_strip(shop, monkeypatch):
-    at = make_app(shop, monkeypatch).run()
+def test_first_load_shows_the_sidebar_and_a_browse_strip(shop_data, monkeypatch):
+    at = make_app(shop_data, monkeypatch).run()
     assert not at.exception
     assert at.sidebar.selectbox(key="w_catalog").value == "shop"
     assert at.sidebar.multiselect(key="w_models").value == ["efficientnet-lite0", "pixels"]
@@ -72,8 +72,8 @@ def test_first_load_shows_the_sidebar_and_a_browse_strip(shop, monkeypatch):
     }
 
 
-def test_random_product_shows_every_model_side_by_side(shop, built_catalogue, monkeypatch):
-    at = make_app(shop, monkeypatch).run()
+def test_random_product_shows_every_model_side_by_side(shop_data, built_catalogue, monkeypatch):
+    at = make_app(shop_data, monkeypatch).run()
     at.button(key="random").click().run()
     assert not at.exception
     query = at.session_state["query"]
@@ -98,9 +98,9 @@ def test_random_product_shows_every_model_side_by_side(shop, built_catalogue, mo
     )
 
 
-def test_tiles_mark_agreement_and_the_query_label(shop, built_catalogue, monkeypatch):
+def test_tiles_mark_agreement_and_the_query_label(shop_data, built_catalogue, monkeypatch):
     item_id = "red/circle_0"
-    at = make_app(shop, monkeypatch, item=item_id, label="folder").run()
+    at = make_app(shop_data, monkeypatch, item=item_id, label="folder").run()
     shown = grids(at)
     in_pixels, in_cnn = set(tile_ids(shown["pixels"])), set(tile_ids(shown["efficientnet-lite0"]))
     for model_id in ("pixels", "efficientnet-lite0"):
@@ -116,9 +116,11 @@ def test_tiles_mark_agreement_and_the_query_label(shop, built_catalogue, monkeyp
         assert f"{matched} of 10 share folder = red" in badges, (model_id, badges)
 
 
-def test_url_reproduces_the_view(shop, built_catalogue, monkeypatch):
+def test_url_reproduces_the_view(shop_data, built_catalogue, monkeypatch):
     item_id = built_catalogue.ids[5]
-    at = make_app(shop, monkeypatch, catalog="shop", models="pixels", k="5", item=item_id).run()
+    at = make_app(
+        shop_data, monkeypatch, catalog="shop", models="pixels", k="5", item=item_id
+    ).run()
     assert not at.exception
     shown = grids(at)
     assert set(shown) == {"pixels", "browse"}
@@ -134,8 +136,8 @@ def test_url_reproduces_the_view(shop, built_catalogue, monkeypatch):
     }
 
 
-def test_filter_keeps_only_products_with_the_label(shop, built_catalogue, monkeypatch):
-    at = make_app(shop, monkeypatch, item="red/circle_0", filter="shape:square").run()
+def test_filter_keeps_only_products_with_the_label(shop_data, built_catalogue, monkeypatch):
+    at = make_app(shop_data, monkeypatch, item="red/circle_0", filter="shape:square").run()
     assert not at.exception
     shown = grids(at)
     for model_id in ("pixels", "efficientnet-lite0"):
@@ -165,8 +167,10 @@ def test_filter_keeps_only_products_with_the_label(shop, built_catalogue, monkey
         ({"models": "x" * 5000}, "5,000 characters long; it was ignored"),
     ],
 )
-def test_bad_urls_get_a_clear_message_and_the_app_stays_up(shop, monkeypatch, params, expected):
-    at = make_app(shop, monkeypatch, **params).run()
+def test_bad_urls_get_a_clear_message_and_the_app_stays_up(
+    shop_data, monkeypatch, params, expected
+):
+    at = make_app(shop_data, monkeypatch, **params).run()
     assert not at.exception
     shown = messages(at.warning) + messages(at.error)
     assert expected in shown
@@ -174,15 +178,15 @@ def test_bad_urls_get_a_clear_message_and_the_app_stays_up(shop, monkeypatch, pa
     assert at.sidebar.slider(key="w_k").value <= 47  # k never exceeds the other products
 
 
-def test_k_larger_than_the_catalogue_is_clamped(shop, monkeypatch):
-    at = make_app(shop, monkeypatch, k="100000", item="red/circle_0").run()
+def test_k_larger_than_the_catalogue_is_clamped(shop_data, monkeypatch):
+    at = make_app(shop_data, monkeypatch, k="100000", item="red/circle_0").run()
     assert at.sidebar.slider(key="w_k").value == 47
     assert len(grids(at)["pixels"]["tiles"]) == 47
     assert url(at)["k"] == "47"
 
 
-def test_text_box_refuses_empty_text(shop, monkeypatch):
-    at = make_app(shop, monkeypatch).run()
+def test_text_box_refuses_empty_text(shop_data, monkeypatch):
+    at = make_app(shop_data, monkeypatch).run()
     at.text_input(key="w_text").set_value("   ")
     at.button(key="FormSubmitter:text_query-Search").click().run()
     assert not at.exception
@@ -232,8 +236,8 @@ def test_text_query_through_a_text_bridge(tmp_path, product_folder, monkeypatch)
     assert at.text_input(key="w_text").value == "green square"  # the box shows the linked query
 
 
-def test_upload_searches_every_model_and_is_not_in_the_url(shop, built_catalogue, monkeypatch):
-    at = make_app(shop, monkeypatch).run()
+def test_upload_searches_every_model_and_is_not_in_the_url(shop_data, built_catalogue, monkeypatch):
+    at = make_app(shop_data, monkeypatch).run()
     image = Image.open(built_catalogue.image_path("blue/triangle_2"))
     at.file_uploader(key="w_upload").upload("mine.png", png_bytes(image), "image/png").run()
     assert not at.exception
@@ -257,9 +261,9 @@ def test_upload_searches_every_model_and_is_not_in_the_url(shop, built_catalogue
     ],
 )
 def test_bad_uploads_get_a_message_and_keep_the_previous_results(
-    shop, monkeypatch, name, make, expected
+    shop_data, monkeypatch, name, make, expected
 ):
-    at = make_app(shop, monkeypatch, item="red/circle_0").run()
+    at = make_app(shop_data, monkeypatch, item="red/circle_0").run()
     at.file_uploader(key="w_upload").upload(name, make(), "image/png").run()
     assert not at.exception
     assert expected in messages(at.error)
@@ -295,7 +299,7 @@ def test_product_titles_are_shown_as_text_not_html(tmp_path, monkeypatch):
     assert "innerHTML" not in (REPO / "app_support" / "tiles.py").read_text()
 
 
-def test_item_queries_load_each_index_once_per_process(shop, built_catalogue, monkeypatch):
+def test_item_queries_load_each_index_once_per_process(shop_data, built_catalogue, monkeypatch):
     import embeddings.search.searcher as core_search
 
     calls = []
@@ -307,29 +311,26 @@ def test_item_queries_load_each_index_once_per_process(shop, built_catalogue, mo
 
     monkeypatch.setattr(core_search, "open_index", counting_open_index)
     st.cache_resource.clear()
-    at = make_app(shop, monkeypatch, item="red/circle_0").run()
+    at = make_app(shop_data, monkeypatch, item="red/circle_0").run()
     at.sidebar.slider(key="w_k").set_value(5).run()
     at.button(key="random").click().run()
-    second = make_app(shop, monkeypatch, item="green/square_1").run()  # another session
+    second = make_app(shop_data, monkeypatch, item="green/square_1").run()  # another session
     assert not at.exception and not second.exception
     assert len(grids(at)["pixels"]["tiles"]) == 5
     assert sorted(calls) == ["efficientnet-lite0", "pixels"]
 
 
 @pytest.fixture(scope="module")
-def bridged_shop(built_catalogue, tmp_path_factory) -> Path:
+def bridged_shop_data(built_catalogue, copy_catalogue, tmp_path_factory) -> Path:
     """The data folder of a copy of the synthetic shop with an efficientnet-lite0 text bridge."""
-    import shutil
-
     from embeddings.bridge import train_bridge_for_catalogue
 
     data = tmp_path_factory.mktemp("bridged") / "data"
-    shutil.copytree(built_catalogue.directory, data / "shop")
-    train_bridge_for_catalogue(Catalogue.open(data / "shop"), "efficientnet-lite0")
+    train_bridge_for_catalogue(copy_catalogue(built_catalogue, data / "shop"), "efficientnet-lite0")
     return data
 
 
-def test_serving_every_query_imports_no_torch(bridged_shop):
+def test_serving_every_query_imports_no_torch(bridged_shop_data):
     """In a fresh interpreter: browsing, an item query, a text query (through the bridge's
     ONNX sentence encoder) and an upload (efficientnet-lite0 on ONNX Runtime) leave torch
     unimported. The same upload on the torch runtime imports it: the check can fail."""
@@ -370,7 +371,7 @@ def test_serving_every_query_imports_no_torch(bridged_shop):
                            "after_upload": after_upload,
                            "torch_runtime_upload": "torch" in sys.modules}}))
     """)
-    env = {**os.environ, "EMBEDDINGS_DATA": str(bridged_shop), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "EMBEDDINGS_DATA": str(bridged_shop_data), "PYTHONPATH": str(REPO)}
     env.pop("EMBEDDINGS_RUNTIME", None)
     done = subprocess.run(
         [sys.executable, "-c", script],
@@ -396,8 +397,8 @@ def test_serving_every_query_imports_no_torch(bridged_shop):
 
 
 # -- Catalogue page --------------------------------------------------------------------------
-def test_catalogue_page_lists_what_is_built(shop, monkeypatch):
-    at = make_app(shop, monkeypatch)
+def test_catalogue_page_lists_what_is_built(shop_data, monkeypatch):
+    at = make_app(shop_data, monkeypatch)
     at.switch_page("app_pages/catalogue.py").run()
     assert not at.exception
     table = at.dataframe[0].value
@@ -459,9 +460,9 @@ def test_building_from_a_missing_folder_says_so(tmp_path, monkeypatch):
     assert "no such folder on the server" in messages(at.error)
 
 
-def test_read_only_server_offers_no_building_or_measuring(shop, monkeypatch):
+def test_read_only_server_offers_no_building_or_measuring(shop_data, monkeypatch):
     monkeypatch.setenv("EMBEDDINGS_READ_ONLY", "1")
-    at = make_app(shop, monkeypatch)
+    at = make_app(shop_data, monkeypatch)
     at.switch_page("app_pages/catalogue.py").run()
     assert not at.exception
     assert len(at.dataframe) == 1  # what is built is still shown
@@ -511,8 +512,8 @@ def test_compare_page_measures_on_demand_and_reads_it_back(own_shop, monkeypatch
     assert "eval_run" not in [button.key for button in again.button]
 
 
-def test_deselecting_every_model_asks_for_one(shop, monkeypatch):
-    at = make_app(shop, monkeypatch, item="red/circle_0").run()
+def test_deselecting_every_model_asks_for_one(shop_data, monkeypatch):
+    at = make_app(shop_data, monkeypatch, item="red/circle_0").run()
     at.sidebar.multiselect(key="w_models").set_value([]).run()
     assert not at.exception
     assert at.sidebar.multiselect(key="w_models").value == []
@@ -520,8 +521,8 @@ def test_deselecting_every_model_asks_for_one(shop, monkeypatch):
     assert not {"pixels", "efficientnet-lite0"} & set(grids(at))
 
 
-def test_switching_pages_keeps_the_view(shop, monkeypatch):
-    at = make_app(shop, monkeypatch, item="red/circle_0", models="pixels").run()
+def test_switching_pages_keeps_the_view(shop_data, monkeypatch):
+    at = make_app(shop_data, monkeypatch, item="red/circle_0", models="pixels").run()
     at.switch_page("app_pages/compare.py").run()
     assert not at.exception
     assert url(at)["models"] == "pixels" and "item" not in url(at)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +35,17 @@ def planted_data(tmp_path_factory) -> Path:
     from embeddings.models import load_model
 
     root = tmp_path_factory.mktemp("app-maps")
-    shop = plant(make_product_folder(root / "shop"))
-    catalogue = create_catalogue(str(shop), root / "pristine" / "planted")
+    products = plant(make_product_folder(root / "products"))
+    catalogue = create_catalogue(str(products), root / "pristine" / "planted")
     for model_id in MODELS:
         build_model_index(catalogue, load_model(model_id))
     return catalogue.directory
 
 
 @pytest.fixture
-def data(planted_data, tmp_path) -> Path:
+def data(planted_data, copy_catalogue, tmp_path) -> Path:
     """A fresh copy of the planted catalogue in its own data folder (pages may write to it)."""
-    shutil.copytree(planted_data, tmp_path / "data" / "planted")
+    copy_catalogue(planted_data, tmp_path / "data" / "planted")
     return tmp_path / "data"
 
 

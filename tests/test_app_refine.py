@@ -18,13 +18,13 @@ FUSED = "efficientnet-lite0+pixels"
 
 
 @pytest.fixture
-def shop(bridged_catalogue):
+def shop_data(bridged_catalogue):
     """The data folder of the synthetic shop with text bridges for both models (read-only)."""
     return bridged_catalogue.directory.parent
 
 
 def test_a_link_with_likes_dislikes_and_a_mix_reproduces_the_steered_view(
-    shop, bridged_catalogue, monkeypatch
+    shop_data, bridged_catalogue, monkeypatch
 ):
     liked, disliked = ["blue/circle_0", "blue/circle_1"], ["red/square_0"]
     params = {
@@ -35,7 +35,7 @@ def test_a_link_with_likes_dislikes_and_a_mix_reproduces_the_steered_view(
         "like": ",".join(liked),
         "dislike": disliked[0],
     }
-    at = make_app(shop, monkeypatch, **params).run()
+    at = make_app(shop_data, monkeypatch, **params).run()
     assert not at.exception, at.exception
     query = Query(
         item="red/circle_0",
@@ -60,9 +60,13 @@ def test_a_link_with_likes_dislikes_and_a_mix_reproduces_the_steered_view(
     assert at.slider(key="w_weight").value == pytest.approx(0.6)
 
 
-def test_removing_a_liked_product_reruns_and_updates_the_link(shop, monkeypatch):
+def test_removing_a_liked_product_reruns_and_updates_the_link(shop_data, monkeypatch):
     at = make_app(
-        shop, monkeypatch, models="pixels", item="red/circle_0", like="blue/circle_0,blue/circle_1"
+        shop_data,
+        monkeypatch,
+        models="pixels",
+        item="red/circle_0",
+        like="blue/circle_0,blue/circle_1",
     ).run()
     at.button(key="unsteer_liked_blue/circle_0").click().run()
     assert not at.exception
@@ -104,9 +108,9 @@ def test_more_and_less_like_this_toggle(monkeypatch):
 
 
 def test_words_box_and_share_slider_mix_words_into_the_product(
-    shop, bridged_catalogue, monkeypatch
+    shop_data, bridged_catalogue, monkeypatch
 ):
-    at = make_app(shop, monkeypatch, models="efficientnet-lite0", item="red/circle_0").run()
+    at = make_app(shop_data, monkeypatch, models="efficientnet-lite0", item="red/circle_0").run()
     at.text_input(key="w_words").set_value("blue")
     at.button(key="FormSubmitter:words_mix-Mix in").click().run()
     assert not at.exception
@@ -128,11 +132,11 @@ def test_words_box_and_share_slider_mix_words_into_the_product(
     assert "text" not in url(at) and "mix" not in url(at)
 
 
-def test_fused_models_are_offered_and_answer_text(shop, bridged_catalogue, monkeypatch):
-    at = make_app(shop, monkeypatch).run()
+def test_fused_models_are_offered_and_answer_text(shop_data, bridged_catalogue, monkeypatch):
+    at = make_app(shop_data, monkeypatch).run()
     picker = at.sidebar.multiselect(key="w_models")
     assert f"{FUSED} · text" in picker.options
-    at = make_app(shop, monkeypatch, models=FUSED, text="Green square product").run()
+    at = make_app(shop_data, monkeypatch, models=FUSED, text="Green square product").run()
     assert not at.exception
     want = make_searcher(bridged_catalogue).search_text("Green square product", [FUSED], 10)
     assert tile_ids(grids(at)[FUSED]) == [h.id for h in want[FUSED]]
@@ -153,16 +157,16 @@ def test_fused_models_are_offered_and_answer_text(shop, bridged_catalogue, monke
         ({"models": "pixels+pixels"}, "names a model twice"),
     ],
 )
-def test_bad_refinements_in_a_link_are_explained(shop, monkeypatch, params, expected):
-    at = make_app(shop, monkeypatch, **params).run()
+def test_bad_refinements_in_a_link_are_explained(shop_data, monkeypatch, params, expected):
+    at = make_app(shop_data, monkeypatch, **params).run()
     assert not at.exception
     assert expected in messages(at.warning) + messages(at.error)
     assert "browse" in grids(at)
 
 
-def test_a_bad_liked_id_is_left_out_and_the_rest_still_steers(shop, monkeypatch):
+def test_a_bad_liked_id_is_left_out_and_the_rest_still_steers(shop_data, monkeypatch):
     at = make_app(
-        shop, monkeypatch, models="pixels", item="red/circle_0", like="no/such,blue/circle_0"
+        shop_data, monkeypatch, models="pixels", item="red/circle_0", like="no/such,blue/circle_0"
     ).run()
     assert at.session_state["query"]["liked"] == ["blue/circle_0"]
     assert url(at)["like"] == "blue/circle_0"

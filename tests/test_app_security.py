@@ -147,13 +147,8 @@ def evil_catalogue(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(evil_catalogue, tmp_path_factory):
-    app = browser.start_app(
-        evil_catalogue.directory.parent, log_path=tmp_path_factory.mktemp("logs") / "streamlit.log"
-    )
-    yield app
-    app.stop()
-    assert "Traceback" not in app.log(), app.log()[-4000:]
+def server(evil_catalogue, app_server):
+    return app_server(evil_catalogue.directory.parent)
 
 
 @dataclass

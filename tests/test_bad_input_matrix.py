@@ -29,18 +29,17 @@ from tests.harness.products import make_product_folder
 def baseline(tmp_path_factory):
     """A small folder catalogue with a pixels index, copied fresh for each case."""
     root = tmp_path_factory.mktemp("matrix")
-    source = make_product_folder(root / "shop", variants=1)
+    source = make_product_folder(root / "products", variants=1)
     catalogue = create_catalogue(str(source), root / "cat")
     build_model_index(catalogue, load_model("pixels"))
     return source, catalogue.directory
 
 
 @pytest.fixture
-def fresh(baseline, tmp_path):
+def fresh(baseline, copy_catalogue, tmp_path):
     source, directory = baseline
-    shutil.copytree(source, tmp_path / "shop")
-    shutil.copytree(directory, tmp_path / "cat")
-    return tmp_path / "shop", Catalogue.open(tmp_path / "cat")
+    shutil.copytree(source, tmp_path / "products")
+    return tmp_path / "products", copy_catalogue(directory, tmp_path / "cat")
 
 
 def still_serves(catalogue: Catalogue) -> None:

@@ -42,7 +42,7 @@ def app_catalogue(tmp_path_factory):
     if (SHARED_FASHION / "styles.csv").is_file():
         catalogue = create_catalogue(str(SHARED_FASHION), data / "fashion", limit=SAMPLE, seed=1)
     else:
-        catalogue = create_catalogue(str(make_product_folder(root / "shop")), data / "shop")
+        catalogue = create_catalogue(str(make_product_folder(root / "products")), data / "shop")
     for model_id in ("pixels", "efficientnet-lite0"):
         build_model_index(catalogue, load_model(model_id))
     env = {}
@@ -72,14 +72,9 @@ def app_catalogue(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(app_catalogue, tmp_path_factory):
+def server(app_catalogue, app_server):
     data, _, _, env = app_catalogue
-    app = browser.start_app(
-        data, log_path=tmp_path_factory.mktemp("logs") / "streamlit.log", env=env
-    )
-    yield app
-    app.stop()
-    assert "Traceback" not in app.log(), app.log()[-4000:]
+    return app_server(data, env=env)
 
 
 MODELS = ["pixels", "efficientnet-lite0"]

@@ -35,8 +35,8 @@ def data(tmp_path_factory):
     from embeddings.models import load_model
 
     root = tmp_path_factory.mktemp("browser-maps")
-    shop = plant(make_product_folder(root / "shop"))
-    catalogue = create_catalogue(str(shop), root / "data" / "planted")
+    products = plant(make_product_folder(root / "products"))
+    catalogue = create_catalogue(str(products), root / "data" / "planted")
     for model_id in MODELS:
         build_model_index(catalogue, load_model(model_id))
     assert all(o.status == "computed" for o in make_maps(catalogue.directory, MODELS))
@@ -45,11 +45,8 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(data, tmp_path_factory):
-    app = browser.start_app(data, log_path=tmp_path_factory.mktemp("logs") / "streamlit.log")
-    yield app
-    app.stop()
-    assert "Traceback" not in app.log(), app.log()[-4000:]
+def server(data, app_server):
+    return app_server(data)
 
 
 @pytest.fixture

@@ -85,7 +85,7 @@ def test_folder_ids_labels_and_sidecar(product_folder, tmp_path):
 
 
 def test_sidecar_paths_that_escape_are_refused_and_reported(tmp_path):
-    root = tmp_path / "shop"
+    root = tmp_path / "products"
     (root / "a").mkdir(parents=True)
     Image.new("RGB", (4, 4)).save(root / "a" / "x.png")
     (tmp_path / "secret.png").write_bytes(b"")
@@ -105,7 +105,7 @@ def test_sidecar_paths_that_escape_are_refused_and_reported(tmp_path):
 def test_symlink_out_of_the_folder_is_ignored(tmp_path):
     outside = tmp_path / "outside.png"
     Image.new("RGB", (4, 4)).save(outside)
-    root = tmp_path / "shop"
+    root = tmp_path / "products"
     root.mkdir()
     Image.new("RGB", (4, 4)).save(root / "inside.png")
     os.symlink(outside, root / "link.png")

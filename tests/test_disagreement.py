@@ -4,7 +4,6 @@ queries from an evaluation's saved neighbours, and the Compare page that draws t
 from __future__ import annotations
 
 import json
-import shutil
 from urllib.parse import parse_qsl
 
 import pytest
@@ -72,10 +71,9 @@ def test_disagreements_rank_the_queries_that_split_the_models(built_catalogue):
 
 
 @pytest.fixture
-def measured_shop(built_catalogue, tmp_path) -> Catalogue:
+def measured_shop(built_catalogue, copy_catalogue, tmp_path) -> Catalogue:
     """A copy of the synthetic shop with an evaluation of both models and their fusion saved."""
-    shutil.copytree(built_catalogue.directory, tmp_path / "data" / "shop")
-    catalogue = Catalogue.open(tmp_path / "data" / "shop")
+    catalogue = copy_catalogue(built_catalogue, tmp_path / "data" / "shop")
     models = ["efficientnet-lite0", "pixels", FUSED]
     save_results(catalogue, evaluate_catalogue(catalogue, models, queries=48, seed=0))
     return catalogue

@@ -6,7 +6,6 @@ the CLI prints the documented JSON, and search results fold."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -29,19 +28,17 @@ def planted(tmp_path_factory) -> Catalogue:
     from embeddings.models import load_model
 
     root = tmp_path_factory.mktemp("planted")
-    shop = plant(make_product_folder(root / "shop"))
-    catalogue = create_catalogue(str(shop), root / "data" / "planted")
+    products = plant(make_product_folder(root / "products"))
+    catalogue = create_catalogue(str(products), root / "data" / "planted")
     for model_id in ("pixels", "efficientnet-lite0"):
         build_model_index(catalogue, load_model(model_id))
     return catalogue
 
 
 @pytest.fixture
-def own_planted(planted, tmp_path) -> Catalogue:
+def own_planted(planted, copy_catalogue, tmp_path) -> Catalogue:
     """A writable copy of the planted catalogue (same image root)."""
-    target = tmp_path / "data" / "planted"
-    shutil.copytree(planted.directory, target)
-    return Catalogue.open(target)
+    return copy_catalogue(planted, tmp_path / "data" / "planted")
 
 
 def brute_force_groups(vectors: np.ndarray, ids: list[str], threshold: float) -> list[set[str]]:

@@ -92,7 +92,7 @@ def run_build(args, env, **kwargs):
 def test_sigkill_at_ten_seeded_random_points(tmp_path):
     """Each run is killed at a random moment (scan, chunks, final write); the rerun completes and
     its artefacts equal an uninterrupted build's byte for byte."""
-    source = make_product_folder(tmp_path / "shop", variants=25)  # 300 images, 75 chunks of 4
+    source = make_product_folder(tmp_path / "products", variants=25)  # 300 images, 75 chunks of 4
     env = {**os.environ, "PYTHONPATH": str(REPO), "EMBEDDINGS_DATA": str(tmp_path / "data")}
     started = time.monotonic()
     clean = run_build(build_args(source, tmp_path / "clean"), env)
@@ -156,7 +156,7 @@ def assert_previous_index_still_loads(out: Path, ids_before: list[str]) -> None:
 
 
 def small_source(tmp_path) -> Path:
-    source = tmp_path / "shop"
+    source = tmp_path / "products"
     make_product_folder(source, variants=1)  # 12 images: ~1.4 MB of pixels index + vectors
     return source
 

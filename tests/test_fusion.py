@@ -4,7 +4,6 @@ its own, wherever a model id works: search of every kind, steering, evaluation, 
 from __future__ import annotations
 
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -164,10 +163,10 @@ def test_open_snapshot_opens_each_part_once_and_reports_a_missing_part(built_cat
 
 
 # -- evaluation ---------------------------------------------------------------------------------
-def test_evaluate_measures_a_fused_model_and_knows_when_a_part_changed(bridged_catalogue, tmp_path):
-    target = tmp_path / "shop"
-    shutil.copytree(bridged_catalogue.directory, target)
-    catalogue = Catalogue.open(target)
+def test_evaluate_measures_a_fused_model_and_knows_when_a_part_changed(
+    bridged_catalogue, copy_catalogue
+):
+    catalogue = copy_catalogue(bridged_catalogue)
     result = evaluate_catalogue(catalogue, ["pixels", FUSED], queries=24, seed=0)
     for label in ("folder", "shape"):
         assert result.value(FUSED, "image", label, "precision", 10) > result.value(
@@ -181,17 +180,15 @@ def test_evaluate_measures_a_fused_model_and_knows_when_a_part_changed(bridged_c
     loaded = load_results(catalogue)
     assert loaded is not None and loaded.neighbours[FUSED] == result.neighbours[FUSED]
     build_model_index(catalogue, load_model("efficientnet-lite0"), force=True)
-    reason = stale_reason(Catalogue.open(target), result.manifest)
+    reason = stale_reason(Catalogue.open(catalogue.directory), result.manifest)
     assert reason is not None and "efficientnet-lite0" in reason
 
 
 # -- Milvus ---------------------------------------------------------------------------------
 def test_a_fused_model_over_milvus_and_faiss_parts_answers_like_faiss_alone(
-    built_catalogue, tmp_path
+    built_catalogue, tmp_path, copy_catalogue
 ):
-    target = tmp_path / "mixed"
-    shutil.copytree(built_catalogue.directory, target)
-    mixed = Catalogue.open(target)
+    mixed = copy_catalogue(built_catalogue, tmp_path / "mixed")
     build_model_index(mixed, load_model("pixels"), backend="milvus")  # efficientnet stays FAISS
     index = open_index(mixed, FUSED)
     assert [p.backend for p in index.parts] == ["faiss", "milvus"] and not index.native_filters

@@ -370,7 +370,7 @@ def test_an_index_built_on_torch_serves_and_grows_on_onnx_with_no_rebuild(
     from embeddings.index.store import read_manifest
     from embeddings.search.searcher import make_searcher
 
-    source = tmp_path / "shop"
+    source = tmp_path / "products"
     shutil.copytree(product_folder, source)
     request = BuildRequest(
         out=tmp_path / "cat", source=str(source), models=["efficientnet-lite0"], bridges=False

@@ -27,12 +27,11 @@ from embeddings.search.searcher import make_searcher, open_index
 
 
 @pytest.fixture(scope="module")
-def source(built_catalogue, tmp_path_factory) -> Catalogue:
+def source(built_catalogue, copy_catalogue) -> Catalogue:
     """The synthetic catalogue (pixels as float32, efficientnet-lite0) with a bridge and an
     evaluation, as a catalogue someone would publish."""
-    directory = tmp_path_factory.mktemp("source") / "shop"
-    shutil.copytree(built_catalogue.directory, directory)
-    catalogue = Catalogue.open(directory)
+    catalogue = copy_catalogue(built_catalogue)
+    directory = catalogue.directory
     train_bridge_for_catalogue(catalogue, "pixels")
     save_results(catalogue, evaluate_catalogue(catalogue, queries=20))
     make_maps(directory, ["pixels"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -24,10 +23,8 @@ QUERIES = [
 
 
 @pytest.fixture(scope="module")
-def bridged(built_catalogue, tmp_path_factory) -> Catalogue:
-    target = tmp_path_factory.mktemp("batch") / "shop"
-    shutil.copytree(built_catalogue.directory, target)
-    catalogue = Catalogue.open(target)
+def bridged(built_catalogue, copy_catalogue) -> Catalogue:
+    catalogue = copy_catalogue(built_catalogue)
     train_bridge_for_catalogue(catalogue, MODEL, holdout_fraction=0.2)
     return catalogue
 

@@ -50,7 +50,7 @@ def served_catalogue(tmp_path_factory, torch_free_python):
         )
     else:
         catalogue = create_catalogue(
-            str(make_product_folder(root / "shop")), root / "data" / "shop"
+            str(make_product_folder(root / "products")), root / "data" / "shop"
         )
     for model_id in MODELS:
         build_model_index(catalogue, load_model(model_id))
@@ -59,17 +59,9 @@ def served_catalogue(tmp_path_factory, torch_free_python):
 
 
 @pytest.fixture(scope="module")
-def server(served_catalogue, torch_free_python, tmp_path_factory):
+def server(served_catalogue, torch_free_python, app_server):
     data, _ = served_catalogue
-    app = browser.start_app(
-        data,
-        log_path=tmp_path_factory.mktemp("logs") / "streamlit.log",
-        python=torch_free_python,
-        timeout=180,
-    )
-    yield app
-    app.stop()
-    assert "Traceback" not in app.log(), app.log()[-4000:]
+    return app_server(data, python=torch_free_python, timeout=180)
 
 
 def test_the_serving_environment_has_no_torch(torch_free_python):

@@ -8,7 +8,6 @@ The synthetic shop (conftest): 4 colours (folder label) x 3 shapes x 4 variants,
 from __future__ import annotations
 
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -55,11 +54,9 @@ def brute_force(catalogue: Catalogue, model_id: str, vector: np.ndarray, k: int,
 
 
 @pytest.fixture(scope="module")
-def milvus_bridged(bridged_catalogue, tmp_path_factory) -> Catalogue:
+def milvus_bridged(bridged_catalogue, copy_catalogue) -> Catalogue:
     """The bridged shop with both models' indexes rebuilt in Milvus Lite (bridges kept)."""
-    target = tmp_path_factory.mktemp("milvus-steering") / "shop"
-    shutil.copytree(bridged_catalogue.directory, target)
-    catalogue = Catalogue.open(target)
+    catalogue = copy_catalogue(bridged_catalogue)
     for model_id in MODELS:
         build_model_index(catalogue, load_model(model_id), backend="milvus")
     return catalogue
