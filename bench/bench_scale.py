@@ -7,11 +7,11 @@ server's is the RSS of its own processes), single-thread query latency p50/p95 o
 queries, and recall@10 against the exact answer, for a sweep of efSearch. Every engine runs in
 a fresh process so memory figures do not mix.
 
-The real server (`server-flat`, `server-hnsw`: the `milvus` package's standalone server, started
-by tests/milvus_server.py in its own folder under --work) is driven through the app's own code:
-`milvus_backend.create_collection` / `insert_rows` with two label fields, flush, the wait for
-the index, load, the alias, and queries through `MilvusIndex.search` (gRPC, hits mapped by
-catalogue id), unfiltered and with a label filter allowing 10% or 1% of the rows.
+The real server (`server-flat`, `server-hnsw`: the `milvus` package's standalone server, started by
+tests/harness/milvus_server.py in its own folder under --work) is driven through the app's own code:
+`milvus_backend.create_collection` / `insert_rows` with two label fields, flush, the wait for the
+index, load, the alias, and queries through `MilvusIndex.search` (gRPC, hits mapped by catalogue
+id), unfiltered and with a label filter allowing 10% or 1% of the rows.
 
 The data: 1,000 clusters; each point is its cluster's centre (512-d Gaussian) plus a Gaussian
 spread in a 16-d subspace of its own (spread 0.5) plus isotropic noise (0.02), L2-normalised.

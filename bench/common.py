@@ -2,7 +2,8 @@
 
 Every `bench_*.py` script runs on its own, as a module from the repository root (`python -m
 bench.bench_query --help`), and prints one JSON document on stdout; `python -m bench.run` runs them
-in fresh processes and writes BENCHMARKS.md. Figures are measurements of this machine at that moment, never constants.
+in fresh processes and writes BENCHMARKS.md. Figures are measurements of this machine at that
+moment, never constants.
 """
 
 from __future__ import annotations

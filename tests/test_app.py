@@ -1,7 +1,7 @@
 """The Streamlit app, page by page, through `streamlit.testing.v1.AppTest` (no browser).
 
-Catalogues are the synthetic shop from conftest (48 products: colour folders x shapes). The
-session-scoped `built_catalogue` is read-only; tests that build or write make their own copy.
+Catalogues are the synthetic shop (tests/harness/products.py; 48 products, colour folders x shapes).
+The session-scoped `built_catalogue` is read-only; tests that build or write make their own copy.
 Real clicks on the tile grids (a browser component) are covered by tests/test_browser.py; here a
 tile click is what it leads to, an `item` URL parameter.
 """
@@ -562,7 +562,7 @@ def test_url_state_round_trip():
     text_view, _ = urlstate.parse_params(urlstate.encode_view(catalog="c", text="red shoes"))
     assert text_view.text == "red shoes" and text_view.item is None
     both, problems = urlstate.parse_params({"item": "1", "text": "x"})
-    assert (both.item, both.text, problems) == ("1", "x", [])  # a mix (issue 14): "1, but x"
+    assert (both.item, both.text, problems) == ("1", "x", [])  # a mix: "1, but x"
     assert urlstate.changed_params(
         {"k": "5", "item": "2", "other": "x"}, {"k": "5", "item": "1"}
     ) == {"item": "2"}

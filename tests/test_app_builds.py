@@ -1,6 +1,6 @@
 """The app's front door to building: the Catalogue page builds through the core's one build path.
 
-Before issue 9 the page had its own orchestration: it saved the catalogue before any model had
+Once the page had its own orchestration: it saved the catalogue before any model had
 succeeded, one model's failure stopped the models after it, and a folder build silently replaced
 an existing catalogue of the same name. These drive the page (Streamlit's AppTest) into each case.
 """

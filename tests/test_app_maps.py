@@ -1,6 +1,6 @@
 """The Map and Duplicates pages and Search's "hide near-duplicates", through Streamlit's AppTest.
 
-The catalogue is the synthetic shop with planted copies (tests/test_duplicates.py), with
+The catalogue is the synthetic shop with planted copies (tests/harness/products.py), with
 `pixels` and `efficientnet-lite0`. Hover and clicks on the map itself happen in a browser
 (tests/test_browser_maps.py); here the chart is checked through what the page sends it.
 """

@@ -1,4 +1,4 @@
-"""The Search page's refinements (issue 14) through `AppTest`: liked/disliked products, words
+"""The Search page's refinements through `AppTest`: liked/disliked products, words
 mixed into a product, fused models; the URLs that carry them, and bad values in those URLs.
 
 A tile's "more like this" button is a browser component (tests/test_browser.py presses it);

@@ -1,4 +1,4 @@
-"""Inputs found by trying to break the core (issue 9): huge images, a folder given as an image,
+"""Inputs found by trying to break the core: huge images, a folder given as an image,
 mixed-encoding CSVs, and file names that cannot be stored as ids."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The bad-input matrix (issue 6): every case gives a clear message naming the thing, and
+"""The bad-input matrix: every case gives a clear message naming the thing, and
 nothing already built is lost (the catalogue's existing index still loads and answers).
 
 App-level cases (uploads, URL parameters, HTML in titles) live in tests/test_app.py and

@@ -235,7 +235,7 @@ def steer_button(model: str, item_id: str, kind: str) -> str:
 
 
 def test_more_and_less_like_this_steer_every_model(page, server, app_catalogue):
-    """Issue 14: the tile buttons steer the query; liked/disliked products are listed, kept in
+    """The tile buttons steer the query; liked/disliked products are listed, kept in
     the URL, and removable one by one."""
     _, catalogue, _, _ = app_catalogue
     first = catalogue.ids[0]

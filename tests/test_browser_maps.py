@@ -1,6 +1,6 @@
 """The Map and Duplicates pages in a real browser: `streamlit run app.py` and headless Chromium.
 
-The catalogue is the synthetic shop with planted copies (tests/test_duplicates.py), with
+The catalogue is the synthetic shop with planted copies (tests/harness/products.py), with
 `pixels` and `efficientnet-lite0`, their maps and the `pixels` near-duplicate pairs. Under 2,000
 points Vega draws the maps as SVG, so each product is an element the test can point at.
 

@@ -1,4 +1,4 @@
-"""`python -m embeddings search` refinements (issue 14): --more-like / --less-like, words mixed
+"""`python -m embeddings search` refinements: --more-like / --less-like, words mixed
 into --item or --image with --text-weight, fused ids in --models (and in `evaluate`)."""
 
 from __future__ import annotations

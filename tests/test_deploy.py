@@ -1,12 +1,12 @@
-"""The Streamlit Community Cloud deployment, played on this machine (issue 11).
+"""The Streamlit Community Cloud deployment, played on this machine.
 
 As Community Cloud would: an environment made from `deploy/requirements.txt` alone (no torch:
-`tests/serving_env.py`), the entrypoint `deploy/streamlit_app.py` started with `streamlit run`
-from the repository root, and `EMBEDDINGS_BUNDLE` given in the app's secrets (a secrets file:
-Streamlit puts root-level secrets into the environment). The bundle is published here (with the
-main environment: torch exports the encoders) as an archive served over HTTP on 127.0.0.1, and
-the models cache of the server is empty: text and upload queries run on the bundle's encoders.
-Chromium then does an item query, a text query, an upload and a page switch.
+`tests/harness/serving_env.py`), the entrypoint `deploy/streamlit_app.py` started with `streamlit
+run` from the repository root, and `EMBEDDINGS_BUNDLE` given in the app's secrets (a secrets file:
+Streamlit puts root-level secrets into the environment). The bundle is published here (with the main
+environment: torch exports the encoders) as an archive served over HTTP on 127.0.0.1, and the models
+cache of the server is empty: text and upload queries run on the bundle's encoders. Chromium then
+does an item query, a text query, an upload and a page switch.
 """
 
 from __future__ import annotations

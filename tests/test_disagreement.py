@@ -1,4 +1,4 @@
-"""Where models disagree (issue 14): per-label-value precision, confusions and disagreeing
+"""Where models disagree: per-label-value precision, confusions and disagreeing
 queries from an evaluation's saved neighbours, and the Compare page that draws them."""
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def test_compare_page_offers_to_measure_when_neighbours_are_missing(measured_sho
 
     path = results_dir(measured_shop) / RESULTS_FILE
     saved = json.loads(path.read_text())
-    saved.pop("neighbours")  # as saved before issue 14
+    saved.pop("neighbours")  # as saved before neighbours were kept
     path.write_text(json.dumps(saved))
     at = make_app(measured_shop.directory.parent, monkeypatch, models="pixels")
     at.switch_page("app_pages/compare.py").run()

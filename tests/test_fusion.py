@@ -1,4 +1,4 @@
-"""Fused models (issue 14): an id `A+B` ranks by fusing A's and B's results, with no index of
+"""Fused models: an id `A+B` ranks by fusing A's and B's results, with no index of
 its own, wherever a model id works: search of every kind, steering, evaluation, both backends."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Memory (issue 5): float16 indexes, memory-mapped loading, no second copy, exact filters on
+"""Memory: float16 indexes, memory-mapped loading, no second copy, exact filters on
 HNSW, the filter-row cache, no torch while browsing, and the allocator fix for inference."""
 
 from __future__ import annotations

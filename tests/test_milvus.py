@@ -1,11 +1,11 @@
 """The Milvus backend on both engines: Milvus Lite and a real Milvus standalone server.
 
-Every engine-level test runs twice with the same assertions (`milvus_uri` is None for Milvus Lite
-in the catalogue folder, or the URI of the session's real server, tests/milvus_server.py): the
-same answers as FAISS exact, label filters inside Milvus, the backend chosen from the manifest,
-the alias swap of a rebuild, the dropped-collection message, the app's path through
-`--milvus-uri`, and a query right after a build seeing every row. Lite-only behaviour (one
-process per database, recording a local path) is tested once.
+Every engine-level test runs twice with the same assertions (`milvus_uri` is None for Milvus Lite in
+the catalogue folder, or the URI of the session's real server, tests/harness/milvus_server.py): the
+same answers as FAISS exact, label filters inside Milvus, the backend chosen from the manifest, the
+alias swap of a rebuild, the dropped-collection message, the app's path through `--milvus-uri`, and
+a query right after a build seeing every row. Lite-only behaviour (one process per database,
+recording a local path) is tested once.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ONNX Runtime for inference (issue 10): every neural encoder's ONNX vectors equal torch's on
+"""ONNX Runtime for inference: every neural encoder's ONNX vectors equal torch's on
 the same inputs, pinned values, the export cache (made once, remade when stale, edited or
 partial), and the refusal when there is neither an export nor torch."""
 

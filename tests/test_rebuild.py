@@ -1,6 +1,6 @@
 """Rebuilding a catalogue with its own settings, and the CLI's answers when part of a query fails.
 
-Each case here was reproduced on the code before issue 9 (see the issue's section 5).
+Each case here was a failure once, reproduced before it was mended.
 """
 
 from __future__ import annotations

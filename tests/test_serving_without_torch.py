@@ -1,12 +1,12 @@
-"""Serving without torch (issue 10): the app in an environment made from deploy/requirements.txt
+"""Serving without torch: the app in an environment made from deploy/requirements.txt
 alone, where `import torch` fails, answers item, text and upload queries in a real browser.
 
-The environment is made by `tests/serving_env.py` (a virtualenv from deploy/requirements.txt,
-cached by that file's hash).
-The catalogue (a sample of the shared fashion set, else the synthetic shop) and the ONNX exports
-of efficientnet-lite0 and the bridges' sentence encoder are made here with the main environment
-(torch exports them); the server runs on the torch-free interpreter. Where it cannot run (no
-Chromium, no package index) it skips, except in CI (`CI=true`), where it fails.
+The environment is made by `tests/harness/serving_env.py` (a virtualenv from
+deploy/requirements.txt, cached by that file's hash). The catalogue (a sample of the shared fashion
+set, else the synthetic shop) and the ONNX exports of efficientnet-lite0 and the bridges' sentence
+encoder are made here with the main environment (torch exports them); the server runs on the
+torch-free interpreter. Where it cannot run (no Chromium, no package index) it skips, except in CI
+(`CI=true`), where it fails.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Refining a search (issue 14): composed queries, words mixed into a product or an upload, and
+"""Refining a search: composed queries, words mixed into a product or an upload, and
 steering by liked and disliked products, on FAISS and on Milvus Lite.
 
-The synthetic shop (conftest): 4 colours (folder label) x 3 shapes x 4 variants, titled
-"Red circle product 0". Raw pixels see colour; EfficientNet-Lite0 sees shape more.
+The synthetic shop (tests/harness/products.py): 4 colours (folder label) x 3 shapes x 4 variants,
+titled "Red circle product 0". Raw pixels see colour; EfficientNet-Lite0 sees shape more.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Local weights (issue 9): identified by their content, and every way a weights file can fail
+"""Local weights: identified by their content, and every way a weights file can fail
 to load is a `ModelLoadError` that names the model and the file."""
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def test_clip_hub_names_keep_their_name_as_id():
 def test_a_text_query_with_other_clip_weights_of_the_same_name_is_refused(
     product_folder, tmp_path, capsys
 ):
-    """Reproduced in issue 9: a catalogue built with one tiny CLIP answered text queries encoded
+    """Reproduced once: a catalogue built with one tiny CLIP answered text queries encoded
     by another CLIP of the same size saved under the same folder name, without complaint."""
     from embeddings.cli import main
 
