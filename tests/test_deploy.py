@@ -24,7 +24,7 @@ from tests.harness.paths import REPO, SHARED_FASHION
 from tests.harness.products import make_product_folder
 from tests.harness.serving_env import item_text_and_upload, serving_environment
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.deploy, pytest.mark.slow]
 
 MODELS = ["pixels", "efficientnet-lite0"]
 SAMPLE = 300

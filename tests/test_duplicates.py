@@ -169,6 +169,7 @@ def test_saved_pairs_regroup_at_any_threshold_and_go_stale_on_a_rebuild(own_plan
         duplicates.load_pairs(Catalogue.open(own_planted.directory), "pixels")
 
 
+@pytest.mark.milvus
 def test_milvus_range_search_finds_the_same_pairs(planted, tmp_path):
     from embeddings.build.model import build_model_index
     from embeddings.models import load_model

@@ -185,6 +185,7 @@ def test_evaluate_measures_a_fused_model_and_knows_when_a_part_changed(
 
 
 # -- Milvus ---------------------------------------------------------------------------------
+@pytest.mark.milvus
 def test_a_fused_model_over_milvus_and_faiss_parts_answers_like_faiss_alone(
     built_catalogue, tmp_path, copy_catalogue
 ):

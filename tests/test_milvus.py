@@ -48,6 +48,8 @@ from embeddings.search.searcher import Searcher, built_models, make_searcher, op
 from tests.harness.paths import REPO
 from tests.harness.products import draw_product, make_product_folder
 
+pytestmark = pytest.mark.milvus  # Milvus Lite and a real server: outside the fast lane
+
 PYTHON = sys.executable
 
 

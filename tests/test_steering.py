@@ -229,6 +229,7 @@ def test_a_mix_needs_a_model_that_takes_words(built_catalogue):
 
 
 # -- the same on Milvus Lite -----------------------------------------------------------------
+@pytest.mark.milvus
 def test_steering_and_mixes_answer_the_same_on_milvus(bridged_catalogue, milvus_bridged):
     faiss_searcher = make_searcher(bridged_catalogue)
     milvus_searcher = make_searcher(milvus_bridged)
