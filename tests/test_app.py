@@ -207,6 +207,7 @@ def clip_shop(tmp_path, product_folder, monkeypatch):
     return catalogue
 
 
+@pytest.mark.slow
 def test_text_query_runs_on_the_models_that_take_text(clip_shop, monkeypatch):
     at = make_app(clip_shop.directory.parent, monkeypatch).run()
     assert "clip · text" in at.sidebar.multiselect(key="w_models").options
@@ -330,6 +331,7 @@ def bridged_shop_data(built_catalogue, copy_catalogue, tmp_path_factory) -> Path
     return data
 
 
+@pytest.mark.slow
 def test_serving_every_query_imports_no_torch(bridged_shop_data):
     """In a fresh interpreter: browsing, an item query, a text query (through the bridge's
     ONNX sentence encoder) and an upload (efficientnet-lite0 on ONNX Runtime) leave torch

@@ -100,6 +100,7 @@ def test_the_map_page_draws_every_model_side_by_side_over_one_table(mapped, monk
     assert url(at) == {"catalog": "planted", "models": ",".join(MODELS), "label": "folder"}
 
 
+@pytest.mark.slow
 def test_only_a_sample_gets_thumbnails_and_the_page_says_how_many(mapped, monkeypatch):
     from app_support import map_ui
 
@@ -124,6 +125,7 @@ def test_the_search_query_is_marked_on_every_map(mapped, monkeypatch):
     assert "Red diamond: product blue/square_1" in messages(at.caption)
 
 
+@pytest.mark.slow
 def test_colour_field_and_label_filter(mapped, monkeypatch):
     at = open_map(mapped, monkeypatch, label="shape", filter="folder:red")
     _, table = chart(at)
@@ -131,6 +133,7 @@ def test_colour_field_and_label_filter(mapped, monkeypatch):
     assert set(table["colour"]) == {"circle", "square", "triangle"}
 
 
+@pytest.mark.slow
 def test_without_maps_the_page_computes_them_with_a_progress_bar(data, monkeypatch):
     at = open_map(data, monkeypatch)
     assert "has no map yet" in messages(at.info)
@@ -142,6 +145,7 @@ def test_without_maps_the_page_computes_them_with_a_progress_bar(data, monkeypat
     assert len(spec["hconcat"]) == 2 and len(table) == 53
 
 
+@pytest.mark.slow
 def test_a_map_made_stale_by_a_rebuild_is_not_drawn(mapped, monkeypatch):
     build_catalogue(
         BuildRequest(
@@ -207,6 +211,7 @@ def test_the_duplicates_page_shows_groups_at_each_models_threshold(mapped, monke
 
 
 # -- Search: hide near-duplicates ---------------------------------------------------------------
+@pytest.mark.slow
 def test_hide_near_duplicates_folds_copies_and_keeps_k_products(mapped, monkeypatch):
     params = {"catalog": "planted", "models": "pixels", "k": "5", "item": "red/circle_0"}
     plain = make_app(mapped, monkeypatch, **params).run()

@@ -230,6 +230,7 @@ def test_fashion_ids_with_a_line_break_are_skipped(tmp_path):
     assert "line break or control character" in catalogue.info["skipped"][0]["reason"]
 
 
+@pytest.mark.slow
 def test_build_and_search_with_a_newline_file_name(tmp_path):
     source, out = newline_products(tmp_path / "products"), tmp_path / "cat"
     built = cli(

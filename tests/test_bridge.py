@@ -110,6 +110,7 @@ def test_training_is_deterministic_for_a_seed():
     assert not np.array_equal(first[0], other[0])
 
 
+@pytest.mark.slow
 def test_whole_bridge_training_is_deterministic(bridged, copy_catalogue):
     catalogue = copy_catalogue(bridged)
     kept = train_bridge_for_catalogue(catalogue, "efficientnet-lite0", holdout_fraction=0.3)
@@ -196,6 +197,7 @@ def test_catalogue_without_titles_gets_no_bridge(tmp_path):
     assert not catalogue.bridge_dir("pixels").exists()
 
 
+@pytest.mark.slow
 def test_build_trains_a_bridge_unless_told_not_to(product_folder, tmp_path, capsys):
     from embeddings.cli import main
 

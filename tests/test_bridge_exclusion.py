@@ -89,6 +89,7 @@ def test_excluded_titles_and_their_products_never_reach_training(
     assert read_excluded_titles(fit.staging) == list(exclude.titles)
 
 
+@pytest.mark.slow
 def test_exclusion_changes_the_bridge_and_is_part_of_its_settings(built_catalogue, copy_catalogue):
     catalogue = copy_catalogue(built_catalogue)
     plain = train_bridge_for_catalogue(catalogue, MODEL, holdout_fraction=0.2)
@@ -107,6 +108,7 @@ def test_exclusion_changes_the_bridge_and_is_part_of_its_settings(built_catalogu
     assert "red/circle_0" in read_holdout_ids(catalogue.bridge_dir(MODEL))
 
 
+@pytest.mark.slow
 def test_build_and_bridge_commands_take_the_exclusion_file(product_folder, tmp_path, capsys):
     titles = tmp_path / "titles.txt"
     titles.write_text("Blue circle product 1\n\nYellow square product 2\n", encoding="utf-8")
@@ -170,6 +172,7 @@ def test_memory_bridge_round_trip_and_damage(built_catalogue, copy_catalogue):
         load_bridge(bridge_dir, catalogue=catalogue, model_id=MODEL)
 
 
+@pytest.mark.slow
 def test_linear_recipe_has_no_memory(built_catalogue, copy_catalogue):
     catalogue = copy_catalogue(built_catalogue)
     train_bridge_for_catalogue(catalogue, MODEL, holdout_fraction=0.2, recipe="linear")

@@ -168,6 +168,7 @@ def test_unknown_source_is_a_clear_error(tmp_path):
         create_catalogue(str(tmp_path / "nowhere" / "deep" / "x"), tmp_path / "cat")
 
 
+@pytest.mark.shared_data
 def test_shared_dataset_catalogue(shared_fashion, tmp_path):
     catalogue = create_catalogue(str(shared_fashion), tmp_path / "cat", limit=3000, seed=0)
     assert len(catalogue) == 3000

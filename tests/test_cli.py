@@ -49,6 +49,7 @@ def test_build_then_search_json_matches_cosine_similarity(product_folder, tmp_pa
     np.testing.assert_allclose([r["score"] for r in rows], np.sort(scores)[::-1][1:6], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_model_that_cannot_load_fails_alone(product_folder, tmp_path):
     out = tmp_path / "cat"
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "EMBEDDINGS_CLIP_MODEL": ""}
@@ -71,6 +72,7 @@ def test_model_that_cannot_load_fails_alone(product_folder, tmp_path):
     assert not (out / "models" / "clip").exists()
 
 
+@pytest.mark.slow
 def test_tiny_clip_builds_and_answers_text(product_folder, tmp_path):
     from tests.harness.tiny_models import make_tiny_clip
 

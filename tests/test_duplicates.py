@@ -190,6 +190,7 @@ def test_milvus_range_search_finds_the_same_pairs(planted, tmp_path):
     np.testing.assert_allclose(got[2], want[2], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_json_and_text(own_planted):
     done = cli("duplicates", "--catalog", str(own_planted.directory), "--model", "pixels", "--json")
     assert done.returncode == 0, done.stderr

@@ -154,6 +154,7 @@ Path("/proc/self/status").read_text().splitlines())
 """
 
 
+@pytest.mark.slow
 def test_mmap_opens_without_copying_the_vectors(big_index):
     model_dir, size_mib = big_index
     mapped = run_python(PROBE, str(model_dir), "mmap")

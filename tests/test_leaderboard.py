@@ -181,6 +181,7 @@ def test_recipe_pick_build_evaluate_from_the_cli(excluded_bridge, tmp_path, caps
     assert out_file.read_text(encoding="utf-8").splitlines() == titles
 
 
+@pytest.mark.slow
 def test_saved_figures_go_stale_when_the_bridge_is_retrained(excluded_bridge, copy_catalogue):
     catalogue, titles = excluded_bridge
     catalogue = copy_catalogue(catalogue)
@@ -193,6 +194,7 @@ def test_saved_figures_go_stale_when_the_bridge_is_retrained(excluded_bridge, co
     assert load_leaderboard(catalogue) is None
 
 
+@pytest.mark.slow
 def test_evaluate_without_recorded_exclusions_says_what_to_do(
     built_catalogue, capsys, copy_catalogue
 ):

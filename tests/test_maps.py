@@ -68,6 +68,7 @@ def test_a_map_is_saved_with_its_index_identity_and_an_honest_faithfulness(own_s
     assert 0.5 < faithful["trustworthiness"] <= 1.0
 
 
+@pytest.mark.slow
 def test_a_rebuild_invalidates_the_map(own_shop):
     make_maps(own_shop.directory, ["pixels"])
     assert load_map(Catalogue.open(own_shop.directory), "pixels").manifest["mapped"] == 48
@@ -126,6 +127,7 @@ def test_no_map_yet_says_how_to_compute_one(own_shop):
         load_map(own_shop, "pixels")
 
 
+@pytest.mark.slow
 def test_maps_wait_for_no_build_and_repair_what_a_killed_writer_left(own_shop):
     with build_lock(own_shop.directory), pytest.raises(BuildBusyError, match="right now"):
         make_maps(own_shop.directory, ["pixels"])
@@ -151,6 +153,7 @@ def test_a_model_that_cannot_be_mapped_fails_alone(own_shop):
     assert load_map(own_shop, "pixels").manifest["mapped"] == 48
 
 
+@pytest.mark.slow
 def test_cli_map(own_shop):
     done = cli("map", "--catalog", str(own_shop.directory), "--models", "pixels")
     assert done.returncode == 0, done.stderr

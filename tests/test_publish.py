@@ -136,6 +136,7 @@ def test_a_bundle_answers_text_and_uploads_with_its_own_encoders_and_no_torch(bu
     assert not (tmp_path / "empty-cache").exists()  # nothing exported, nothing written
 
 
+@pytest.mark.slow
 def test_publish_refuses_an_existing_folder_and_a_model_not_built(source, bundle, tmp_path, capsys):
     base = ["publish", "--catalog", str(source.directory), "--out"]
     assert main([*base, str(bundle.folder), "--models", "pixels"]) == 2
@@ -159,6 +160,7 @@ def test_an_archive_is_unpacked_once_into_the_cache_and_checked(bundle, tmp_path
     assert not any((tmp_path / "other").iterdir())
 
 
+@pytest.mark.slow
 def test_a_tampered_file_in_an_archive_is_refused(bundle, tmp_path):
     unpacked = tmp_path / "unpacked"
     shutil.copytree(bundle.folder, unpacked)

