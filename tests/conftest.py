@@ -44,7 +44,8 @@ def product_folder(tmp_path_factory) -> Path:
 def built_catalogue(product_folder, tmp_path_factory):
     """The synthetic products as a catalogue with `pixels` and `efficientnet-lite0` indexes.
 
-    Session-scoped and read-only: tests that change a catalogue build their own.
+    Session-scoped and read-only: tests that change a catalogue copy it (`copy_catalogue`) or
+    build their own.
     """
     from embeddings.build.model import build_model_index
     from embeddings.catalogue import create_catalogue
