@@ -1,6 +1,6 @@
 """The app in a real browser: cold start, click-to-grid, and the server's peak memory.
 
-    python bench/bench_app.py --catalog /tmp/cat [--models pixels,efficientnet-lite0] [--clicks 15]
+    python -m bench.bench_app --catalog /tmp/cat [--models pixels,efficientnet-lite0] [--clicks 15]
 
 Starts `streamlit run app.py` on the catalogue (its parent folder becomes EMBEDDINGS_DATA) and
 drives headless Chromium (Debian's /usr/bin/chromium, through Playwright):
@@ -32,13 +32,12 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from app_support import browser
+from embeddings.catalogue import Catalogue
+from embeddings.config import data_dir
+from embeddings.index.opening import built_models
 
-from app_support import browser  # noqa: E402
-from embeddings.catalogue import Catalogue  # noqa: E402
-from embeddings.config import data_dir  # noqa: E402
-from embeddings.search.searcher import built_models  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 #: In-page: every listed model's grid shows `query` with scored tiles (grids live in shadow roots).
 _GRIDS_READY_JS = """

@@ -3,18 +3,17 @@ items/s on the same batches (what decoding, preprocessing and I/O cost).
 
 Forward-only is measured before and after the end-to-end build and averaged, so drift on a
 shared machine does not favour either side. `--allocator` adds an A/B of
-`embeddings.models.allocator.tune_allocator` (forward-only img/s and page faults per image, each
-in a
-fresh process, since malloc settings are per process).
+`embeddings.models.allocator.tune_allocator` (forward-only img/s and page faults per image, each in
+a fresh process, since malloc settings are per process).
 
 `--runtimes onnx,torch` measures the same build on ONNX Runtime (the default) and on the torch
 path, `--ahead 0,1` with and without decoding the next chunk during the forward pass (default:
 the build's own choice), in `--rounds` interleaved rounds; the figures of every run and their
 medians go under "runtimes", the ratios under "comparison".
 
-    python bench/bench_build.py --source ../shared/datasets/fashion-product-images-small \
+    python -m bench.bench_build --source ../shared/datasets/fashion-product-images-small \
         --models pixels,efficientnet-lite0 --items 1280 --work /tmp/bench-build --allocator
-    python bench/bench_build.py --models efficientnet-lite0 --items 1280 --runtimes onnx,torch \
+    python -m bench.bench_build --models efficientnet-lite0 --items 1280 --runtimes onnx,torch \
         --ahead auto,0,1 --rounds 3
 """
 
@@ -31,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import SHARED_FASHION, emit, log, machine, peak_rss_mib
+from bench.common import SHARED_FASHION, emit, log, machine, peak_rss_mib
 
 NO_TUNE_ENV = "EMBEDDINGS_BENCH_NO_TUNE"
 
@@ -228,7 +227,8 @@ def allocator_ab(catalogue_dir: str, model_id: str, batch_size: int, rounds: int
             done = subprocess.run(
                 [
                     sys.executable,
-                    __file__,
+                    "-m",
+                    __spec__.name,
                     "--probe",
                     catalogue_dir,
                     "--models",

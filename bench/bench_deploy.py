@@ -1,11 +1,11 @@
 """The Streamlit Community Cloud deployment on this machine: install size, cold start, memory.
 
-    python bench/bench_deploy.py --python /tmp/serve/bin/python \\
+    python -m bench.bench_deploy --python /tmp/serve/bin/python \\
         --bundle 5k=bundles/fashion-5000.tar.gz --bundle full=bundles/fashion-full.tar.gz
 
-`--python` is an environment made from `deploy/requirements.txt` alone (no torch; the tests make
-one under `$EMBEDDINGS_TEST_CACHE`, see `tests/serving_env.py`). For each bundle (an archive made
-by `python -m embeddings publish --archive`), served over HTTP on 127.0.0.1:
+`--python` is an environment made from `deploy/requirements.txt` alone (no torch; the tests make one
+under `$EMBEDDINGS_TEST_CACHE`, see `tests/harness/serving_env.py`). For each bundle (an archive
+made by `python -m embeddings publish --archive`), served over HTTP on 127.0.0.1:
 
 1. a first start with an empty bundle cache: `streamlit run deploy/streamlit_app.py` with
    `EMBEDDINGS_BUNDLE` (the URL) in a secrets file, as Community Cloud runs it; seconds from the
@@ -35,10 +35,9 @@ import threading
 import time
 from pathlib import Path
 
-from bench_serving import TEXTS, memory_status, text_action, timed, upload_action
-from common import REPO, emit, log, machine
-
 from app_support import browser
+from bench.bench_serving import TEXTS, memory_status, text_action, timed, upload_action
+from bench.common import REPO, emit, log, machine
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

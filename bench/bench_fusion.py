@@ -1,6 +1,6 @@
 """Fused models on a built catalogue: does `A+B` beat its parts, and which fusion is better?
 
-    python bench/bench_fusion.py --catalog /work/data/fashion-full \\
+    python -m bench.bench_fusion --catalog /work/data/fashion-full \\
         --models efficientnet-lite0,pixels --queries 1000
 
 Leave-one-out image-to-image figures (`embeddings.quality.evaluate.image_figures`: the same sampled
@@ -16,19 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from embeddings.catalogue import Catalogue  # noqa: E402
-from embeddings.config import resolve_catalog_dir  # noqa: E402
-from embeddings.index.fused import DEFAULT_DEPTH, METHODS, FusedIndex, fused_id  # noqa: E402
-from embeddings.quality.evaluate import image_figures  # noqa: E402
-from embeddings.search.searcher import open_index  # noqa: E402
+from embeddings.catalogue import Catalogue
+from embeddings.config import resolve_catalog_dir
+from embeddings.index.fused import DEFAULT_DEPTH, METHODS, FusedIndex, fused_id
+from embeddings.index.opening import open_index
+from embeddings.quality.evaluate import image_figures
 
 LABELS = ("articleType", "baseColour", "gender", "subCategory")
 K = 10

@@ -1,6 +1,6 @@
 """Many sessions at once against one `streamlit run app.py`: errors, cross-session leaks, latency.
 
-    python bench/bench_load.py --sessions 20 --seconds 60 [--catalog DIR] [--models a,b] [-k 10]
+    python -m bench.bench_load --sessions 20 --seconds 60 [--catalog DIR] [--models a,b] [-k 10]
 
 Starts the app on loopback and opens `--sessions` browser contexts (separate cookies, separate
 Streamlit sessions) in one headless Chromium (Debian's /usr/bin/chromium, through Playwright's
@@ -19,8 +19,7 @@ What is checked, per query:
   upload's query card must show this session's own image (its colour, decoded from the card);
 - wrong results: after the run, every ranking a session was shown is recomputed by the core
   (`embeddings.search.searcher`) for that session's own query; a ranking that differs (beyond
-  display
-  rounding) is counted. A session shown another session's results would be caught here.
+  display rounding) is counted. A session shown another session's results would be caught here.
 
 Latency is from the action (click, Enter, file set) to the first poll (every 50 ms) in which every
 model's grid shows the new query with scored tiles; the models loaded on first use (text encoder,
@@ -58,14 +57,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from app_support import browser
+from embeddings.catalogue import Catalogue
+from embeddings.index.opening import built_models
+from embeddings.search.searcher import text_capable_models
 
-from app_support import browser  # noqa: E402
-from embeddings.catalogue import Catalogue  # noqa: E402
-from embeddings.index.opening import built_models  # noqa: E402
-from embeddings.search.searcher import text_capable_models  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 SHARED_FASHION = REPO.parent / "shared" / "datasets" / "fashion-product-images-small"
 DEFAULT_WORK = Path(tempfile.gettempdir()) / "embeddings-bench-load"

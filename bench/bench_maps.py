@@ -2,10 +2,9 @@
 
 - `--methods openTSNE,UMAP`: both libraries lay out the SAME vectors (the model's, PCA-reduced as
   `embeddings.derived.maps` does), one after the other; for each: wall-clock seconds, the
-  process's CPU
-  seconds (every thread, so a busy machine's waiting is not counted), and the faithfulness of
-  `embeddings.derived.maps.faithfulness` (10-NN kept, trustworthiness). UMAP needs `umap-learn`
-  (requirements-dev.txt).
+  process's CPU seconds (every thread, so a busy machine's waiting is not counted), and the
+  faithfulness of `embeddings.derived.maps.faithfulness` (10-NN kept, trustworthiness). UMAP
+  needs `umap-learn` (requirements-dev.txt).
 - `--duplicates`: the near-duplicate range search of each model at its default threshold:
   seconds, CPU seconds, groups and products in groups (`embeddings.derived.duplicates`).
 - `--page`: the Map page in headless Chromium on the catalogue's saved maps: bytes received over
@@ -13,10 +12,10 @@
   (pointer move onto a drawn point to its tooltip), median of `--hovers`; `--screenshot PATH`
   saves the page with a tooltip open (docs/map-page.png).
 
-    python bench/bench_maps.py --catalog data/fashion-full --model efficientnet-lite0 \\
+    python -m bench.bench_maps --catalog data/fashion-full --model efficientnet-lite0 \\
         --methods openTSNE,UMAP
-    python bench/bench_maps.py --catalog data/fashion-full --duplicates pixels,efficientnet-lite0
-    python bench/bench_maps.py --catalog data/fashion-full --page \\
+    python -m bench.bench_maps --catalog data/fashion-full --duplicates pixels,efficientnet-lite0
+    python -m bench.bench_maps --catalog data/fashion-full --page \\
         --models pixels,efficientnet-lite0 --screenshot docs/map-page.png
 """
 
@@ -29,7 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import emit, log, machine
+
+from bench.common import emit, log, machine
 
 
 def clocks():

@@ -8,7 +8,7 @@ reclaimable), the peak, and whether torch was imported (browsing must not import
 Variants: `mmap` (what `open_index` does by default), `copy` (read into private memory,
 the old default), `float16` (a float16 copy of the same indexes, memory-mapped).
 
-    python bench/bench_memory.py --catalogue /tmp/eval/full --models pixels,efficientnet-lite0
+    python -m bench.bench_memory --catalogue /tmp/eval/full --models pixels,efficientnet-lite0
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import emit, log, machine, page_cache_share, rss_mib
+from bench.common import emit, log, machine, page_cache_share, rss_mib
 
 VARIANTS = ("mmap", "copy", "float16")
 
@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         done = subprocess.run(
             [
                 sys.executable,
-                __file__,
+                "-m",
+                __spec__.name,
                 "--catalogue",
                 directory,
                 "--models",

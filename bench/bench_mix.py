@@ -1,6 +1,6 @@
 """Image plus words: "this product, but in <another colour>", measured per model.
 
-    python bench/bench_mix.py --catalog /work/data/fashion-full \\
+    python -m bench.bench_mix --catalog /work/data/fashion-full \\
         --models efficientnet-lite0,pixels,efficientnet-lite0+pixels --queries 500
 
 For sampled products (seeded), a colour word other than the product's own baseColour is drawn
@@ -24,16 +24,14 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
-from embeddings.catalogue import Catalogue  # noqa: E402
-from embeddings.config import resolve_catalog_dir  # noqa: E402
-from embeddings.search.query import Query, check_query  # noqa: E402
-from embeddings.search.searcher import make_searcher, open_snapshot  # noqa: E402
+from embeddings.catalogue import Catalogue
+from embeddings.config import resolve_catalog_dir
+from embeddings.index.opening import open_snapshot
+from embeddings.search.query import Query, check_query
+from embeddings.search.searcher import make_searcher
 
 K = 10
 WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)

@@ -1,7 +1,7 @@
 """ONNX Runtime against torch on the same batches, and the settings the build uses.
 
-    python bench/bench_onnx.py sweep --items 512 --batch-sizes 16,32,64,128 --threads 1,2
-    python bench/bench_onnx.py clip --batch-size 32 --batches 4 --rounds 3
+    python -m bench.bench_onnx sweep --items 512 --batch-sizes 16,32,64,128 --threads 1,2
+    python -m bench.bench_onnx clip --batch-size 32 --batches 4 --rounds 3
 
 - `sweep`: EfficientNet-Lite0 forward-only on ONNX Runtime, on real product images of the shared
   set already prepared, for every (batch size, intra-op threads, idle threads spinning or not);
@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import SHARED_FASHION, emit, log, machine
+
+from bench.common import SHARED_FASHION, emit, log, machine
 
 
 def _timed(run, batches) -> dict:

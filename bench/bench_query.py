@@ -6,7 +6,7 @@ FAISS scan of the same index, and our search call (`Searcher.search_item`, k=10,
 excluded). Optionally: an HNSW graph over the same vectors (recall@10 against exact, per
 efSearch), a float16 index, a filtered query, and the side-by-side query over every built model.
 
-    python bench/bench_query.py --catalogue /tmp/eval/full --models pixels,efficientnet-lite0 \
+    python -m bench.bench_query --catalogue /tmp/eval/full --models pixels,efficientnet-lite0 \
         --queries 200 --hnsw efficientnet-lite0 --side-by-side
 """
 
@@ -17,7 +17,15 @@ import os
 import sys
 import time
 
-from common import emit, log, machine, peak_rss_mib, single_thread, time_each, time_interleaved
+from bench.common import (
+    emit,
+    log,
+    machine,
+    peak_rss_mib,
+    single_thread,
+    time_each,
+    time_interleaved,
+)
 
 single_thread()  # before numpy: BLAS reads its thread count at import
 

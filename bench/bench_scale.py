@@ -7,18 +7,18 @@ server's is the RSS of its own processes), single-thread query latency p50/p95 o
 queries, and recall@10 against the exact answer, for a sweep of efSearch. Every engine runs in
 a fresh process so memory figures do not mix.
 
-The real server (`server-flat`, `server-hnsw`: the `milvus` package's standalone server, started
-by tests/milvus_server.py in its own folder under --work) is driven through the app's own code:
-`milvus_backend.create_collection` / `insert_rows` with two label fields, flush, the wait for
-the index, load, the alias, and queries through `MilvusIndex.search` (gRPC, hits mapped by
-catalogue id), unfiltered and with a label filter allowing 10% or 1% of the rows.
+The real server (`server-flat`, `server-hnsw`: the `milvus` package's standalone server, started by
+tests/harness/milvus_server.py in its own folder under --work) is driven through the app's own code:
+`milvus_backend.create_collection` / `insert_rows` with two label fields, flush, the wait for the
+index, load, the alias, and queries through `MilvusIndex.search` (gRPC, hits mapped by catalogue
+id), unfiltered and with a label filter allowing 10% or 1% of the rows.
 
 The data: 1,000 clusters; each point is its cluster's centre (512-d Gaussian) plus a Gaussian
 spread in a 16-d subspace of its own (spread 0.5) plus isotropic noise (0.02), L2-normalised.
 Queries are fresh draws from the same clusters. Seeded: every run sees the same vectors.
 
-    python bench/bench_scale.py --sizes 100000,1000000 --engines faiss-flat,faiss-hnsw,milvus-hnsw
-    python bench/bench_scale.py --sizes 1000000 --engines server-hnsw --work /tmp/scale
+    python -m bench.bench_scale --sizes 100000,1000000 --engines faiss-flat,faiss-hnsw,milvus-hnsw
+    python -m bench.bench_scale --sizes 1000000 --engines server-hnsw --work /tmp/scale
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import emit, log, machine, percentiles, rss_mib, single_thread
+from bench.common import emit, log, machine, percentiles, rss_mib, single_thread
 
 single_thread()
 
@@ -441,8 +441,7 @@ def run_milvus_server(
     """A real Milvus standalone server on this machine, queried through `MilvusIndex`."""
     import shutil
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from milvus_server import start_server
+    from tests.harness.milvus_server import start_server
 
     folder = work / f"server-{engine}-{len(vectors)}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -564,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         int(size): engines for size, engines in (pair.split("=", 1) for pair in args.engines_for)
     }
     result = {
-        "command": " ".join(["python", "bench/bench_scale.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python", "-m", "bench.bench_scale", *(argv or sys.argv[1:])]),
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
         "dim": DIM,
@@ -581,7 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(
             [
                 sys.executable,
-                __file__,
+                "-m",
+                __spec__.name,
                 "--prepare",
                 "--size",
                 str(size),
@@ -598,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
             command = [
                 sys.executable,
-                __file__,
+                "-m",
+                __spec__.name,
                 "--engine",
                 engine,
                 "--size",

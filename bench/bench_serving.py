@@ -1,6 +1,6 @@
 """A fresh server's first text and upload queries, and its memory after 50 mixed queries.
 
-    python bench/bench_serving.py --catalog /work/data/fashion-full --model efficientnet-lite0 \
+    python -m bench.bench_serving --catalog /work/data/fashion-full --model efficientnet-lite0 \
         --variant torch-free=/tmp/serve/bin/python:onnx --variant torch=:torch --rounds 2
 
 Each variant is `NAME=PYTHON:RUNTIME`: the interpreter that serves (empty: this one; e.g. a
@@ -32,9 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import emit, log, machine
-
 from app_support import browser
+from bench.common import emit, log, machine
 
 TEXTS = [
     "red shirt",

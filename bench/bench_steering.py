@@ -1,6 +1,6 @@
 """More like this / less like this: picking the Rocchio weights by a small measurement.
 
-    python bench/bench_steering.py --catalog /work/data/fashion-full \\
+    python -m bench.bench_steering --catalog /work/data/fashion-full \\
         --models efficientnet-lite0,pixels --queries 300
 
 A simulated shopper wants products like the query *in kind and colour*: a result is relevant
@@ -22,17 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
-from embeddings.catalogue import Catalogue  # noqa: E402
-from embeddings.config import resolve_catalog_dir  # noqa: E402
-from embeddings.search.query import Steering, steer  # noqa: E402
-from embeddings.search.searcher import open_index  # noqa: E402
+from embeddings.catalogue import Catalogue
+from embeddings.config import resolve_catalog_dir
+from embeddings.index.opening import open_index
+from embeddings.search.query import Steering, steer
 
 K = 10
 LIKED = (0.0, 0.5, 0.75, 1.0, 1.5)

@@ -7,7 +7,7 @@ with `--title-queries` (the benchmark's, which stay unseen here too). Relevant =
 with the title, over the whole catalogue, as in `embeddings.quality.kagl`. The head is trained
 once (as `fit_bridge` does); each variant only rebuilds the memory, which takes seconds.
 
-    python bench/bridge_ablation.py --catalog data/fashion-full --model efficientnet-lite0 \\
+    python -m bench.bridge_ablation --catalog data/fashion-full --model efficientnet-lite0 \\
         --title-queries titles.txt
 
 Prints one JSON line per variant: recall@1, recall@10, MRR@10 of the validation titles, and
@@ -19,22 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from embeddings.bridge import TextBridge, title_vectors, train_head  # noqa: E402
-from embeddings.bridge.exclusion import ExcludedTitles, read_title_file  # noqa: E402
-from embeddings.bridge.memory_fit import fit_memory, sentence_vectors  # noqa: E402
-from embeddings.bridge.recipes import MemoryOptions  # noqa: E402
-from embeddings.bridge.training import holdout_titles  # noqa: E402
-from embeddings.catalogue import Catalogue  # noqa: E402
-from embeddings.index.store import load_vectors  # noqa: E402
-from embeddings.quality.kagl_metrics import label_figures, title_figures  # noqa: E402
+from embeddings.bridge import TextBridge, title_vectors, train_head
+from embeddings.bridge.exclusion import ExcludedTitles, read_title_file
+from embeddings.bridge.memory_fit import fit_memory, sentence_vectors
+from embeddings.bridge.recipes import MemoryOptions
+from embeddings.bridge.training import holdout_titles
+from embeddings.catalogue import Catalogue
+from embeddings.index.store import load_vectors
+from embeddings.quality.kagl_metrics import label_figures, title_figures
 
 VARIANTS = {
     "linear head alone": None,

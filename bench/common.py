@@ -1,8 +1,9 @@
 """Shared helpers for the benchmark scripts: timing, percentiles, memory, machine facts, JSON.
 
-Every `bench_*.py` script is runnable on its own (`python bench/bench_query.py --help`) and
-prints one JSON document on stdout; `bench/run.py` runs them in fresh processes and writes
-BENCHMARKS.md. Figures are measurements of this machine at that moment, never constants.
+Every `bench_*.py` script runs on its own, as a module from the repository root (`python -m
+bench.bench_query --help`), and prints one JSON document on stdout; `python -m bench.run` runs them
+in fresh processes and writes BENCHMARKS.md. Figures are measurements of this machine at that
+moment, never constants.
 """
 
 from __future__ import annotations
@@ -17,10 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(
-        0, str(REPO)
-    )  # `python bench/x.py` from anywhere finds the `embeddings` package
 
 #: Where the shared fashion dataset lives relative to the repository.
 SHARED_FASHION = REPO.parent / "shared" / "datasets" / "fashion-product-images-small"

@@ -1,13 +1,13 @@
 """Fused text search on the kagl protocol: two models' bridged answers fused per query.
 
-A prototype of what issue 14's fused ids (`A+B`) do for text queries, measured on the protocol of
+A prototype of what fused model ids (`A+B`) do for text queries, measured on the protocol of
 `embeddings.quality.kagl` with the same queries and figures. Two untuned fusions of the per-model
 cosine scores over the whole catalogue:
 
 - `zsum`: each model's scores standardised per query (mean 0, sd 1 over the catalogue), summed;
 - `rrf`: reciprocal rank fusion, sum of 1 / (60 + rank) over each model's top 1,000.
 
-    python bench/kagl_fusion.py --catalog data/fashion-full --models efficientnet-lite0,colour
+    python -m bench.kagl_fusion --catalog data/fashion-full --models efficientnet-lite0,colour
 
 Prints the figures as JSON lines (one per fusion) and a Markdown row each.
 """
@@ -16,19 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from embeddings.bridge import load_bridge  # noqa: E402
-from embeddings.catalogue import Catalogue  # noqa: E402
-from embeddings.index.store import load_vectors  # noqa: E402
-from embeddings.quality.kagl import default_title_queries, unseen_title_problem  # noqa: E402
-from embeddings.quality.kagl_metrics import label_figures, title_figures  # noqa: E402
+from embeddings.bridge import load_bridge
+from embeddings.catalogue import Catalogue
+from embeddings.index.store import load_vectors
+from embeddings.quality.kagl import default_title_queries, unseen_title_problem
+from embeddings.quality.kagl_metrics import label_figures, title_figures
 
 RRF_K, RRF_DEPTH, DEPTH = 60, 1000, 10
 

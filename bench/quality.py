@@ -3,12 +3,11 @@
     export EMBEDDINGS_DATA=/path/to/data        # optional; catalogues live there by default
     python -m embeddings build --source ../shared/datasets/fashion-product-images-small \\
         --models pixels,efficientnet-lite0 --out data/fashion-full
-    python bench/quality.py --catalog data/fashion-full
+    python -m bench.quality --catalog data/fashion-full
 
 For each image-only model it trains the text bridge when it is missing or stale (`--retrain`:
 always), runs `embeddings.quality.evaluate.evaluate_catalogue` (1,000 sampled queries per task,
-seed 0),
-saves the results beside the indexes (so the app's Compare page shows them), and prints the
+seed 0), saves the results beside the indexes (so the app's Compare page shows them), and prints the
 Markdown table: image-to-image by articleType and baseColour, text-to-image through each
 model's text encoder, and each bridge's own held-out figures, every figure beside chance.
 """
@@ -17,20 +16,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, no install
-
-from embeddings.bridge import (  # noqa: E402
+from embeddings.bridge import (
     check_bridge_manifest,
     read_bridge_manifest,
     train_bridge_for_catalogue,
 )
-from embeddings.catalogue import Catalogue  # noqa: E402
-from embeddings.config import resolve_catalog_dir  # noqa: E402
-from embeddings.errors import EmbeddingsError  # noqa: E402
-from embeddings.models import get_spec  # noqa: E402
-from embeddings.quality.evaluate import OWN_PRODUCT, evaluate_catalogue, save_results  # noqa: E402
+from embeddings.catalogue import Catalogue
+from embeddings.config import resolve_catalog_dir
+from embeddings.errors import EmbeddingsError
+from embeddings.models import get_spec
+from embeddings.quality.evaluate import OWN_PRODUCT, evaluate_catalogue, save_results
 
 #: Models the table names even when they cannot be measured here (no network for their weights).
 PLACEHOLDER_MODELS = ("resnet50", "simclr", "clip")

@@ -5,8 +5,8 @@ of `bench/bench_scale.py` (the runner's `results["scale"]`).
 BENCHMARKS.md with the figures of one `bench_scale.py` run, leaving the other sections as they
 are (and the section's line in "Commands run"):
 
-    python bench/bench_scale.py ... > bench/out/scale.json
-    python bench/report_scale.py bench/out/scale.json --out BENCHMARKS.md
+    python -m bench.bench_scale ... > bench/out/scale.json
+    python -m bench.report_scale bench/out/scale.json --out BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -271,7 +271,11 @@ def replace_section(markdown: str, section: list[str], command: str | None) -> s
     end = len(markdown) if end < 0 else end + 1
     markdown = markdown[:start] + "\n".join(section) + "\n" + markdown[end:]
     if command:
-        markdown = re.sub(r"(?m)^python bench/bench_scale\.py.*$", lambda _: command, markdown)
+        markdown = re.sub(
+            r"(?m)^python (?:bench/bench_scale\.py|-m bench\.bench_scale).*$",
+            lambda _: command,
+            markdown,
+        )
     return markdown
 
 
@@ -287,7 +291,7 @@ if __name__ == "__main__":
     if args.out:
         section[-1:-1] = [
             "",
-            "This section was replaced alone (`python bench/report_scale.py`): the rest of the "
+            "This section was replaced alone (`python -m bench.report_scale`): the rest of the "
             "file, the targets table at the top included, comes from the runs listed under "
             "Commands run.",
         ]

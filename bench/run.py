@@ -1,12 +1,12 @@
 """Run every benchmark and write BENCHMARKS.md (machine, versions, commands, figures, targets).
 
-    python bench/run.py                    # default; measured here (2 shared cores): 38 min the
+    python -m bench.run                    # default; measured here (2 shared cores): 38 min the
                                            # first time, 7 of them building the 1M HNSW graph,
                                            # which later runs reuse from the work folder
-    python bench/run.py --quick            # 6.5 min here: smaller sizes, fewer tutorial queries
-    python bench/run.py --full             # also the slow rows: tutorial on pixels x 200, and
+    python -m bench.run --quick            # 6.5 min here: smaller sizes, fewer tutorial queries
+    python -m bench.run --full             # also the slow rows: tutorial on pixels x 200, and
                                            # Milvus Lite at 1M (it took 1.2 GB at 100K; expect ~10x)
-    python bench/run.py --full-catalogue /tmp/eval/full --work /tmp/bench
+    python -m bench.run --full-catalogue /tmp/eval/full --work /tmp/bench
 
 Sections run in fresh processes (`bench_query.py`, `bench_build.py`, `bench_memory.py`,
 `bench_scale.py`, and the app engineer's `bench_app.py` when present); each prints JSON, kept
@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, SHARED_FASHION, evict_from_page_cache, log, machine, page_cache_share
+from bench.common import REPO, SHARED_FASHION, evict_from_page_cache, log, machine, page_cache_share
 
 BENCH = Path(__file__).resolve().parent
 MODELS = ["pixels", "efficientnet-lite0"]
@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         tutorial_default = "20" if args.quick else "200"
         query = [
             py,
-            str(BENCH / "bench_query.py"),
+            "-m",
+            "bench.bench_query",
             "--models",
             ",".join(MODELS),
             "--queries",
@@ -325,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                 "query_full",
                 [
                     py,
-                    str(BENCH / "bench_query.py"),
+                    "-m",
+                    "bench.bench_query",
                     "--catalogue",
                     str(full_dir),
                     "--models",
@@ -347,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     if "build" in sections:
         build = [
             py,
-            str(BENCH / "bench_build.py"),
+            "-m",
+            "bench.bench_build",
             "--source",
             args.source,
             "--work",
@@ -369,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             "memory",
             [
                 py,
-                str(BENCH / "bench_memory.py"),
+                "-m",
+                "bench.bench_memory",
                 "--catalogue",
                 str(target),
                 "--models",
@@ -384,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     if "scale" in sections:
         scale = [
             py,
-            str(BENCH / "bench_scale.py"),
+            "-m",
+            "bench.bench_scale",
             "--work",
             str(args.work / "scale"),
             "--queries",
@@ -418,10 +423,10 @@ def main(argv: list[str] | None = None) -> int:
         run_json("scale", scale, results, commands)
 
     if "app" in sections:
-        app_bench = BENCH / "bench_app.py"
-        if app_bench.is_file():
+        if (BENCH / "bench_app.py").is_file():
             app_dir = full_dir if have_full else small_dir or full_dir
-            app = [py, str(app_bench), "--catalog", str(app_dir), "--models", ",".join(MODELS)]
+            app = [py, "-m", "bench.bench_app", "--catalog", str(app_dir)]
+            app += ["--models", ",".join(MODELS)]
             if not args.quick:
                 # A cold page cache first (as after a reboot: the first query reads the indexes from
                 # disk), then the usual run, whose indexes the cold run left in the cache.
@@ -433,14 +438,14 @@ def main(argv: list[str] | None = None) -> int:
                 have_full and not args.quick
             ):  # without the 2.4 GiB pixel index: what a compact model costs
                 run_json(
-                    "app_compact", app[:4] + ["--models", "efficientnet-lite0"], results, commands
+                    "app_compact", app[:5] + ["--models", "efficientnet-lite0"], results, commands
                 )
             float16_dir = args.work / "memory" / "float16"
             if have_full and not args.quick and (float16_dir / "models").is_dir():
                 # The same catalogue with float16 indexes (written by the memory section).
                 run_json(
                     "app_float16",
-                    app[:3] + [str(float16_dir), "--models", ",".join(MODELS)],
+                    app[:4] + [str(float16_dir), "--models", ",".join(MODELS)],
                     results,
                     commands,
                 )
@@ -452,9 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_json(
                     "app_milvus",
                     [
-                        py,
-                        str(app_bench),
-                        "--catalog",
+                        *app[:4],
                         str(milvus_dir),
                         "--models",
                         ",".join(MODELS),
@@ -485,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         merged["merged_runs"] = previous.get("merged_runs", 1) + 1
         results = {**results, **merged}
     (args.work / "results.json").write_text(json.dumps(results, indent=2, default=float))
-    from report import keep_appendix, write_report
+    from bench.report import keep_appendix, write_report
 
     appendix = keep_appendix(args.out.read_text()) if args.out.is_file() else ""
     args.out.write_text(write_report(results, argv=sys.argv[1:]) + appendix)

@@ -1,78 +1,27 @@
-"""Shared fixtures: synthetic catalogues made on the spot, and the shared real dataset."""
+"""Shared fixtures: synthetic catalogues made on the spot, the shared real dataset, a real
+browser, a real Milvus server, app servers and writable catalogue copies. Helpers that tests
+import live in tests/harness/ (never import this file)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import zlib
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_FASHION = REPO.parent / "shared" / "datasets" / "fashion-product-images-small"
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/tiny_models.py, helpers
+from tests.harness.chromium import require_browser
+from tests.harness.paths import SHARED_FASHION
+from tests.harness.products import make_product_folder
+
+if TYPE_CHECKING:
+    from app_support.browser import AppServer
+    from embeddings.catalogue import Catalogue
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 60),
-    "blue": (40, 60, 220),
-    "yellow": (240, 210, 20),
-}
-SHAPES = ("circle", "square", "triangle")
-
-
-def draw_product(colour: str, shape: str, variant: int, size=(60, 80)) -> Image.Image:
-    """A product-like picture: a coloured shape on white, slightly shifted per variant."""
-    rng = np.random.default_rng(zlib.crc32(f"{colour}/{shape}/{variant}".encode()))
-    image = Image.new("RGB", size, (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    w, h = size
-    dx, dy = (int(v) for v in rng.integers(-6, 7, size=2))
-    box = (10 + dx, 18 + dy, w - 10 + dx, h - 18 + dy)
-    fill = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in COLOURS[colour])
-    if shape == "circle":
-        draw.ellipse(box, fill=fill)
-    elif shape == "square":
-        draw.rectangle(box, fill=fill)
-    else:
-        draw.polygon(
-            [(box[0], box[3]), ((box[0] + box[2]) // 2, box[1]), (box[2], box[3])], fill=fill
-        )
-    return image
-
-
-def make_product_folder(root: Path, variants: int = 4) -> Path:
-    """`<colour>/<shape>_<n>.png` images plus a `metadata.csv` sidecar (title, shape)."""
-    root.mkdir(parents=True, exist_ok=True)
-    rows = ["file,title,shape"]
-    for colour in COLOURS:
-        (root / colour).mkdir(exist_ok=True)
-        for shape in SHAPES:
-            for variant in range(variants):
-                name = f"{colour}/{shape}_{variant}.png"
-                draw_product(colour, shape, variant).save(root / name)
-                rows.append(f"{name},{colour.title()} {shape} product {variant},{shape}")
-    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
-    return root
-
-
-def cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
-    """`python -m embeddings ARGS` in a fresh interpreter from the repository root."""
-    return subprocess.run(
-        [sys.executable, "-m", "embeddings", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -88,14 +37,15 @@ def onnx_models_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def product_folder(tmp_path_factory) -> Path:
     """48 synthetic product images: 4 colours (folder label) x 3 shapes (sidecar label) x 4."""
-    return make_product_folder(tmp_path_factory.mktemp("products") / "shop")
+    return make_product_folder(tmp_path_factory.mktemp("products") / "products")
 
 
 @pytest.fixture(scope="session")
 def built_catalogue(product_folder, tmp_path_factory):
     """The synthetic products as a catalogue with `pixels` and `efficientnet-lite0` indexes.
 
-    Session-scoped and read-only: tests that change a catalogue build their own.
+    Session-scoped and read-only: tests that change a catalogue copy it (`copy_catalogue`) or
+    build their own.
     """
     from embeddings.building.model import build_model_index
     from embeddings.catalogue import create_catalogue
@@ -114,23 +64,6 @@ def shared_fashion() -> Path:
             f"the shared dataset is absent ({SHARED_FASHION}); put ../shared beside the repository"
         )
     return SHARED_FASHION
-
-
-def require_browser() -> None:
-    """Skip a browser test when Playwright or Debian's Chromium is missing (in CI: fail instead)."""
-    from app_support import browser
-
-    reason = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        reason = "the python package playwright is not installed"
-    if reason is None and not browser.chromium_available():
-        reason = f"no Chromium at {browser.CHROMIUM} (apt-get install chromium)"
-    if reason:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"browser test cannot run in CI: {reason}")
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -158,13 +91,14 @@ def page(chromium):
 
 @pytest.fixture(scope="session")
 def milvus_server_uri(tmp_path_factory):
-    """A real Milvus standalone server for the whole session (tests/milvus_server.py): started on
-    first use on free ports with its own folder, reached on 127.0.0.1, stopped at the end. Tests
+    """A real Milvus standalone server for the whole session (tests/harness/milvus_server.py):
+    started on first use on free ports with its own folder, reached on 127.0.0.1, stopped at the
+    end. Tests
     share it; each catalogue's collections carry the catalogue folder's hash, so they never meet.
 
     When it cannot start, tests that need it fail in CI (`CI=true`) with the reason, and are
     skipped with the reason elsewhere."""
-    from milvus_server import ServerUnavailable, start_server
+    from tests.harness.milvus_server import ServerUnavailable, start_server
 
     try:
         server = start_server(tmp_path_factory.mktemp("milvus-server"))
@@ -177,17 +111,54 @@ def milvus_server_uri(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def bridged_catalogue(built_catalogue, tmp_path_factory):
-    """A copy of the synthetic catalogue whose two image-only models have text bridges (issue 14:
-    words mixed into product queries, fused models answering text). Read-only, like its source."""
-    import shutil
-
-    from embeddings.bridge import train_bridge_for_catalogue
+def copy_catalogue(tmp_path_factory) -> Callable[..., Catalogue]:
+    """The factory of writable catalogue copies: `copy_catalogue(source, target=None)` copies the
+    folder of `source` (a Catalogue or its folder) to `target` (default: a fresh temporary folder
+    of the same name) and opens the copy. Same images (the image root is kept), same indexes,
+    bridges and saved results. Session catalogues are read-only: tests that write copy them."""
     from embeddings.catalogue import Catalogue
 
-    target = tmp_path_factory.mktemp("bridged-data") / "shop"
-    shutil.copytree(built_catalogue.directory, target)
-    catalogue = Catalogue.open(target)
+    def copy(source: Catalogue | Path, target: Path | None = None) -> Catalogue:
+        directory = Path(getattr(source, "directory", source))
+        if target is None:
+            target = tmp_path_factory.mktemp("catalogue-copy") / directory.name
+        shutil.copytree(directory, target)
+        return Catalogue.open(target)
+
+    return copy
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory) -> Iterator[Callable[..., AppServer]]:
+    """The factory of real app servers: `app_server(data_dir, **options)` starts `streamlit run`
+    on a free port of 127.0.0.1 (options: those of `app_support.browser.start_app`, e.g.
+    `python=`, `script=`, `env=`; the log goes to a fresh temporary folder unless `log_path=`)
+    and returns once it answers. Every server started is stopped when the test module ends, and
+    its log must then hold no traceback."""
+    from app_support import browser
+
+    started: list[AppServer] = []
+
+    def start(data_dir: Path, **options) -> AppServer:
+        options.setdefault("log_path", tmp_path_factory.mktemp("logs") / "streamlit.log")
+        server = browser.start_app(data_dir, **options)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+    for server in started:
+        assert "Traceback" not in server.log(), server.log()[-4000:]
+
+
+@pytest.fixture(scope="session")
+def bridged_catalogue(built_catalogue, copy_catalogue):
+    """A copy of the synthetic catalogue whose two image-only models have text bridges (words
+    mixed into product queries, fused models answering text). Read-only, like its source."""
+    from embeddings.bridge import train_bridge_for_catalogue
+
+    catalogue = copy_catalogue(built_catalogue)
     for model_id in ("pixels", "efficientnet-lite0"):
         train_bridge_for_catalogue(catalogue, model_id, holdout_fraction=0.25)
     return catalogue

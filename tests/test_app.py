@@ -1,7 +1,7 @@
 """The Streamlit app, page by page, through `streamlit.testing.v1.AppTest` (no browser).
 
-Catalogues are the synthetic shop from conftest (48 products: colour folders x shapes). The
-session-scoped `built_catalogue` is read-only; tests that build or write make their own copy.
+Catalogues are the synthetic shop (tests/harness/products.py; 48 products, colour folders x shapes).
+The session-scoped `built_catalogue` is read-only; tests that build or write make their own copy.
 Real clicks on the tile grids (a browser component) are covered by tests/test_browser.py; here a
 tile click is what it leads to, an `item` URL parameter.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -20,9 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import streamlit as st
-from conftest import REPO, draw_product
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
 from app_support import comparison, thumbs, urlstate
 from app_support.search_ui import MAX_UPLOAD_BYTES, accept_upload
@@ -32,45 +29,12 @@ from embeddings.errors import ImageError
 from embeddings.models import load_model
 from embeddings.search.query import Query
 from embeddings.search.searcher import Hit, make_searcher
-
-APP = str(REPO / "app.py")
-TIMEOUT = 180
+from tests.harness.apptest import APP, grids, make_app, messages, tile_ids, url
+from tests.harness.paths import REPO
+from tests.harness.products import draw_product
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def make_app(data_dir: Path, monkeypatch, **params: str) -> AppTest:
-    """An AppTest of app.py on `data_dir`, with `params` in its URL."""
-    monkeypatch.setenv("EMBEDDINGS_DATA", str(data_dir))
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for name, value in params.items():
-        at.query_params[name] = value
-    return at
-
-
-def grids(at: AppTest) -> dict[str, dict]:
-    """Every tile grid on the page: {model id or 'browse': the data the component received}."""
-    found = {}
-    for element in at.get("bidi_component"):
-        data = json.loads(element.proto.json)
-        found[data["model"]] = data
-    return found
-
-
-def tile_ids(grid: dict) -> list[str]:
-    return [tile["id"] for tile in grid["tiles"]]
-
-
-def url(at: AppTest) -> dict[str, str]:
-    """The app's URL parameters after the run (AppTest may hold them as lists)."""
-    return {k: (v[-1] if isinstance(v, list) else v) for k, v in dict(at.query_params).items()}
-
-
-def messages(elements) -> str:
-    """The elements' texts as a reader sees them (markdown escapes and bold markers removed)."""
-    text = "\n".join(str(element.value) for element in elements)
-    return re.sub(r"\\(.)", r"\1", text.replace("**", ""))
-
-
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -78,7 +42,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 @pytest.fixture
-def shop(built_catalogue) -> Path:
+def shop_data(built_catalogue) -> Path:
     """The data folder holding the read-only built catalogue `shop` (pixels, efficientnet-lite0)."""
     return built_catalogue.directory.parent
 
@@ -92,7 +56,7 @@ def own_shop(tmp_path, product_folder) -> Catalogue:
 
 
 # -- Search page -------------------------------------------------------------------------------
-def test_a_page_run_lists_the_built_models_once(shop, monkeypatch):
+def test_a_page_run_lists_the_built_models_once(shop_data, monkeypatch):
     """The sidebar, the Catalogue page and the text-capable list share one listing per change
     of the catalogue's models: every manifest is read once, not once per widget."""
     import embeddings.index.opening as opening
@@ -106,7 +70,7 @@ def test_a_page_run_lists_the_built_models_once(shop, monkeypatch):
 
     monkeypatch.setattr(opening, "built_models", counting)
     st.cache_data.clear()
-    at = make_app(shop, monkeypatch).run()
+    at = make_app(shop_data, monkeypatch).run()
     at.switch_page("app_pages/catalogue.py").run()
     assert not at.exception
     assert listed == ["shop"]  # both pages, every widget: one listing
@@ -114,8 +78,8 @@ def test_a_page_run_lists_the_built_models_once(shop, monkeypatch):
     assert listed == ["shop"]  # nothing changed on disk: not listed again
 
 
-def test_first_load_shows_the_sidebar_and_a_browse_strip(shop, monkeypatch):
-    at = make_app(shop, monkeypatch).run()
+def test_first_load_shows_the_sidebar_and_a_browse_strip(shop_data, monkeypatch):
+    at = make_app(shop_data, monkeypatch).run()
     assert not at.exception
     assert at.sidebar.selectbox(key="w_catalog").value == "shop"
     assert at.sidebar.multiselect(key="w_models").value == ["efficientnet-lite0", "pixels"]
@@ -131,8 +95,8 @@ def test_first_load_shows_the_sidebar_and_a_browse_strip(shop, monkeypatch):
     }
 
 
-def test_random_product_shows_every_model_side_by_side(shop, built_catalogue, monkeypatch):
-    at = make_app(shop, monkeypatch).run()
+def test_random_product_shows_every_model_side_by_side(shop_data, built_catalogue, monkeypatch):
+    at = make_app(shop_data, monkeypatch).run()
     at.button(key="random").click().run()
     assert not at.exception
     query = at.session_state["query"]
@@ -157,9 +121,9 @@ def test_random_product_shows_every_model_side_by_side(shop, built_catalogue, mo
     )
 
 
-def test_tiles_mark_agreement_and_the_query_label(shop, built_catalogue, monkeypatch):
+def test_tiles_mark_agreement_and_the_query_label(shop_data, built_catalogue, monkeypatch):
     item_id = "red/circle_0"
-    at = make_app(shop, monkeypatch, item=item_id, label="folder").run()
+    at = make_app(shop_data, monkeypatch, item=item_id, label="folder").run()
     shown = grids(at)
     in_pixels, in_cnn = set(tile_ids(shown["pixels"])), set(tile_ids(shown["efficientnet-lite0"]))
     for model_id in ("pixels", "efficientnet-lite0"):
@@ -175,9 +139,11 @@ def test_tiles_mark_agreement_and_the_query_label(shop, built_catalogue, monkeyp
         assert f"{matched} of 10 share folder = red" in badges, (model_id, badges)
 
 
-def test_url_reproduces_the_view(shop, built_catalogue, monkeypatch):
+def test_url_reproduces_the_view(shop_data, built_catalogue, monkeypatch):
     item_id = built_catalogue.ids[5]
-    at = make_app(shop, monkeypatch, catalog="shop", models="pixels", k="5", item=item_id).run()
+    at = make_app(
+        shop_data, monkeypatch, catalog="shop", models="pixels", k="5", item=item_id
+    ).run()
     assert not at.exception
     shown = grids(at)
     assert set(shown) == {"pixels", "browse"}
@@ -193,8 +159,8 @@ def test_url_reproduces_the_view(shop, built_catalogue, monkeypatch):
     }
 
 
-def test_filter_keeps_only_products_with_the_label(shop, built_catalogue, monkeypatch):
-    at = make_app(shop, monkeypatch, item="red/circle_0", filter="shape:square").run()
+def test_filter_keeps_only_products_with_the_label(shop_data, built_catalogue, monkeypatch):
+    at = make_app(shop_data, monkeypatch, item="red/circle_0", filter="shape:square").run()
     assert not at.exception
     shown = grids(at)
     for model_id in ("pixels", "efficientnet-lite0"):
@@ -224,8 +190,10 @@ def test_filter_keeps_only_products_with_the_label(shop, built_catalogue, monkey
         ({"models": "x" * 5000}, "5,000 characters long; it was ignored"),
     ],
 )
-def test_bad_urls_get_a_clear_message_and_the_app_stays_up(shop, monkeypatch, params, expected):
-    at = make_app(shop, monkeypatch, **params).run()
+def test_bad_urls_get_a_clear_message_and_the_app_stays_up(
+    shop_data, monkeypatch, params, expected
+):
+    at = make_app(shop_data, monkeypatch, **params).run()
     assert not at.exception
     shown = messages(at.warning) + messages(at.error)
     assert expected in shown
@@ -233,15 +201,15 @@ def test_bad_urls_get_a_clear_message_and_the_app_stays_up(shop, monkeypatch, pa
     assert at.sidebar.slider(key="w_k").value <= 47  # k never exceeds the other products
 
 
-def test_k_larger_than_the_catalogue_is_clamped(shop, monkeypatch):
-    at = make_app(shop, monkeypatch, k="100000", item="red/circle_0").run()
+def test_k_larger_than_the_catalogue_is_clamped(shop_data, monkeypatch):
+    at = make_app(shop_data, monkeypatch, k="100000", item="red/circle_0").run()
     assert at.sidebar.slider(key="w_k").value == 47
     assert len(grids(at)["pixels"]["tiles"]) == 47
     assert url(at)["k"] == "47"
 
 
-def test_text_box_refuses_empty_text(shop, monkeypatch):
-    at = make_app(shop, monkeypatch).run()
+def test_text_box_refuses_empty_text(shop_data, monkeypatch):
+    at = make_app(shop_data, monkeypatch).run()
     at.text_input(key="w_text").set_value("   ")
     at.button(key="FormSubmitter:text_query-Search").click().run()
     assert not at.exception
@@ -252,7 +220,7 @@ def test_text_box_refuses_empty_text(shop, monkeypatch):
 def clip_shop(tmp_path, product_folder, monkeypatch):
     """A catalogue with pixels and a tiny random CLIP (the app loads it from
     EMBEDDINGS_CLIP_MODEL)."""
-    from tiny_models import make_tiny_clip
+    from tests.harness.tiny_models import make_tiny_clip
 
     clip_dir = make_tiny_clip(tmp_path / "tiny-clip")
     monkeypatch.setenv("EMBEDDINGS_CLIP_MODEL", str(clip_dir))
@@ -262,6 +230,7 @@ def clip_shop(tmp_path, product_folder, monkeypatch):
     return catalogue
 
 
+@pytest.mark.slow
 def test_text_query_runs_on_the_models_that_take_text(clip_shop, monkeypatch):
     at = make_app(clip_shop.directory.parent, monkeypatch).run()
     assert "clip · text" in at.sidebar.multiselect(key="w_models").options
@@ -291,8 +260,8 @@ def test_text_query_through_a_text_bridge(tmp_path, product_folder, monkeypatch)
     assert at.text_input(key="w_text").value == "green square"  # the box shows the linked query
 
 
-def test_upload_searches_every_model_and_is_not_in_the_url(shop, built_catalogue, monkeypatch):
-    at = make_app(shop, monkeypatch).run()
+def test_upload_searches_every_model_and_is_not_in_the_url(shop_data, built_catalogue, monkeypatch):
+    at = make_app(shop_data, monkeypatch).run()
     image = Image.open(built_catalogue.image_path("blue/triangle_2"))
     at.file_uploader(key="w_upload").upload("mine.png", png_bytes(image), "image/png").run()
     assert not at.exception
@@ -316,9 +285,9 @@ def test_upload_searches_every_model_and_is_not_in_the_url(shop, built_catalogue
     ],
 )
 def test_bad_uploads_get_a_message_and_keep_the_previous_results(
-    shop, monkeypatch, name, make, expected
+    shop_data, monkeypatch, name, make, expected
 ):
-    at = make_app(shop, monkeypatch, item="red/circle_0").run()
+    at = make_app(shop_data, monkeypatch, item="red/circle_0").run()
     at.file_uploader(key="w_upload").upload(name, make(), "image/png").run()
     assert not at.exception
     assert expected in messages(at.error)
@@ -354,7 +323,7 @@ def test_product_titles_are_shown_as_text_not_html(tmp_path, monkeypatch):
     assert "innerHTML" not in (REPO / "app_support" / "tiles.py").read_text()
 
 
-def test_item_queries_load_each_index_once_per_process(shop, built_catalogue, monkeypatch):
+def test_item_queries_load_each_index_once_per_process(shop_data, built_catalogue, monkeypatch):
     import embeddings.index.opening as opening
 
     calls = []
@@ -366,29 +335,27 @@ def test_item_queries_load_each_index_once_per_process(shop, built_catalogue, mo
 
     monkeypatch.setattr(opening, "open_index", counting_open_index)
     st.cache_resource.clear()
-    at = make_app(shop, monkeypatch, item="red/circle_0").run()
+    at = make_app(shop_data, monkeypatch, item="red/circle_0").run()
     at.sidebar.slider(key="w_k").set_value(5).run()
     at.button(key="random").click().run()
-    second = make_app(shop, monkeypatch, item="green/square_1").run()  # another session
+    second = make_app(shop_data, monkeypatch, item="green/square_1").run()  # another session
     assert not at.exception and not second.exception
     assert len(grids(at)["pixels"]["tiles"]) == 5
     assert sorted(calls) == ["efficientnet-lite0", "pixels"]
 
 
 @pytest.fixture(scope="module")
-def bridged_shop(built_catalogue, tmp_path_factory) -> Path:
+def bridged_shop_data(built_catalogue, copy_catalogue, tmp_path_factory) -> Path:
     """The data folder of a copy of the synthetic shop with an efficientnet-lite0 text bridge."""
-    import shutil
-
     from embeddings.bridge import train_bridge_for_catalogue
 
     data = tmp_path_factory.mktemp("bridged") / "data"
-    shutil.copytree(built_catalogue.directory, data / "shop")
-    train_bridge_for_catalogue(Catalogue.open(data / "shop"), "efficientnet-lite0")
+    train_bridge_for_catalogue(copy_catalogue(built_catalogue, data / "shop"), "efficientnet-lite0")
     return data
 
 
-def test_serving_every_query_imports_no_torch(bridged_shop):
+@pytest.mark.slow
+def test_serving_every_query_imports_no_torch(bridged_shop_data):
     """In a fresh interpreter: browsing, an item query, a text query (through the bridge's
     ONNX sentence encoder) and an upload (efficientnet-lite0 on ONNX Runtime) leave torch
     unimported. The same upload on the torch runtime imports it: the check can fail."""
@@ -429,7 +396,7 @@ def test_serving_every_query_imports_no_torch(bridged_shop):
                            "after_upload": after_upload,
                            "torch_runtime_upload": "torch" in sys.modules}}))
     """)
-    env = {**os.environ, "EMBEDDINGS_DATA": str(bridged_shop), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "EMBEDDINGS_DATA": str(bridged_shop_data), "PYTHONPATH": str(REPO)}
     env.pop("EMBEDDINGS_RUNTIME", None)
     done = subprocess.run(
         [sys.executable, "-c", script],
@@ -455,8 +422,8 @@ def test_serving_every_query_imports_no_torch(bridged_shop):
 
 
 # -- Catalogue page --------------------------------------------------------------------------
-def test_catalogue_page_lists_what_is_built(shop, monkeypatch):
-    at = make_app(shop, monkeypatch)
+def test_catalogue_page_lists_what_is_built(shop_data, monkeypatch):
+    at = make_app(shop_data, monkeypatch)
     at.switch_page("app_pages/catalogue.py").run()
     assert not at.exception
     table = at.dataframe[0].value
@@ -518,9 +485,9 @@ def test_building_from_a_missing_folder_says_so(tmp_path, monkeypatch):
     assert "no such folder on the server" in messages(at.error)
 
 
-def test_read_only_server_offers_no_building_or_measuring(shop, monkeypatch):
+def test_read_only_server_offers_no_building_or_measuring(shop_data, monkeypatch):
     monkeypatch.setenv("EMBEDDINGS_READ_ONLY", "1")
-    at = make_app(shop, monkeypatch)
+    at = make_app(shop_data, monkeypatch)
     at.switch_page("app_pages/catalogue.py").run()
     assert not at.exception
     assert len(at.dataframe) == 1  # what is built is still shown
@@ -570,8 +537,8 @@ def test_compare_page_measures_on_demand_and_reads_it_back(own_shop, monkeypatch
     assert "eval_run" not in [button.key for button in again.button]
 
 
-def test_deselecting_every_model_asks_for_one(shop, monkeypatch):
-    at = make_app(shop, monkeypatch, item="red/circle_0").run()
+def test_deselecting_every_model_asks_for_one(shop_data, monkeypatch):
+    at = make_app(shop_data, monkeypatch, item="red/circle_0").run()
     at.sidebar.multiselect(key="w_models").set_value([]).run()
     assert not at.exception
     assert at.sidebar.multiselect(key="w_models").value == []
@@ -579,8 +546,8 @@ def test_deselecting_every_model_asks_for_one(shop, monkeypatch):
     assert not {"pixels", "efficientnet-lite0"} & set(grids(at))
 
 
-def test_switching_pages_keeps_the_view(shop, monkeypatch):
-    at = make_app(shop, monkeypatch, item="red/circle_0", models="pixels").run()
+def test_switching_pages_keeps_the_view(shop_data, monkeypatch):
+    at = make_app(shop_data, monkeypatch, item="red/circle_0", models="pixels").run()
     at.switch_page("app_pages/compare.py").run()
     assert not at.exception
     assert url(at)["models"] == "pixels" and "item" not in url(at)
@@ -620,7 +587,7 @@ def test_url_state_round_trip():
     text_view, _ = urlstate.parse_params(urlstate.encode_view(catalog="c", text="red shoes"))
     assert text_view.text == "red shoes" and text_view.item is None
     both, problems = urlstate.parse_params({"item": "1", "text": "x"})
-    assert (both.item, both.text, problems) == ("1", "x", [])  # a mix (issue 14): "1, but x"
+    assert (both.item, both.text, problems) == ("1", "x", [])  # a mix: "1, but x"
     assert urlstate.changed_params(
         {"k": "5", "item": "2", "other": "x"}, {"k": "5", "item": "1"}
     ) == {"item": "2"}

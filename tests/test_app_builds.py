@@ -1,6 +1,6 @@
 """The app's front door to building: the Catalogue page builds through the core's one build path.
 
-Before issue 9 the page had its own orchestration: it saved the catalogue before any model had
+Once the page had its own orchestration: it saved the catalogue before any model had
 succeeded, one model's failure stopped the models after it, and a folder build silently replaced
 an existing catalogue of the same name. These drive the page (Streamlit's AppTest) into each case.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 
-from conftest import REPO, make_product_folder
 from streamlit.testing.v1 import AppTest
 
 from embeddings import models as models_module
@@ -17,6 +16,8 @@ from embeddings.catalogue import Catalogue
 from embeddings.index.opening import built_models, open_index
 from embeddings.models import ModelSpec
 from embeddings.models.pixels import PixelsEmbedder
+from tests.harness.paths import REPO
+from tests.harness.products import make_product_folder
 
 APP = str(REPO / "app.py")
 

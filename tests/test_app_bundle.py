@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
-from conftest import REPO
 from streamlit.testing.v1 import AppTest
 
 from app_support import resources
 from embeddings.bridge import train_bridge_for_catalogue
 from embeddings.bundle.publish import publish_bundle
-from embeddings.catalogue import Catalogue
 from embeddings.quality.evaluate import evaluate_catalogue, save_results
+from tests.harness.paths import REPO
 
 APP = str(REPO / "app.py")
 
 
 @pytest.fixture(scope="module")
-def bundle_folder(built_catalogue, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("source") / "shop"
-    shutil.copytree(built_catalogue.directory, directory)
-    catalogue = Catalogue.open(directory)
+def bundle_folder(built_catalogue, copy_catalogue, tmp_path_factory):
+    catalogue = copy_catalogue(built_catalogue)
     train_bridge_for_catalogue(catalogue, "pixels")
     save_results(catalogue, evaluate_catalogue(catalogue, queries=20))
     out = tmp_path_factory.mktemp("published") / "shop-bundle"

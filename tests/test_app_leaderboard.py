@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
-
 from streamlit.testing.v1 import AppTest
-from test_app import APP, TIMEOUT, messages
 
 from embeddings.bridge import train_bridge_for_catalogue
 from embeddings.bridge.exclusion import ExcludedTitles
-from embeddings.catalogue import Catalogue
 from embeddings.quality import kagl as leaderboard
+from tests.harness.apptest import APP, TIMEOUT, messages
 
 MODEL = "efficientnet-lite0"
 
 
 def test_compare_page_measures_the_protocol_and_reads_it_back(
-    built_catalogue, tmp_path, monkeypatch
+    built_catalogue, tmp_path, monkeypatch, copy_catalogue
 ):
     data = tmp_path / "data"
-    shutil.copytree(built_catalogue.directory, data / "shop")
-    catalogue = Catalogue.open(data / "shop")
+    catalogue = copy_catalogue(built_catalogue, data / "shop")
     titles = leaderboard.pick_title_queries(catalogue, 6, seed=0)
     train_bridge_for_catalogue(
         catalogue, MODEL, holdout_fraction=0.1, exclude=ExcludedTitles.of(titles)

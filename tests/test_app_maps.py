@@ -1,6 +1,6 @@
 """The Map and Duplicates pages and Search's "hide near-duplicates", through Streamlit's AppTest.
 
-The catalogue is the synthetic shop with planted copies (tests/test_duplicates.py), with
+The catalogue is the synthetic shop with planted copies (tests/harness/products.py), with
 `pixels` and `efficientnet-lite0`. Hover and clicks on the map itself happen in a browser
 (tests/test_browser_maps.py); here the chart is checked through what the page sends it.
 """
@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import make_product_folder
-from test_app import grids, make_app, messages, tile_ids, url
-from test_duplicates import EXACT, plant
 
 from app_support.map_ui import boxed_ids
 from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
@@ -26,6 +22,8 @@ from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.derived import duplicates
 from embeddings.derived.maps import load_map, make_maps
 from embeddings.index.opening import open_index
+from tests.harness.apptest import grids, make_app, messages, tile_ids, url
+from tests.harness.products import EXACT, make_product_folder, plant
 
 MODELS = ["pixels", "efficientnet-lite0"]
 
@@ -37,17 +35,17 @@ def planted_data(tmp_path_factory) -> Path:
     from embeddings.models import load_model
 
     root = tmp_path_factory.mktemp("app-maps")
-    shop = plant(make_product_folder(root / "shop"))
-    catalogue = create_catalogue(str(shop), root / "pristine" / "planted")
+    products = plant(make_product_folder(root / "products"))
+    catalogue = create_catalogue(str(products), root / "pristine" / "planted")
     for model_id in MODELS:
         build_model_index(catalogue, load_model(model_id))
     return catalogue.directory
 
 
 @pytest.fixture
-def data(planted_data, tmp_path) -> Path:
+def data(planted_data, copy_catalogue, tmp_path) -> Path:
     """A fresh copy of the planted catalogue in its own data folder (pages may write to it)."""
-    shutil.copytree(planted_data, tmp_path / "data" / "planted")
+    copy_catalogue(planted_data, tmp_path / "data" / "planted")
     return tmp_path / "data"
 
 
@@ -102,6 +100,7 @@ def test_the_map_page_draws_every_model_side_by_side_over_one_table(mapped, monk
     assert url(at) == {"catalog": "planted", "models": ",".join(MODELS), "label": "folder"}
 
 
+@pytest.mark.slow
 def test_only_a_sample_gets_thumbnails_and_the_page_says_how_many(mapped, monkeypatch):
     from app_support import map_ui
 
@@ -126,6 +125,7 @@ def test_the_search_query_is_marked_on_every_map(mapped, monkeypatch):
     assert "Red diamond: product blue/square_1" in messages(at.caption)
 
 
+@pytest.mark.slow
 def test_colour_field_and_label_filter(mapped, monkeypatch):
     at = open_map(mapped, monkeypatch, label="shape", filter="folder:red")
     _, table = chart(at)
@@ -133,6 +133,7 @@ def test_colour_field_and_label_filter(mapped, monkeypatch):
     assert set(table["colour"]) == {"circle", "square", "triangle"}
 
 
+@pytest.mark.slow
 def test_without_maps_the_page_computes_them_with_a_progress_bar(data, monkeypatch):
     at = open_map(data, monkeypatch)
     assert "has no map yet" in messages(at.info)
@@ -144,6 +145,7 @@ def test_without_maps_the_page_computes_them_with_a_progress_bar(data, monkeypat
     assert len(spec["hconcat"]) == 2 and len(table) == 53
 
 
+@pytest.mark.slow
 def test_a_map_made_stale_by_a_rebuild_is_not_drawn(mapped, monkeypatch):
     build_catalogue(
         BuildRequest(
@@ -209,6 +211,7 @@ def test_the_duplicates_page_shows_groups_at_each_models_threshold(mapped, monke
 
 
 # -- Search: hide near-duplicates ---------------------------------------------------------------
+@pytest.mark.slow
 def test_hide_near_duplicates_folds_copies_and_keeps_k_products(mapped, monkeypatch):
     params = {"catalog": "planted", "models": "pixels", "k": "5", "item": "red/circle_0"}
     plain = make_app(mapped, monkeypatch, **params).run()

@@ -1,4 +1,4 @@
-"""The Search page's refinements (issue 14) through `AppTest`: liked/disliked products, words
+"""The Search page's refinements through `AppTest`: liked/disliked products, words
 mixed into a product, fused models; the URLs that carry them, and bad values in those URLs.
 
 A tile's "more like this" button is a browser component (tests/test_browser.py presses it);
@@ -8,23 +8,23 @@ here it is what it leads to: the `like` URL parameter, or the session callback i
 from __future__ import annotations
 
 import pytest
-from test_app import grids, make_app, messages, tile_ids, url
 
 from app_support import refine_ui, urlstate
 from embeddings.search.query import DEFAULT_TEXT_WEIGHT, Query
 from embeddings.search.searcher import make_searcher
+from tests.harness.apptest import grids, make_app, messages, tile_ids, url
 
 FUSED = "efficientnet-lite0+pixels"
 
 
 @pytest.fixture
-def shop(bridged_catalogue):
+def shop_data(bridged_catalogue):
     """The data folder of the synthetic shop with text bridges for both models (read-only)."""
     return bridged_catalogue.directory.parent
 
 
 def test_a_link_with_likes_dislikes_and_a_mix_reproduces_the_steered_view(
-    shop, bridged_catalogue, monkeypatch
+    shop_data, bridged_catalogue, monkeypatch
 ):
     liked, disliked = ["blue/circle_0", "blue/circle_1"], ["red/square_0"]
     params = {
@@ -35,7 +35,7 @@ def test_a_link_with_likes_dislikes_and_a_mix_reproduces_the_steered_view(
         "like": ",".join(liked),
         "dislike": disliked[0],
     }
-    at = make_app(shop, monkeypatch, **params).run()
+    at = make_app(shop_data, monkeypatch, **params).run()
     assert not at.exception, at.exception
     query = Query(
         item="red/circle_0",
@@ -60,9 +60,13 @@ def test_a_link_with_likes_dislikes_and_a_mix_reproduces_the_steered_view(
     assert at.slider(key="w_weight").value == pytest.approx(0.6)
 
 
-def test_removing_a_liked_product_reruns_and_updates_the_link(shop, monkeypatch):
+def test_removing_a_liked_product_reruns_and_updates_the_link(shop_data, monkeypatch):
     at = make_app(
-        shop, monkeypatch, models="pixels", item="red/circle_0", like="blue/circle_0,blue/circle_1"
+        shop_data,
+        monkeypatch,
+        models="pixels",
+        item="red/circle_0",
+        like="blue/circle_0,blue/circle_1",
     ).run()
     at.button(key="unsteer_liked_blue/circle_0").click().run()
     assert not at.exception
@@ -105,9 +109,9 @@ def test_more_and_less_like_this_toggle(monkeypatch):
 
 
 def test_words_box_and_share_slider_mix_words_into_the_product(
-    shop, bridged_catalogue, monkeypatch
+    shop_data, bridged_catalogue, monkeypatch
 ):
-    at = make_app(shop, monkeypatch, models="efficientnet-lite0", item="red/circle_0").run()
+    at = make_app(shop_data, monkeypatch, models="efficientnet-lite0", item="red/circle_0").run()
     at.text_input(key="w_words").set_value("blue")
     at.button(key="FormSubmitter:words_mix-Mix in").click().run()
     assert not at.exception
@@ -129,11 +133,11 @@ def test_words_box_and_share_slider_mix_words_into_the_product(
     assert "text" not in url(at) and "mix" not in url(at)
 
 
-def test_fused_models_are_offered_and_answer_text(shop, bridged_catalogue, monkeypatch):
-    at = make_app(shop, monkeypatch).run()
+def test_fused_models_are_offered_and_answer_text(shop_data, bridged_catalogue, monkeypatch):
+    at = make_app(shop_data, monkeypatch).run()
     picker = at.sidebar.multiselect(key="w_models")
     assert f"{FUSED} · text" in picker.options
-    at = make_app(shop, monkeypatch, models=FUSED, text="Green square product").run()
+    at = make_app(shop_data, monkeypatch, models=FUSED, text="Green square product").run()
     assert not at.exception
     want = make_searcher(bridged_catalogue).search_text("Green square product", [FUSED], 10)
     assert tile_ids(grids(at)[FUSED]) == [h.id for h in want[FUSED]]
@@ -154,16 +158,16 @@ def test_fused_models_are_offered_and_answer_text(shop, bridged_catalogue, monke
         ({"models": "pixels+pixels"}, "names a model twice"),
     ],
 )
-def test_bad_refinements_in_a_link_are_explained(shop, monkeypatch, params, expected):
-    at = make_app(shop, monkeypatch, **params).run()
+def test_bad_refinements_in_a_link_are_explained(shop_data, monkeypatch, params, expected):
+    at = make_app(shop_data, monkeypatch, **params).run()
     assert not at.exception
     assert expected in messages(at.warning) + messages(at.error)
     assert "browse" in grids(at)
 
 
-def test_a_bad_liked_id_is_left_out_and_the_rest_still_steers(shop, monkeypatch):
+def test_a_bad_liked_id_is_left_out_and_the_rest_still_steers(shop_data, monkeypatch):
     at = make_app(
-        shop, monkeypatch, models="pixels", item="red/circle_0", like="no/such,blue/circle_0"
+        shop_data, monkeypatch, models="pixels", item="red/circle_0", like="no/such,blue/circle_0"
     ).run()
     assert at.session_state["query"].liked == ("blue/circle_0",)
     assert url(at)["like"] == "blue/circle_0"

@@ -42,10 +42,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
-from conftest import REPO, draw_product
-from conftest import require_browser as _require_browser
 
 from app_support import browser
+from tests.harness.chromium import require_browser as _require_browser
+from tests.harness.paths import REPO
+from tests.harness.products import draw_product
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -146,13 +147,8 @@ def evil_catalogue(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(evil_catalogue, tmp_path_factory):
-    app = browser.start_app(
-        evil_catalogue.directory.parent, log_path=tmp_path_factory.mktemp("logs") / "streamlit.log"
-    )
-    yield app
-    app.stop()
-    assert "Traceback" not in app.log(), app.log()[-4000:]
+def server(evil_catalogue, app_server):
+    return app_server(evil_catalogue.directory.parent)
 
 
 @dataclass

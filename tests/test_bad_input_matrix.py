@@ -1,4 +1,4 @@
-"""The bad-input matrix (issue 6): every case gives a clear message naming the thing, and
+"""The bad-input matrix: every case gives a clear message naming the thing, and
 nothing already built is lost (the catalogue's existing index still loads and answers).
 
 App-level cases (uploads, URL parameters, HTML in titles) live in tests/test_app.py and
@@ -14,7 +14,6 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import make_product_folder
 from PIL import Image
 
 from embeddings.building.model import build_model_index
@@ -24,24 +23,24 @@ from embeddings.images import open_rgb
 from embeddings.index.opening import open_index
 from embeddings.models import load_model
 from embeddings.search.searcher import make_searcher
+from tests.harness.products import make_product_folder
 
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
     """A small folder catalogue with a pixels index, copied fresh for each case."""
     root = tmp_path_factory.mktemp("matrix")
-    source = make_product_folder(root / "shop", variants=1)
+    source = make_product_folder(root / "products", variants=1)
     catalogue = create_catalogue(str(source), root / "cat")
     build_model_index(catalogue, load_model("pixels"))
     return source, catalogue.directory
 
 
 @pytest.fixture
-def fresh(baseline, tmp_path):
+def fresh(baseline, copy_catalogue, tmp_path):
     source, directory = baseline
-    shutil.copytree(source, tmp_path / "shop")
-    shutil.copytree(directory, tmp_path / "cat")
-    return tmp_path / "shop", Catalogue.open(tmp_path / "cat")
+    shutil.copytree(source, tmp_path / "products")
+    return tmp_path / "products", copy_catalogue(directory, tmp_path / "cat")
 
 
 def still_serves(catalogue: Catalogue) -> None:

@@ -4,7 +4,6 @@ they are refused when stale, and `build` trains them."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -22,17 +21,13 @@ from embeddings.bridge import (
 from embeddings.catalogue import Catalogue, create_catalogue
 from embeddings.index.store import load_vectors, write_model_index
 from embeddings.search.searcher import default_text_encoder, make_searcher, text_capable_models
-
-
-def copy_catalogue(catalogue: Catalogue, target) -> Catalogue:
-    shutil.copytree(catalogue.directory, target)
-    return Catalogue.open(target)
+from tests.harness.products import draw_product
 
 
 @pytest.fixture(scope="module")
-def bridged(built_catalogue, tmp_path_factory) -> Catalogue:
+def bridged(built_catalogue, copy_catalogue) -> Catalogue:
     """A copy of the synthetic catalogue with an efficientnet-lite0 bridge (30% titles held out)."""
-    catalogue = copy_catalogue(built_catalogue, tmp_path_factory.mktemp("bridged") / "shop")
+    catalogue = copy_catalogue(built_catalogue)
     summary = train_bridge_for_catalogue(catalogue, "efficientnet-lite0", holdout_fraction=0.3)
     assert summary and "held-out Recall@10" in summary and "chance" in summary
     return catalogue
@@ -78,10 +73,10 @@ def test_cached_title_vectors_equal_live_encoding(bridged):
     )
 
 
-def test_title_cache_is_reused_and_incremental(bridged, tmp_path, monkeypatch):
+def test_title_cache_is_reused_and_incremental(bridged, monkeypatch, copy_catalogue):
     import embeddings.bridge.sentences as bridge_module
 
-    catalogue = copy_catalogue(bridged, tmp_path / "shop")
+    catalogue = copy_catalogue(bridged)
     before = title_vectors(catalogue)
 
     def refuse(texts, **_):
@@ -115,8 +110,9 @@ def test_training_is_deterministic_for_a_seed():
     assert not np.array_equal(first[0], other[0])
 
 
-def test_whole_bridge_training_is_deterministic(bridged, tmp_path):
-    catalogue = copy_catalogue(bridged, tmp_path / "shop")
+@pytest.mark.slow
+def test_whole_bridge_training_is_deterministic(bridged, copy_catalogue):
+    catalogue = copy_catalogue(bridged)
     kept = train_bridge_for_catalogue(catalogue, "efficientnet-lite0", holdout_fraction=0.3)
     assert kept.startswith("up to date")  # same settings, same index: not trained again
     retrained = train_bridge_for_catalogue(
@@ -129,8 +125,8 @@ def test_whole_bridge_training_is_deterministic(bridged, tmp_path):
         ).read_bytes(), name
 
 
-def test_stale_bridge_is_refused(bridged, tmp_path):
-    catalogue = copy_catalogue(bridged, tmp_path / "shop")
+def test_stale_bridge_is_refused(bridged, copy_catalogue):
+    catalogue = copy_catalogue(bridged)
     model_dir = catalogue.model_dir("efficientnet-lite0")
     manifest = json.loads((model_dir / "manifest.json").read_text())
     ids, vectors = load_vectors(model_dir)
@@ -153,11 +149,11 @@ def test_stale_bridge_is_refused(bridged, tmp_path):
         default_text_encoder(catalogue, "efficientnet-lite0", load_embedder=None)
 
 
-def test_bridge_of_an_earlier_catalogue_version_still_answers(bridged, tmp_path):
+def test_bridge_of_an_earlier_catalogue_version_still_answers(bridged, copy_catalogue):
     """A bridge belongs to the model's weights, not to one set of products: after products were
     added (an index rebuilt with the same weights, without --bridge), it still maps text into
     the same space and answers."""
-    catalogue = copy_catalogue(bridged, tmp_path / "shop")
+    catalogue = copy_catalogue(bridged)
     model_dir = catalogue.model_dir("efficientnet-lite0")
     manifest = json.loads((model_dir / "manifest.json").read_text())
     ids, vectors = load_vectors(model_dir)
@@ -188,8 +184,6 @@ def test_missing_bridge_says_how_to_train_one(built_catalogue):
 
 
 def test_catalogue_without_titles_gets_no_bridge(tmp_path):
-    from conftest import draw_product
-
     from embeddings.building.model import build_model_index
     from embeddings.models import load_model
 
@@ -203,6 +197,7 @@ def test_catalogue_without_titles_gets_no_bridge(tmp_path):
     assert not catalogue.bridge_dir("pixels").exists()
 
 
+@pytest.mark.slow
 def test_build_trains_a_bridge_unless_told_not_to(product_folder, tmp_path, capsys):
     from embeddings.cli import main
 

@@ -6,8 +6,6 @@ memory's groups, not only the manifest.
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
@@ -32,11 +30,6 @@ from embeddings.index.store import load_vectors
 MODEL = "efficientnet-lite0"
 
 
-def copy_catalogue(catalogue: Catalogue, target) -> Catalogue:
-    shutil.copytree(catalogue.directory, target)
-    return Catalogue.open(target)
-
-
 @pytest.fixture()
 def spy(monkeypatch):
     """Records the image vectors the head trains on and the memory's {text: rows} groups."""
@@ -56,8 +49,10 @@ def spy(monkeypatch):
     return seen
 
 
-def test_excluded_titles_and_their_products_never_reach_training(built_catalogue, tmp_path, spy):
-    catalogue = copy_catalogue(built_catalogue, tmp_path / "shop")
+def test_excluded_titles_and_their_products_never_reach_training(
+    built_catalogue, spy, copy_catalogue
+):
+    catalogue = copy_catalogue(built_catalogue)
     ids, vectors = load_vectors(catalogue.model_dir(MODEL))
     # Three products share one title (as many real products do); a fourth is excluded too.
     shared = ["red/circle_0", "red/square_1", "blue/triangle_2"]
@@ -94,8 +89,9 @@ def test_excluded_titles_and_their_products_never_reach_training(built_catalogue
     assert read_excluded_titles(fit.staging) == list(exclude.titles)
 
 
-def test_exclusion_changes_the_bridge_and_is_part_of_its_settings(built_catalogue, tmp_path):
-    catalogue = copy_catalogue(built_catalogue, tmp_path / "shop")
+@pytest.mark.slow
+def test_exclusion_changes_the_bridge_and_is_part_of_its_settings(built_catalogue, copy_catalogue):
+    catalogue = copy_catalogue(built_catalogue)
     plain = train_bridge_for_catalogue(catalogue, MODEL, holdout_fraction=0.2)
     assert plain.startswith("trained on")
     again = train_bridge_for_catalogue(catalogue, MODEL, holdout_fraction=0.2)
@@ -112,6 +108,7 @@ def test_exclusion_changes_the_bridge_and_is_part_of_its_settings(built_catalogu
     assert "red/circle_0" in read_holdout_ids(catalogue.bridge_dir(MODEL))
 
 
+@pytest.mark.slow
 def test_build_and_bridge_commands_take_the_exclusion_file(product_folder, tmp_path, capsys):
     titles = tmp_path / "titles.txt"
     titles.write_text("Blue circle product 1\n\nYellow square product 2\n", encoding="utf-8")
@@ -149,8 +146,8 @@ def test_title_files_are_read_strictly(tmp_path):
         read_title_file(tmp_path)
 
 
-def test_memory_bridge_round_trip_and_damage(built_catalogue, tmp_path):
-    catalogue = copy_catalogue(built_catalogue, tmp_path / "shop")
+def test_memory_bridge_round_trip_and_damage(built_catalogue, copy_catalogue):
+    catalogue = copy_catalogue(built_catalogue)
     train_bridge_for_catalogue(catalogue, MODEL, holdout_fraction=0.2)
     bridge_dir = catalogue.bridge_dir(MODEL)
     bridge = load_bridge(bridge_dir, catalogue=catalogue, model_id=MODEL)
@@ -175,8 +172,9 @@ def test_memory_bridge_round_trip_and_damage(built_catalogue, tmp_path):
         load_bridge(bridge_dir, catalogue=catalogue, model_id=MODEL)
 
 
-def test_linear_recipe_has_no_memory(built_catalogue, tmp_path):
-    catalogue = copy_catalogue(built_catalogue, tmp_path / "shop")
+@pytest.mark.slow
+def test_linear_recipe_has_no_memory(built_catalogue, copy_catalogue):
+    catalogue = copy_catalogue(built_catalogue)
     train_bridge_for_catalogue(catalogue, MODEL, holdout_fraction=0.2, recipe="linear")
     bridge_dir = catalogue.bridge_dir(MODEL)
     bridge = load_bridge(bridge_dir, catalogue=catalogue, model_id=MODEL)

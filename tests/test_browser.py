@@ -17,10 +17,11 @@ import shutil
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from conftest import REPO, SHARED_FASHION, make_product_folder
-from conftest import require_browser as _require_browser
 
 from app_support import browser
+from tests.harness.chromium import require_browser as _require_browser
+from tests.harness.paths import REPO, SHARED_FASHION
+from tests.harness.products import make_product_folder
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -41,7 +42,7 @@ def app_catalogue(tmp_path_factory):
     if (SHARED_FASHION / "styles.csv").is_file():
         catalogue = create_catalogue(str(SHARED_FASHION), data / "fashion", limit=SAMPLE, seed=1)
     else:
-        catalogue = create_catalogue(str(make_product_folder(root / "shop")), data / "shop")
+        catalogue = create_catalogue(str(make_product_folder(root / "products")), data / "shop")
     for model_id in ("pixels", "efficientnet-lite0"):
         build_model_index(catalogue, load_model(model_id))
     env = {}
@@ -53,7 +54,7 @@ def app_catalogue(tmp_path_factory):
         train_bridge_for_catalogue(catalogue, "efficientnet-lite0")
         text_model = "efficientnet-lite0"
     else:  # no bridge module yet: a tiny CLIP answers text
-        from tiny_models import make_tiny_clip
+        from tests.harness.tiny_models import make_tiny_clip
 
         clip_dir = make_tiny_clip(root / "tiny-clip")
         env["EMBEDDINGS_CLIP_MODEL"] = str(clip_dir)
@@ -71,14 +72,9 @@ def app_catalogue(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(app_catalogue, tmp_path_factory):
+def server(app_catalogue, app_server):
     data, _, _, env = app_catalogue
-    app = browser.start_app(
-        data, log_path=tmp_path_factory.mktemp("logs") / "streamlit.log", env=env
-    )
-    yield app
-    app.stop()
-    assert "Traceback" not in app.log(), app.log()[-4000:]
+    return app_server(data, env=env)
 
 
 MODELS = ["pixels", "efficientnet-lite0"]
@@ -239,7 +235,7 @@ def steer_button(model: str, item_id: str, kind: str) -> str:
 
 
 def test_more_and_less_like_this_steer_every_model(page, server, app_catalogue):
-    """Issue 14: the tile buttons steer the query; liked/disliked products are listed, kept in
+    """The tile buttons steer the query; liked/disliked products are listed, kept in
     the URL, and removable one by one."""
     _, catalogue, _, _ = app_catalogue
     first = catalogue.ids[0]

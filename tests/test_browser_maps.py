@@ -1,6 +1,6 @@
 """The Map and Duplicates pages in a real browser: `streamlit run app.py` and headless Chromium.
 
-The catalogue is the synthetic shop with planted copies (tests/test_duplicates.py), with
+The catalogue is the synthetic shop with planted copies (tests/harness/products.py), with
 `pixels` and `efficientnet-lite0`, their maps and the `pixels` near-duplicate pairs. Under 2,000
 points Vega draws the maps as SVG, so each product is an element the test can point at.
 
@@ -12,11 +12,10 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from conftest import make_product_folder
-from conftest import require_browser as _require_browser
-from test_duplicates import EXACT, plant
 
 from app_support import browser
+from tests.harness.chromium import require_browser as _require_browser
+from tests.harness.products import EXACT, make_product_folder, plant
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -36,8 +35,8 @@ def data(tmp_path_factory):
     from embeddings.models import load_model
 
     root = tmp_path_factory.mktemp("browser-maps")
-    shop = plant(make_product_folder(root / "shop"))
-    catalogue = create_catalogue(str(shop), root / "data" / "planted")
+    products = plant(make_product_folder(root / "products"))
+    catalogue = create_catalogue(str(products), root / "data" / "planted")
     for model_id in MODELS:
         build_model_index(catalogue, load_model(model_id))
     assert all(o.status == "computed" for o in make_maps(catalogue.directory, MODELS))
@@ -46,11 +45,8 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(data, tmp_path_factory):
-    app = browser.start_app(data, log_path=tmp_path_factory.mktemp("logs") / "streamlit.log")
-    yield app
-    app.stop()
-    assert "Traceback" not in app.log(), app.log()[-4000:]
+def server(data, app_server):
+    return app_server(data)
 
 
 @pytest.fixture

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_product_folder
+
+from tests.harness.paths import REPO
+from tests.harness.products import make_product_folder
 
 ARTEFACTS = ("index.faiss", "vectors.npy", "ids.txt")
 
@@ -57,7 +59,7 @@ def run_env(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("door", ["cli", "core"])
 def test_sigkill_mid_build_then_rerun_equals_uninterrupted(door, tmp_path):
-    source = make_product_folder(tmp_path / "shop", variants=10)  # 120 images, 8 chunks of 16
+    source = make_product_folder(tmp_path / "products", variants=10)  # 120 images, 8 chunks of 16
     env = run_env(tmp_path)
     work = tmp_path / "killed" / "models" / "efficientnet-lite0.work"
     process = subprocess.Popen(

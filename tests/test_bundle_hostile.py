@@ -16,14 +16,14 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-import bundle_kit as kit
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from app_support import resources
 from embeddings.bundle.open import BundleError, open_bundle
+from tests.harness import bundles as kit
+from tests.harness.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 LARGE = 64 << 20  # a member far larger than any file size a test bundle declares
 
 

@@ -10,11 +10,7 @@ from PIL import Image
 
 from embeddings.catalogue import Catalogue, create_catalogue, safe_relative_path, stratified_sample
 from embeddings.errors import CatalogueError
-
-HEADER = (
-    "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,"
-    "productDisplayName\n"
-)
+from tests.harness.fashion import HEADER
 
 
 def make_fashion(root, rows, images):
@@ -89,7 +85,7 @@ def test_folder_ids_labels_and_sidecar(product_folder, tmp_path):
 
 
 def test_sidecar_paths_that_escape_are_refused_and_reported(tmp_path):
-    root = tmp_path / "shop"
+    root = tmp_path / "products"
     (root / "a").mkdir(parents=True)
     Image.new("RGB", (4, 4)).save(root / "a" / "x.png")
     (tmp_path / "secret.png").write_bytes(b"")
@@ -109,7 +105,7 @@ def test_sidecar_paths_that_escape_are_refused_and_reported(tmp_path):
 def test_symlink_out_of_the_folder_is_ignored(tmp_path):
     outside = tmp_path / "outside.png"
     Image.new("RGB", (4, 4)).save(outside)
-    root = tmp_path / "shop"
+    root = tmp_path / "products"
     root.mkdir()
     Image.new("RGB", (4, 4)).save(root / "inside.png")
     os.symlink(outside, root / "link.png")
@@ -172,6 +168,7 @@ def test_unknown_source_is_a_clear_error(tmp_path):
         create_catalogue(str(tmp_path / "nowhere" / "deep" / "x"), tmp_path / "cat")
 
 
+@pytest.mark.shared_data
 def test_shared_dataset_catalogue(shared_fashion, tmp_path):
     catalogue = create_catalogue(str(shared_fashion), tmp_path / "cat", limit=3000, seed=0)
     assert len(catalogue) == 3000

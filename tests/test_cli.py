@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import cli
 from sklearn.metrics.pairwise import cosine_similarity
 
 from embeddings.cli import main
 from embeddings.index.store import load_vectors
+from tests.harness.cli import cli
 
 
 def test_build_then_search_json_matches_cosine_similarity(product_folder, tmp_path):
@@ -49,6 +49,7 @@ def test_build_then_search_json_matches_cosine_similarity(product_folder, tmp_pa
     np.testing.assert_allclose([r["score"] for r in rows], np.sort(scores)[::-1][1:6], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_model_that_cannot_load_fails_alone(product_folder, tmp_path):
     out = tmp_path / "cat"
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "EMBEDDINGS_CLIP_MODEL": ""}
@@ -71,8 +72,9 @@ def test_model_that_cannot_load_fails_alone(product_folder, tmp_path):
     assert not (out / "models" / "clip").exists()
 
 
+@pytest.mark.slow
 def test_tiny_clip_builds_and_answers_text(product_folder, tmp_path):
-    from tiny_models import make_tiny_clip
+    from tests.harness.tiny_models import make_tiny_clip
 
     weights = make_tiny_clip(tmp_path / "clip")
     out = tmp_path / "cat"

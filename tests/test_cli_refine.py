@@ -1,19 +1,18 @@
-"""`python -m embeddings search` refinements (issue 14): --more-like / --less-like, words mixed
+"""`python -m embeddings search` refinements: --more-like / --less-like, words mixed
 into --item or --image with --text-weight, fused ids in --models (and in `evaluate`)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-from conftest import draw_product
 
 from embeddings.catalogue import Catalogue
 from embeddings.cli import main
 from embeddings.images import open_rgb
 from embeddings.search.query import Query
 from embeddings.search.searcher import make_searcher
+from tests.harness.products import draw_product
 
 FUSED = "efficientnet-lite0+pixels"
 
@@ -77,7 +76,7 @@ def test_words_mixed_into_an_item_or_an_image(bridged_catalogue, tmp_path, capsy
     assert ids(rows) == [h.id for h in want]
 
 
-def test_fused_ids_in_search_and_evaluate(bridged_catalogue, tmp_path, capsys):
+def test_fused_ids_in_search_and_evaluate(bridged_catalogue, capsys, copy_catalogue):
     directory = str(bridged_catalogue.directory)
     both = run_json(
         capsys, "--catalog", directory, "--models", f"pixels,{FUSED}", "--item", "red/circle_0"
@@ -86,8 +85,7 @@ def test_fused_ids_in_search_and_evaluate(bridged_catalogue, tmp_path, capsys):
     assert ids(both[FUSED]) == [h.id for h in want] and len(both["pixels"]) == 10
     assert main(["search", "--catalog", directory, "--models", FUSED, "--text", "blue"]) == 0
     assert FUSED in capsys.readouterr().out
-    copy = tmp_path / "shop"
-    shutil.copytree(bridged_catalogue.directory, copy)
+    copy = copy_catalogue(bridged_catalogue).directory
     code = main(["evaluate", "--catalog", str(copy), "--models", FUSED, "--queries", "12"])
     out = capsys.readouterr()
     assert code == 0, out.err

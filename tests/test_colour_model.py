@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import REPO, draw_product
 from PIL import Image, ImageDraw
 
 from embeddings.models import get_spec, load_model
 from embeddings.models.colour import background_mask, rgb_to_lab
+from tests.harness.paths import REPO
+from tests.harness.products import draw_product
 
 
 def test_lab_conversion_of_known_colours():

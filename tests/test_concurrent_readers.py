@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, draw_product, make_product_folder
 
 from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.catalogue import Catalogue
 from embeddings.index.opening import open_index
 from embeddings.search.searcher import make_searcher
+from tests.harness.paths import REPO
+from tests.harness.products import draw_product, make_product_folder
 
 READER = """
 import json, sys, time
@@ -107,7 +108,7 @@ def assert_catalogue_intact(directory: Path, images: int) -> None:
 
 @pytest.mark.slow
 def test_readers_never_see_half_an_index_while_it_is_rebuilt_20_times(tmp_path):
-    source = make_product_folder(tmp_path / "shop", variants=10)  # 120 images with titles
+    source = make_product_folder(tmp_path / "products", variants=10)  # 120 images with titles
     out = tmp_path / "cat"
     request = BuildRequest(
         out=out, source=str(source), models=["pixels"], index=IndexOptions(batch_size=16)
@@ -150,7 +151,7 @@ if done.returncode == 0 else 0}) + "\\n")
 @pytest.mark.slow
 def test_cli_searches_while_the_cli_rebuilds(tmp_path):
     """The reported case: `search` in a loop while `build` runs again after images are added."""
-    source = make_product_folder(tmp_path / "shop", variants=10)
+    source = make_product_folder(tmp_path / "products", variants=10)
     out = tmp_path / "cat"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     build = [sys.executable, "-m", "embeddings", "build", "--catalog", str(out), "--no-bridge"]

@@ -1,12 +1,12 @@
-"""The Streamlit Community Cloud deployment, played on this machine (issue 11).
+"""The Streamlit Community Cloud deployment, played on this machine.
 
 As Community Cloud would: an environment made from `deploy/requirements.txt` alone (no torch:
-`tests/serving_env.py`), the entrypoint `deploy/streamlit_app.py` started with `streamlit run`
-from the repository root, and `EMBEDDINGS_BUNDLE` given in the app's secrets (a secrets file:
-Streamlit puts root-level secrets into the environment). The bundle is published here (with the
-main environment: torch exports the encoders) as an archive served over HTTP on 127.0.0.1, and
-the models cache of the server is empty: text and upload queries run on the bundle's encoders.
-Chromium then does an item query, a text query, an upload and a page switch.
+`tests/harness/serving_env.py`), the entrypoint `deploy/streamlit_app.py` started with `streamlit
+run` from the repository root, and `EMBEDDINGS_BUNDLE` given in the app's secrets (a secrets file:
+Streamlit puts root-level secrets into the environment). The bundle is published here (with the main
+environment: torch exports the encoders) as an archive served over HTTP on 127.0.0.1, and the models
+cache of the server is empty: text and upload queries run on the bundle's encoders. Chromium then
+does an item query, a text query, an upload and a page switch.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED_FASHION, make_product_folder, require_browser
-from serving_env import item_text_and_upload, serving_environment
 
 from app_support import browser
+from tests.harness.chromium import require_browser
+from tests.harness.paths import REPO, SHARED_FASHION
+from tests.harness.products import make_product_folder
+from tests.harness.serving_env import item_text_and_upload, serving_environment
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.deploy, pytest.mark.slow]
 
 MODELS = ["pixels", "efficientnet-lite0"]
 SAMPLE = 300
@@ -55,7 +57,7 @@ def published(tmp_path_factory, torch_free_python):
     if (SHARED_FASHION / "styles.csv").is_file():
         catalogue = create_catalogue(str(SHARED_FASHION), root / "fashion", limit=SAMPLE, seed=3)
     else:
-        catalogue = create_catalogue(str(make_product_folder(root / "shop-src")), root / "shop")
+        catalogue = create_catalogue(str(make_product_folder(root / "products")), root / "shop")
     for model_id in MODELS:
         build_model_index(catalogue, load_model(model_id))
     train_bridge_for_catalogue(catalogue, "efficientnet-lite0")
@@ -76,11 +78,11 @@ def hosted_url(published):
 
 
 @pytest.fixture(scope="module")
-def deployed(hosted_url, torch_free_python, tmp_path_factory):
+def deployed(hosted_url, torch_free_python, app_server, tmp_path_factory):
     work = tmp_path_factory.mktemp("cloud")
     secrets = work / "secrets.toml"
     secrets.write_text(f'EMBEDDINGS_BUNDLE = "{hosted_url}"\n')
-    app = browser.start_app(
+    app = app_server(
         work / "no-data",
         log_path=work / "streamlit.log",
         python=torch_free_python,
@@ -92,9 +94,7 @@ def deployed(hosted_url, torch_free_python, tmp_path_factory):
         },
         timeout=180,
     )
-    yield app, work
-    app.stop()
-    assert "Traceback" not in app.log(), app.log()[-4000:]
+    return app, work
 
 
 def test_the_deployment_serves_a_hosted_bundle_without_torch(page, deployed, published, tmp_path):

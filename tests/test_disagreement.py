@@ -1,18 +1,17 @@
-"""Where models disagree (issue 14): per-label-value precision, confusions and disagreeing
+"""Where models disagree: per-label-value precision, confusions and disagreeing
 queries from an evaluation's saved neighbours, and the Compare page that draws them."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from urllib.parse import parse_qsl
 
 import pytest
-from test_app import grids, make_app, messages
 
 from embeddings.catalogue import Catalogue
 from embeddings.quality import disagreement
 from embeddings.quality.evaluate import EvaluationResult, evaluate_catalogue, save_results
+from tests.harness.apptest import grids, make_app, messages
 
 FUSED = "efficientnet-lite0+pixels"
 
@@ -72,10 +71,9 @@ def test_disagreements_rank_the_queries_that_split_the_models(built_catalogue):
 
 
 @pytest.fixture
-def measured_shop(built_catalogue, tmp_path) -> Catalogue:
+def measured_shop(built_catalogue, copy_catalogue, tmp_path) -> Catalogue:
     """A copy of the synthetic shop with an evaluation of both models and their fusion saved."""
-    shutil.copytree(built_catalogue.directory, tmp_path / "data" / "shop")
-    catalogue = Catalogue.open(tmp_path / "data" / "shop")
+    catalogue = copy_catalogue(built_catalogue, tmp_path / "data" / "shop")
     models = ["efficientnet-lite0", "pixels", FUSED]
     save_results(catalogue, evaluate_catalogue(catalogue, models, queries=48, seed=0))
     return catalogue
@@ -116,7 +114,7 @@ def test_compare_page_offers_to_measure_when_neighbours_are_missing(measured_sho
 
     path = results_dir(measured_shop) / RESULTS_FILE
     saved = json.loads(path.read_text())
-    saved.pop("neighbours")  # as saved before issue 14
+    saved.pop("neighbours")  # as saved before neighbours were kept
     path.write_text(json.dumps(saved))
     at = make_app(measured_shop.directory.parent, monkeypatch, models="pixels")
     at.switch_page("app_pages/compare.py").run()

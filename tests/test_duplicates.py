@@ -1,20 +1,14 @@
 """Near-duplicates (embeddings/derived/duplicates.py): planted copies and near-copies are found
-with the
-index's own range search, groups match a brute-force computation, the default threshold comes
-from the score distribution, saved pairs go stale on a rebuild, Milvus agrees with FAISS, the CLI
-prints the documented JSON, and search results fold."""
+with the index's own range search, groups match a brute-force computation, the default threshold
+comes from the score distribution, saved pairs go stale on a rebuild, Milvus agrees with FAISS,
+the CLI prints the documented JSON, and search results fold."""
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, make_product_folder
-from PIL import Image, ImageEnhance
 
 from embeddings.artefacts import StaleArtefactError
 from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
@@ -26,32 +20,8 @@ from embeddings.index.opening import open_index
 from embeddings.search.hits import Hit, distinct_top_k, fold_near_duplicates
 from embeddings.search.query import Query
 from embeddings.search.searcher import make_searcher
-
-#: What was planted: exact copies under other names (any model scores them 1.0), and
-#: near-copies (re-encoded as JPEG, brightened by 4%) of other products.
-EXACT = [
-    {"red/circle_0", "copies/same_red_circle", "copies/same_red_circle_again"},
-    {"green/triangle_3", "copies/same_green_triangle"},
-]
-NEAR = [
-    {"blue/square_1", "copies/jpeg_blue_square"},
-    {"yellow/triangle_2", "copies/brighter_yellow_triangle"},
-]
-
-
-def plant(shop: Path) -> Path:
-    """Add the planted copies to a synthetic shop folder (a `copies/` folder label)."""
-    copies = shop / "copies"
-    copies.mkdir()
-    shutil.copyfile(shop / "red/circle_0.png", copies / "same_red_circle.png")
-    shutil.copyfile(shop / "red/circle_0.png", copies / "same_red_circle_again.png")
-    shutil.copyfile(shop / "green/triangle_3.png", copies / "same_green_triangle.png")
-    buffer = io.BytesIO()
-    Image.open(shop / "blue/square_1.png").convert("RGB").save(buffer, "JPEG", quality=85)
-    Image.open(buffer).save(copies / "jpeg_blue_square.png")
-    brighter = ImageEnhance.Brightness(Image.open(shop / "yellow/triangle_2.png").convert("RGB"))
-    brighter.enhance(1.04).save(copies / "brighter_yellow_triangle.png")
-    return shop
+from tests.harness.cli import cli
+from tests.harness.products import EXACT, NEAR, make_product_folder, plant
 
 
 @pytest.fixture(scope="module")
@@ -62,19 +32,17 @@ def planted(tmp_path_factory) -> Catalogue:
     from embeddings.models import load_model
 
     root = tmp_path_factory.mktemp("planted")
-    shop = plant(make_product_folder(root / "shop"))
-    catalogue = create_catalogue(str(shop), root / "data" / "planted")
+    products = plant(make_product_folder(root / "products"))
+    catalogue = create_catalogue(str(products), root / "data" / "planted")
     for model_id in ("pixels", "efficientnet-lite0"):
         build_model_index(catalogue, load_model(model_id))
     return catalogue
 
 
 @pytest.fixture
-def own_planted(planted, tmp_path) -> Catalogue:
+def own_planted(planted, copy_catalogue, tmp_path) -> Catalogue:
     """A writable copy of the planted catalogue (same image root)."""
-    target = tmp_path / "data" / "planted"
-    shutil.copytree(planted.directory, target)
-    return Catalogue.open(target)
+    return copy_catalogue(planted, tmp_path / "data" / "planted")
 
 
 def brute_force_groups(vectors: np.ndarray, ids: list[str], threshold: float) -> list[set[str]]:
@@ -208,6 +176,7 @@ def test_saved_pairs_regroup_at_any_threshold_and_go_stale_on_a_rebuild(own_plan
         duplicates.load_pairs(Catalogue.open(own_planted.directory), "pixels")
 
 
+@pytest.mark.milvus
 def test_milvus_range_search_finds_the_same_pairs(planted, tmp_path):
     from embeddings.building.model import build_model_index
     from embeddings.models import load_model
@@ -228,6 +197,7 @@ def test_milvus_range_search_finds_the_same_pairs(planted, tmp_path):
     np.testing.assert_allclose(got[2], want[2], atol=2 * score_tolerance(milvus.dim))
 
 
+@pytest.mark.slow
 def test_cli_json_and_text(own_planted):
     done = cli("duplicates", "--catalog", str(own_planted.directory), "--model", "pixels", "--json")
     assert done.returncode == 0, done.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -26,12 +25,6 @@ from embeddings.quality.evaluate import (
 
 MODELS = ["pixels", "efficientnet-lite0"]
 KS = (1, 5, 10, 20)
-
-
-def copy_catalogue(catalogue: Catalogue, target) -> Catalogue:
-    """A writable copy of a (read-only, session-scoped) catalogue: same images, same indexes."""
-    shutil.copytree(catalogue.directory, target)
-    return Catalogue.open(target)
 
 
 def read_items(catalogue: Catalogue) -> dict[str, dict]:
@@ -132,8 +125,8 @@ def test_map_uses_min_k_relevant_normalisation():
     assert figures["queries", 0] == 2
 
 
-def test_results_are_saved_and_go_stale_when_an_index_is_rebuilt(built_catalogue, tmp_path):
-    catalogue = copy_catalogue(built_catalogue, tmp_path / "shop")
+def test_results_are_saved_and_go_stale_when_an_index_is_rebuilt(built_catalogue, copy_catalogue):
+    catalogue = copy_catalogue(built_catalogue)
     assert load_results(catalogue) is None
     result = evaluate_catalogue(catalogue, ["pixels"], queries=12, seed=0)
     paths = save_results(catalogue, result)
@@ -157,10 +150,10 @@ def test_results_are_saved_and_go_stale_when_an_index_is_rebuilt(built_catalogue
     assert load_results(catalogue) is None
 
 
-def test_evaluate_json_prints_rows(built_catalogue, tmp_path, capsys):
+def test_evaluate_json_prints_rows(built_catalogue, capsys, copy_catalogue):
     from embeddings.cli import main
 
-    catalogue = copy_catalogue(built_catalogue, tmp_path / "shop")
+    catalogue = copy_catalogue(built_catalogue)
     assert (
         main(
             [
@@ -188,10 +181,10 @@ def test_evaluate_json_prints_rows(built_catalogue, tmp_path, capsys):
     assert (catalogue.directory / "evaluation" / "results.json").is_file()
 
 
-def test_text_figures_match_a_brute_force_count(built_catalogue, tmp_path):
+def test_text_figures_match_a_brute_force_count(built_catalogue, copy_catalogue):
     from embeddings.bridge import load_bridge, read_holdout_ids, train_bridge_for_catalogue
 
-    catalogue = copy_catalogue(built_catalogue, tmp_path / "shop")
+    catalogue = copy_catalogue(built_catalogue)
     assert (
         train_bridge_for_catalogue(catalogue, "efficientnet-lite0", holdout_fraction=0.3)
         is not None
@@ -244,11 +237,11 @@ def test_bad_requests_say_what_to_do(built_catalogue):
         evaluate_catalogue(built_catalogue, ["pixels"], ks=(0, 5))
 
 
-def test_native_text_tower_is_evaluated_on_all_titles(built_catalogue, tmp_path):
+def test_native_text_tower_is_evaluated_on_all_titles(built_catalogue, tmp_path, copy_catalogue):
     """A model with its own text tower (a tiny random CLIP): text figures, marked native."""
-    from tiny_models import make_tiny_clip
+    from tests.harness.tiny_models import make_tiny_clip
 
-    catalogue = copy_catalogue(built_catalogue, tmp_path / "shop")
+    catalogue = copy_catalogue(built_catalogue)
     clip = load_model("clip", weights=make_tiny_clip(tmp_path / "clip"))
     build_model_index(catalogue, clip)
     result = evaluate_catalogue(

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, draw_product, make_product_folder
 
 from embeddings import models as models_module
 from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
@@ -29,6 +28,8 @@ from embeddings.index.opening import open_index
 from embeddings.models import ModelSpec
 from embeddings.models.pixels import PixelsEmbedder
 from embeddings.search.searcher import make_searcher
+from tests.harness.paths import REPO
+from tests.harness.products import draw_product, make_product_folder
 
 #: A pixels build's files: raw pixels are stored as bytes with their norms (no vectors.npy).
 ARTEFACTS = ("index.faiss", "norms.npy", "ids.txt")
@@ -92,7 +93,7 @@ def run_build(args, env, **kwargs):
 def test_sigkill_at_ten_seeded_random_points(tmp_path):
     """Each run is killed at a random moment (scan, chunks, final write); the rerun completes and
     its artefacts equal an uninterrupted build's byte for byte."""
-    source = make_product_folder(tmp_path / "shop", variants=25)  # 300 images, 75 chunks of 4
+    source = make_product_folder(tmp_path / "products", variants=25)  # 300 images, 75 chunks of 4
     env = {**os.environ, "PYTHONPATH": str(REPO), "EMBEDDINGS_DATA": str(tmp_path / "data")}
     started = time.monotonic()
     clean = run_build(build_args(source, tmp_path / "clean"), env)
@@ -156,7 +157,7 @@ def assert_previous_index_still_loads(out: Path, ids_before: list[str]) -> None:
 
 
 def small_source(tmp_path) -> Path:
-    source = tmp_path / "shop"
+    source = tmp_path / "products"
     make_product_folder(source, variants=1)  # 12 images: ~1.4 MB of pixels index + vectors
     return source
 

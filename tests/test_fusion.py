@@ -1,14 +1,12 @@
-"""Fused models (issue 14): an id `A+B` ranks by fusing A's and B's results, with no index of
+"""Fused models: an id `A+B` ranks by fusing A's and B's results, with no index of
 its own, wherever a model id works: search of every kind, steering, evaluation, both backends."""
 
 from __future__ import annotations
 
 import re
-import shutil
 
 import numpy as np
 import pytest
-from conftest import draw_product
 
 from embeddings.building.model import build_model_index
 from embeddings.catalogue import Catalogue
@@ -27,6 +25,7 @@ from embeddings.models import load_model
 from embeddings.quality.evaluate import evaluate_catalogue, load_results, save_results, stale_reason
 from embeddings.search.query import Query
 from embeddings.search.searcher import Searcher, make_searcher
+from tests.harness.products import draw_product
 
 FUSED = "efficientnet-lite0+pixels"
 
@@ -166,10 +165,10 @@ def test_open_snapshot_opens_each_part_once_and_reports_a_missing_part(built_cat
 
 
 # -- evaluation ---------------------------------------------------------------------------------
-def test_evaluate_measures_a_fused_model_and_knows_when_a_part_changed(bridged_catalogue, tmp_path):
-    target = tmp_path / "shop"
-    shutil.copytree(bridged_catalogue.directory, target)
-    catalogue = Catalogue.open(target)
+def test_evaluate_measures_a_fused_model_and_knows_when_a_part_changed(
+    bridged_catalogue, copy_catalogue
+):
+    catalogue = copy_catalogue(bridged_catalogue)
     result = evaluate_catalogue(catalogue, ["pixels", FUSED], queries=24, seed=0)
     for label in ("folder", "shape"):
         assert result.value(FUSED, "image", label, "precision", 10) > result.value(
@@ -183,17 +182,16 @@ def test_evaluate_measures_a_fused_model_and_knows_when_a_part_changed(bridged_c
     loaded = load_results(catalogue)
     assert loaded is not None and loaded.neighbours[FUSED] == result.neighbours[FUSED]
     build_model_index(catalogue, load_model("efficientnet-lite0"), force=True)
-    reason = stale_reason(Catalogue.open(target), result.manifest)
+    reason = stale_reason(Catalogue.open(catalogue.directory), result.manifest)
     assert reason is not None and "efficientnet-lite0" in reason
 
 
 # -- Milvus ---------------------------------------------------------------------------------
+@pytest.mark.milvus
 def test_a_fused_model_over_milvus_and_faiss_parts_answers_like_faiss_alone(
-    built_catalogue, tmp_path
+    built_catalogue, tmp_path, copy_catalogue
 ):
-    target = tmp_path / "mixed"
-    shutil.copytree(built_catalogue.directory, target)
-    mixed = Catalogue.open(target)
+    mixed = copy_catalogue(built_catalogue, tmp_path / "mixed")
     build_model_index(mixed, load_model("pixels"), backend="milvus")  # efficientnet stays FAISS
     index = open_index(mixed, FUSED)
     assert [p.backend for p in index.parts] == ["faiss", "milvus"] and not index.native_filters

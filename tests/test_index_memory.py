@@ -1,4 +1,4 @@
-"""Memory (issue 5): float16 indexes, memory-mapped loading, no second copy, exact filters on
+"""Memory: float16 indexes, memory-mapped loading, no second copy, exact filters on
 HNSW, the filter-row cache, no torch while browsing, and the allocator fix for inference."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 from embeddings.building.model import build_model_index
 from embeddings.catalogue import create_catalogue
@@ -26,6 +25,7 @@ from embeddings.index.store import (
 )
 from embeddings.models import load_model
 from embeddings.search.searcher import make_searcher
+from tests.harness.paths import REPO
 
 PYTHON = sys.executable
 MANIFEST = {"model_id": "m", "weights_id": "w", "catalogue_fingerprint": "f"}
@@ -156,6 +156,7 @@ Path("/proc/self/status").read_text().splitlines())
 """
 
 
+@pytest.mark.slow
 def test_mmap_opens_without_copying_the_vectors(big_index):
     model_dir, size_mib = big_index
     mapped = run_python(PROBE, str(model_dir), "mmap")

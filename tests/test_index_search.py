@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics.pairwise import cosine_similarity
 
 from embeddings.building.model import build_model_index
-from embeddings.catalogue import Catalogue, create_catalogue
+from embeddings.catalogue import create_catalogue
 from embeddings.errors import IndexMismatchError, IndexMissingError, QueryError
 from embeddings.index.opening import built_models, open_index
 from embeddings.index.store import (
@@ -21,6 +21,7 @@ from embeddings.index.store import (
 )
 from embeddings.models import load_model
 from embeddings.search.searcher import Searcher, make_searcher, rank
+from tests.harness.products import draw_product
 
 
 def tutorial_top_k(vectors: np.ndarray, row: int, k: int) -> list[int]:
@@ -70,14 +71,8 @@ def test_manifest_and_files(built_catalogue):
     assert built_models(built_catalogue) == ["efficientnet-lite0", "pixels"]
 
 
-def copy_catalogue(catalogue, tmp_path) -> Catalogue:
-    target = tmp_path / "copy"
-    shutil.copytree(catalogue.directory, target)
-    return Catalogue.open(target)
-
-
-def test_index_from_another_model_is_refused(built_catalogue, tmp_path):
-    catalogue = copy_catalogue(built_catalogue, tmp_path)
+def test_index_from_another_model_is_refused(built_catalogue, copy_catalogue):
+    catalogue = copy_catalogue(built_catalogue)
     shutil.rmtree(catalogue.model_dir("pixels"))
     shutil.copytree(catalogue.model_dir("efficientnet-lite0"), catalogue.model_dir("pixels"))
     with pytest.raises(
@@ -86,8 +81,10 @@ def test_index_from_another_model_is_refused(built_catalogue, tmp_path):
         open_index(catalogue, "pixels")
 
 
-def test_index_of_another_catalogue_version_is_refused(built_catalogue, product_folder, tmp_path):
-    catalogue = copy_catalogue(built_catalogue, tmp_path)
+def test_index_of_another_catalogue_version_is_refused(
+    built_catalogue, product_folder, copy_catalogue
+):
+    catalogue = copy_catalogue(built_catalogue)
     changed = create_catalogue(
         str(product_folder), catalogue.directory, limit=40
     )  # products changed
@@ -97,8 +94,8 @@ def test_index_of_another_catalogue_version_is_refused(built_catalogue, product_
         open_index(changed, "pixels")
 
 
-def test_truncated_index_file_is_refused(built_catalogue, tmp_path):
-    catalogue = copy_catalogue(built_catalogue, tmp_path)
+def test_truncated_index_file_is_refused(built_catalogue, copy_catalogue):
+    catalogue = copy_catalogue(built_catalogue)
     path = catalogue.model_dir("pixels") / "index.faiss"
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(IndexMismatchError, match="damaged|disagree"):
@@ -131,8 +128,8 @@ def test_queries_bad_input(built_catalogue):
     assert len(hits) == 47 and len({h.id for h in hits}) == 47
 
 
-def test_text_on_an_image_only_model_names_the_models_that_can(built_catalogue, tmp_path):
-    catalogue = copy_catalogue(built_catalogue, tmp_path)
+def test_text_on_an_image_only_model_names_the_models_that_can(built_catalogue, copy_catalogue):
+    catalogue = copy_catalogue(built_catalogue)
     shutil.rmtree(catalogue.directory / "bridges", ignore_errors=True)
     with pytest.raises(QueryError, match="'pixels' cannot take text.*models that can: none yet"):
         make_searcher(catalogue).search_text("red circle", ["pixels"], 5)
@@ -151,7 +148,7 @@ def test_label_filter_is_exact(built_catalogue):
     assert [h.id for h in hits["pixels"]] == [h.id for h in full if "/square" in h.id][:5]
 
 
-def test_image_query_with_other_weights_is_refused(built_catalogue, tmp_path):
+def test_image_query_with_other_weights_is_refused(built_catalogue):
     from PIL import Image
 
     class OtherWeights:
@@ -216,14 +213,12 @@ def test_write_is_atomic_and_the_writer_recovers_an_interrupted_swap(tmp_path):
 
 
 def test_incremental_build_embeds_only_new_products(product_folder, tmp_path):
-    source = tmp_path / "shop"
+    source = tmp_path / "products"
     shutil.copytree(product_folder, source)
     catalogue = create_catalogue(str(source), tmp_path / "cat")
     model = load_model("pixels")
     first = build_model_index(catalogue, model)
     assert first.embedded == 48
-    from conftest import draw_product
-
     draw_product("red", "circle", 99).save(source / "red" / "circle_99.png")
     draw_product("blue", "square", 99).save(source / "blue" / "square_99.png")
     grown = create_catalogue(str(source), tmp_path / "cat")
@@ -235,7 +230,7 @@ def test_incremental_build_embeds_only_new_products(product_folder, tmp_path):
 
 
 def test_bad_images_are_skipped_and_reported(product_folder, tmp_path):
-    source = tmp_path / "shop"
+    source = tmp_path / "products"
     shutil.copytree(product_folder, source)
     (source / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (source / "red" / "empty.png").write_bytes(b"")

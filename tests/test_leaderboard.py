@@ -4,7 +4,6 @@ that title queries are unseen by every bridge, and the recipe pick-titles -> bui
 from __future__ import annotations
 
 import itertools
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -139,11 +138,9 @@ def test_pick_title_queries_is_seeded_and_distinct(built_catalogue):
 
 
 @pytest.fixture(scope="module")
-def excluded_bridge(built_catalogue, tmp_path_factory):
+def excluded_bridge(built_catalogue, copy_catalogue):
     """A copy of the synthetic catalogue whose efficientnet-lite0 bridge excludes 8 titles."""
-    target = tmp_path_factory.mktemp("kagl") / "shop"
-    shutil.copytree(built_catalogue.directory, target)
-    catalogue = Catalogue.open(target)
+    catalogue = copy_catalogue(built_catalogue)
     titles = pick_title_queries(catalogue, 8, seed=3)
     train_bridge_for_catalogue(
         catalogue, MODEL, holdout_fraction=0.1, exclude=ExcludedTitles.of(titles)
@@ -184,11 +181,10 @@ def test_recipe_pick_build_evaluate_from_the_cli(excluded_bridge, tmp_path, caps
     assert out_file.read_text(encoding="utf-8").splitlines() == titles
 
 
-def test_saved_figures_go_stale_when_the_bridge_is_retrained(excluded_bridge, tmp_path):
+@pytest.mark.slow
+def test_saved_figures_go_stale_when_the_bridge_is_retrained(excluded_bridge, copy_catalogue):
     catalogue, titles = excluded_bridge
-    copy = tmp_path / "shop"
-    shutil.copytree(catalogue.directory, copy)
-    catalogue = Catalogue.open(copy)
+    catalogue = copy_catalogue(catalogue)
     result = evaluate_leaderboard(catalogue, [MODEL], titles, label_fields=["folder"])
     save_leaderboard(catalogue, result)
     assert load_leaderboard(catalogue) is not None
@@ -198,9 +194,11 @@ def test_saved_figures_go_stale_when_the_bridge_is_retrained(excluded_bridge, tm
     assert load_leaderboard(catalogue) is None
 
 
-def test_evaluate_without_recorded_exclusions_says_what_to_do(built_catalogue, tmp_path, capsys):
-    copy = tmp_path / "shop"
-    shutil.copytree(built_catalogue.directory, copy)
+@pytest.mark.slow
+def test_evaluate_without_recorded_exclusions_says_what_to_do(
+    built_catalogue, capsys, copy_catalogue
+):
+    copy = copy_catalogue(built_catalogue).directory
     train_bridge_for_catalogue(Catalogue.open(copy), MODEL, holdout_fraction=0.1, recipe="linear")
     assert main(["evaluate", "--catalog", str(copy), "--protocol", "kagl"]) == 2
     err = capsys.readouterr().err

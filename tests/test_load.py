@@ -1,9 +1,9 @@
 """Many sessions at once against one `streamlit run app.py`: the bounded form of the load bench.
 
-`bench/bench_load.py --sessions 20 --seconds 60` is the full run (figures for the benchmarks);
-here the same driver runs 5 browser sessions for about 20 s, in a fresh process, and the test
-asserts what the bench counts: no errors (every query answered within the timeout, no error or
-exception on any page, no JavaScript dialog, no server traceback), no cross-session leaks (no
+`python -m bench.bench_load --sessions 20 --seconds 60` is the full run (figures for the
+benchmarks); here the same driver runs 5 browser sessions for about 20 s, in a fresh process, and
+the test asserts what the bench counts: no errors (every query answered within the timeout, no error
+or exception on any page, no JavaScript dialog, no server traceback), no cross-session leaks (no
 session's page ever holds another session's query marker; every upload's query card shows the
 session's own colour) and no wrong results (every ranking a session was shown is the one the core
 computes for that session's own query). Latencies are recorded (printed), never asserted: the
@@ -19,32 +19,20 @@ Needs Debian's chromium (`apt-get install chromium`); elsewhere the browser test
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO
-from conftest import require_browser as _require_browser
 
+from bench import bench_load
 from embeddings.search.searcher import Hit
+from tests.harness.chromium import require_browser as _require_browser
+from tests.harness.paths import REPO
 
 SESSIONS = 5
 SECONDS = 20
-
-
-def _bench_load():
-    """bench/bench_load.py as a module (the bench folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("bench_load", REPO / "bench" / "bench_load.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
-bench_load = _bench_load()
 
 
 # -- the detectors, without a browser -----------------------------------------------------------
@@ -105,7 +93,8 @@ def load_catalogue(product_folder, tmp_path_factory):
 def test_sessions_at_once_get_their_own_answers_and_no_errors(load_catalogue):
     command = [
         sys.executable,
-        str(REPO / "bench" / "bench_load.py"),
+        "-m",
+        "bench.bench_load",
         "--catalog",
         str(load_catalogue.directory),
         "--sessions",

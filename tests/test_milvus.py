@@ -1,11 +1,11 @@
 """The Milvus backend on both engines: Milvus Lite and a real Milvus standalone server.
 
-Every engine-level test runs twice with the same assertions (`milvus_uri` is None for Milvus Lite
-in the catalogue folder, or the URI of the session's real server, tests/milvus_server.py): the
-same answers as FAISS exact, label filters inside Milvus, the backend chosen from the manifest,
-the alias swap of a rebuild, the dropped-collection message, the app's path through
-`--milvus-uri`, and a query right after a build seeing every row. Lite-only behaviour (one
-process per database, recording a local path) is tested once.
+Every engine-level test runs twice with the same assertions (`milvus_uri` is None for Milvus Lite in
+the catalogue folder, or the URI of the session's real server, tests/harness/milvus_server.py): the
+same answers as FAISS exact, label filters inside Milvus, the backend chosen from the manifest, the
+alias swap of a rebuild, the dropped-collection message, the app's path through `--milvus-uri`, and
+a query right after a build seeing every row. Lite-only behaviour (one process per database,
+recording a local path) is tested once.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pymilvus
 import pytest
-from conftest import REPO, draw_product, make_product_folder
 from streamlit.testing.v1 import AppTest
 
 from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
@@ -47,6 +46,10 @@ from embeddings.index.store import (
 )
 from embeddings.models import load_model
 from embeddings.search.searcher import Searcher, make_searcher
+from tests.harness.paths import REPO
+from tests.harness.products import draw_product, make_product_folder
+
+pytestmark = pytest.mark.milvus  # Milvus Lite and a real server: outside the fast lane
 
 PYTHON = sys.executable
 
@@ -71,9 +74,9 @@ def assert_same_ranking(got_rows, got_scores, want_rows, want_scores, *, tol=1e-
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory) -> Path:
+def products(tmp_path_factory) -> Path:
     """48 synthetic products (folder colour + sidecar shape labels), owned by this module."""
-    return make_product_folder(tmp_path_factory.mktemp("milvus-shop") / "shop")
+    return make_product_folder(tmp_path_factory.mktemp("milvus") / "products")
 
 
 @pytest.fixture(scope="module", params=["lite", "server"])
@@ -86,11 +89,11 @@ def milvus_uri(request) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def twin_catalogues(shop, milvus_uri, tmp_path_factory):
+def twin_catalogues(products, milvus_uri, tmp_path_factory):
     """The same products built twice with `pixels` (deterministic numpy): FAISS and Milvus."""
     root = tmp_path_factory.mktemp("twins")
-    faiss_cat = create_catalogue(str(shop), root / "faiss")
-    milvus_cat = create_catalogue(str(shop), root / "milvus")
+    faiss_cat = create_catalogue(str(products), root / "faiss")
+    milvus_cat = create_catalogue(str(products), root / "milvus")
     embedder = load_model("pixels")
     build_model_index(faiss_cat, embedder)
     report = build_model_index(milvus_cat, embedder, backend="milvus", milvus_uri=milvus_uri)
@@ -198,11 +201,11 @@ def test_milvus_filters_need_no_catalogue_rows(twin_catalogues, monkeypatch):
         searcher.search_item(milvus_cat.ids[0], ["pixels"], k=5, filters={"colour": "red"})
 
 
-def test_text_and_image_queries_on_milvus(twin_catalogues, shop):
+def test_text_and_image_queries_on_milvus(twin_catalogues, products):
     from PIL import Image
 
     faiss_cat, milvus_cat = twin_catalogues
-    image = Image.open(shop / "green" / "circle_2.png").convert("RGB")
+    image = Image.open(products / "green" / "circle_2.png").convert("RGB")
     want = make_searcher(faiss_cat).search_image(image, ["pixels"], k=5)["pixels"]
     got = make_searcher(milvus_cat).search_image(image, ["pixels"], k=5)["pixels"]
     assert [h.id for h in got][0] == "green/circle_2" == [h.id for h in want][0]
@@ -257,8 +260,8 @@ def test_random_vectors_with_labels_agree_with_faiss_flat(tmp_path, milvus_uri):
     assert set(got_rows.ravel()) <= set(allowed[:50])
 
 
-def test_hnsw_above_threshold_is_an_hnsw_collection(shop, tmp_path, milvus_uri):
-    catalogue = create_catalogue(str(shop), tmp_path / "cat")
+def test_hnsw_above_threshold_is_an_hnsw_collection(products, tmp_path, milvus_uri):
+    catalogue = create_catalogue(str(products), tmp_path / "cat")
     report = pixel_build(catalogue, milvus_uri, hnsw_above=10)
     assert report.manifest["index_type"] == "hnsw" and report.manifest["milvus"]["index"] == "HNSW"
     index = open_index(catalogue, "pixels")
@@ -319,10 +322,12 @@ def test_filtered_hnsw_search_finds_the_allowed_best(tmp_path, milvus_uri):
     assert recall >= 0.99
 
 
-def test_rebuilds_move_the_alias_and_drop_a_collection_one_build_later(shop, tmp_path, milvus_uri):
+def test_rebuilds_move_the_alias_and_drop_a_collection_one_build_later(
+    products, tmp_path, milvus_uri
+):
     """Each rebuild fills a new collection and moves the alias to it; the collection it replaced
     stays (queries in flight, readers of older manifests) until the next rebuild drops it."""
-    catalogue = create_catalogue(str(shop), tmp_path / "cat")
+    catalogue = create_catalogue(str(products), tmp_path / "cat")
     # Another model whose id starts the same way: its collection is never this model's to drop.
     write_model_index(
         catalogue.model_dir("pixels-x"),
@@ -359,14 +364,14 @@ def test_rebuilds_move_the_alias_and_drop_a_collection_one_build_later(shop, tmp
 
 
 def test_a_commit_that_fails_after_the_alias_moved_moves_it_back(
-    shop, tmp_path, milvus_uri, monkeypatch
+    products, tmp_path, milvus_uri, monkeypatch
 ):
     """The alias moves first; if the model folder then cannot be swapped in (a full disk, say),
     the alias goes back to the build that is still committed and the new collection is
     dropped: readers keep the complete old index, nothing half-committed survives."""
     import embeddings.index.store as index_module
 
-    catalogue = create_catalogue(str(shop), tmp_path / "cat")
+    catalogue = create_catalogue(str(products), tmp_path / "cat")
     first = pixel_build(catalogue, milvus_uri).manifest["milvus"]
     client = client_of(catalogue, milvus_uri)
 
@@ -387,7 +392,7 @@ def test_a_commit_that_fails_after_the_alias_moved_moves_it_back(
 def test_a_reader_holding_an_older_manifest_reads_a_newer_build_right(tmp_path, milvus_uri):
     """A newer build behind the alias numbers its rows otherwise (products added and removed):
     a reader still holding the older manifest maps every hit and vector by catalogue id."""
-    source = make_product_folder(tmp_path / "shop", variants=2)
+    source = make_product_folder(tmp_path / "products", variants=2)
     out = tmp_path / "cat"
     request = BuildRequest(
         out=out,
@@ -466,8 +471,8 @@ def test_other_weights_get_their_own_alias(tmp_path, milvus_uri):
         old_reader.search(older[:1], 1)
 
 
-def test_a_dropped_collection_says_how_to_rebuild(shop, tmp_path, milvus_uri):
-    catalogue = create_catalogue(str(shop), tmp_path / "cat")
+def test_a_dropped_collection_says_how_to_rebuild(products, tmp_path, milvus_uri):
+    catalogue = create_catalogue(str(products), tmp_path / "cat")
     pixel_build(catalogue, milvus_uri)
     index = open_index(catalogue, "pixels")
     index.client.drop_collection(index.collection)  # its alias no longer answers either
@@ -489,10 +494,10 @@ def test_a_dropped_collection_says_how_to_rebuild(shop, tmp_path, milvus_uri):
         open_index(catalogue, "pixels")
 
 
-def test_a_query_right_after_a_build_sees_every_row(shop, tmp_path, milvus_uri):
+def test_a_query_right_after_a_build_sees_every_row(products, tmp_path, milvus_uri):
     """The build waits until every row is indexed and visible (a Strong read); readers then use
     the collection's own (Bounded) consistency, from a new connection, and see all 48 rows."""
-    catalogue = create_catalogue(str(shop), tmp_path / "cat")
+    catalogue = create_catalogue(str(products), tmp_path / "cat")
     pixel_build(catalogue, milvus_uri)
     index = open_index(catalogue, "pixels")
     ids, vectors = load_vectors(catalogue.model_dir("pixels"))
@@ -600,7 +605,7 @@ def run_cli(args: list[str], env: dict, timeout: int = 300) -> subprocess.Comple
     )
 
 
-def test_build_and_search_through_a_server_uri(shop, tmp_path, served_uri, monkeypatch):
+def test_build_and_search_through_a_server_uri(products, tmp_path, served_uri, monkeypatch):
     """The app's path: `build --milvus-uri` on the CLI, `search` in another process, and the app
     reading the catalogue whose manifest points at the server."""
     data = tmp_path / "data"
@@ -610,7 +615,7 @@ def test_build_and_search_through_a_server_uri(shop, tmp_path, served_uri, monke
         [
             "build",
             "--source",
-            str(shop),
+            str(products),
             "--out",
             str(out),
             "--models",
@@ -709,7 +714,7 @@ def test_replicas_query_through_the_alias_while_the_catalogue_is_rebuilt(
     and through one it reloads every time, while this process rebuilds the catalogue three
     times (products added each time): no query fails, and every answer is the exact top-5 of
     one complete build."""
-    source = make_product_folder(tmp_path / "shop", variants=3)
+    source = make_product_folder(tmp_path / "products", variants=3)
     out = tmp_path / "cat"
     index_options = IndexOptions(milvus_uri=milvus_server_uri)
     request = BuildRequest(
@@ -770,7 +775,7 @@ def test_replicas_query_through_the_alias_while_the_catalogue_is_rebuilt(
     assert len(collections_of(Catalogue.open(out), milvus_server_uri)) == 2
 
 
-def test_cli_refuses_bad_milvus_options_before_any_work(shop, tmp_path, capsys):
+def test_cli_refuses_bad_milvus_options_before_any_work(products, tmp_path, capsys):
     from embeddings.cli import main
 
     out = tmp_path / "never"
@@ -779,7 +784,7 @@ def test_cli_refuses_bad_milvus_options_before_any_work(shop, tmp_path, capsys):
             [
                 "build",
                 "--source",
-                str(shop),
+                str(products),
                 "--out",
                 str(out),
                 "--models",
@@ -796,7 +801,7 @@ def test_cli_refuses_bad_milvus_options_before_any_work(shop, tmp_path, capsys):
             [
                 "build",
                 "--source",
-                str(shop),
+                str(products),
                 "--out",
                 str(out),
                 "--models",
@@ -813,7 +818,7 @@ def test_cli_refuses_bad_milvus_options_before_any_work(shop, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_a_lite_database_held_by_another_process_is_explained(shop, tmp_path):
+def test_a_lite_database_held_by_another_process_is_explained(products, tmp_path):
     db = tmp_path / "held.db"
     holder = subprocess.Popen(
         [

@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import make_bolts_simclr_checkpoint, make_resnet50_state_dict, make_tiny_clip
 
 from embeddings.errors import EmbeddingsError, ModelLoadError, QueryError
 from embeddings.models import get_spec, list_models, load_model
+from tests.harness.tiny_models import (
+    make_bolts_simclr_checkpoint,
+    make_resnet50_state_dict,
+    make_tiny_clip,
+)
 
 IMAGES = [Image.new("RGB", (60, 80), c) for c in ("red", "navy", "white")]
 
@@ -139,8 +143,8 @@ def test_browsing_imports_no_torch():
 
     code = (
         "import sys; from embeddings.models import list_models, load_model; list_models(); "
-        "load_model('pixels'); import embeddings.search.searcher, embeddings.catalogue; "
-        "import embeddings.index.store; "
+        "load_model('pixels'); "
+        "import embeddings.search.searcher, embeddings.catalogue, embeddings.index.store; "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

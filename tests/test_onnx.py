@@ -1,4 +1,4 @@
-"""ONNX Runtime for inference (issue 10): every neural encoder's ONNX vectors equal torch's on
+"""ONNX Runtime for inference: every neural encoder's ONNX vectors equal torch's on
 the same inputs, pinned values, the export cache (made once, remade when stale, edited or
 partial), and the refusal when there is neither an export nor torch."""
 
@@ -14,13 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, SHARED_FASHION, draw_product
 from PIL import Image
-from tiny_models import make_bolts_simclr_checkpoint, make_resnet50_state_dict, make_tiny_clip
 
 from embeddings.errors import ModelLoadError
 from embeddings.models import load_model
 from embeddings.models.onnx_cache import MODELS_ENV
+from tests.harness.paths import REPO, SHARED_FASHION
+from tests.harness.products import draw_product
+from tests.harness.tiny_models import (
+    make_bolts_simclr_checkpoint,
+    make_resnet50_state_dict,
+    make_tiny_clip,
+)
 
 MIN_COSINE = 0.9999
 TEXTS = [
@@ -65,12 +70,13 @@ def weights(tmp_path_factory) -> dict[str, dict]:
 
 
 # -- ONNX equals torch --------------------------------------------------------------------------
-#: ResNet-50 exports take about 20 s each on 2 busy cores: those cases are marked slow.
+#: ResNet-50 exports take about 20 s each on 2 busy cores, the tiny CLIP's about 15 s: those
+#: cases (and the other CLIP tests) are marked slow, outside the fast lane.
 MODELS = [
     "efficientnet-lite0",
     pytest.param("resnet50", marks=pytest.mark.slow),
     pytest.param("simclr", marks=pytest.mark.slow),
-    "clip",
+    pytest.param("clip", marks=pytest.mark.slow),
 ]
 
 
@@ -88,6 +94,7 @@ def test_onnx_image_vectors_equal_torch(model_id, weights):
     np.testing.assert_allclose(onnx.encode_images(images[:1])[0], vectors[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_clip_text_vectors_equal_torch(weights):
     onnx = load_model("clip", **weights["clip"])
     torch_model = load_model("clip", runtime="torch", **weights["clip"])
@@ -109,6 +116,7 @@ def test_onnx_sentence_encoder_equals_torch():
     np.testing.assert_allclose(encode_sentences(TEXTS, batch_size=2), vectors, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tokenizer_files_give_transformers_token_ids(weights):
     """The `tokenizers` library on the exported tokenizer.json gives the very ids transformers
     gives (truncated at the same length), for CLIP and for MiniLM."""
@@ -127,6 +135,7 @@ def test_tokenizer_files_give_transformers_token_ids(weights):
         assert len(ours[-1].ids) == tower.settings["max_length"]  # the long text was truncated
 
 
+@pytest.mark.slow
 def test_clip_preprocessing_matches_the_image_processor(weights):
     """PIL's bicubic resize and the centre crop give the pixels CLIPProcessor gives (within a
     grey level or two of its torchvision resize)."""
@@ -185,6 +194,7 @@ def test_pinned_image_vector_values(model_id, weights):
     np.testing.assert_allclose(vector[dims], values, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_pinned_text_vector_values(weights):
     from embeddings.bridge.sentences import sentence_encoder
 
@@ -276,6 +286,7 @@ def test_a_damaged_partial_or_stale_export_is_refused_then_remade(how, models_ho
     assert not list(models_home.glob("m/.*.new-*"))  # no staging folder left behind
 
 
+@pytest.mark.slow
 def test_an_edited_real_export_is_remade_with_the_same_vectors(weights):
     """The tiny CLIP's export (both towers): loading again makes no export; an edited graph
     is found out and exported again, giving the same vectors as before."""
@@ -292,6 +303,7 @@ def test_an_edited_real_export_is_remade_with_the_same_vectors(weights):
     np.testing.assert_allclose(remade.encode_texts(["red shoes"]), expected_text, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_an_export_that_drifts_from_torch_is_refused_and_not_kept(
     models_home, weights, monkeypatch
 ):
@@ -353,6 +365,7 @@ def test_an_unknown_runtime_is_refused(monkeypatch):
 
 
 # -- indexes built before stay valid ------------------------------------------------------------
+@pytest.mark.slow
 def test_an_index_built_on_torch_serves_and_grows_on_onnx_with_no_rebuild(
     product_folder, tmp_path, monkeypatch
 ):
@@ -365,7 +378,7 @@ def test_an_index_built_on_torch_serves_and_grows_on_onnx_with_no_rebuild(
     from embeddings.index.store import read_manifest
     from embeddings.search.searcher import make_searcher
 
-    source = tmp_path / "shop"
+    source = tmp_path / "products"
     shutil.copytree(product_folder, source)
     request = BuildRequest(
         out=tmp_path / "cat", source=str(source), models=["efficientnet-lite0"], bridges=False

@@ -29,12 +29,11 @@ from embeddings.search.searcher import make_searcher
 
 
 @pytest.fixture(scope="module")
-def source(built_catalogue, tmp_path_factory) -> Catalogue:
+def source(built_catalogue, copy_catalogue) -> Catalogue:
     """The synthetic catalogue (pixels as float32, efficientnet-lite0) with a bridge and an
     evaluation, as a catalogue someone would publish."""
-    directory = tmp_path_factory.mktemp("source") / "shop"
-    shutil.copytree(built_catalogue.directory, directory)
-    catalogue = Catalogue.open(directory)
+    catalogue = copy_catalogue(built_catalogue)
+    directory = catalogue.directory
     train_bridge_for_catalogue(catalogue, "pixels")
     save_results(catalogue, evaluate_catalogue(catalogue, queries=20))
     make_maps(directory, ["pixels"])
@@ -140,6 +139,7 @@ def test_a_bundle_answers_text_and_uploads_with_its_own_encoders_and_no_torch(bu
     assert not (tmp_path / "empty-cache").exists()  # nothing exported, nothing written
 
 
+@pytest.mark.slow
 def test_publish_refuses_an_existing_folder_and_a_model_not_built(source, bundle, tmp_path, capsys):
     base = ["publish", "--catalog", str(source.directory), "--out"]
     assert main([*base, str(bundle.folder), "--models", "pixels"]) == 2
@@ -164,6 +164,7 @@ def test_an_archive_is_unpacked_once_into_the_cache_and_checked(bundle, tmp_path
     assert not [p for p in (tmp_path / "other").iterdir() if p.suffix != ".lock"]
 
 
+@pytest.mark.slow
 def test_a_tampered_file_in_an_archive_is_refused(bundle, tmp_path):
     unpacked = tmp_path / "unpacked"
     shutil.copytree(bundle.folder, unpacked)

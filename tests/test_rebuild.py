@@ -1,6 +1,6 @@
 """Rebuilding a catalogue with its own settings, and the CLI's answers when part of a query fails.
 
-Each case here was reproduced on the code before issue 9 (see the issue's section 5).
+Each case here was a failure once, reproduced before it was mended.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import shutil
 import threading
 
 import pytest
-from conftest import draw_product, make_product_folder
 
 from embeddings.building.catalogue import BuildRequest, build_catalogue
 from embeddings.catalogue import Catalogue
@@ -18,6 +17,7 @@ from embeddings.cli import main
 from embeddings.errors import IndexMismatchError
 from embeddings.index.opening import open_index, open_snapshot
 from embeddings.search.searcher import make_searcher
+from tests.harness.products import draw_product, make_product_folder
 
 
 def grow(source, count: int, start: int = 100) -> None:
@@ -30,7 +30,7 @@ def test_rebuild_hint_names_the_catalogue_and_keeps_its_own_settings(
 ):
     """A catalogue built with --limit/--seed: the hinted rebuild keeps them (it used to rescan
     everything and replace the catalogue)."""
-    source = tmp_path / "shop"
+    source = tmp_path / "products"
     shutil.copytree(product_folder, source)
     out = tmp_path / "cat"
     assert (
@@ -117,9 +117,10 @@ def test_search_spells_models_like_build(built_catalogue, capsys):
         assert len(json.loads(capsys.readouterr().out)) == 3
 
 
-def test_a_multi_model_search_answers_with_the_models_that_can(built_catalogue, tmp_path, capsys):
-    catalogue_dir = tmp_path / "shop"
-    shutil.copytree(built_catalogue.directory, catalogue_dir)
+def test_a_multi_model_search_answers_with_the_models_that_can(
+    built_catalogue, capsys, copy_catalogue
+):
+    catalogue_dir = copy_catalogue(built_catalogue).directory
     shutil.rmtree(catalogue_dir / "models" / "efficientnet-lite0")
     code = main(
         [
@@ -186,7 +187,7 @@ def test_other_models_answer_while_new_images_are_indexed(product_folder, tmp_pa
     """Reported: while new images were indexed, searches on the other models failed with "built
     for another version of the catalogue". Now every built model is updated in the same build and
     committed with the catalogue, so a reader never pairs a new catalogue with an old index."""
-    source = tmp_path / "shop"
+    source = tmp_path / "products"
     shutil.copytree(product_folder, source)
     out = tmp_path / "cat"
     assert build_catalogue(
@@ -227,7 +228,7 @@ def test_other_models_answer_while_new_images_are_indexed(product_folder, tmp_pa
 
 
 def test_nothing_is_saved_when_every_model_fails(tmp_path, capsys):
-    source = make_product_folder(tmp_path / "shop", variants=1)
+    source = make_product_folder(tmp_path / "products", variants=1)
     notes = tmp_path / "notes.txt"
     notes.write_text("not weights")
     out = tmp_path / "cat"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -24,10 +23,8 @@ QUERIES = [
 
 
 @pytest.fixture(scope="module")
-def bridged(built_catalogue, tmp_path_factory) -> Catalogue:
-    target = tmp_path_factory.mktemp("batch") / "shop"
-    shutil.copytree(built_catalogue.directory, target)
-    catalogue = Catalogue.open(target)
+def bridged(built_catalogue, copy_catalogue) -> Catalogue:
+    catalogue = copy_catalogue(built_catalogue)
     train_bridge_for_catalogue(catalogue, MODEL, holdout_fraction=0.2)
     return catalogue
 
@@ -90,6 +87,7 @@ def test_batch_queries_print_for_people_without_json(bridged, tmp_path, capsys):
     assert out.count(f"== {MODEL}") == 2
 
 
+@pytest.mark.slow
 def test_a_reader_that_stops_early_ends_the_command_quietly(bridged, tmp_path):
     """`search ... | head -1`: the closed pipe is not reported as a file error."""
     import subprocess

@@ -1,12 +1,12 @@
-"""Serving without torch (issue 10): the app in an environment made from deploy/requirements.txt
+"""Serving without torch: the app in an environment made from deploy/requirements.txt
 alone, where `import torch` fails, answers item, text and upload queries in a real browser.
 
-The environment is made by `tests/serving_env.py` (a virtualenv from deploy/requirements.txt,
-cached by that file's hash).
-The catalogue (a sample of the shared fashion set, else the synthetic shop) and the ONNX exports
-of efficientnet-lite0 and the bridges' sentence encoder are made here with the main environment
-(torch exports them); the server runs on the torch-free interpreter. Where it cannot run (no
-Chromium, no package index) it skips, except in CI (`CI=true`), where it fails.
+The environment is made by `tests/harness/serving_env.py` (a virtualenv from
+deploy/requirements.txt, cached by that file's hash). The catalogue (a sample of the shared fashion
+set, else the synthetic shop) and the ONNX exports of efficientnet-lite0 and the bridges' sentence
+encoder are made here with the main environment (torch exports them); the server runs on the
+torch-free interpreter. Where it cannot run (no Chromium, no package index) it skips, except in CI
+(`CI=true`), where it fails.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_FASHION, make_product_folder, require_browser
-from serving_env import item_text_and_upload, serving_environment
 
 from app_support import browser
+from tests.harness.chromium import require_browser
+from tests.harness.paths import SHARED_FASHION
+from tests.harness.products import make_product_folder
+from tests.harness.serving_env import item_text_and_upload, serving_environment
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.deploy, pytest.mark.slow]
 
 MODELS = ["pixels", "efficientnet-lite0"]
 SAMPLE = 300
@@ -48,7 +50,7 @@ def served_catalogue(tmp_path_factory, torch_free_python):
         )
     else:
         catalogue = create_catalogue(
-            str(make_product_folder(root / "shop")), root / "data" / "shop"
+            str(make_product_folder(root / "products")), root / "data" / "shop"
         )
     for model_id in MODELS:
         build_model_index(catalogue, load_model(model_id))
@@ -57,17 +59,9 @@ def served_catalogue(tmp_path_factory, torch_free_python):
 
 
 @pytest.fixture(scope="module")
-def server(served_catalogue, torch_free_python, tmp_path_factory):
+def server(served_catalogue, torch_free_python, app_server):
     data, _ = served_catalogue
-    app = browser.start_app(
-        data,
-        log_path=tmp_path_factory.mktemp("logs") / "streamlit.log",
-        python=torch_free_python,
-        timeout=180,
-    )
-    yield app
-    app.stop()
-    assert "Traceback" not in app.log(), app.log()[-4000:]
+    return app_server(data, python=torch_free_python, timeout=180)
 
 
 def test_the_serving_environment_has_no_torch(torch_free_python):

@@ -1,18 +1,16 @@
-"""Refining a search (issue 14): composed queries, words mixed into a product or an upload, and
+"""Refining a search: composed queries, words mixed into a product or an upload, and
 steering by liked and disliked products, on FAISS and on Milvus Lite.
 
-The synthetic shop (conftest): 4 colours (folder label) x 3 shapes x 4 variants, titled
-"Red circle product 0". Raw pixels see colour; EfficientNet-Lite0 sees shape more.
+The synthetic shop (tests/harness/products.py): 4 colours (folder label) x 3 shapes x 4 variants,
+titled "Red circle product 0". Raw pixels see colour; EfficientNet-Lite0 sees shape more.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 
 import numpy as np
 import pytest
-from conftest import draw_product
 
 from embeddings.building.model import build_model_index
 from embeddings.catalogue import Catalogue
@@ -30,6 +28,7 @@ from embeddings.search.query import (
     steer,
 )
 from embeddings.search.searcher import make_searcher
+from tests.harness.products import draw_product
 
 MODELS = ("pixels", "efficientnet-lite0")
 
@@ -55,11 +54,9 @@ def brute_force(catalogue: Catalogue, model_id: str, vector: np.ndarray, k: int,
 
 
 @pytest.fixture(scope="module")
-def milvus_bridged(bridged_catalogue, tmp_path_factory) -> Catalogue:
+def milvus_bridged(bridged_catalogue, copy_catalogue) -> Catalogue:
     """The bridged shop with both models' indexes rebuilt in Milvus Lite (bridges kept)."""
-    target = tmp_path_factory.mktemp("milvus-steering") / "shop"
-    shutil.copytree(bridged_catalogue.directory, target)
-    catalogue = Catalogue.open(target)
+    catalogue = copy_catalogue(bridged_catalogue)
     for model_id in MODELS:
         build_model_index(catalogue, load_model(model_id), backend="milvus")
     return catalogue
@@ -232,6 +229,7 @@ def test_a_mix_needs_a_model_that_takes_words(built_catalogue):
 
 
 # -- the same on Milvus Lite -----------------------------------------------------------------
+@pytest.mark.milvus
 def test_steering_and_mixes_answer_the_same_on_milvus(bridged_catalogue, milvus_bridged):
     faiss_searcher = make_searcher(bridged_catalogue)
     milvus_searcher = make_searcher(milvus_bridged)

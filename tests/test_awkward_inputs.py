@@ -1,4 +1,4 @@
-"""Inputs found by trying to break the core (issue 9): huge images, a folder given as an image,
+"""Inputs found by trying to break the core: huge images, a folder given as an image,
 mixed-encoding CSVs, and file names that cannot be stored as ids."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import struct
 import zlib
 
 import pytest
-from conftest import cli, make_product_folder
 from PIL import Image
 
 from embeddings.catalogue import Catalogue, create_catalogue
@@ -18,6 +17,9 @@ from embeddings.catalogue.adapters import decode_text
 from embeddings.catalogue.base import Skipped
 from embeddings.errors import ImageError
 from embeddings.images import open_rgb
+from tests.harness.cli import cli
+from tests.harness.fashion import HEADER
+from tests.harness.products import make_product_folder
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -102,7 +104,7 @@ def write_sidecar_folder(root, lines: list[bytes]):
 
 def test_one_windows_1252_line_keeps_the_utf8_titles(tmp_path):
     root = write_sidecar_folder(
-        tmp_path / "shop",
+        tmp_path / "products",
         [
             b"file,title,colour",
             "a.png,Grüne Jacke,grün".encode(),
@@ -124,8 +126,6 @@ def test_one_windows_1252_line_keeps_the_utf8_titles(tmp_path):
 
 
 def test_styles_csv_decodes_per_line_too(tmp_path):
-    from test_catalog import HEADER
-
     root = tmp_path / "fashion"
     (root / "images").mkdir(parents=True)
     for item_id in ("1", "2"):
@@ -171,7 +171,7 @@ def test_an_undecodable_file_name_is_named():
 NEWLINE_NAME = "red/shirt\nbad.png"
 
 
-def newline_shop(root):
+def newline_products(root):
     """A small product folder plus an image whose file name holds a newline (and a sidecar row)."""
     make_product_folder(root, variants=1)
     Image.new("RGB", (60, 80), "red").save(root / NEWLINE_NAME)
@@ -181,7 +181,7 @@ def newline_shop(root):
 
 
 def test_folder_scan_skips_and_reports_a_newline_in_a_file_name(tmp_path):
-    catalogue = create_catalogue(str(newline_shop(tmp_path / "shop")), tmp_path / "cat")
+    catalogue = create_catalogue(str(newline_products(tmp_path / "products")), tmp_path / "cat")
     assert len(catalogue) == 12
     assert not any(
         "\n" in item_id or "\n" in path
@@ -195,7 +195,7 @@ def test_folder_scan_skips_and_reports_a_newline_in_a_file_name(tmp_path):
 
 
 def test_a_file_name_that_is_not_utf8_is_skipped(tmp_path):
-    root = tmp_path / "shop"
+    root = tmp_path / "products"
     root.mkdir()
     Image.new("RGB", (8, 8), "white").save(root / "ok.png")
     with open(os.path.join(os.fsencode(root), b"caf\xe9.png"), "wb") as handle:
@@ -216,8 +216,6 @@ def test_a_control_character_in_a_folder_name_is_skipped_by_digikala(tmp_path):
 
 
 def test_fashion_ids_with_a_line_break_are_skipped(tmp_path):
-    from test_catalog import HEADER
-
     root = tmp_path / "fashion"
     (root / "images").mkdir(parents=True)
     for item_id in ("1", "2\n3"):
@@ -232,8 +230,9 @@ def test_fashion_ids_with_a_line_break_are_skipped(tmp_path):
     assert "line break or control character" in catalogue.info["skipped"][0]["reason"]
 
 
+@pytest.mark.slow
 def test_build_and_search_with_a_newline_file_name(tmp_path):
-    source, out = newline_shop(tmp_path / "shop"), tmp_path / "cat"
+    source, out = newline_products(tmp_path / "products"), tmp_path / "cat"
     built = cli(
         "build", "--source", str(source), "--models", "pixels", "--out", str(out), "--no-bridge"
     )

@@ -8,10 +8,10 @@ until it answers a gRPC call on 127.0.0.1, and returns a handle that stops it. M
 listens on every interface (its configuration has no bind address): run it where its ports are
 not reachable from outside, as on a CI runner or a developer's machine.
 
-    python tests/milvus_server.py /tmp/milvus-dev    # a server by hand; prints its URI
+    python -m tests.harness.milvus_server /tmp/milvus-dev    # a server by hand; prints its URI
 
-The test session starts one server (`milvus_server_uri` in conftest.py) and `bench/bench_scale.py`
-one per engine run.
+The test session starts one server (`milvus_server_uri` in tests/conftest.py) and
+`bench.bench_scale` one per engine run.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+
+from tests.harness.paths import REPO
 
 DEPLOY_REQUIREMENTS = REPO / "deploy" / "requirements.txt"
 

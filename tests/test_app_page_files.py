@@ -1,4 +1,4 @@
-"""The app's page files and Streamlit's legacy `pages/` folder (issue 9).
+"""The app's page files and Streamlit's legacy `pages/` folder.
 
 Streamlit treats a folder named `pages` beside the entrypoint as a v1 multipage app (its
 `PagesManager` looks for it when a session starts) until some session calls `st.navigation`;
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO
+from tests.harness.paths import REPO
 
 APP_SOURCES = [
     REPO / "app.py",
