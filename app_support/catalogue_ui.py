@@ -127,7 +127,7 @@ def run_build_ui(request) -> object | None:
     except EmbeddingsError as exc:
         st.error(str(exc))
     except OSError as exc:
-        st.error(describe_os_error(exc))
+        st.error(describe_os_error(exc, building=True))
     return None
 
 

@@ -260,7 +260,7 @@ def _build_model(
 
 def _failure_message(exc: Exception) -> str:
     if isinstance(exc, OSError):
-        return describe_os_error(exc)
+        return describe_os_error(exc, building=True)
     if isinstance(exc, EmbeddingsError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
