@@ -16,6 +16,13 @@ Catalogue page).
 
 When the products changed, the models already built in the catalogue are brought up to date
 too (only the new products are embedded), so no index is left behind a newer catalogue.
+
+The bridge settings (the titles no bridge trains on, the recipe) are the catalogue's
+(`embeddings.bridge.settings`): recorded in `catalog.json`, reused unless the request changes
+them, and when they change the bridges of the other built models are retrained from their
+indexes too, so every bridge follows them. `kagl=True` sets up the fashion leaderboard protocol
+on a catalogue that has no excluded titles yet (`build.query_titles`): it picks the query titles,
+keeps them out of the bridges through the setting, and measures after the commit.
 Progress reaches the caller as `BuildEvent`s; printing and widgets are the caller's business.
 """
 
@@ -28,8 +35,9 @@ from pathlib import Path
 
 from embeddings.atomic import recover_interrupted_swap, remove_staging_leftovers
 from embeddings.bridge import BridgeFit, commit_bridge, fit_bridge
-from embeddings.bridge.exclusion import ExcludedTitles
+from embeddings.bridge.artefact import read_bridge_manifest
 from embeddings.bridge.recipes import check_recipe
+from embeddings.bridge.settings import SETTINGS_KEY, BridgeSettings, catalogue_settings, resolve
 from embeddings.build.model import (
     DEFAULT_BATCH_SIZE,
     BuildReport,
@@ -83,10 +91,15 @@ class BuildRequest:
     weights: dict[str, dict] = field(default_factory=dict)  # model id -> load_model options
     index: IndexOptions = field(default_factory=IndexOptions)
     bridges: bool = True
-    #: Titles no bridge may train on (`build --bridge-exclude-titles`; see `bridge.exclusion`).
+    #: Titles no bridge may train on (`build --bridge-exclude-titles`; see `bridge.exclusion`):
+    #: None keeps the catalogue's setting, a list replaces it, [] clears it.
     bridge_exclude_titles: list[str] | None = None
-    #: How bridges are made (`bridge.recipes.RECIPES`; None: the default recipe).
+    #: Where those titles came from, recorded for people (a file's name, never its path).
+    bridge_exclude_origin: str | None = None
+    #: How bridges are made (`bridge.recipes.RECIPES`; None: the catalogue's setting).
     bridge_recipe: str | None = None
+    #: Pick the leaderboard's title queries when the catalogue has none, and measure after.
+    kagl: bool = False
     new_catalogue: bool = False  # refuse a folder that already holds a catalogue
 
 
@@ -94,7 +107,8 @@ class BuildRequest:
 class BuildEvent:
     """One step of a build, for progress displays."""
 
-    stage: str  # "scan" | "load" | "embed" | "index" | "bridge" | "commit" | "model-done"
+    stage: str  # "scan" | "settings" | "load" | "embed" | "index" | "bridge" | "commit" |
+    # "model-done" | "kagl"
     model_id: str | None = None
     done: int = 0
     total: int = 0
@@ -124,6 +138,10 @@ class CatalogueBuild:
     outcomes: list[ModelOutcome]
     committed: bool
     updated_too: list[str] = field(default_factory=list)  # built models updated for new products
+    bridge_settings: BridgeSettings = field(default_factory=BridgeSettings)  # as used
+    settings_changes: list[str] = field(default_factory=list)  # what this build changed in them
+    bridges_too: list[str] = field(default_factory=list)  # other bridges retrained to follow them
+    kagl: str | None = None  # `kagl=True`: what was measured, or why not
 
     @property
     def failed(self) -> list[ModelOutcome]:
@@ -163,10 +181,84 @@ def build_catalogue(request: BuildRequest, progress: ProgressFn | None = None) -
         repair_catalogue(out)
         previous = _open_previous(out, request)
         catalogue = _scan(request, previous, say)
+        settings, changes = _bridge_settings(request, previous, catalogue, say)
         models, updated_too = _models_to_build(request, previous, catalogue)
-        staged = [_build_model(catalogue, model_id, request, say) for model_id in models]
+        bridges_too = _stale_bridges(request, previous, settings, models)
+        staged = [_build_model(catalogue, m, request, say, settings) for m in models]
+        staged += [_refit_bridge(catalogue, m, request, say, settings) for m in bridges_too]
         committed = _commit(catalogue, staged, say)
-    return CatalogueBuild(catalogue, [s.outcome for s in staged], committed, updated_too)
+        kagl = _measure_kagl(catalogue, say) if request.kagl and committed else None
+    return CatalogueBuild(
+        catalogue,
+        [s.outcome for s in staged],
+        committed,
+        updated_too,
+        bridge_settings=settings,
+        settings_changes=changes,
+        bridges_too=bridges_too,
+        kagl=kagl,
+    )
+
+
+def _bridge_settings(
+    request: BuildRequest, previous: Catalogue | None, catalogue: Catalogue, say: ProgressFn
+) -> tuple[BridgeSettings, list[str]]:
+    """The catalogue's bridge settings with the request's changes, recorded in the catalogue
+    about to be saved; each change is announced."""
+    current = catalogue_settings(previous) if previous is not None else BridgeSettings()
+    titles, origin = request.bridge_exclude_titles, request.bridge_exclude_origin
+    if request.kagl and titles is None and current.exclude is None:
+        from embeddings.build.query_titles import pick_build_title_queries
+
+        titles, origin = pick_build_title_queries(catalogue)
+    settings, changes = resolve(
+        current, exclude_titles=titles, origin=origin, recipe=request.bridge_recipe
+    )
+    catalogue.info[SETTINGS_KEY] = settings.record()
+    for change in changes:
+        say(BuildEvent("settings", message=f"catalogue setting changed: {change}"))
+    return settings, changes
+
+
+def _stale_bridges(
+    request: BuildRequest, previous: Catalogue | None, settings: BridgeSettings, models: list[str]
+) -> list[str]:
+    """Built image-only models outside this build whose bridge does not follow `settings`."""
+    if previous is None or not request.bridges:
+        return []
+    stale = []
+    for model_id in _built_known_models(previous):
+        if model_id in models or get_spec(model_id).has_text:
+            continue
+        manifest = read_bridge_manifest(previous.bridge_dir(model_id))
+        if manifest is not None and not settings.matches(manifest):
+            stale.append(model_id)
+    return stale
+
+
+def _refit_bridge(
+    catalogue: Catalogue,
+    model_id: str,
+    request: BuildRequest,
+    say: ProgressFn,
+    settings: BridgeSettings,
+) -> _Staged:
+    """Retrain a built model's bridge from its index (its index stays as it is)."""
+    staged = _Staged(ModelOutcome(model_id, "reused", "bridge retrained to follow the settings"))
+    try:
+        staged.bridge = _fit_bridge_from_index(
+            catalogue, model_id, request, say, staged.outcome, settings
+        )
+    except Exception as exc:  # noqa: BLE001 - the bridge alone fails; the build goes on
+        staged.outcome.bridge = f"not retrained: {_failure_message(exc)}"
+    return staged
+
+
+def _measure_kagl(catalogue: Catalogue, say: ProgressFn) -> str:
+    """`kagl=True`: measure the leaderboard protocol on the models just built (a message)."""
+    from embeddings.build.query_titles import measure_after_build
+
+    return measure_after_build(catalogue, lambda message: say(BuildEvent("kagl", message=message)))
 
 
 def repair_catalogue(directory: Path) -> None:
@@ -245,12 +337,16 @@ def _built_known_models(catalogue: Catalogue) -> list[str]:
 
 
 def _build_model(
-    catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn
+    catalogue: Catalogue,
+    model_id: str,
+    request: BuildRequest,
+    say: ProgressFn,
+    settings: BridgeSettings,
 ) -> _Staged:
     """Everything for one model short of committing; failures end in the outcome."""
     staged = _Staged(ModelOutcome(model_id, "failed"))
     try:
-        _build_model_steps(catalogue, model_id, request, say, staged)
+        _build_model_steps(catalogue, model_id, request, say, staged, settings)
     except Exception as exc:  # noqa: BLE001 - one model's failure, whatever it is, must not cost the others
         _discard(staged)
         staged.outcome = ModelOutcome(model_id, "failed", _failure_message(exc))
@@ -267,14 +363,21 @@ def _failure_message(exc: Exception) -> str:
 
 
 def _build_model_steps(
-    catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn, staged: _Staged
+    catalogue: Catalogue,
+    model_id: str,
+    request: BuildRequest,
+    say: ProgressFn,
+    staged: _Staged,
+    settings: BridgeSettings,
 ) -> None:
     options = request.weights.get(model_id, {})
     previous = read_manifest(catalogue.model_dir(model_id))
     settings = _index_settings(request.index, previous, model_id)
     if _is_current(previous, catalogue, model_id, options, settings, request.index.force):
         staged.outcome = ModelOutcome(model_id, "reused", "up to date")
-        staged.bridge = _fit_bridge_from_index(catalogue, model_id, request, say, staged.outcome)
+        staged.bridge = _fit_bridge_from_index(
+            catalogue, model_id, request, say, staged.outcome, settings
+        )
         return
     say(BuildEvent("load", model_id, message=f"loading {model_id}"))
     embedder = load_model(
@@ -310,6 +413,7 @@ def _build_model_steps(
         embedded.ids,
         embedded.vectors,
         embedder.weights_id,
+        settings,
     )
 
 
@@ -396,16 +500,6 @@ def _wants_bridge(catalogue: Catalogue, model_id: str, request: BuildRequest) ->
     )
 
 
-def bridge_options(request: BuildRequest) -> dict:
-    """`fit_bridge` keywords the request sets (exclusions, recipe)."""
-    options = {}
-    if request.bridge_exclude_titles:
-        options["exclude"] = ExcludedTitles.of(request.bridge_exclude_titles)
-    if request.bridge_recipe:
-        options["recipe"] = request.bridge_recipe
-    return options
-
-
 def _fit_bridge(
     catalogue: Catalogue,
     model_id: str,
@@ -415,6 +509,7 @@ def _fit_bridge(
     ids: list[str],
     vectors,
     weights_id: str,
+    settings: BridgeSettings,
 ) -> BridgeFit | None:
     """Stage the text bridge trained on the vectors about to be committed (None: no bridge).
 
@@ -431,7 +526,7 @@ def _fit_bridge(
             vectors=vectors,
             weights_id=weights_id,
             progress=lambda message: say(BuildEvent("bridge", model_id, message=message)),
-            **bridge_options(request),
+            **settings.fit_options(),
         )
     except EmbeddingsError as exc:
         outcome.bridge = f"not trained: {exc}"
@@ -446,6 +541,7 @@ def _fit_bridge_from_index(
     request: BuildRequest,
     say: ProgressFn,
     outcome: ModelOutcome,
+    settings: BridgeSettings,
 ) -> BridgeFit | None:
     if not _wants_bridge(catalogue, model_id, request):
         return None
@@ -453,7 +549,9 @@ def _fit_bridge_from_index(
 
     ids, vectors = load_vectors(catalogue.model_dir(model_id))
     weights_id = read_manifest(catalogue.model_dir(model_id))["weights_id"]
-    return _fit_bridge(catalogue, model_id, request, say, outcome, ids, vectors, weights_id)
+    return _fit_bridge(
+        catalogue, model_id, request, say, outcome, ids, vectors, weights_id, settings
+    )
 
 
 def _commit(catalogue: Catalogue, staged: list[_Staged], say: ProgressFn) -> bool:

@@ -140,10 +140,16 @@ def unseen_title_problem(catalogue: Catalogue, model_id: str, titles: Sequence[s
 
 
 def default_title_queries(catalogue: Catalogue, models: Sequence[str]) -> list[str]:
-    """The titles the models' bridges were built without (the recipe's query titles).
+    """The titles the catalogue keeps out of its bridges (its bridge setting, see
+    `embeddings.bridge.settings`), else those the models' bridges were built without.
 
-    Raises when the bridges disagree or none recorded an exclusion.
+    Raises when there are none, or the bridges disagree.
     """
+    from embeddings.bridge.settings import BridgeSettings
+
+    recorded = BridgeSettings.recorded(catalogue.info)
+    if recorded is not None and recorded.exclude:
+        return sorted(recorded.exclude.titles)
     found: dict[str, list[str]] = {}
     for model_id in models:
         for part in bridge_parts(model_id):
@@ -158,8 +164,8 @@ def default_title_queries(catalogue: Catalogue, models: Sequence[str]) -> list[s
             if not sets
             else "the bridges were built without the same --bridge-exclude-titles"
         )
-        + f"; pick them with python -m embeddings pick-titles --catalog {catalogue.directory}"
-        " --out titles.txt, then rebuild with --bridge-exclude-titles titles.txt"
+        + f"; let the build pick them: python -m embeddings build --catalog {catalogue.directory}"
+        " --kagl (or pick-titles --out titles.txt, then build --bridge-exclude-titles titles.txt)"
     )
 
 
@@ -300,8 +306,8 @@ def _titles_sha(titles: Sequence[str]) -> str:
 
 
 def _model_entry(catalogue: Catalogue, model_id: str) -> dict:
-    from embeddings.quality.evaluate import index_fingerprint
     from embeddings.index.store import read_manifest
+    from embeddings.quality.evaluate import index_fingerprint
 
     entry: dict = {"indexes": {}, "bridges": {}}
     for part in model_id.split("+"):
@@ -320,8 +326,8 @@ def _model_entry(catalogue: Catalogue, model_id: str) -> dict:
 # -- saving, loading, reporting ------------------------------------------------------------------
 def leaderboard_stale_reason(catalogue: Catalogue, manifest: dict) -> str | None:
     """Why saved figures no longer describe the catalogue's indexes and bridges (None: current)."""
-    from embeddings.quality.evaluate import index_fingerprint
     from embeddings.index.store import read_manifest
+    from embeddings.quality.evaluate import index_fingerprint
 
     if manifest.get("catalogue", {}).get("fingerprint") != catalogue.fingerprint:
         return "the catalogue's products changed since the evaluation"
