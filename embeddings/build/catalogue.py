@@ -368,7 +368,7 @@ def _build_model_steps(
     request: BuildRequest,
     say: ProgressFn,
     staged: _Staged,
-    settings: BridgeSettings,
+    bridge_settings: BridgeSettings,
 ) -> None:
     options = request.weights.get(model_id, {})
     previous = read_manifest(catalogue.model_dir(model_id))
@@ -376,7 +376,7 @@ def _build_model_steps(
     if _is_current(previous, catalogue, model_id, options, settings, request.index.force):
         staged.outcome = ModelOutcome(model_id, "reused", "up to date")
         staged.bridge = _fit_bridge_from_index(
-            catalogue, model_id, request, say, staged.outcome, settings
+            catalogue, model_id, request, say, staged.outcome, bridge_settings
         )
         return
     say(BuildEvent("load", model_id, message=f"loading {model_id}"))
@@ -413,7 +413,7 @@ def _build_model_steps(
         embedded.ids,
         embedded.vectors,
         embedder.weights_id,
-        settings,
+        bridge_settings,
     )
 
 
