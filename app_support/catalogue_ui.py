@@ -19,6 +19,8 @@ import streamlit as st
 from app_support import resources
 from app_support.bundle_ui import bundle_overview_ui
 from app_support.sidebar import Selection, escape_markdown
+from embeddings.bridge.settings import BridgeSettings, catalogue_settings
+from embeddings.build.query_titles import TITLE_SHARE
 from embeddings.catalogue import Catalogue
 from embeddings.config import REPO_ROOT, data_dir
 from embeddings.errors import CatalogueError, EmbeddingsError, describe_os_error
@@ -151,6 +153,13 @@ def outcome_lines(result) -> tuple[list[str], dict[str, str]]:
             notes.append(f"{outcome.model_id}: text bridge: {outcome.bridge}")
     if result.updated_too:
         notes.append(f"The products changed, so {', '.join(result.updated_too)} were updated too.")
+    if result.bridges_too:
+        notes.append(
+            f"The bridge settings changed, so the bridges of {', '.join(result.bridges_too)} "
+            "were retrained to follow them."
+        )
+    if result.kagl:
+        notes.append(f"Fashion leaderboard protocol: {result.kagl}")
     return notes, failed
 
 
@@ -169,8 +178,10 @@ def create_and_build_ui(
     models: list[str],
     bridges: bool,
     bridge_recipe: str | None = None,
+    kagl: bool = False,
 ):
-    """Scan `source` into a new catalogue `name` and build its models, showing each step."""
+    """Scan `source` into a new catalogue `name` and build its models, showing each step
+    (`kagl`: also set up and measure the fashion leaderboard protocol, see `build.query_titles`)."""
     with st.status(f"Building catalogue “{name}”…", expanded=True) as status:
         try:
             name = check_catalogue_name(name)
@@ -187,6 +198,7 @@ def create_and_build_ui(
                 models=models,
                 bridges=bridges,
                 bridge_recipe=bridge_recipe,
+                kagl=kagl and bridges,
                 new_catalogue=True,
             )
         )
@@ -219,11 +231,13 @@ def _models_picker(key: str, default: list[str]) -> list[str]:
     )
 
 
-def bridge_recipe_picker(key: str, *, disabled: bool = False) -> str:
-    """How text bridges are made (`embeddings.bridge.recipes`), the default first."""
+def bridge_recipe_picker(key: str, *, disabled: bool = False, current: str | None = None) -> str:
+    """How text bridges are made (`embeddings.bridge.recipes`): the catalogue's `current`
+    recipe first (so building more models keeps its setting), else the default."""
     from embeddings.bridge.recipes import DEFAULT_RECIPE, RECIPES
 
-    names = [DEFAULT_RECIPE, *[r for r in RECIPES if r != DEFAULT_RECIPE]]
+    first = current if current in RECIPES else DEFAULT_RECIPE
+    names = [first, *[r for r in RECIPES if r != first]]
     return st.selectbox(
         "Text bridge recipe",
         names,
@@ -282,6 +296,16 @@ def new_catalogue_ui(*, first_run: bool) -> None:
             "Train text bridges (text search for image-only models)", value=True, key="demo_bridges"
         )
         recipe = bridge_recipe_picker("demo_recipe", disabled=not bridges)
+        kagl = st.checkbox(
+            "Measure text search on the fashion leaderboard protocol",
+            value=True,
+            key="demo_kagl",
+            disabled=not bridges,
+            help=f"Picks {TITLE_SHARE:.0%} of the catalogue's distinct titles (seed 0) as the "
+            "protocol's title queries, keeps them out of the bridges' training (a catalogue "
+            "setting: later builds keep them out too), and measures after the build: the Compare "
+            "page then shows the figures beside the public fashion CLIPs. Takes a minute more.",
+        )
         name = st.text_input("Catalogue name", value=f"fashion-{int(limit)}", key="demo_name")
         if st.button(
             "Build the demo catalogue", type="primary", key="demo_build", disabled=not models
@@ -295,6 +319,7 @@ def new_catalogue_ui(*, first_run: bool) -> None:
                     models=models,
                     bridges=bridges,
                     bridge_recipe=recipe,
+                    kagl=kagl,
                 )
             )
     with folder_tab:
@@ -356,10 +381,36 @@ def overview_ui(cat: Catalogue) -> None:
         f"Source: {info.get('source')} ({info.get('adapter')}) · images in {cat.root} · "
         f"labels: {', '.join(cat.label_fields) or 'none'} · main label: {cat.main_label or 'none'}"
     )
+    bridge_settings_ui(cat)
     skipped = info.get("skipped", [])
     if skipped:
         with st.expander(f"{len(skipped):,} rows or files were left out"):
             st.dataframe(pd.DataFrame(skipped[:500]), width="stretch", hide_index=True)
+
+
+def bridge_settings_ui(cat: Catalogue) -> None:
+    """The catalogue's bridge settings (`embeddings.bridge.settings`): every build keeps them."""
+    settings = catalogue_settings(cat)
+    recorded = BridgeSettings.recorded(cat.info) is not None
+    st.caption(
+        f"Text bridge settings (kept by every build until changed): "
+        f"{escape_markdown(settings.describe())}"
+        + ("" if recorded else " (taken from the bridges; recorded at the next build)")
+    )
+    if settings.exclude:
+        with st.expander(f"The {len(settings.exclude):,} titles no bridge trains on"):
+            st.caption(
+                "Text queries with these titles measure what a bridge learnt without seeing "
+                "them (the fashion leaderboard protocol's title queries). Replace them with "
+                "`python -m embeddings build --catalog DIR --bridge-exclude-titles FILE`, or "
+                "clear them with `--no-bridge-exclude-titles`."
+            )
+            st.dataframe(
+                pd.DataFrame({"title": list(settings.exclude.titles)}),
+                width="stretch",
+                hide_index=True,
+                height=220,
+            )
 
 
 def build_missing_ui(cat: Catalogue, built: list[str]) -> None:
@@ -377,7 +428,9 @@ def build_missing_ui(cat: Catalogue, built: list[str]) -> None:
     bridges = st.checkbox(
         "Train text bridges for image-only models", value=True, key="missing_bridges"
     )
-    recipe = bridge_recipe_picker("missing_recipe", disabled=not bridges)
+    recipe = bridge_recipe_picker(
+        "missing_recipe", disabled=not bridges, current=catalogue_settings(cat).recipe
+    )
     st.caption(
         "Leaving the page stops a build; the finished chunks are kept and the next build resumes."
     )
@@ -388,6 +441,8 @@ def build_missing_ui(cat: Catalogue, built: list[str]) -> None:
         if result is None:
             return
         notes, failed = outcome_lines(result)
+        for change in result.settings_changes:
+            st.info(f"Catalogue setting changed: {change}")
         for note in notes:
             st.success(note)
         for model_id, reason in failed.items():
