@@ -268,105 +268,109 @@ def new_catalogue_ui(*, first_run: bool) -> None:
     """Two ways to add a catalogue: the demo fashion set, or a local folder of images."""
     demo_tab, folder_tab = st.tabs(["Demo: fashion products", "From a folder of images"])
     with demo_tab:
-        source = demo_source()
-        st.markdown(
-            "The [Fashion Product Images (Small)](https://www.kaggle.com/datasets/paramaggarwal/"
-            "fashion-product-images-small) dataset: 44,441 product photos with titles and labels "
-            "(gender, category, article type, colour…). The demo takes a **stratified subset**: "
-            "every article type keeps its share."
-        )
-        st.text_input(
-            "Dataset folder or Kaggle handle",
-            value=source,
-            key="demo_source",
-            help="Found on this machine when it exists (set EMBEDDINGS_DEMO_SOURCE to point at "
-            "it); a Kaggle handle downloads it with kagglehub (needs network and "
-            "Kaggle credentials).",
-        )
-        limit = st.number_input(
-            "Products",
-            min_value=100,
-            max_value=50_000,
-            value=DEMO_LIMIT,
-            step=500,
-            key="demo_limit",
-        )
-        models = _models_picker("demo_models", DEFAULT_BUILD_MODELS)
-        bridges = st.checkbox(
-            "Train text bridges (text search for image-only models)", value=True, key="demo_bridges"
-        )
-        recipe = bridge_recipe_picker("demo_recipe", disabled=not bridges)
-        kagl = st.checkbox(
-            "Measure text search on the fashion leaderboard protocol",
-            value=True,
-            key="demo_kagl",
-            disabled=not bridges,
-            help=f"Picks {TITLE_SHARE:.0%} of the catalogue's distinct titles (seed 0) as the "
-            "protocol's title queries, keeps them out of the bridges' training (a catalogue "
-            "setting: later builds keep them out too), and measures after the build: the Compare "
-            "page then shows the figures beside the public fashion CLIPs. Takes a minute more.",
-        )
-        name = st.text_input("Catalogue name", value=f"fashion-{int(limit)}", key="demo_name")
-        if st.button(
-            "Build the demo catalogue", type="primary", key="demo_build", disabled=not models
-        ):
-            _finish(
-                create_and_build_ui(
-                    st.session_state["demo_source"].strip(),
-                    name,
-                    adapter=None,
-                    limit=int(limit),
-                    models=models,
-                    bridges=bridges,
-                    bridge_recipe=recipe,
-                    kagl=kagl,
-                )
-            )
+        _demo_tab()
     with folder_tab:
-        st.markdown(
-            "Any folder of images: each image's parent folder becomes its label, and a "
-            "`metadata.csv` (columns `file`, `title`, and any labels) adds titles and labels."
-        )
-        path = st.text_input(
-            "Folder on the server", key="folder_source", placeholder="/data/my-shop"
-        )
-        adapter = st.selectbox(
-            "Layout", ["detect", "folder", "fashion-small", "digikala"], key="folder_adapter"
-        )
-        limit = st.number_input(
-            "Products (0: all)", min_value=0, value=0, step=500, key="folder_limit"
-        )
-        models = _models_picker("folder_models", DEFAULT_BUILD_MODELS)
-        bridges = st.checkbox(
-            "Train text bridges (when products have titles)", value=True, key="folder_bridges"
-        )
-        recipe = bridge_recipe_picker("folder_recipe", disabled=not bridges)
-        default_name = Path(path.strip().rstrip("/")).name if path.strip() else ""
-        name = st.text_input("Catalogue name", value=default_name, key="folder_name")
-        if st.button(
-            "Build from this folder",
-            type="primary",
-            key="folder_build",
-            disabled=not (path and models),
-        ):
-            if not Path(path.strip()).expanduser().is_dir():
-                st.error(f"{path}: no such folder on the server.")
-            else:
-                _finish(
-                    create_and_build_ui(
-                        path.strip(),
-                        name or default_name,
-                        adapter=None if adapter == "detect" else adapter,
-                        limit=int(limit) or None,
-                        models=models,
-                        bridges=bridges,
-                        bridge_recipe=recipe,
-                    )
-                )
+        _folder_tab()
     if first_run:
         st.caption(
             f"Catalogues are saved under {data_dir()} (set EMBEDDINGS_DATA to use another folder)."
         )
+
+
+def _demo_tab() -> None:
+    """The demo fashion set: a stratified subset, with the leaderboard protocol set up."""
+    source = demo_source()
+    st.markdown(
+        "The [Fashion Product Images (Small)](https://www.kaggle.com/datasets/paramaggarwal/"
+        "fashion-product-images-small) dataset: 44,441 product photos with titles and labels "
+        "(gender, category, article type, colour…). The demo takes a **stratified subset**: "
+        "every article type keeps its share."
+    )
+    st.text_input(
+        "Dataset folder or Kaggle handle",
+        value=source,
+        key="demo_source",
+        help="Found on this machine when it exists (set EMBEDDINGS_DEMO_SOURCE to point at "
+        "it); a Kaggle handle downloads it with kagglehub (needs network and "
+        "Kaggle credentials).",
+    )
+    limit = st.number_input(
+        "Products",
+        min_value=100,
+        max_value=50_000,
+        value=DEMO_LIMIT,
+        step=500,
+        key="demo_limit",
+    )
+    models = _models_picker("demo_models", DEFAULT_BUILD_MODELS)
+    bridges = st.checkbox(
+        "Train text bridges (text search for image-only models)", value=True, key="demo_bridges"
+    )
+    recipe = bridge_recipe_picker("demo_recipe", disabled=not bridges)
+    kagl = st.checkbox(
+        "Measure text search on the fashion leaderboard protocol",
+        value=True,
+        key="demo_kagl",
+        disabled=not bridges,
+        help=f"Picks {TITLE_SHARE:.0%} of the catalogue's distinct titles (seed 0) as the "
+        "protocol's title queries, keeps them out of the bridges' training (a catalogue "
+        "setting: later builds keep them out too), and measures after the build: the Compare "
+        "page then shows the figures beside the public fashion CLIPs. Takes a minute more.",
+    )
+    name = st.text_input("Catalogue name", value=f"fashion-{int(limit)}", key="demo_name")
+    if st.button("Build the demo catalogue", type="primary", key="demo_build", disabled=not models):
+        _finish(
+            create_and_build_ui(
+                st.session_state["demo_source"].strip(),
+                name,
+                adapter=None,
+                limit=int(limit),
+                models=models,
+                bridges=bridges,
+                bridge_recipe=recipe,
+                kagl=kagl,
+            )
+        )
+
+
+def _folder_tab() -> None:
+    """A folder of images on the server."""
+    st.markdown(
+        "Any folder of images: each image's parent folder becomes its label, and a "
+        "`metadata.csv` (columns `file`, `title`, and any labels) adds titles and labels."
+    )
+    path = st.text_input("Folder on the server", key="folder_source", placeholder="/data/my-shop")
+    adapter = st.selectbox(
+        "Layout", ["detect", "folder", "fashion-small", "digikala"], key="folder_adapter"
+    )
+    limit = st.number_input("Products (0: all)", min_value=0, value=0, step=500, key="folder_limit")
+    models = _models_picker("folder_models", DEFAULT_BUILD_MODELS)
+    bridges = st.checkbox(
+        "Train text bridges (when products have titles)", value=True, key="folder_bridges"
+    )
+    recipe = bridge_recipe_picker("folder_recipe", disabled=not bridges)
+    default_name = Path(path.strip().rstrip("/")).name if path.strip() else ""
+    name = st.text_input("Catalogue name", value=default_name, key="folder_name")
+    if st.button(
+        "Build from this folder",
+        type="primary",
+        key="folder_build",
+        disabled=not (path and models),
+    ):
+        if not Path(path.strip()).expanduser().is_dir():
+            st.error(f"{path}: no such folder on the server.")
+        else:
+            _finish(
+                create_and_build_ui(
+                    path.strip(),
+                    name or default_name,
+                    adapter=None if adapter == "detect" else adapter,
+                    limit=int(limit) or None,
+                    models=models,
+                    bridges=bridges,
+                    bridge_recipe=recipe,
+                )
+            )
 
 
 def overview_ui(cat: Catalogue) -> None:

@@ -102,9 +102,11 @@ def adopt_from_bridges(catalogue, bridges_root) -> BridgeSettings | None:
         manifest = read_bridge_manifest(folder)
         if manifest is None or manifest.get("model_id") != folder.name:
             continue
-        titles = tuple(sorted(read_excluded_titles(folder))) if manifest.get(
-            "excluded_titles_sha256"
-        ) else ()
+        titles = (
+            tuple(sorted(read_excluded_titles(folder)))
+            if manifest.get("excluded_titles_sha256")
+            else ()
+        )
         found.add((manifest.get("recipe", DEFAULT_RECIPE), titles))
     if len(found) != 1:
         return None
