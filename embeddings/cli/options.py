@@ -57,8 +57,8 @@ def add_recipe_option(command: argparse.ArgumentParser) -> None:
         "--bridge-recipe",
         choices=list(RECIPES),
         default=None,
-        help=f"how text bridges are made (default {DEFAULT_RECIPE}): "
-        + "; ".join(f"{k}: {v}" for k, v in RECIPES.items()),
+        help="how text bridges are made, a catalogue setting (default: the catalogue's, else "
+        f"{DEFAULT_RECIPE}): " + "; ".join(f"{k}: {v}" for k, v in RECIPES.items()),
     )
 
 
