@@ -20,6 +20,8 @@ from app_support import resources
 from app_support.bundle_ui import bundle_overview_ui
 from app_support.progress_ui import ProgressUI
 from app_support.sidebar import Selection, escape_markdown
+from embeddings.bridge.settings import BridgeSettings, catalogue_settings
+from embeddings.building.query_titles import TITLE_SHARE
 from embeddings.catalogue import Catalogue
 from embeddings.config import REPO_ROOT, data_dir
 from embeddings.errors import CatalogueError, EmbeddingsError, describe_os_error
@@ -106,7 +108,7 @@ def run_build_ui(request) -> object | None:
     except EmbeddingsError as exc:
         st.error(str(exc))
     except OSError as exc:
-        st.error(describe_os_error(exc))
+        st.error(describe_os_error(exc, building=True))
     return None
 
 
@@ -130,6 +132,13 @@ def outcome_lines(result) -> tuple[list[str], dict[str, str]]:
             notes.append(f"{outcome.model_id}: text bridge: {outcome.bridge}")
     if result.updated_too:
         notes.append(f"The products changed, so {', '.join(result.updated_too)} were updated too.")
+    if result.bridges_too:
+        notes.append(
+            f"The bridge settings changed, so the bridges of {', '.join(result.bridges_too)} "
+            "were retrained to follow them."
+        )
+    if result.kagl:
+        notes.append(f"Fashion leaderboard protocol: {result.kagl}")
     return notes, failed
 
 
@@ -148,8 +157,10 @@ def create_and_build_ui(
     models: list[str],
     bridges: bool,
     bridge_recipe: str | None = None,
+    kagl: bool = False,
 ):
-    """Scan `source` into a new catalogue `name` and build its models, showing each step."""
+    """Scan `source` into a new catalogue `name` and build its models, showing each step
+    (`kagl`: also set up and measure the fashion leaderboard protocol, see `build.query_titles`)."""
     with st.status(f"Building catalogue “{name}”…", expanded=True) as status:
         try:
             name = check_catalogue_name(name)
@@ -166,6 +177,7 @@ def create_and_build_ui(
                 models=models,
                 bridges=bridges,
                 bridge_recipe=bridge_recipe,
+                kagl=kagl and bridges,
                 new_catalogue=True,
             )
         )
@@ -198,11 +210,13 @@ def _models_picker(key: str, default: list[str]) -> list[str]:
     )
 
 
-def bridge_recipe_picker(key: str, *, disabled: bool = False) -> str:
-    """How text bridges are made (`embeddings.bridge.recipes`), the default first."""
+def bridge_recipe_picker(key: str, *, disabled: bool = False, current: str | None = None) -> str:
+    """How text bridges are made (`embeddings.bridge.recipes`): the catalogue's `current`
+    recipe first (so building more models keeps its setting), else the default."""
     from embeddings.bridge.recipes import DEFAULT_RECIPE, RECIPES
 
-    names = [DEFAULT_RECIPE, *[r for r in RECIPES if r != DEFAULT_RECIPE]]
+    first = current if current in RECIPES else DEFAULT_RECIPE
+    names = [first, *[r for r in RECIPES if r != first]]
     return st.selectbox(
         "Text bridge recipe",
         names,
@@ -233,94 +247,109 @@ def new_catalogue_ui(*, first_run: bool) -> None:
     """Two ways to add a catalogue: the demo fashion set, or a local folder of images."""
     demo_tab, folder_tab = st.tabs(["Demo: fashion products", "From a folder of images"])
     with demo_tab:
-        source = demo_source()
-        st.markdown(
-            "The [Fashion Product Images (Small)](https://www.kaggle.com/datasets/paramaggarwal/"
-            "fashion-product-images-small) dataset: 44,441 product photos with titles and labels "
-            "(gender, category, article type, colour…). The demo takes a **stratified subset**: "
-            "every article type keeps its share."
+        _demo_tab()
+    with folder_tab:
+        _folder_tab()
+    if first_run:
+        st.caption(
+            f"Catalogues are saved under {data_dir()} (set EMBEDDINGS_DATA to use another folder)."
         )
-        st.text_input(
-            "Dataset folder or Kaggle handle",
-            value=source,
-            key="demo_source",
-            help="Found on this machine when it exists (set EMBEDDINGS_DEMO_SOURCE to point at "
-            "it); a Kaggle handle downloads it with kagglehub (needs network and "
-            "Kaggle credentials).",
+
+
+def _demo_tab() -> None:
+    """The demo fashion set: a stratified subset, with the leaderboard protocol set up."""
+    source = demo_source()
+    st.markdown(
+        "The [Fashion Product Images (Small)](https://www.kaggle.com/datasets/paramaggarwal/"
+        "fashion-product-images-small) dataset: 44,441 product photos with titles and labels "
+        "(gender, category, article type, colour…). The demo takes a **stratified subset**: "
+        "every article type keeps its share."
+    )
+    st.text_input(
+        "Dataset folder or Kaggle handle",
+        value=source,
+        key="demo_source",
+        help="Found on this machine when it exists (set EMBEDDINGS_DEMO_SOURCE to point at "
+        "it); a Kaggle handle downloads it with kagglehub (needs network and "
+        "Kaggle credentials).",
+    )
+    limit = st.number_input(
+        "Products",
+        min_value=100,
+        max_value=50_000,
+        value=DEMO_LIMIT,
+        step=500,
+        key="demo_limit",
+    )
+    models = _models_picker("demo_models", DEFAULT_BUILD_MODELS)
+    bridges = st.checkbox(
+        "Train text bridges (text search for image-only models)", value=True, key="demo_bridges"
+    )
+    recipe = bridge_recipe_picker("demo_recipe", disabled=not bridges)
+    kagl = st.checkbox(
+        "Measure text search on the fashion leaderboard protocol",
+        value=True,
+        key="demo_kagl",
+        disabled=not bridges,
+        help=f"Picks {TITLE_SHARE:.0%} of the catalogue's distinct titles (seed 0) as the "
+        "protocol's title queries, keeps them out of the bridges' training (a catalogue "
+        "setting: later builds keep them out too), and measures after the build: the Compare "
+        "page then shows the figures beside the public fashion CLIPs. Takes a minute more.",
+    )
+    name = st.text_input("Catalogue name", value=f"fashion-{int(limit)}", key="demo_name")
+    if st.button("Build the demo catalogue", type="primary", key="demo_build", disabled=not models):
+        _finish(
+            create_and_build_ui(
+                st.session_state["demo_source"].strip(),
+                name,
+                adapter=None,
+                limit=int(limit),
+                models=models,
+                bridges=bridges,
+                bridge_recipe=recipe,
+                kagl=kagl,
+            )
         )
-        limit = st.number_input(
-            "Products",
-            min_value=100,
-            max_value=50_000,
-            value=DEMO_LIMIT,
-            step=500,
-            key="demo_limit",
-        )
-        models = _models_picker("demo_models", DEFAULT_BUILD_MODELS)
-        bridges = st.checkbox(
-            "Train text bridges (text search for image-only models)", value=True, key="demo_bridges"
-        )
-        recipe = bridge_recipe_picker("demo_recipe", disabled=not bridges)
-        name = st.text_input("Catalogue name", value=f"fashion-{int(limit)}", key="demo_name")
-        if st.button(
-            "Build the demo catalogue", type="primary", key="demo_build", disabled=not models
-        ):
+
+
+def _folder_tab() -> None:
+    """A folder of images on the server."""
+    st.markdown(
+        "Any folder of images: each image's parent folder becomes its label, and a "
+        "`metadata.csv` (columns `file`, `title`, and any labels) adds titles and labels."
+    )
+    path = st.text_input("Folder on the server", key="folder_source", placeholder="/data/my-shop")
+    adapter = st.selectbox(
+        "Layout", ["detect", "folder", "fashion-small", "digikala"], key="folder_adapter"
+    )
+    limit = st.number_input("Products (0: all)", min_value=0, value=0, step=500, key="folder_limit")
+    models = _models_picker("folder_models", DEFAULT_BUILD_MODELS)
+    bridges = st.checkbox(
+        "Train text bridges (when products have titles)", value=True, key="folder_bridges"
+    )
+    recipe = bridge_recipe_picker("folder_recipe", disabled=not bridges)
+    default_name = Path(path.strip().rstrip("/")).name if path.strip() else ""
+    name = st.text_input("Catalogue name", value=default_name, key="folder_name")
+    if st.button(
+        "Build from this folder",
+        type="primary",
+        key="folder_build",
+        disabled=not (path and models),
+    ):
+        if not Path(path.strip()).expanduser().is_dir():
+            st.error(f"{path}: no such folder on the server.")
+        else:
             _finish(
                 create_and_build_ui(
-                    st.session_state["demo_source"].strip(),
-                    name,
-                    adapter=None,
-                    limit=int(limit),
+                    path.strip(),
+                    name or default_name,
+                    adapter=None if adapter == "detect" else adapter,
+                    limit=int(limit) or None,
                     models=models,
                     bridges=bridges,
                     bridge_recipe=recipe,
                 )
             )
-    with folder_tab:
-        st.markdown(
-            "Any folder of images: each image's parent folder becomes its label, and a "
-            "`metadata.csv` (columns `file`, `title`, and any labels) adds titles and labels."
-        )
-        path = st.text_input(
-            "Folder on the server", key="folder_source", placeholder="/data/my-shop"
-        )
-        adapter = st.selectbox(
-            "Layout", ["detect", "folder", "fashion-small", "digikala"], key="folder_adapter"
-        )
-        limit = st.number_input(
-            "Products (0: all)", min_value=0, value=0, step=500, key="folder_limit"
-        )
-        models = _models_picker("folder_models", DEFAULT_BUILD_MODELS)
-        bridges = st.checkbox(
-            "Train text bridges (when products have titles)", value=True, key="folder_bridges"
-        )
-        recipe = bridge_recipe_picker("folder_recipe", disabled=not bridges)
-        default_name = Path(path.strip().rstrip("/")).name if path.strip() else ""
-        name = st.text_input("Catalogue name", value=default_name, key="folder_name")
-        if st.button(
-            "Build from this folder",
-            type="primary",
-            key="folder_build",
-            disabled=not (path and models),
-        ):
-            if not Path(path.strip()).expanduser().is_dir():
-                st.error(f"{path}: no such folder on the server.")
-            else:
-                _finish(
-                    create_and_build_ui(
-                        path.strip(),
-                        name or default_name,
-                        adapter=None if adapter == "detect" else adapter,
-                        limit=int(limit) or None,
-                        models=models,
-                        bridges=bridges,
-                        bridge_recipe=recipe,
-                    )
-                )
-    if first_run:
-        st.caption(
-            f"Catalogues are saved under {data_dir()} (set EMBEDDINGS_DATA to use another folder)."
-        )
 
 
 def overview_ui(cat: Catalogue) -> None:
@@ -335,10 +364,36 @@ def overview_ui(cat: Catalogue) -> None:
         f"Source: {info.get('source')} ({info.get('adapter')}) · images in {cat.root} · "
         f"labels: {', '.join(cat.label_fields) or 'none'} · main label: {cat.main_label or 'none'}"
     )
+    bridge_settings_ui(cat)
     skipped = info.get("skipped", [])
     if skipped:
         with st.expander(f"{len(skipped):,} rows or files were left out"):
             st.dataframe(pd.DataFrame(skipped[:500]), width="stretch", hide_index=True)
+
+
+def bridge_settings_ui(cat: Catalogue) -> None:
+    """The catalogue's bridge settings (`embeddings.bridge.settings`): every build keeps them."""
+    settings = catalogue_settings(cat)
+    recorded = BridgeSettings.recorded(cat.info) is not None
+    st.caption(
+        f"Text bridge settings (kept by every build until changed): "
+        f"{escape_markdown(settings.describe())}"
+        + ("" if recorded else " (taken from the bridges; recorded at the next build)")
+    )
+    if settings.exclude:
+        with st.expander(f"The {len(settings.exclude):,} titles no bridge trains on"):
+            st.caption(
+                "Text queries with these titles measure what a bridge learnt without seeing "
+                "them (the fashion leaderboard protocol's title queries). Replace them with "
+                "`python -m embeddings build --catalog DIR --bridge-exclude-titles FILE`, or "
+                "clear them with `--no-bridge-exclude-titles`."
+            )
+            st.dataframe(
+                pd.DataFrame({"title": list(settings.exclude.titles)}),
+                width="stretch",
+                hide_index=True,
+                height=220,
+            )
 
 
 def build_missing_ui(cat: Catalogue, built: list[str]) -> None:
@@ -356,7 +411,9 @@ def build_missing_ui(cat: Catalogue, built: list[str]) -> None:
     bridges = st.checkbox(
         "Train text bridges for image-only models", value=True, key="missing_bridges"
     )
-    recipe = bridge_recipe_picker("missing_recipe", disabled=not bridges)
+    recipe = bridge_recipe_picker(
+        "missing_recipe", disabled=not bridges, current=catalogue_settings(cat).recipe
+    )
     st.caption(
         "Leaving the page stops a build; the finished chunks are kept and the next build resumes."
     )
@@ -367,6 +424,8 @@ def build_missing_ui(cat: Catalogue, built: list[str]) -> None:
         if result is None:
             return
         notes, failed = outcome_lines(result)
+        for change in result.settings_changes:
+            st.info(f"Catalogue setting changed: {change}")
         for note in notes:
             st.success(note)
         for model_id, reason in failed.items():

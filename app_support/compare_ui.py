@@ -16,6 +16,7 @@ import streamlit as st
 from app_support import disagreement_ui, resources, sidebar
 from app_support.progress_ui import ProgressUI
 from app_support.sidebar import Selection
+from embeddings.bridge.settings import catalogue_settings
 from embeddings.catalogue import Catalogue
 from embeddings.errors import EmbeddingsError
 from embeddings.index.fused import is_fused
@@ -385,12 +386,15 @@ def leaderboard_ui(selection: Selection) -> None:
     result = leaderboard.load_leaderboard(cat)
     text_models = [m for m in selection.models if m in search_text_models(cat)]
     if result is None:
-        st.info(
-            "Not measured yet. The recipe: `python -m embeddings pick-titles --catalog "
-            f"{cat.directory} --out titles.txt`, then `python -m embeddings build --catalog "
-            f"{cat.directory} --bridge-exclude-titles titles.txt`, then `python -m embeddings "
-            f"evaluate --catalog {cat.directory} --protocol kagl`."
-        )
+        if catalogue_settings(cat).exclude is None:
+            st.info(
+                "Not measured yet: this catalogue keeps no titles out of its bridges, so there "
+                "are no unseen title queries. One command picks them, retrains the bridges "
+                f"without them and measures: `python -m embeddings build --catalog "
+                f"{cat.directory} --kagl`."
+            )
+        else:
+            st.info("Not measured yet (or the indexes or bridges changed since).")
         if text_models:
             leaderboard_measure_ui(cat, text_models)
         return
@@ -408,11 +412,32 @@ def leaderboard_ui(selection: Selection) -> None:
         f"{manifest['title_queries']:,} title queries, measured {manifest['created_at']} in "
         f"{manifest['seconds']:.0f} s."
     )
+    note = subset_note(cat, manifest)
+    if note:
+        st.info(note)
     for model_id, reason in manifest.get("refused_titles", {}).items():
         st.warning(f"{model_id}: no title figures ({reason})")
     missing = [m for m in text_models if m not in result.figures]
     if missing:
         leaderboard_measure_ui(cat, sorted(set(result.figures) | set(missing)))
+
+
+#: The full fashion set the public table was measured on.
+FULL_SET_PRODUCTS = 44_441
+
+
+def subset_note(cat: Catalogue, manifest: dict) -> str | None:
+    """Why figures measured on a subset (the demo) are not the full set's (None: full set)."""
+    count = manifest.get("catalogue", {}).get("count", len(cat))
+    if cat.info.get("limit") is None and count >= FULL_SET_PRODUCTS:
+        return None
+    return (
+        f"Measured on a catalogue of {count:,} products with {manifest['title_queries']:,} "
+        f"title queries, not on the full set ({FULL_SET_PRODUCTS:,} products, 2,000 queries) "
+        "the public table uses: with fewer products to rank among, recall is easier to reach, "
+        "and with fewer titles the bridges have less to learn from. Read these figures as this "
+        "catalogue's, not as the full set's; the anchors' are the full set's."
+    )
 
 
 def search_text_models(cat: Catalogue) -> dict[str, str]:

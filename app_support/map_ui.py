@@ -112,7 +112,10 @@ def map_frame(
     frame = pd.DataFrame({"id": ids, "title": [table.title(i) or i for i in ids]})
     for name in cat.label_fields:  # categorical: sent as Arrow dictionaries, a tenth the bytes
         frame[name] = pd.Categorical([table.get(i, name) for i in ids])
-    colours = coloured_values(frame[label].astype(str)) if label in frame else "products"
+    # A catalogue without labels colours every product alike (one value per row, not a scalar).
+    colours = (
+        coloured_values(frame[label].astype(str)) if label in frame else ["products"] * len(ids)
+    )
     frame["colour"] = pd.Categorical(colours)
     for position, result in enumerate(found.values()):
         rows = np.array([result.row_of.get(i, -1) for i in ids], dtype=np.int64)

@@ -139,7 +139,17 @@ def _parse_refinement(view: UrlView, name: str, value: str, problems: list[str])
 
 
 def _check_steering(view: UrlView, problems: list[str]) -> None:
-    """A product both liked and disliked is dropped from both, with a message."""
+    """A product both liked and disliked is dropped from both, with a message; so is the query
+    product itself when the link also likes or dislikes it (it would change nothing)."""
+    for name in ("like", "dislike"):
+        ids = getattr(view, name)
+        if view.item is not None and ids and view.item in ids:
+            problems.append(
+                f"The link's product {view.item} is the query itself, and also in `{name}`: "
+                "steering by the query's own product changes nothing, so it was left out of "
+                f"`{name}`. Steer by other products (their tiles' more / less like this)."
+            )
+            setattr(view, name, [i for i in ids if i != view.item])
     both = [i for i in view.like or [] if i in set(view.dislike or [])]
     if both:
         problems.append(

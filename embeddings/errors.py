@@ -29,22 +29,48 @@ class QueryError(EmbeddingsError):
     """A search query cannot be answered (unknown item, text on an image-only model...)."""
 
 
-def describe_os_error(exc: OSError) -> str:
-    """A one-line message for a failed write or read: which file, why, and what was kept."""
+def describe_os_error(exc: OSError, *, building: bool = False) -> str:
+    """A one-line message for a failed write or read: which file, why, what to do, and what
+    was kept. `building`: the failure stopped a build (`build`, the app's Catalogue page), whose
+    finished chunks are kept; any other command (search, export, evaluate...) built nothing. A
+    file in the models cache is named as such, with the setting that moves it."""
     import errno
 
     where = exc.filename or "a file"
+    cache = _models_cache_of(where)
+    elsewhere = (
+        f"set EMBEDDINGS_MODELS to a folder you can write to (the models cache is {cache})"
+        if cache
+        else ("choose another --out" if building else "choose another folder")
+    )
     advice = {
         errno.ENOSPC: "the disk is full; free some space",
-        errno.EROFS: "the folder is on a read-only file system; choose another --out",
-        errno.EACCES: "permission denied; choose a folder you can write to",
+        errno.EROFS: f"the folder is on a read-only file system; {elsewhere}",
+        errno.EACCES: f"permission denied; {elsewhere}",
+        errno.EPERM: f"permission denied; {elsewhere}",
         errno.EDQUOT: "the disk quota is exceeded; free some space",
-    }.get(exc.errno, "check the path")
-    return (
-        f"cannot use {where}: {exc.strerror or exc} ({advice}). Indexes built before are "
-        "unchanged; finished chunks of this build are kept, so the same command "
-        "continues after the fix."
+    }.get(exc.errno, f"check the path; {elsewhere}" if cache else "check the path")
+    kept = (
+        "Indexes built before are unchanged; finished chunks of this build are kept, so the "
+        "same command continues after the fix."
+        if building
+        else "Nothing built before was changed; run the same command again after the fix."
     )
+    return f"cannot use {where}: {exc.strerror or exc} ({advice}). {kept}"
+
+
+def _models_cache_of(path) -> str | None:
+    """The models cache folder (`EMBEDDINGS_MODELS`) when `path` is inside it, else None."""
+    from pathlib import Path
+
+    from embeddings.models.onnx_cache import models_home
+
+    try:
+        home = Path(models_home()).absolute()
+        Path(path).absolute().relative_to(home)
+    except (ValueError, TypeError, OSError):
+        return None
+    return str(home)
 
 
 class CatalogueChangedError(EmbeddingsError):

@@ -149,6 +149,8 @@ def test_fused_models_are_offered_and_answer_text(shop_data, bridged_catalogue, 
     [
         ({"item": "red/circle_0", "like": "no/such,blue/circle_0"}, "like= names no/such"),
         ({"item": "red/circle_0", "dislike": "gone"}, "dislike= names gone"),
+        ({"item": "red/circle_0", "like": "red/circle_0"}, "is the query itself, and also in"),
+        ({"item": "red/circle_0", "dislike": "red/circle_0"}, "changes nothing"),
         ({"item": "red/circle_0", "like": "a/b", "dislike": "a/b"}, "both likes and dislikes"),
         ({"item": "red/circle_0", "text": "blue", "mix": "lots"}, "mix='lots' in the link"),
         ({"item": "red/circle_0", "text": "blue", "mix": "3"}, "from 0 to 1"),

@@ -102,6 +102,8 @@ def test_fused_ids_in_search_and_evaluate(bridged_catalogue, capsys, copy_catalo
         (["--item", "red/circle_0", "--text", "b", "--text-weight", "2"], "from 0 to 1"),
         (["--item", "red/circle_0", "--more-like", "nope"], "--more-like nope: no product"),
         (["--item", "red/circle_0", "--less-like", "gone"], "--less-like gone: no product"),
+        (["--item", "red/circle_0", "--less-like", "red/circle_0"], "is the query and also"),
+        (["--item", "red/circle_0", "--more-like", "red/circle_0"], "changes nothing"),
         (
             [
                 "--item",

@@ -71,7 +71,7 @@ def build_through(door: str, source, out, capsys, models="pixels", batch=4) -> t
             progress=events.append,
         )
     except OSError as exc:
-        return 2, describe_os_error(exc)
+        return 2, describe_os_error(exc, building=True)
     assert any(e.stage == "embed" for e in events) or result.failed
     messages = [f"[{o.model_id}] build failed: {o.message}" for o in result.failed]
     return (1 if result.failed else 0), "\n".join(messages)

@@ -79,10 +79,11 @@ def test_resnet50_loads_a_state_dict(tmp_path):
 
 @pytest.mark.slow  # exports a ResNet-50 to ONNX
 def test_simclr_converter_and_loader_on_a_bolts_style_checkpoint(tmp_path):
-    from embeddings.models.torchvision_cnn import simclr_state_to_torchvision
+    from embeddings.models.torch_common import read_state_dict
+    from embeddings.models.torchvision_cnn import LIGHTNING_STANDINS, simclr_state_to_torchvision
 
     path = make_bolts_simclr_checkpoint(tmp_path / "simclr.ckpt")
-    checkpoint = torch.load(path, weights_only=True)
+    checkpoint = read_state_dict(path, "simclr", allowed=LIGHTNING_STANDINS)
     converted = simclr_state_to_torchvision(checkpoint)
     assert "conv1.weight" in converted and not any(
         k.startswith(("projection", "encoder", "fc.")) for k in converted

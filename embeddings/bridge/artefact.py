@@ -17,6 +17,7 @@ from embeddings.catalogue import Catalogue
 from embeddings.config import MANIFEST_FILE
 from embeddings.errors import IndexMismatchError, IndexMissingError
 from embeddings.index.store import read_manifest
+from embeddings.lines import read_lines
 from embeddings.models import l2_normalise
 
 BRIDGE_FORMAT = 1
@@ -260,7 +261,7 @@ def read_holdout_ids(bridge_dir: Path) -> list[str]:
 def read_excluded_titles(bridge_dir: Path) -> list[str]:
     """The titles the bridge was told to keep out of training (empty when none were)."""
     try:
-        text = (Path(bridge_dir) / EXCLUDED_TITLES_FILE).read_text(encoding="utf-8")
-    except OSError:
+        lines = read_lines(Path(bridge_dir) / EXCLUDED_TITLES_FILE)
+    except (OSError, UnicodeDecodeError):
         return []
-    return [line for line in text.splitlines() if line.strip()]
+    return [line for line in lines if line.strip()]

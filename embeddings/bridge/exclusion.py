@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embeddings.errors import EmbeddingsError
+from embeddings.lines import line_break_in, read_lines
 
 
 def title_key(title: str) -> str:
@@ -63,31 +64,37 @@ class ExcludedTitles:
 
 
 def read_title_file(path: str | Path, *, option: str = "--bridge-exclude-titles") -> list[str]:
-    """Titles from a UTF-8 text file, one per line (blank lines ignored).
+    """Titles from a UTF-8 text file, one per line (blank lines ignored): lines end at "\n" or
+    "\r\n" only, and a leading BOM is dropped (`embeddings.lines`).
 
     Raises `EmbeddingsError` naming the option and the file when it cannot be read.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        lines = read_lines(path)
     except FileNotFoundError:
         raise EmbeddingsError(f"{option} {path}: no such file (one title per line)") from None
     except IsADirectoryError:
         raise EmbeddingsError(f"{option} {path}: a folder, not a file of titles") from None
     except UnicodeDecodeError as exc:
         raise EmbeddingsError(f"{option} {path}: not UTF-8 text ({exc})") from None
-    titles = [line.strip() for line in text.splitlines() if line.strip()]
+    titles = [line.strip() for line in lines if line.strip()]
     if not titles:
         raise EmbeddingsError(f"{option} {path}: the file names no title (one title per line)")
     return titles
 
 
 def write_title_file(path: str | Path, titles: Iterable[str]) -> Path:
-    """Write titles one per line (UTF-8); refuses a title with a line break in it."""
+    """Write titles one per line (UTF-8); refuses a title holding any line break, including
+    those only some programs split at (U+2028, NEL, form feed, a lone CR...)."""
     titles = list(titles)
     for title in titles:
-        if "\n" in title or "\r" in title:
-            raise EmbeddingsError(f"a title with a line break cannot be written: {title!r}")
+        char = line_break_in(title)
+        if char is not None:
+            raise EmbeddingsError(
+                f"a title with a line break ({ascii(char)}) cannot be written one per line: "
+                f"{title!r}"
+            )
     path = Path(path)
     path.write_text("".join(f"{t}\n" for t in titles), encoding="utf-8")
     return path

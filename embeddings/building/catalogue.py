@@ -16,6 +16,13 @@ Catalogue page).
 
 When the products changed, the models already built in the catalogue are brought up to date
 too (only the new products are embedded), so no index is left behind a newer catalogue.
+
+The bridge settings (the titles no bridge trains on, the recipe) are the catalogue's
+(`embeddings.bridge.settings`): recorded in `catalog.json`, reused unless the request changes
+them, and when they change the bridges of the other built models are retrained from their
+indexes too, so every bridge follows them. `kagl=True` sets up the fashion leaderboard protocol
+on a catalogue that has no excluded titles yet (`build.query_titles`): it picks the query titles,
+keeps them out of the bridges through the setting, and measures after the commit.
 Progress reaches the caller as `embeddings.progress.Progress` events; printing and widgets are
 the caller's business.
 """
@@ -28,8 +35,9 @@ from pathlib import Path
 
 from embeddings.atomic import recover_interrupted_swap, remove_staging_leftovers
 from embeddings.bridge import BridgeFit, commit_bridge, fit_bridge
-from embeddings.bridge.exclusion import ExcludedTitles
+from embeddings.bridge.artefact import read_bridge_manifest
 from embeddings.bridge.recipes import check_recipe
+from embeddings.bridge.settings import SETTINGS_KEY, BridgeSettings, catalogue_settings, resolve
 from embeddings.building.model import (
     DEFAULT_BATCH_SIZE,
     BuildReport,
@@ -84,10 +92,15 @@ class BuildRequest:
     weights: dict[str, dict] = field(default_factory=dict)  # model id -> load_model options
     index: IndexOptions = field(default_factory=IndexOptions)
     bridges: bool = True
-    #: Titles no bridge may train on (`build --bridge-exclude-titles`; see `bridge.exclusion`).
+    #: Titles no bridge may train on (`build --bridge-exclude-titles`; see `bridge.exclusion`):
+    #: None keeps the catalogue's setting, a list replaces it, [] clears it.
     bridge_exclude_titles: list[str] | None = None
-    #: How bridges are made (`bridge.recipes.RECIPES`; None: the default recipe).
+    #: Where those titles came from, recorded for people (a file's name, never its path).
+    bridge_exclude_origin: str | None = None
+    #: How bridges are made (`bridge.recipes.RECIPES`; None: the catalogue's setting).
     bridge_recipe: str | None = None
+    #: Pick the leaderboard's title queries when the catalogue has none, and measure after.
+    kagl: bool = False
     new_catalogue: bool = False  # refuse a folder that already holds a catalogue
 
 
@@ -113,6 +126,10 @@ class CatalogueBuild:
     outcomes: list[ModelOutcome]
     committed: bool
     updated_too: list[str] = field(default_factory=list)  # built models updated for new products
+    bridge_settings: BridgeSettings = field(default_factory=BridgeSettings)  # as used
+    settings_changes: list[str] = field(default_factory=list)  # what this build changed in them
+    bridges_too: list[str] = field(default_factory=list)  # other bridges retrained to follow them
+    kagl: str | None = None  # `kagl=True`: what was measured, or why not
 
     @property
     def failed(self) -> list[ModelOutcome]:
@@ -152,10 +169,84 @@ def build_catalogue(request: BuildRequest, progress: ProgressFn | None = None) -
         repair_catalogue(out)
         previous = _open_previous(out, request)
         catalogue = _scan(request, previous, say)
+        settings, changes = _bridge_settings(request, previous, catalogue, say)
         models, updated_too = _models_to_build(request, previous, catalogue)
-        staged = [_build_model(catalogue, model_id, request, say) for model_id in models]
+        bridges_too = _stale_bridges(request, previous, settings, models)
+        staged = [_build_model(catalogue, m, request, say, settings) for m in models]
+        staged += [_refit_bridge(catalogue, m, request, say, settings) for m in bridges_too]
         committed = _commit(catalogue, staged, say)
-    return CatalogueBuild(catalogue, [s.outcome for s in staged], committed, updated_too)
+        kagl = _measure_kagl(catalogue, say) if request.kagl and committed else None
+    return CatalogueBuild(
+        catalogue,
+        [s.outcome for s in staged],
+        committed,
+        updated_too,
+        bridge_settings=settings,
+        settings_changes=changes,
+        bridges_too=bridges_too,
+        kagl=kagl,
+    )
+
+
+def _bridge_settings(
+    request: BuildRequest, previous: Catalogue | None, catalogue: Catalogue, say: ProgressFn
+) -> tuple[BridgeSettings, list[str]]:
+    """The catalogue's bridge settings with the request's changes, recorded in the catalogue
+    about to be saved; each change is announced."""
+    current = catalogue_settings(previous) if previous is not None else BridgeSettings()
+    titles, origin = request.bridge_exclude_titles, request.bridge_exclude_origin
+    if request.kagl and titles is None and current.exclude is None:
+        from embeddings.building.query_titles import pick_build_title_queries
+
+        titles, origin = pick_build_title_queries(catalogue)
+    settings, changes = resolve(
+        current, exclude_titles=titles, origin=origin, recipe=request.bridge_recipe
+    )
+    catalogue.info[SETTINGS_KEY] = settings.record()
+    for change in changes:
+        say(Progress("settings", message=f"catalogue setting changed: {change}"))
+    return settings, changes
+
+
+def _stale_bridges(
+    request: BuildRequest, previous: Catalogue | None, settings: BridgeSettings, models: list[str]
+) -> list[str]:
+    """Built image-only models outside this build whose bridge does not follow `settings`."""
+    if previous is None or not request.bridges:
+        return []
+    stale = []
+    for model_id in _built_known_models(previous):
+        if model_id in models or get_spec(model_id).has_text:
+            continue
+        manifest = read_bridge_manifest(previous.bridge_dir(model_id))
+        if manifest is not None and not settings.matches(manifest):
+            stale.append(model_id)
+    return stale
+
+
+def _refit_bridge(
+    catalogue: Catalogue,
+    model_id: str,
+    request: BuildRequest,
+    say: ProgressFn,
+    settings: BridgeSettings,
+) -> _Staged:
+    """Retrain a built model's bridge from its index (its index stays as it is)."""
+    staged = _Staged(ModelOutcome(model_id, "reused", "bridge retrained to follow the settings"))
+    try:
+        staged.bridge = _fit_bridge_from_index(
+            catalogue, model_id, request, say, staged.outcome, settings
+        )
+    except Exception as exc:  # noqa: BLE001 - the bridge alone fails; the build goes on
+        staged.outcome.bridge = f"not retrained: {_failure_message(exc)}"
+    return staged
+
+
+def _measure_kagl(catalogue: Catalogue, say: ProgressFn) -> str:
+    """`kagl=True`: measure the leaderboard protocol on the models just built (a message)."""
+    from embeddings.building.query_titles import measure_after_build
+
+    return measure_after_build(catalogue, say)
 
 
 def repair_catalogue(directory: Path) -> None:
@@ -234,12 +325,16 @@ def _built_known_models(catalogue: Catalogue) -> list[str]:
 
 
 def _build_model(
-    catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn
+    catalogue: Catalogue,
+    model_id: str,
+    request: BuildRequest,
+    say: ProgressFn,
+    settings: BridgeSettings,
 ) -> _Staged:
     """Everything for one model short of committing; failures end in the outcome."""
     staged = _Staged(ModelOutcome(model_id, "failed"))
     try:
-        _build_model_steps(catalogue, model_id, request, say, staged)
+        _build_model_steps(catalogue, model_id, request, say, staged, settings)
     except Exception as exc:  # noqa: BLE001 - one model's failure, whatever it is, must not cost the others
         _discard(staged)
         staged.outcome = ModelOutcome(model_id, "failed", _failure_message(exc))
@@ -249,21 +344,28 @@ def _build_model(
 
 def _failure_message(exc: Exception) -> str:
     if isinstance(exc, OSError):
-        return describe_os_error(exc)
+        return describe_os_error(exc, building=True)
     if isinstance(exc, EmbeddingsError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
 def _build_model_steps(
-    catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn, staged: _Staged
+    catalogue: Catalogue,
+    model_id: str,
+    request: BuildRequest,
+    say: ProgressFn,
+    staged: _Staged,
+    bridge_settings: BridgeSettings,
 ) -> None:
     options = request.weights.get(model_id, {})
     previous = read_manifest(catalogue.model_dir(model_id))
     settings = _index_settings(request.index, previous, model_id)
     if _is_current(previous, catalogue, model_id, options, settings, request.index.force):
         staged.outcome = ModelOutcome(model_id, "reused", "up to date")
-        staged.bridge = _fit_bridge_from_index(catalogue, model_id, request, say, staged.outcome)
+        staged.bridge = _fit_bridge_from_index(
+            catalogue, model_id, request, say, staged.outcome, bridge_settings
+        )
         return
     say(Progress("load", model_id, message=f"loading {model_id}"))
     embedder = load_model(
@@ -299,6 +401,7 @@ def _build_model_steps(
         embedded.ids,
         embedded.vectors,
         embedder.weights_id,
+        bridge_settings,
     )
 
 
@@ -385,16 +488,6 @@ def _wants_bridge(catalogue: Catalogue, model_id: str, request: BuildRequest) ->
     )
 
 
-def bridge_options(request: BuildRequest) -> dict:
-    """`fit_bridge` keywords the request sets (exclusions, recipe)."""
-    options = {}
-    if request.bridge_exclude_titles:
-        options["exclude"] = ExcludedTitles.of(request.bridge_exclude_titles)
-    if request.bridge_recipe:
-        options["recipe"] = request.bridge_recipe
-    return options
-
-
 def _fit_bridge(
     catalogue: Catalogue,
     model_id: str,
@@ -404,6 +497,7 @@ def _fit_bridge(
     ids: list[str],
     vectors,
     weights_id: str,
+    settings: BridgeSettings,
 ) -> BridgeFit | None:
     """Stage the text bridge trained on the vectors about to be committed (None: no bridge).
 
@@ -420,7 +514,7 @@ def _fit_bridge(
             vectors=vectors,
             weights_id=weights_id,
             progress=say,
-            **bridge_options(request),
+            **settings.fit_options(),
         )
     except EmbeddingsError as exc:
         outcome.bridge = f"not trained: {exc}"
@@ -435,6 +529,7 @@ def _fit_bridge_from_index(
     request: BuildRequest,
     say: ProgressFn,
     outcome: ModelOutcome,
+    settings: BridgeSettings,
 ) -> BridgeFit | None:
     if not _wants_bridge(catalogue, model_id, request):
         return None
@@ -442,7 +537,9 @@ def _fit_bridge_from_index(
 
     ids, vectors = load_vectors(catalogue.model_dir(model_id))
     weights_id = read_manifest(catalogue.model_dir(model_id))["weights_id"]
-    return _fit_bridge(catalogue, model_id, request, say, outcome, ids, vectors, weights_id)
+    return _fit_bridge(
+        catalogue, model_id, request, say, outcome, ids, vectors, weights_id, settings
+    )
 
 
 def _commit(catalogue: Catalogue, staged: list[_Staged], say: ProgressFn) -> bool:

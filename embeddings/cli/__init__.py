@@ -19,6 +19,8 @@ from embeddings.cli import build, derived, quality, search, share
 from embeddings.errors import EmbeddingsError, describe_os_error
 
 GROUPS = (build, search, quality, derived, share)
+#: Commands that build in resumable chunks (their OS errors say the finished chunks are kept).
+BUILDING = {"build"}
 COMMANDS = {name: command for group in GROUPS for name, command in group.COMMANDS.items()}
 
 
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 0
     except OSError as exc:  # disk full, read-only folder, permissions: name the file and the cause
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        building = args.command in BUILDING
+        print(f"error: {describe_os_error(exc, building=building)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 from embeddings.cli.options import (
+    add_exclusion_options,
     add_models_option,
     add_recipe_option,
+    excluded_titles_request,
     parse_weights,
-    read_excluded_titles,
 )
 from embeddings.cli.progress import ProgressBars
 from embeddings.errors import EmbeddingsError
@@ -95,13 +96,15 @@ def add_parsers(commands) -> None:
         default=True,
         help="train a text bridge for image-only models when products have titles",
     )
-    build.add_argument(
-        "--bridge-exclude-titles",
-        metavar="FILE",
-        help="a text file of titles, one per line: no bridge trains on them or on any "
-        "product carrying one (how a benchmark's query titles stay unseen)",
-    )
+    add_exclusion_options(build, "--bridge-exclude-titles")
     add_recipe_option(build)
+    build.add_argument(
+        "--kagl",
+        action="store_true",
+        help="set up the fashion leaderboard protocol: when the catalogue keeps no titles out "
+        "of its bridges yet, pick 10%% of its distinct titles (at most 2000, seed 0) as the "
+        "title queries and keep them out; then measure it (evaluate --protocol kagl)",
+    )
 
 
 def cmd_build(args) -> int:
@@ -117,10 +120,9 @@ def cmd_build(args) -> int:
         models=args.models,
         weights=parse_weights(args.weights),
         bridges=args.bridge,
-        bridge_exclude_titles=read_excluded_titles(
-            args.bridge_exclude_titles, "--bridge-exclude-titles"
-        ),
+        **excluded_titles_request(args, "--bridge-exclude-titles"),
         bridge_recipe=args.bridge_recipe,
+        kagl=args.kagl,
         index=IndexOptions(
             batch_size=args.batch_size,
             workers=args.workers,
@@ -187,8 +189,16 @@ def _print_build(result) -> None:
             "the products changed, so these built models were updated too: "
             f"{', '.join(result.updated_too)}"
         )
+    print(f"bridge settings: {result.bridge_settings.describe()}")
+    if result.bridges_too:
+        print(
+            "the bridge settings changed, so these bridges were retrained to follow them: "
+            f"{', '.join(result.bridges_too)}"
+        )
     for outcome in result.outcomes:
         _print_outcome(outcome)
+    if result.kagl:
+        print(f"leaderboard protocol: {result.kagl}")
     if not result.committed:
         print("nothing was changed: no model was built", file=sys.stderr)
 

@@ -57,8 +57,8 @@ def add_recipe_option(command: argparse.ArgumentParser) -> None:
         "--bridge-recipe",
         choices=list(RECIPES),
         default=None,
-        help=f"how text bridges are made (default {DEFAULT_RECIPE}): "
-        + "; ".join(f"{k}: {v}" for k, v in RECIPES.items()),
+        help="how text bridges are made, a catalogue setting (default: the catalogue's, else "
+        f"{DEFAULT_RECIPE}): " + "; ".join(f"{k}: {v}" for k, v in RECIPES.items()),
     )
 
 
@@ -66,6 +66,38 @@ def read_excluded_titles(path: str | None, option: str) -> list[str] | None:
     from embeddings.bridge.exclusion import read_title_file
 
     return read_title_file(path, option=option) if path else None
+
+
+def add_exclusion_options(command: argparse.ArgumentParser, *names: str) -> None:
+    """`--bridge-exclude-titles FILE` (the catalogue's setting, replaced) and its opposite."""
+    command.add_argument(
+        *names,
+        dest="exclude_titles",
+        metavar="FILE",
+        help="a text file of titles, one per line: no bridge trains on them or on any product "
+        "carrying one (how a benchmark's query titles stay unseen). A catalogue setting: "
+        "recorded in catalog.json and kept by every later build until replaced",
+    )
+    command.add_argument(
+        "--no-bridge-exclude-titles",
+        dest="keep_all_titles",
+        action="store_true",
+        help="clear the catalogue's titles kept out of bridge training",
+    )
+
+
+def excluded_titles_request(args, option: str) -> dict:
+    """`BuildRequest` fields for the exclusion options: the titles and the file's name (None:
+    keep the catalogue's setting; []: clear it)."""
+    from pathlib import Path
+
+    if args.exclude_titles and args.keep_all_titles:
+        raise EmbeddingsError(f"{option} and --no-bridge-exclude-titles contradict each other")
+    if args.keep_all_titles:
+        return {"bridge_exclude_titles": [], "bridge_exclude_origin": None}
+    titles = read_excluded_titles(args.exclude_titles, option)
+    origin = Path(args.exclude_titles).name if titles else None
+    return {"bridge_exclude_titles": titles, "bridge_exclude_origin": origin}
 
 
 def check_filter_values(catalogue, filters: dict[str, str] | None) -> None:

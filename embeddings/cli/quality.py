@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 from embeddings.cli.options import (
+    add_exclusion_options,
     add_models_option,
     add_recipe_option,
+    excluded_titles_request,
     parse_model_list,
-    read_excluded_titles,
 )
 from embeddings.cli.progress import ProgressBars
 from embeddings.errors import EmbeddingsError
@@ -37,13 +38,7 @@ def add_parsers(commands) -> None:
     bridge.add_argument(
         "--force", action="store_true", help="retrain even a bridge that is up to date"
     )
-    bridge.add_argument(
-        "--exclude-titles",
-        "--bridge-exclude-titles",
-        dest="exclude_titles",
-        metavar="FILE",
-        help="a text file of titles, one per line, kept out of training with their products",
-    )
+    add_exclusion_options(bridge, "--exclude-titles", "--bridge-exclude-titles")
     add_recipe_option(bridge)
     _pick_titles_parser(commands)
 
@@ -186,8 +181,9 @@ def cmd_pick_titles(args) -> int:
 
 
 def cmd_bridge(args) -> int:
+    """`bridge`: retrain bridges with the catalogue's bridge settings, changed by the options
+    (a change is recorded in catalog.json first, and said)."""
     from embeddings.bridge import train_bridge_for_catalogue
-    from embeddings.bridge.exclusion import ExcludedTitles
     from embeddings.catalogue import Catalogue
     from embeddings.config import resolve_catalog_dir
     from embeddings.index.opening import built_models
@@ -196,16 +192,16 @@ def cmd_bridge(args) -> int:
 
     directory = resolve_catalog_dir(args.catalog)
     catalogue = Catalogue.open(directory)
-    models = args.models or [m for m in built_models(catalogue) if not get_spec(m).has_text]
+    image_only = [m for m in built_models(catalogue) if not get_spec(m).has_text]
+    models = args.models or image_only
     if not models:
         raise EmbeddingsError(
             f"catalogue {catalogue.name!r} has no built image-only model to bridge"
         )
-    excluded = read_excluded_titles(args.exclude_titles, "--exclude-titles")
-    fit_options = {"exclude": ExcludedTitles.of(excluded)} if excluded else {}
-    if args.bridge_recipe:
-        fit_options["recipe"] = args.bridge_recipe
+    requested = excluded_titles_request(args, "--exclude-titles")
     with build_lock(directory):
+        catalogue = Catalogue.open(directory)
+        settings = _record_bridge_settings(catalogue, requested, args.bridge_recipe)
         for model_id in models:
             if get_spec(model_id).has_text:
                 print(f"[{model_id}] has its own text tower: no bridge needed")
@@ -219,7 +215,7 @@ def cmd_bridge(args) -> int:
                     holdout_fraction=args.holdout,
                     force=args.force,
                     progress=bars,
-                    **fit_options,
+                    **settings.fit_options(),
                 )
             finally:
                 bars.close()
@@ -227,7 +223,47 @@ def cmd_bridge(args) -> int:
                 f"[{model_id}] text bridge: "
                 f"{summary or 'no titles in this catalogue: nothing to learn from'}"
             )
+    behind = _bridges_behind(catalogue, settings, [m for m in image_only if m not in models])
+    if behind:
+        print(
+            f"the bridges of {', '.join(behind)} still follow the earlier settings; retrain "
+            f"them: python -m embeddings bridge --catalog {directory} (or the next build does)"
+        )
     return 0
+
+
+def _record_bridge_settings(catalogue, requested: dict, recipe: str | None):
+    """The catalogue's bridge settings with the options' changes, saved in catalog.json when
+    they changed (or were never recorded); each change printed."""
+    from embeddings.bridge.settings import (
+        SETTINGS_KEY,
+        BridgeSettings,
+        catalogue_settings,
+        resolve,
+    )
+    from embeddings.locks import commit_lock
+
+    settings, changes = resolve(
+        catalogue_settings(catalogue),
+        exclude_titles=requested["bridge_exclude_titles"],
+        origin=requested["bridge_exclude_origin"],
+        recipe=recipe,
+    )
+    for change in changes:
+        print(f"catalogue setting changed: {change}")
+    if changes or BridgeSettings.recorded(catalogue.info) is None:
+        catalogue.info[SETTINGS_KEY] = settings.record()
+        with commit_lock(catalogue.directory, exclusive=True):
+            catalogue.save()
+    print(f"bridge settings: {settings.describe()}")
+    return settings
+
+
+def _bridges_behind(catalogue, settings, models: list[str]) -> list[str]:
+    from embeddings.bridge import read_bridge_manifest
+
+    manifests = {m: read_bridge_manifest(catalogue.bridge_dir(m)) for m in models}
+    return [m for m, manifest in manifests.items() if manifest and not settings.matches(manifest)]
 
 
 COMMANDS = {"evaluate": cmd_evaluate, "bridge": cmd_bridge, "pick-titles": cmd_pick_titles}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from embeddings.cli.options import (
     add_models_option,
@@ -198,13 +197,16 @@ def _search_query(args, image, catalogue):
 def read_query_lines(path: str) -> list[str]:
     """The text queries of a `--queries` file, one per line (trailing blank lines ignored).
 
-    A blank line inside the file, or one over the text length limit, is refused with its line
-    number: skipping it would shift every later answer against its query.
+    Lines end at "\n" or "\r\n" only, and a leading BOM is dropped (`embeddings.lines`): a
+    query holding U+2028 or a form feed stays one query. A blank line inside the file, or one
+    over the text length limit, is refused with its line number: skipping it would shift every
+    later answer against its query.
     """
+    from embeddings.lines import read_lines
     from embeddings.search.searcher import MAX_TEXT_CHARS
 
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = read_lines(path)
     except FileNotFoundError:
         raise EmbeddingsError(f"--queries {path}: no such file") from None
     except UnicodeDecodeError as exc:

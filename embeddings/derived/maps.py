@@ -281,6 +281,21 @@ def faithfulness(
     }
 
 
+def _distinct(points: np.ndarray) -> int:
+    return len(np.unique(np.asarray(points, dtype=np.float32), axis=0))
+
+
+def check_spread(points: np.ndarray, model_id: str, catalogue_name: str) -> None:
+    """Refuse vectors a map cannot spread out: all of them the same (t-SNE's neighbour
+    distances are then all zero and its layout undefined). A `QueryError` naming the model."""
+    if len(points) and np.ptp(points, axis=0).max() <= 1e-6:
+        raise QueryError(
+            f"model {model_id!r} cannot be mapped in {catalogue_name!r}: all {len(points):,} "
+            "of its vectors are the same (the model sees every product as the same picture), "
+            "so there is nothing to lay out; other models may still tell them apart"
+        )
+
+
 def compute_map(
     catalogue: Catalogue,
     index: ModelIndex,
@@ -299,8 +314,15 @@ def compute_map(
     started = time.perf_counter()
     rows = mapped_rows(catalogue, index, max_points, seed)
     points, reduction = reduced_vectors(index, rows, seed, say)
+    check_spread(points, index.model_id, catalogue.name)
     reduced_at = time.perf_counter()
     coords = project(points, seed, index.model_id, say)
+    if not np.isfinite(coords).all():
+        raise QueryError(
+            f"model {index.model_id!r} cannot be mapped in {catalogue.name!r}: t-SNE found no "
+            f"layout ({_distinct(points):,} distinct vectors among {len(points):,}: the "
+            "model sees too many of the products as the same picture)"
+        )
     projected_at = time.perf_counter()
     faithful = faithfulness(index, rows, coords, seed, say)
     manifest = {

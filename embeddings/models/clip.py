@@ -97,6 +97,7 @@ def load(weights: str | Path | None = None) -> ClipEmbedder:
             f"{HF_HUB_CACHE} and on the hub ({type(exc).__name__}: {str(exc)[:300]}). "
             "Run once with network access, or set EMBEDDINGS_CLIP_MODEL to a local folder."
         ) from exc
+    cap_text_length(model)
     dimension_of = (
         getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     )
@@ -104,6 +105,22 @@ def load(weights: str | Path | None = None) -> ClipEmbedder:
     if not dim:
         dim = int(model.encode(["probe"], convert_to_numpy=True).shape[1])
     return ClipEmbedder(model, replace(spec, weights_id=clip_weights_id(name), dim=int(dim)))
+
+
+def cap_text_length(model) -> None:
+    """Cap the texts' token length at what the text tower has positions for.
+
+    The length comes from the hub tokenizer's `model_max_length`, which a tokenizer config
+    without it sets to a huge number; sentence-transformers caps it only at a top-level
+    `max_position_embeddings`, which a CLIP config keeps in its `text_config`. Uncapped, a long
+    text would index past the position embeddings (and the ONNX export would record it).
+    """
+    module = model[0]
+    config = getattr(module.auto_model, "config", None)
+    text_config = getattr(config, "text_config", config)
+    positions = getattr(text_config, "max_position_embeddings", None)
+    if positions and (not module.max_seq_length or module.max_seq_length > positions):
+        module.max_seq_length = int(positions)
 
 
 def clip_weights_id(name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -58,22 +59,39 @@ class TorchCNNEmbedder(Embedder):
 WEIGHTS_HINT = "pass a PyTorch state dict saved with torch.save(model.state_dict())"
 #: Paragraphs of torch's `weights_only` refusal that are advice, not the reason (one of them
 #: suggests `weights_only=False`, which would run the file's code).
-TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+TORCH_ADVICE = (
+    "Weights only load failed",
+    "Please file an issue",
+    "Check the documentation",
+    "(1)",
+    "(2)",
+)
+#: Terminal colour codes torch puts around its advice.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def read_state_dict(path: str | Path, model_id: str) -> Mapping:
+def read_state_dict(
+    path: str | Path, model_id: str, *, allowed: Sequence[tuple[type, str]] = ()
+) -> Mapping:
     """The dict saved in the weights file at `path`, read without running pickled code.
+
+    Always `torch.load(weights_only=True)`, never `weights_only=False`. `allowed`: (inert
+    stand-in class, "module.Name") pairs the file may name beside tensors (e.g. a training
+    framework's bookkeeping classes), passed to `torch.serialization.safe_globals`; a stand-in
+    must run nothing when it is built or given its state.
 
     Every failure is a `ModelLoadError` naming the model and the file: "no weights file at
     PATH" when nothing is there, else "could not read PATH as safe weights: ..." (a text file,
-    pickled code that `weights_only=True` refuses, a truncated or empty file, a folder, or a
-    file that holds something other than a dict of tensors).
+    pickled code that `weights_only=True` refuses, named with the class or function it asked
+    for, a truncated or empty file, a folder, or a file that holds something other than a dict
+    of tensors).
     """
     if not Path(path).exists():
         raise ModelLoadError(f"model {model_id!r}: no weights file at {path}; check the path")
     unsafe = f"model {model_id!r} could not read {path} as safe weights"
     try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allowed)):
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # every way torch.load fails: pickle, zip, EOF, OS errors...
         raise ModelLoadError(f"{unsafe}: {_load_failure(exc)}; {WEIGHTS_HINT}") from exc
     if not isinstance(state, Mapping) or not all(isinstance(key, str) for key in state):
@@ -99,14 +117,26 @@ def load_into(
 
 
 def _load_failure(exc: Exception) -> str:
-    """A short reason for a failed `torch.load`, without torch's advice to turn safety off."""
+    """A short reason for a failed `torch.load`, without torch's advice to turn safety off.
+
+    torch's refusal is paragraphs of advice around the reason, on lines that may start with a
+    tab ("\tWeightsUnpickler error: Unsupported global: GLOBAL pkg.Class was not an allowed
+    global by default. Please use ..."): the reason's line is kept up to that advice, so the
+    message names the class or function the file asked for.
+    """
     text = str(exc).strip()
     if not text:
         return f"the file is empty or cut short ({type(exc).__name__})"
     if not text.startswith("Weights only load failed"):
         return f"{type(exc).__name__}: {_shorten(text)}"
-    paragraphs = (part.strip() for part in text.split("\n\n"))
-    detail = " ".join(part for part in paragraphs if part and not part.startswith(TORCH_ADVICE))
+    reasons = []
+    for line in _ANSI.sub("", text).splitlines():
+        line = line.strip()
+        if not line or line.startswith(TORCH_ADVICE):
+            continue
+        line = line.removeprefix("WeightsUnpickler error:").strip()
+        reasons.append(line.split(" Please use", 1)[0].split(" Please file", 1)[0])
+    detail = " ".join(reasons)
     return "not a PyTorch weights file, or it holds pickled code, which is never run" + (
         f" ({_shorten(detail)})" if detail else ""
     )

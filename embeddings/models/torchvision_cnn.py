@@ -1,12 +1,21 @@
 """ResNet-50 backends: torchvision's ImageNet weights, and the tutorial's SimCLR checkpoint.
 
 Both produce the 2048-d penultimate (global-pooled) features of a torchvision `resnet50`.
-Weights download into torch's hub cache (`$TORCH_HOME/hub/checkpoints`) on first use.
+Weights download into torch's hub cache (`$TORCH_HOME/hub/checkpoints`) on first use, and every
+file is read with `torch.load(weights_only=True)` (`torch_common.read_state_dict`): torchvision's
+own `get_state_dict` is not used, since it loads with `weights_only=False`.
+
+Lightning checkpoints (bolts' SimCLR file was written by PyTorch Lightning 1.0/1.1) name a few
+Lightning classes beside the tensors: the callback states are keyed by the callback's class
+(`pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint`) and the hyper-parameters may be
+an `AttributeDict`. Those names are allow-listed as inert stand-ins (`LIGHTNING_STANDINS`), which
+hold what was pickled and run nothing; any other class or function is still refused.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +27,8 @@ from embeddings.models import get_spec
 from embeddings.models.identity import local_weights_id
 from embeddings.models.torch_common import TorchCNNEmbedder, load_into, read_state_dict
 
+#: torchvision's `ResNet50_Weights.IMAGENET1K_V2` file (its name carries its SHA-256 prefix).
+RESNET50_URL = "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
 #: The tutorial's SimCLR ResNet-50 ImageNet checkpoint, published by lightning-bolts.
 SIMCLR_URL = (
     "https://pl-bolts-weights.s3.us-east-2.amazonaws.com/"
@@ -33,8 +44,52 @@ def _headless_resnet50() -> torch.nn.Module:
     return network
 
 
+class _InertLightningObject:
+    """Stands in for a Lightning class a checkpoint names: keeps the pickled state, runs nothing."""
+
+    def __setstate__(self, state) -> None:
+        self.pickled_state = state
+
+
+class _InertAttributeDict:
+    """Stands in for Lightning's `AttributeDict` (a dict of hyper-parameters): unpickled as a
+    plain dict (torch's safe unpickler fills only plain dicts)."""
+
+    def __new__(cls, *args, **kwargs):
+        return {}
+
+
+#: (stand-in, the Lightning name it answers to) for `read_state_dict(allowed=...)`.
+LIGHTNING_STANDINS = (
+    (_InertLightningObject, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
+    (_InertLightningObject, "pytorch_lightning.callbacks.early_stopping.EarlyStopping"),
+    (_InertAttributeDict, "pytorch_lightning.utilities.parsing.AttributeDict"),
+)
+
+
 def _checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def download_checkpoint(url: str, model_id: str) -> Path:
+    """The file of `url` in the hub cache, downloaded there first when missing (its SHA-256
+    checked against the prefix in its name, as torch.hub does); nothing is read here."""
+    target = _checkpoint_dir() / os.path.basename(url)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = re.search(torch.hub.HASH_REGEX, target.name)
+    try:
+        torch.hub.download_url_to_file(
+            url, str(target), hash_prefix=prefix.group(1) if prefix else None, progress=True
+        )
+    except Exception as exc:  # network errors come in many types (URLError, socket, ssl...)
+        raise ModelLoadError(
+            f"model {model_id!r} could not load its weights: looked for {target} and tried to "
+            f"download {url} ({type(exc).__name__}: {exc}). Put the file there by hand, or run "
+            "once with network access."
+        ) from exc
+    return target
 
 
 def load_resnet50(weights: str | Path | None = None) -> TorchCNNEmbedder:
@@ -44,18 +99,8 @@ def load_resnet50(weights: str | Path | None = None) -> TorchCNNEmbedder:
         state = read_state_dict(weights, "resnet50")
         spec = replace(spec, weights_id=local_weights_id("resnet50", weights))
     else:
-        from torchvision.models import ResNet50_Weights
-
-        weights = ResNet50_Weights.IMAGENET1K_V2
-        target = _checkpoint_dir() / os.path.basename(weights.url)
-        try:
-            state = weights.get_state_dict(progress=True, check_hash=True)
-        except Exception as exc:  # network errors come in many types (URLError, socket, ssl...)
-            raise ModelLoadError(
-                f"model 'resnet50' could not load its ImageNet weights: looked for {target} and "
-                f"tried to download {weights.url} ({type(exc).__name__}: {exc}). Put the file "
-                "there by hand, or run once with network access."
-            ) from exc
+        weights = download_checkpoint(RESNET50_URL, "resnet50")
+        state = read_state_dict(weights, "resnet50")
     network = _headless_resnet50()
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}
     load_into(network, state, "resnet50", weights, "a ResNet-50")
@@ -88,7 +133,7 @@ def load_simclr(weights: str | Path | None = None) -> TorchCNNEmbedder:
     content)."""
     spec = get_spec("simclr")
     path = _default_simclr_checkpoint() if weights is None else weights
-    checkpoint = read_state_dict(path, "simclr")
+    checkpoint = read_state_dict(path, "simclr", allowed=LIGHTNING_STANDINS)
     if weights is not None:
         spec = replace(spec, weights_id=local_weights_id("simclr", weights))
     try:
@@ -102,15 +147,4 @@ def load_simclr(weights: str | Path | None = None) -> TorchCNNEmbedder:
 
 def _default_simclr_checkpoint() -> Path:
     """Bolts' checkpoint in the hub cache, downloaded there first when it is missing."""
-    path = _checkpoint_dir() / "simclr_imagenet.ckpt"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(SIMCLR_URL, str(path), progress=True)
-        except Exception as exc:  # network errors come in many types
-            raise ModelLoadError(
-                f"model 'simclr' could not load its checkpoint: looked for {path} and "
-                f"tried to download {SIMCLR_URL} ({type(exc).__name__}: {exc}). Put the file "
-                "there by hand, or run once with network access."
-            ) from exc
-    return path
+    return download_checkpoint(SIMCLR_URL, "simclr")

@@ -139,10 +139,16 @@ def unseen_title_problem(catalogue: Catalogue, model_id: str, titles: Sequence[s
 
 
 def default_title_queries(catalogue: Catalogue, models: Sequence[str]) -> list[str]:
-    """The titles the models' bridges were built without (the recipe's query titles).
+    """The titles the catalogue keeps out of its bridges (its bridge setting, see
+    `embeddings.bridge.settings`), else those the models' bridges were built without.
 
-    Raises when the bridges disagree or none recorded an exclusion.
+    Raises when there are none, or the bridges disagree.
     """
+    from embeddings.bridge.settings import BridgeSettings
+
+    recorded = BridgeSettings.recorded(catalogue.info)
+    if recorded is not None and recorded.exclude:
+        return sorted(recorded.exclude.titles)
     found: dict[str, list[str]] = {}
     for model_id in models:
         for part in bridge_parts(model_id):
@@ -157,8 +163,8 @@ def default_title_queries(catalogue: Catalogue, models: Sequence[str]) -> list[s
             if not sets
             else "the bridges were built without the same --bridge-exclude-titles"
         )
-        + f"; pick them with python -m embeddings pick-titles --catalog {catalogue.directory}"
-        " --out titles.txt, then rebuild with --bridge-exclude-titles titles.txt"
+        + f"; let the build pick them: python -m embeddings build --catalog {catalogue.directory}"
+        " --kagl (or pick-titles --out titles.txt, then build --bridge-exclude-titles titles.txt)"
     )
 
 

@@ -139,6 +139,12 @@ def check_query(query: Query, known_ids) -> Query:
         raise QueryError(
             f"product(s) {', '.join(both)} are both liked and disliked; keep each on one side"
         )
+    if query.item is not None and str(query.item) in set(liked) | set(disliked):
+        side = "liked" if str(query.item) in liked else "disliked"
+        raise QueryError(
+            f"product {query.item} is the query and also {side}: steering by the query's own "
+            "product changes nothing (the query is already that product); steer by other products"
+        )
     name = getattr(known_ids, "name", None)
     where = f"catalogue {name!r}" if name else "this catalogue"
     for role, ids in (("query", [query.item] if query.item is not None else []), *_roles(query)):
