@@ -41,6 +41,12 @@ def add_parsers(commands) -> None:
     build.add_argument("--limit", type=int, help="keep N products, stratified by the main label")
     build.add_argument("--seed", type=int, help="seed of the --limit subset (default 0)")
     build.add_argument("--sidecar", help="folder adapter: CSV adding titles/labels by file name")
+    _index_options(build)
+    _bridge_options(build)
+
+
+def _index_options(build: argparse.ArgumentParser) -> None:
+    """How a model is embedded and where its index lives."""
     build.add_argument("--batch-size", type=int, default=64)
     build.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
     build.add_argument(
@@ -90,6 +96,10 @@ def add_parsers(commands) -> None:
         metavar="MODEL=PATH",
         help="load a model's weights from a local file or folder",
     )
+
+
+def _bridge_options(build: argparse.ArgumentParser) -> None:
+    """Text bridges and the fashion leaderboard protocol (catalogue settings)."""
     build.add_argument(
         "--bridge",
         action=argparse.BooleanOptionalAction,
