@@ -26,7 +26,7 @@ from app_support.sidebar import (
 from app_support.tiles import Tile, tile_grid
 from embeddings.derived import duplicates as core
 from embeddings.catalogue import Catalogue
-from embeddings.artefacts import Step
+from embeddings.artefacts import Step, artefact_dir
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
 from embeddings.index.fused import is_fused
 from embeddings.index.store import MANIFEST_FILE
@@ -39,7 +39,7 @@ MEMBERS_SHOWN = 16
 
 # -- cached reads ------------------------------------------------------------------------------
 def _stamp(cat: Catalogue, model_id: str) -> int:
-    folder = cat.directory / core.KIND / model_id
+    folder = artefact_dir(cat, core.KIND, model_id)
     return resources._stamp(folder / MANIFEST_FILE, cat.model_dir(model_id) / MANIFEST_FILE)
 
 

@@ -35,7 +35,7 @@ from app_support.sidebar import (
 from app_support.tiles import Tile, tile_grid
 from embeddings.derived import maps as core_maps
 from embeddings.catalogue import Catalogue, stratified_sample
-from embeddings.artefacts import Step
+from embeddings.artefacts import Step, artefact_dir
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
 from embeddings.index.store import MANIFEST_FILE
 
@@ -77,7 +77,7 @@ def saved_map(cat: Catalogue, model_id: str):
 
 
 def _map_stamp(cat: Catalogue, model_id: str) -> int:
-    folder = cat.directory / core_maps.KIND / model_id
+    folder = artefact_dir(cat, core_maps.KIND, model_id)
     return resources._stamp(folder / MANIFEST_FILE, cat.model_dir(model_id) / MANIFEST_FILE)
 
 

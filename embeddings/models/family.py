@@ -220,12 +220,22 @@ def load_family(
     from embeddings.models.onnx_embedders import embedder_for_export
     from embeddings.models.onnx_loader import ensure_export
 
-    source = resolve_source(model_id, weights, download=False)
     spec = family_spec(model_id)
-    if runtime == "onnx" and source is None:
+    try:
+        source, problem = resolve_source(model_id, weights, download=False), None
+    except (ImportError, ModelLoadError) as exc:  # no timm/open_clip here, a name unknown
+        source, problem = None, exc
+    if runtime == "onnx" and source is None and weights is None:
         served = _only_export(model_id)
         if served is not None:
             return _remember(embedder_for_export(spec, served))
+    if isinstance(problem, ImportError):
+        raise ModelLoadError(
+            f"model {model_id!r} needs a package that is not installed ({problem}) and no "
+            "export of it was found; install requirements.txt, or serve a bundle holding it"
+        ) from problem
+    if problem is not None:
+        raise problem
     if source is None:
         source = resolve_source(model_id, weights, download=True)
     if runtime == "torch":
@@ -268,3 +278,25 @@ def _only_export(model_id: str):
         except (StaleExport, OSError, ValueError, KeyError, TypeError):
             continue
     return None
+
+
+def cache_status(model_id: str) -> str:
+    """"cached" when a preset's or family model's weights are in the hub cache (or a local
+    folder) or its export is in the models cache; else "downloads N MB" (a preset) or
+    "downloads on first use"."""
+    from embeddings.models.onnx_cache import MANIFEST_FILE, export_dir
+
+    if any(export_dir(model_id, "x").parent.glob(f"*/{MANIFEST_FILE}")):
+        return "cached"
+    preset = get_preset(model_id)
+    hub = "https://huggingface.co/"
+    try:  # a preset's repo is in its source: no library import to map its name
+        if preset is not None and preset.source.startswith(hub):
+            found = hub_snapshot(model_id, preset.source[len(hub) :], download=False)
+        else:
+            found = resolve_source(model_id, download=False)
+    except (ImportError, EmbeddingsError):
+        found = None
+    if found is not None:
+        return "cached"
+    return f"downloads {preset.download_mb:,} MB" if preset else "downloads on first use"
