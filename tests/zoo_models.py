@@ -130,10 +130,19 @@ def make_tiny_open_clip(folder: Path, seed: int = 0) -> Path:
     model_cfg = {
         "embed_dim": 16,
         "vision_cfg": {
-            "image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 8
+            "image_size": 32,
+            "layers": 2,
+            "width": 32,
+            "patch_size": 8,
+            "head_width": 8,
         },
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4,
-                     "layers": 2},
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 4,
+            "layers": 2,
+        },
     }
     preprocess_cfg = {
         "size": 32,
@@ -180,4 +189,34 @@ def make_zoo(root: Path) -> dict[str, Path]:
         f"open_clip:local-dir:{make_tiny_open_clip(root / 'open_clip', seed=14)}": root
         / "open_clip",
         f"timm:local-dir:{make_tiny_timm(root / 'timm', seed=15)}": root / "timm",
+    }
+
+
+def cached_zoo() -> dict[str, Path]:
+    """`make_zoo` made once per version of this file under `$EMBEDDINGS_TEST_CACHE` (default:
+    the system's temp folder), so the family ids (which hold the folders' paths) and their ONNX
+    exports are the same across test modules and runs (`EMBEDDINGS_TEST_MODELS`)."""
+    import fcntl
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+
+    key = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    root = Path(os.environ.get("EMBEDDINGS_TEST_CACHE") or tempfile.gettempdir())
+    root = root / "embeddings-test-cache"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / f"zoo-{key}"
+    with open(root / f"zoo-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "complete").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            make_zoo(folder)
+            (folder / "complete").write_text("")
+    return {
+        f"hf:{folder / 'clip'}": folder / "clip",
+        f"hf:{folder / 'siglip'}": folder / "siglip",
+        f"hf:{folder / 'dinov2'}": folder / "dinov2",
+        f"open_clip:local-dir:{folder / 'open_clip'}": folder / "open_clip",
+        f"timm:local-dir:{folder / 'timm'}": folder / "timm",
     }

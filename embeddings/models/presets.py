@@ -2,7 +2,9 @@
 
 Plain data (fastembed's model list style): `python -m embeddings models` shows them with whether
 their weights are already here. `download_mb` is the weights file's approximate size on the hub
-(what a first build downloads); `dim` and `input_size` are the published model's.
+(what a first build downloads); `dim` and `input_size` are the published model's;
+`images_per_s` is ONNX Runtime's rate for its architecture on 2 CPU cores, measured by
+`python -m bench.bench_zoo` with random weights (the app's time estimate before a build).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Preset:
     input_size: int
     has_text: bool
     description: str
+    images_per_s: float
 
 
 PRESETS: tuple[Preset, ...] = (
@@ -34,6 +37,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         True,
         "FashionCLIP: CLIP ViT-B/32 fine-tuned on 800k Farfetch products",
+        40.0,
     ),
     Preset(
         "marqo-fashion-siglip",
@@ -45,6 +49,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         True,
         "Marqo-FashionSigLIP: SigLIP ViT-B/16 fine-tuned for fashion search (open_clip)",
+        12.0,
     ),
     Preset(
         "siglip2-base",
@@ -56,6 +61,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         True,
         "SigLIP 2 ViT-B/16, 224 px, Gemma tokenizer",
+        12.0,
     ),
     Preset(
         "siglip-base",
@@ -67,6 +73,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         True,
         "SigLIP ViT-B/16, 224 px (resized, not cropped)",
+        12.0,
     ),
     Preset(
         "dinov2-small",
@@ -78,6 +85,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         False,
         "DINOv2 ViT-S/14, self-supervised image features (no text tower: a text bridge)",
+        30.0,
     ),
     Preset(
         "clip-vit-b-32-laion",
@@ -89,6 +97,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         True,
         "open_clip ViT-B/32 trained on LAION-2B",
+        40.0,
     ),
     Preset(
         "convnext-tiny-in22k",
@@ -100,6 +109,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         False,
         "timm ConvNeXt-Tiny, ImageNet-22k then 1k, pooled features (a text bridge)",
+        25.0,
     ),
 )
 
