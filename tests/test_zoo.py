@@ -34,6 +34,7 @@ TEXTS = [
     " ".join(["a very long product title with many words"] * 30),
 ]
 SAMPLE = 60
+NOISE_IMAGES = 3  # the last images of `real_photos`
 
 
 def real_photos(count: int = 8) -> list[Image.Image]:
@@ -43,7 +44,7 @@ def real_photos(count: int = 8) -> list[Image.Image]:
     images = [Image.open(p).convert("RGB") for p in paths]
     images += [draw_product(c, s, 1) for c, s in (("red", "circle"), ("blue", "triangle"))]
     rng = np.random.default_rng(3)
-    for size in ((30, 200), (301, 47), (7, 5)):
+    for size in ((30, 200), (301, 47), (7, 5)):  # NOISE_IMAGES of them
         images.append(Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), np.uint8)))
     return images
 
@@ -118,7 +119,11 @@ def test_the_image_recipe_matches_the_library_on_real_photos(model_id):
     assert ours.shape == theirs.shape and ours.dtype == np.float32
     std = np.asarray(reference.recipe["std"], dtype=np.float32).reshape(1, 3, 1, 1)
     grey_levels = np.abs(ours - theirs) * std * 255
-    assert grey_levels.max() <= 3 and (grey_levels > 1.01).mean() < 0.01
+    photos = len(images) - NOISE_IMAGES
+    assert grey_levels[:photos].max() <= 2  # photos and drawn products: a grey level or so
+    # Random noise squashed 6:1 (SigLIP) is where torchvision's antialiased bicubic and PIL's
+    # differ most, on a few pixels.
+    assert grey_levels.max() <= 6 and (grey_levels > 1.01).mean() < 0.01
 
 
 @pytest.mark.parametrize("model_id", TEXT_IDS, ids=SHORT.get)

@@ -195,8 +195,12 @@ def load_torch(model_id: str, source: Source) -> Embedder:
     try:
         loader = getattr(importlib.import_module(module_name), function)
         return loader(model_id, family_id_of(model_id), spec, source)
-    except ModelLoadError:
-        raise
+    except ModelLoadError as exc:
+        if repr(model_id) in str(exc):
+            raise
+        raise ModelLoadError(
+            f"model {model_id!r} could not load from the {source.origin}: {exc}"
+        ) from exc
     except ImportError as exc:
         raise ModelLoadError(
             f"model {model_id!r} needs a package that is not installed ({exc}); "

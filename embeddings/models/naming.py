@@ -10,7 +10,7 @@ Family ids:
 An id may not hold `,` `+` or `=`: the command line uses them to separate model lists, fused
 models and `--weights ID=PATH`. Catalogue and export folders are named by `folder_name(id)`: the
 id itself when it is a plain short id (so today's catalogues keep their folders), else a readable
-slug and a hash of the whole id (never two ids in one folder, never a `/` or `..` in a name).
+slug and a hash of the whole id (never two ids in one folder, never a `/`, `.` or `:` in a name).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def hub_repo(model_id: str) -> str | None:
 
 def folder_name(model_id: str) -> str:
     """A safe, collision-free folder name for a model id (see the module docstring)."""
-    if _PLAIN.fullmatch(model_id):
-        return model_id
+    if all(_PLAIN.fullmatch(part) for part in model_id.split("+")):
+        return model_id  # a short id, or short ids fused (`a+b`): their folders as before
     readable = re.sub(r"[^A-Za-z0-9_-]+", "_", model_id).strip("_-")[:60]
     return f"{readable}-{hashlib.sha256(model_id.encode('utf-8')).hexdigest()[:10]}"
