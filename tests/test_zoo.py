@@ -243,3 +243,34 @@ def test_publishing_refuses_an_id_naming_a_local_folder(zoo_catalogue, tmp_path)
     with pytest.raises(EmbeddingsError, match="does not record"):
         publish_bundle(catalogue, [local], tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()
+
+
+def test_a_hub_model_in_the_cache_is_known_by_its_commit(tmp_path, monkeypatch):
+    """A hub name whose snapshot is in the Hugging Face cache loads from it offline, with the
+    revision's commit hash as its weights id; a hub name that is not cached fails with a
+    message naming the id, the cache looked in and the hub."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cache = tmp_path / "hub"
+    repo = cache / "models--acme--tiny-vit"
+    shutil.copytree(
+        ZOO[next(m for m in FAMILY_IDS if SHORT[m] == "timm")], repo / "snapshots" / commit
+    )
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = load_model("timm:hf-hub:acme/tiny-vit")
+    assert (
+        model.weights_id
+        == f"acme/tiny-vit@{commit}"
+        == expected_weights_id("timm:hf-hub:acme/tiny-vit")
+    )
+    assert model.dim == 32
+    with pytest.raises(EmbeddingsError) as refused:
+        load_model("hf:acme/not-cached")
+    message = str(refused.value)
+    assert "'hf:acme/not-cached'" in message and str(cache) in message and "hub" in message

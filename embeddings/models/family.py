@@ -32,10 +32,16 @@ from embeddings.models.presets import get_preset
 
 #: transformers model types with a text tower (`get_text_features`).
 HF_TEXT_TYPES = frozenset({"clip", "siglip", "siglip2"})
-#: Files fetched from a hub repo: weights as safetensors, configs, tokenizer files.
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.spm", "*.tiktoken"]
-#: Pickled weights files fetched only when a repo has no safetensors (read with weights_only).
-HUB_PICKLED = ["pytorch_model.bin", "open_clip_pytorch_model.bin"]
+#: Files fetched from a hub repo besides the weights: configs and tokenizer files.
+HUB_CONFIGS = ["*.json", "*.txt", "*.model", "*.spm", "*.tiktoken"]
+#: family -> (its safetensors weights, the pickled file fetched only when those are absent and
+#: read with weights_only). A repo may hold several libraries' weights (Marqo's holds
+#: transformers' and open_clip's): only the family's own are fetched.
+HUB_WEIGHTS = {
+    "hf": ("*.safetensors", "pytorch_model.bin"),
+    "open_clip": ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
+    "timm": ("model.safetensors", "pytorch_model.bin"),
+}
 UNRESOLVED = "unresolved"
 
 #: Specs learned by loading (dimension, text tower), so later `get_spec` calls are exact.
@@ -140,20 +146,25 @@ def resolve_source(
             )
         return Source(path, local_weights_id(model_id, path), f"local {path.name!r}")
     repo = hub_repo(family_id) or _library_repo(model_id, family_id)
-    found = hub_snapshot(model_id, repo, download=download)
+    found = hub_snapshot(model_id, repo, family_id.partition(":")[0], download=download)
     if found is None:
         return None
     folder, commit = found
     return Source(folder, f"{repo}@{commit}", f"hub repo {repo} at commit {commit[:12]}")
 
 
-def hub_snapshot(model_id: str, repo: str, *, download: bool) -> tuple[Path, str] | None:
-    """(snapshot folder, commit) of `repo` from the HF cache, else downloaded when `download`."""
+def hub_snapshot(
+    model_id: str, repo: str, family: str, *, download: bool
+) -> tuple[Path, str] | None:
+    """(snapshot folder, commit) of `repo` from the HF cache, else downloaded when `download`:
+    its configs and tokenizer files and the family's safetensors weights."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.constants import HF_HUB_CACHE
 
+    safe, pickled = HUB_WEIGHTS[family]
+    patterns = [*HUB_CONFIGS, safe]
     try:
-        folder = Path(snapshot_download(repo, allow_patterns=HUB_PATTERNS, local_files_only=True))
+        folder = Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
     except Exception:  # noqa: BLE001 - not cached (or a partial cache): download, or say so
         if not download:
             return None
@@ -166,14 +177,21 @@ def hub_snapshot(model_id: str, repo: str, *, download: bool) -> tuple[Path, str
                 f"Run once with network access, or pass a local copy: --weights {model_id}=PATH"
             ) from None
         try:
-            folder = Path(snapshot_download(repo, allow_patterns=HUB_PATTERNS))
+            folder = Path(snapshot_download(repo, allow_patterns=patterns))
         except Exception as exc:  # noqa: BLE001 - hub errors: unknown repo, gated, network
             raise ModelLoadError(
                 f"model {model_id!r}: could not download {repo} from the hub "
                 f"({type(exc).__name__}: {str(exc)[:300]})"
             ) from exc
-    if download and not any(folder.rglob("*.safetensors")):
-        snapshot_download(repo, allow_patterns=HUB_PICKLED)
+    weights_here = any(folder.glob(safe)) or (folder / pickled).is_file()
+    if download and not weights_here:
+        try:  # no safetensors in the repo: its pickled file, read with weights_only
+            snapshot_download(repo, allow_patterns=[pickled])
+        except Exception as exc:  # noqa: BLE001 - hub errors: network, gated
+            raise ModelLoadError(
+                f"model {model_id!r}: {repo} has no {safe} and its {pickled} could not be "
+                f"downloaded ({type(exc).__name__})"
+            ) from exc
     return folder, folder.name
 
 
@@ -285,7 +303,7 @@ def _only_export(model_id: str):
 
 
 def cache_status(model_id: str) -> str:
-    """"cached" when a preset's or family model's weights are in the hub cache (or a local
+    """ "cached" when a preset's or family model's weights are in the hub cache (or a local
     folder) or its export is in the models cache; else "downloads N MB" (a preset) or
     "downloads on first use"."""
     from embeddings.models.onnx_cache import MANIFEST_FILE, export_dir
@@ -296,7 +314,8 @@ def cache_status(model_id: str) -> str:
     hub = "https://huggingface.co/"
     try:  # a preset's repo is in its source: no library import to map its name
         if preset is not None and preset.source.startswith(hub):
-            found = hub_snapshot(model_id, preset.source[len(hub) :], download=False)
+            repo, family = preset.source[len(hub) :], preset.family_id.partition(":")[0]
+            found = hub_snapshot(model_id, repo, family, download=False)
         else:
             found = resolve_source(model_id, download=False)
     except (ImportError, EmbeddingsError):
