@@ -17,25 +17,50 @@ from embeddings.models import get_spec
 from embeddings.models.presets import PRESETS, get_preset
 
 OTHER = "another model (type its id)"
-#: The ONNX export made once per model and weights, on 2 cores (bench/bench_zoo.py: 20-120 s).
-EXPORT_SECONDS = 90
-#: Images per second assumed for a model that is not a preset (a ViT-B/16 here, ONNX Runtime).
-DEFAULT_IMAGES_PER_S = 12.0
+#: Image tower cost (billions of multiply-accumulates per image, as timm lists them) of the
+#: built-in models whose measured build rate here the estimate scales from.
+REFERENCE_GMACS = {"efficientnet-lite0": 0.4, "resnet50": 4.1, "simclr": 4.1, "clip": 4.4}
+#: Fewer images than this in a build say little about its rate.
+MIN_TIMED = 32
+#: The cost assumed for a typed id (a ViT-B/16 at 224 px).
+DEFAULT_GMACS = 17.6
 
 
-def estimate(model_id: str, products: int) -> str:
-    """What building `model_id` over `products` costs here: its download and rough time."""
+def measured_rate(cat: Catalogue) -> tuple[str, float, float] | None:
+    """(model, images/s, its GMACs) of the last build here of a reference model that embedded
+    enough images to time, from its index manifest; None when there is none."""
+    from embeddings.index.store import read_manifest
+
+    for model_id, gmacs in REFERENCE_GMACS.items():
+        manifest = read_manifest(cat.model_dir(model_id)) or {}
+        embedded, seconds = manifest.get("embedded_this_run", 0), manifest.get("build_seconds", 0)
+        if embedded >= MIN_TIMED and seconds > 0:
+            return model_id, embedded / seconds, gmacs
+    return None
+
+
+def estimate(cat: Catalogue, model_id: str) -> str:
+    """What building `model_id` over `cat` costs here: its download and rough time."""
     from embeddings.models.family import cache_status
 
     status = cache_status(model_id)
-    preset = get_preset(model_id)
-    rate = preset.images_per_s if preset is not None else DEFAULT_IMAGES_PER_S
-    seconds = products / rate + (0 if status == "cached" else EXPORT_SECONDS)
-    basis = "measured for this architecture" if preset is not None else "assumed (a ViT-B/16)"
     download = "nothing to download (cached)" if status == "cached" else status
+    preset = get_preset(model_id)
+    gmacs = preset.gmacs if preset is not None else DEFAULT_GMACS
+    reference = measured_rate(cat)
+    if reference is None:
+        return (
+            f"{download}; time: no build here to scale from (the progress bar shows the rate); "
+            "plus a one-time ONNX export"
+        )
+    name, rate, reference_gmacs = reference
+    rate = rate * reference_gmacs / gmacs
+    seconds = len(cat) / rate
+    basis = "" if preset is not None else ", assuming a ViT-B/16's cost"
     return (
-        f"{download}; about {_duration(seconds)} for {products:,} products at ~{rate:.0f} "
-        f"images/s ({basis} on 2 CPU cores), plus the one-time ONNX export"
+        f"{download}; roughly {_duration(seconds)} for {len(cat):,} products at ~{rate:.1f} "
+        f"images/s (scaled from {name}'s {reference[1]:.0f} images/s built here by the "
+        f"architectures' cost{basis}), plus a one-time ONNX export of a few minutes"
     )
 
 
@@ -85,7 +110,7 @@ def model_picker_ui(cat: Catalogue, built: list[str]) -> None:
     model_id = _chosen_model(built)
     if model_id is None:
         return
-    st.caption(f"{model_id}: {estimate(model_id, len(cat))}.")
+    st.caption(f"{model_id}: {estimate(cat, model_id)}.")
     bridges = st.checkbox(
         "Train a text bridge if it has no text tower", value=True, key="zoo_bridges"
     )

@@ -274,3 +274,24 @@ def test_a_hub_model_in_the_cache_is_known_by_its_commit(tmp_path, monkeypatch):
         load_model("hf:acme/not-cached")
     message = str(refused.value)
     assert "'hf:acme/not-cached'" in message and str(cache) in message and "hub" in message
+
+
+def test_evaluate_kagl_measures_family_models_like_any_model(zoo_catalogue, tmp_path, capsys):
+    """`evaluate --protocol kagl` on family ids with native text towers: their title and label
+    figures, saved for the Compare page."""
+    from embeddings.cli import main
+    from embeddings.quality.kagl import load_leaderboard, pick_title_queries
+
+    catalogue, _ = zoo_catalogue
+    titles = tmp_path / "titles.txt"
+    titles.write_text("\n".join(pick_title_queries(catalogue, 10, seed=1)), encoding="utf-8")
+    models = [m for m in TEXT_IDS if SHORT[m] in ("clip", "open_clip")]
+    args = ["evaluate", "--catalog", str(catalogue.directory), "--protocol", "kagl"]
+    assert main([*args, "--models", ",".join(models), "--title-queries", str(titles)]) == 0
+    out = capsys.readouterr().out
+    assert all(m in out for m in models), out[-2000:]
+    saved = load_leaderboard(catalogue)
+    for model_id in models:
+        figures = saved.figures[model_id]
+        assert 0.0 <= figures["title"]["recall@10"] <= 1.0
+        assert figures["labels"], figures

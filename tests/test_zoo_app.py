@@ -33,24 +33,31 @@ def test_the_catalogue_page_adds_a_family_model_alone(product_folder, tmp_path, 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     data = tmp_path / "data"
     catalogue = create_catalogue(str(product_folder), data / "shop")
-    build_catalogue(BuildRequest(out=catalogue.directory, models=["pixels"], bridges=False))
+    build_catalogue(
+        BuildRequest(
+            out=catalogue.directory, models=["pixels", "efficientnet-lite0"], bridges=False
+        )
+    )
     pixels_manifest = catalogue.model_dir("pixels") / "manifest.json"
     before = pixels_manifest.stat().st_mtime_ns
     at = catalogue_page(data, monkeypatch)
     assert not at.exception, at.exception
     at.selectbox(key="zoo_choice").set_value("dinov2-small").run()
-    assert "dinov2-small: downloads 88 MB; about" in captions(at)  # an empty hub cache here
+    shown = captions(at)  # an empty hub cache here; efficientnet-lite0's rate scaled
+    assert "dinov2-small: downloads 88 MB; roughly" in shown
+    assert "scaled from efficientnet-lite0's" in shown
     at.selectbox(key="zoo_choice").set_value("another model (type its id)").run()
     at.text_input(key="zoo_typed").set_value("hf:a,b").run()
     assert "command line uses" in "\n".join(str(e.value) for e in at.error)
     at.text_input(key="zoo_typed").set_value(TIMM).run()
-    assert f"{TIMM}: nothing to download (cached); about" in captions(at)
+    assert f"{TIMM}: nothing to download (cached); roughly" in captions(at)
+    assert "assuming a ViT-B/16's cost" in captions(at)
     at.checkbox(key="zoo_bridges").uncheck().run()
     at.button(key="zoo_add").click().run()
     assert not at.exception, at.exception
     assert any(f"{TIMM}: 48 vectors, 48 embedded" in str(s.value) for s in at.success)
     catalogue = Catalogue.open(data / "shop")
-    assert built_models(catalogue) == sorted(["pixels", TIMM])
+    assert built_models(catalogue) == sorted(["efficientnet-lite0", "pixels", TIMM])
     assert pixels_manifest.stat().st_mtime_ns == before  # only the new model was embedded
     hits = make_searcher(catalogue).search_item(catalogue.ids[3], [TIMM], 5)[TIMM]
     assert len(hits) == 5

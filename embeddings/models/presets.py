@@ -3,8 +3,9 @@
 Plain data (fastembed's model list style): `python -m embeddings models` shows them with whether
 their weights are already here. `download_mb` is the weights file's approximate size on the hub
 (what a first build downloads); `dim` and `input_size` are the published model's;
-`images_per_s` is ONNX Runtime's rate for its architecture on 2 CPU cores, measured by
-`python -m bench.bench_zoo` with random weights (the app's time estimate before a build).
+`gmacs` is the image tower's cost per image at its input size, in billions of
+multiply-accumulates as timm lists them: the app scales the images/s this machine measured
+building another model by it, for its time estimate before a build.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class Preset:
     input_size: int
     has_text: bool
     description: str
-    images_per_s: float
+    gmacs: float
 
 
 PRESETS: tuple[Preset, ...] = (
@@ -37,7 +38,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         True,
         "FashionCLIP: CLIP ViT-B/32 fine-tuned on 800k Farfetch products",
-        40.0,
+        4.4,
     ),
     Preset(
         "marqo-fashion-siglip",
@@ -49,7 +50,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         True,
         "Marqo-FashionSigLIP: SigLIP ViT-B/16 fine-tuned for fashion search (open_clip)",
-        12.0,
+        17.6,
     ),
     Preset(
         "siglip2-base",
@@ -61,7 +62,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         True,
         "SigLIP 2 ViT-B/16, 224 px, Gemma tokenizer",
-        12.0,
+        17.6,
     ),
     Preset(
         "siglip-base",
@@ -73,7 +74,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         True,
         "SigLIP ViT-B/16, 224 px (resized, not cropped)",
-        12.0,
+        17.6,
     ),
     Preset(
         "dinov2-small",
@@ -85,7 +86,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         False,
         "DINOv2 ViT-S/14, self-supervised image features (no text tower: a text bridge)",
-        30.0,
+        6.1,
     ),
     Preset(
         "clip-vit-b-32-laion",
@@ -97,7 +98,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         True,
         "open_clip ViT-B/32 trained on LAION-2B",
-        40.0,
+        4.4,
     ),
     Preset(
         "convnext-tiny-in22k",
@@ -109,7 +110,7 @@ PRESETS: tuple[Preset, ...] = (
         224,
         False,
         "timm ConvNeXt-Tiny, ImageNet-22k then 1k, pooled features (a text bridge)",
-        25.0,
+        4.5,
     ),
 )
 
