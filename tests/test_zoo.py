@@ -295,3 +295,45 @@ def test_evaluate_kagl_measures_family_models_like_any_model(zoo_catalogue, tmp_
         figures = saved.figures[model_id]
         assert 0.0 <= figures["title"]["recall@10"] <= 1.0
         assert figures["labels"], figures
+
+
+def test_a_bundle_knows_a_local_model_by_its_content_hash(product_folder, tmp_path, monkeypatch):
+    """A hub name given a local folder with --weights publishes with no trace of the folder's
+    path; a server with neither that folder's name nor the hub cache serves it from the
+    bundle's encoder."""
+    import huggingface_hub.constants
+
+    from embeddings.bundle.publish import publish_bundle
+    from embeddings.models import onnx_cache
+
+    hub_name = "timm:hf-hub:acme/tiny-vit"
+    folder = ZOO[next(m for m in FAMILY_IDS if SHORT[m] == "timm")]
+    built = build_catalogue(
+        BuildRequest(
+            out=tmp_path / "cat",
+            source=str(product_folder),
+            models=[hub_name],
+            weights={hub_name: {"weights": str(folder)}},
+            bridges=False,
+        )
+    )
+    assert [o.status for o in built.outcomes] == ["built"], built.outcomes
+    catalogue = Catalogue.open(tmp_path / "cat")
+    publish_bundle(catalogue, [hub_name], tmp_path / "bundle")
+    for path in (tmp_path / "bundle").rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".txt", ".csv"):
+            assert str(folder) not in path.read_text(errors="replace"), path
+    encoders = tmp_path / "bundle" / "encoders"
+    assert [p.name for p in encoders.glob(f"{folder_name(hub_name)}/*")] == [
+        onnx_cache.weights_slug(expected_weights_id(hub_name, {"weights": str(folder)}))
+    ]
+    monkeypatch.setattr(onnx_cache, "_read_only_homes", [encoders])
+    monkeypatch.setenv("EMBEDDINGS_MODELS", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    served = load_model(hub_name)
+    assert served.weights_id.startswith("sha256:") and served.export.folder.is_relative_to(encoders)
+    product = catalogue.ids[9]
+    photo = Image.open(catalogue.image_path(product)).convert("RGB")
+    top = make_searcher(catalogue).search_image(photo, [hub_name], 3)[hub_name][0]
+    assert top.id == product and top.score > 0.99

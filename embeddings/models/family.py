@@ -22,7 +22,7 @@ import importlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from embeddings.errors import EmbeddingsError, ModelLoadError
@@ -239,7 +239,6 @@ def load_family(
     messages: Callable[[str], None] | None = None,
 ) -> Embedder:
     """`load_model` for presets and family ids (see the module docstring)."""
-    from embeddings.models.onnx_embedders import embedder_for_export
     from embeddings.models.onnx_loader import ensure_export
 
     spec = family_spec(model_id)
@@ -250,7 +249,7 @@ def load_family(
     if runtime == "onnx" and source is None and weights is None:
         served = _only_export(model_id)
         if served is not None:
-            return _remember(embedder_for_export(spec, served))
+            return _from_export(spec, served)
     if isinstance(problem, ImportError):
         raise ModelLoadError(
             f"model {model_id!r} needs a package that is not installed ({problem}) and no "
@@ -269,7 +268,15 @@ def load_family(
         return export_family(load_torch(model_id, source), folder)
 
     export = ensure_export(model_id, source.weights_id, make, messages=messages)
-    hint = f"delete {export.folder} to make the export again"
+    return _from_export(spec, export, hint=f"delete {export.folder} to make the export again")
+
+
+def _from_export(spec: ModelSpec, export, hint: str = "") -> Embedder:
+    """The export's embedder; whether it has a text tower is the export's to say (a server
+    without the model's config knows it only from there)."""
+    from embeddings.models.onnx_embedders import embedder_for_export
+
+    spec = replace(spec, has_text=export.manifest.get("kind") == "clip")
     return _remember(embedder_for_export(spec, export, hint=hint))
 
 
