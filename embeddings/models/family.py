@@ -156,43 +156,45 @@ def resolve_source(
 def hub_snapshot(
     model_id: str, repo: str, family: str, *, download: bool
 ) -> tuple[Path, str] | None:
-    """(snapshot folder, commit) of `repo` from the HF cache, else downloaded when `download`:
-    its configs and tokenizer files and the family's safetensors weights."""
+    """(snapshot folder, commit) of `repo` from the HF cache; when `download`, whatever of its
+    configs, tokenizer files and the family's safetensors weights (else its pickled weights) the
+    cache lacks is fetched first."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.constants import HF_HUB_CACHE
 
     safe, pickled = HUB_WEIGHTS[family]
     patterns = [*HUB_CONFIGS, safe]
     try:
         folder = Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
-    except Exception:  # noqa: BLE001 - not cached (or a partial cache): download, or say so
-        if not download:
-            return None
-        from embeddings.models.clip import _hub_reachable
-
-        if not _hub_reachable():
-            raise ModelLoadError(
-                f"model {model_id!r}: looked for {repo} in the Hugging Face cache {HF_HUB_CACHE} "
-                "(not there) and on the hub (huggingface.co cannot be reached: no network?). "
-                f"Run once with network access, or pass a local copy: --weights {model_id}=PATH"
-            ) from None
-        try:
-            folder = Path(snapshot_download(repo, allow_patterns=patterns))
-        except Exception as exc:  # noqa: BLE001 - hub errors: unknown repo, gated, network
-            raise ModelLoadError(
-                f"model {model_id!r}: could not download {repo} from the hub "
-                f"({type(exc).__name__}: {str(exc)[:300]})"
-            ) from exc
-    weights_here = any(folder.glob(safe)) or (folder / pickled).is_file()
-    if download and not weights_here:
-        try:  # no safetensors in the repo: its pickled file, read with weights_only
-            snapshot_download(repo, allow_patterns=[pickled])
-        except Exception as exc:  # noqa: BLE001 - hub errors: network, gated
-            raise ModelLoadError(
-                f"model {model_id!r}: {repo} has no {safe} and its {pickled} could not be "
-                f"downloaded ({type(exc).__name__})"
-            ) from exc
+    except Exception:  # noqa: BLE001 - not in the cache (huggingface_hub's own errors)
+        folder = None
+    if not download:
+        return (folder, folder.name) if folder is not None else None
+    if folder is None or not any(folder.glob(safe)):
+        folder = _download(model_id, repo, patterns)
+    if not any(folder.glob(safe)) and not (folder / pickled).is_file():
+        folder = _download(model_id, repo, [pickled])  # read with weights_only
     return folder, folder.name
+
+
+def _download(model_id: str, repo: str, patterns: list[str]) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    from embeddings.models.clip import _hub_reachable
+
+    if not _hub_reachable():
+        raise ModelLoadError(
+            f"model {model_id!r}: looked for {repo} in the Hugging Face cache {HF_HUB_CACHE} "
+            "(not there) and on the hub (huggingface.co cannot be reached: no network?). "
+            f"Run once with network access, or pass a local copy: --weights {model_id}=PATH"
+        )
+    try:
+        return Path(snapshot_download(repo, allow_patterns=patterns))
+    except Exception as exc:  # noqa: BLE001 - hub errors: unknown repo, gated, network
+        raise ModelLoadError(
+            f"model {model_id!r}: could not download {', '.join(patterns[-1:])} of {repo} "
+            f"from the hub ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from exc
 
 
 def expected_weights_id(model_id: str, weights=None) -> str:
