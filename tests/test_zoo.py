@@ -337,3 +337,29 @@ def test_a_bundle_knows_a_local_model_by_its_content_hash(product_folder, tmp_pa
     photo = Image.open(catalogue.image_path(product)).convert("RGB")
     top = make_searcher(catalogue).search_image(photo, [hub_name], 3)[hub_name][0]
     assert top.id == product and top.score > 0.99
+
+
+def test_family_models_build_into_milvus_lite_side_by_side(product_folder, tmp_path):
+    """Two `hf:` ids of folders side by side (their names agree but for the last part) get
+    their own Milvus collections and answer their own queries (Milvus Lite, the catalogue's
+    milvus.db)."""
+    from embeddings.build.catalogue import IndexOptions
+
+    models = [m for m in FAMILY_IDS if SHORT[m] in ("clip", "dinov2")]
+    built = build_catalogue(
+        BuildRequest(
+            out=tmp_path / "cat",
+            source=str(product_folder),
+            models=models,
+            bridges=False,
+            index=IndexOptions(backend="milvus"),
+        )
+    )
+    assert [o.status for o in built.outcomes] == ["built", "built"], built.outcomes
+    catalogue = Catalogue.open(tmp_path / "cat")
+    searcher = make_searcher(catalogue)
+    product = catalogue.ids[11]
+    photo = Image.open(catalogue.image_path(product)).convert("RGB")
+    answers = searcher.search_image(photo, models, 3)
+    for model_id in models:
+        assert answers[model_id][0].id == product and answers[model_id][0].score > 0.99
