@@ -30,7 +30,7 @@ CORPUS = [
 
 
 def make_tiny_siglip(folder: Path, seed: int = 0) -> Path:
-    """A random SigLIP (16 px... 32 px images, 32-d) with a SentencePiece tokenizer trained
+    """A random SigLIP (32 px images, 32-d) with a SentencePiece tokenizer trained
     here on product words, and its image processor (resize to 32 x 32, no crop)."""
     import sentencepiece as spm
     import torch
