@@ -18,6 +18,7 @@ import streamlit as st
 
 from app_support import resources
 from app_support.bundle_ui import bundle_overview_ui
+from app_support.model_picker_ui import model_picker_ui
 from app_support.progress_ui import ProgressUI
 from app_support.sidebar import Selection, escape_markdown
 from embeddings.bridge.settings import BridgeSettings, catalogue_settings
@@ -478,6 +479,7 @@ def catalogue_page(selection: Selection) -> None:
             st.dataframe(table, width="stretch", hide_index=True)
         if not read_only:
             build_missing_ui(cat, selection.built)
+            model_picker_ui(cat, selection.built)
     if read_only:
         st.caption(
             BUNDLE_NOTE

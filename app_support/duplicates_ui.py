@@ -23,6 +23,7 @@ from app_support.sidebar import (
     search_product_next_run,
 )
 from app_support.tiles import Tile, tile_grid
+from embeddings.artefacts import artefact_dir
 from embeddings.catalogue import Catalogue
 from embeddings.config import MANIFEST_FILE
 from embeddings.derived import duplicates as core
@@ -35,7 +36,7 @@ MEMBERS_SHOWN = 16
 
 # -- cached reads ------------------------------------------------------------------------------
 def _stamp(cat: Catalogue, model_id: str) -> int:
-    folder = cat.directory / core.KIND / model_id
+    folder = artefact_dir(cat, core.KIND, model_id)
     return resources._stamp(folder / MANIFEST_FILE, cat.model_dir(model_id) / MANIFEST_FILE)
 
 

@@ -35,6 +35,7 @@ from app_support.sidebar import (
     search_product_next_run,
 )
 from app_support.tiles import Tile, tile_grid
+from embeddings.artefacts import artefact_dir
 from embeddings.catalogue import Catalogue, stratified_sample
 from embeddings.config import MANIFEST_FILE
 from embeddings.derived import maps as core_maps
@@ -79,7 +80,7 @@ def saved_map(cat: Catalogue, model_id: str):
 
 
 def _map_stamp(cat: Catalogue, model_id: str) -> int:
-    folder = cat.directory / core_maps.KIND / model_id
+    folder = artefact_dir(cat, core_maps.KIND, model_id)
     return resources._stamp(folder / MANIFEST_FILE, cat.model_dir(model_id) / MANIFEST_FILE)
 
 

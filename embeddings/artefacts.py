@@ -68,7 +68,9 @@ def index_identity(index_manifest: dict) -> dict:
 
 
 def artefact_dir(catalogue: Catalogue, kind: str, model_id: str) -> Path:
-    return catalogue.directory / kind / model_id
+    from embeddings.models.naming import folder_name
+
+    return catalogue.directory / kind / folder_name(model_id)
 
 
 @contextmanager

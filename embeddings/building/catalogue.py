@@ -59,6 +59,7 @@ from embeddings.index.store import (
 )
 from embeddings.locks import build_lock, commit_lock
 from embeddings.models import expected_weights_id, get_spec, load_model
+from embeddings.models.naming import folder_name
 from embeddings.progress import Progress, ProgressFn, no_progress
 
 DEFAULT_MODELS = ("pixels", "efficientnet-lite0")
@@ -316,11 +317,13 @@ def _built_known_models(catalogue: Catalogue) -> list[str]:
         )
         if manifest is None:
             continue
+        model_id = manifest.get("model_id") or folder.name
         try:
-            get_spec(folder.name)
+            get_spec(model_id)
         except EmbeddingsError:
             continue  # a model this version does not know: left as it is
-        found.append(folder.name)
+        if folder_name(model_id) == folder.name:
+            found.append(model_id)
     return found
 
 

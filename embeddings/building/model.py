@@ -157,7 +157,7 @@ def embed_catalogue(
     ids = catalogue.ids
     todo = [item_id for item_id in ids if item_id not in known]
     chunks = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
-    work_dir = model_dir.with_name(f"{model_id}.work")
+    work_dir = model_dir.with_name(f"{model_dir.name}.work")
     plan_dir = _plan_dir(
         work_dir,
         _plan_key(model_id, weights_id, todo, chunk_size, batch_size),

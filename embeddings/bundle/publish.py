@@ -57,6 +57,7 @@ from embeddings.index.store import (
     stage_model_index,
 )
 from embeddings.locks import commit_lock
+from embeddings.models.naming import folder_name
 from embeddings.progress import Progress, ProgressFn, no_progress
 from embeddings.quality.evaluate import RESULTS_FILE, load_results
 
@@ -134,10 +135,12 @@ def _stage_bundle(
         _write_thumbnails(catalogue, staging, say)
         for model_id in models:
             say(Progress("index", model_id, 0, 1, "copying the index"))
-            _write_index(catalogue, model_id, staging / "models" / model_id)
+            _write_index(catalogue, model_id, staging / "models" / folder_name(model_id))
             say(Progress("index", model_id, 1, 1, "copying the index"))
             if model_id in bridges:
-                _copy_bridge(catalogue, model_id, staging / "bridges" / model_id, report)
+                _copy_bridge(
+                    catalogue, model_id, staging / "bridges" / folder_name(model_id), report
+                )
             report.notes += _copy_derived(catalogue, model_id, staging)
         _copy_encoders(catalogue, models, staging, say)
         report.notes += _copy_evaluation(catalogue, models, staging)
@@ -172,6 +175,7 @@ def _check_request(
     if not models:
         raise EmbeddingsError("name at least one model to publish, e.g. --models pixels")
     for model_id in models:
+        _refuse_local_path(model_id)
         manifest = read_manifest(catalogue.model_dir(model_id))
         if manifest is None or manifest.get("catalogue_fingerprint") != catalogue.fingerprint:
             raise EmbeddingsError(
@@ -179,6 +183,23 @@ def _check_request(
                 f"build it first: python -m embeddings build --catalog {catalogue.directory} "
                 f"--models {model_id}"
             )
+
+
+def _refuse_local_path(model_id: str) -> None:
+    """A bundle records no path of this machine: a model named by its folder is refused."""
+    from embeddings.models.family import family_id_of
+    from embeddings.models.naming import local_path
+
+    family_id = family_id_of(model_id)
+    if family_id is None or local_path(family_id) is None:
+        return
+    family = family_id.partition(":")[0]
+    raise EmbeddingsError(
+        f"model {model_id!r} is named by a folder of this machine, which a bundle does not "
+        f"record; give it a name and the folder as its weights, build and publish that: "
+        f"--models {family}:NAME --weights {family}:NAME=FOLDER (for open_clip and timm, "
+        f"{family}:hf-hub:NAME); the bundle then knows it by its content hash and its encoder"
+    )
 
 
 def _write_table(catalogue: Catalogue, folder: Path) -> None:
@@ -295,10 +316,16 @@ def _copy_bridge(catalogue: Catalogue, model_id: str, target: Path, report: Bund
 def _copy_derived(catalogue: Catalogue, model_id: str, staging: Path) -> list[str]:
     """The model's saved map and near-duplicate pairs (the Map and Duplicates pages), when they
     are current, re-tied to the bundle's copy of the index (same vectors, new manifest)."""
-    from embeddings.artefacts import KINDS, check_current, index_identity, read_artefact_manifest
+    from embeddings.artefacts import (
+        KINDS,
+        artefact_dir,
+        check_current,
+        index_identity,
+        read_artefact_manifest,
+    )
 
     notes = []
-    bundled_index = index_identity(read_manifest(staging / "models" / model_id))
+    bundled_index = index_identity(read_manifest(staging / "models" / folder_name(model_id)))
     for kind in KINDS:
         manifest = read_artefact_manifest(catalogue, kind, model_id)
         if manifest is None:
@@ -313,8 +340,8 @@ def _copy_derived(catalogue: Catalogue, model_id: str, staging: Path) -> list[st
         except EmbeddingsError:
             notes.append(f"{model_id}: its saved {kind} are stale and were left out")
             continue
-        target = staging / kind / model_id
-        shutil.copytree(catalogue.directory / kind / model_id, target)
+        target = staging / kind / folder_name(model_id)
+        shutil.copytree(artefact_dir(catalogue, kind, model_id), target)
         manifest["index"] = bundled_index
         (target / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return notes

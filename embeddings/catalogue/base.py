@@ -190,11 +190,15 @@ class Catalogue:
 
     def model_dir(self, model_id: str) -> Path:
         """Where a model's index artefacts live (swapped whole on every build)."""
-        return self.directory / "models" / model_id
+        from embeddings.models.naming import folder_name
+
+        return self.directory / "models" / folder_name(model_id)
 
     def bridge_dir(self, model_id: str) -> Path:
         """Where a model's text bridge lives (outside `model_dir`, which rebuilds replace)."""
-        return self.directory / "bridges" / model_id
+        from embeddings.models.naming import folder_name
+
+        return self.directory / "bridges" / folder_name(model_id)
 
     def ids_matching(self, filters: dict[str, str] | None) -> set[str] | None:
         """Ids of the items whose labels equal every `field: value` in `filters` (None: no

@@ -106,11 +106,26 @@ def cmd_publish(args) -> int:
 
 
 def cmd_models(args) -> int:
+    """The built-in models, then the presets with their facts and whether they are here."""
     from embeddings.models import list_models
+    from embeddings.models.family import cache_status
+    from embeddings.models.presets import PRESETS
 
     for spec in list_models():
         text = "text+image" if spec.has_text else "image"
-        print(f"{spec.id:<20} {spec.dim:>6}-d  {text:<10} {spec.description}")
+        print(f"{spec.id:<22} {spec.dim:>5}-d  {text:<10} {spec.description}")
+    print("\npresets (python -m embeddings build --models ID):")
+    for preset in PRESETS:
+        text = "text+image" if preset.has_text else "image"
+        print(
+            f"{preset.id:<22} {preset.dim:>5}-d  {text:<10} {preset.input_size} px  "
+            f"{preset.licence:<10} {cache_status(preset.id):<20} {preset.family_id}"
+        )
+    print(
+        "\nany other model by its family: hf:REPO_OR_FOLDER, open_clip:ARCH/PRETRAINED, "
+        "open_clip:hf-hub:REPO, open_clip:local-dir:FOLDER, timm:NAME, timm:hf-hub:REPO, "
+        "timm:local-dir:FOLDER (and --weights ID=PATH for a local copy)"
+    )
     return 0
 
 

@@ -182,9 +182,14 @@ def collection_prefix(catalogue_dir: Path, model_id: str) -> str:
     The hash of the folder's absolute path keeps two catalogues with the same name apart on a
     shared server.
     """
+    from embeddings.models.naming import folder_name
+
     directory = Path(catalogue_dir).resolve()
     folder_hash = hashlib.sha256(str(directory).encode()).hexdigest()[:8]
-    return f"emb_{_slug(directory.name, 60)}_{folder_hash}_{_slug(model_id, 40)}_"
+    model = _slug(model_id, 40)
+    if folder_name(model_id) != model_id:  # a family id: long, so its hash keeps it apart
+        model = f"{_slug(model_id, 29)}_{hashlib.sha256(model_id.encode()).hexdigest()[:10]}"
+    return f"emb_{_slug(directory.name, 60)}_{folder_hash}_{model}_"
 
 
 def alias_name(catalogue_dir: Path, model_id: str, weights_id: str) -> str:

@@ -20,17 +20,24 @@ from embeddings.locks import commit_lock
 
 def built_models(catalogue: Catalogue) -> list[str]:
     """Ids of the models with an index in this catalogue (whatever its state), sorted."""
+    from embeddings.models.naming import folder_name
+
     models_dir = catalogue.directory / "models"
     if not models_dir.is_dir():
         return []
-    return sorted(
-        p.name
-        for p in models_dir.iterdir()
-        if p.is_dir()
-        and not p.name.startswith(".")
-        and "." not in p.name
-        and read_manifest(p) is not None
-    )
+    found = []
+    for folder in models_dir.iterdir():
+        if not folder.is_dir() or folder.name.startswith(".") or "." in folder.name:
+            continue
+        manifest = read_manifest(folder)
+        if manifest is None:
+            continue
+        # A family id lives in a folder named after it (`naming.folder_name`); the id is the
+        # manifest's. A folder whose manifest names another model is not that model's index.
+        model_id = manifest.get("model_id") or folder.name
+        if folder_name(model_id) == folder.name:
+            found.append(model_id)
+    return sorted(found)
 
 
 def open_index(

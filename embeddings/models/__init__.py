@@ -30,6 +30,7 @@ __all__ = [
     "register",
     "text_model_ids",
     "expected_weights_id",
+    "is_zoo_model",
 ]
 
 #: id -> (spec, "module:function" of its loader, or a callable)
@@ -47,11 +48,28 @@ def list_models() -> list[ModelSpec]:
 
 
 def get_spec(model_id: str) -> ModelSpec:
-    try:
+    """The spec of a built-in id, a preset or a family id (`embeddings.models.naming`)."""
+    if model_id in _REGISTRY:
         return _REGISTRY[model_id][0]
-    except KeyError:
-        known = ", ".join(_REGISTRY)
-        raise EmbeddingsError(f"unknown model {model_id!r}; known models: {known}") from None
+    from embeddings.models.family import family_id_of, family_spec
+
+    if family_id_of(model_id) is not None:
+        return family_spec(model_id)
+    from embeddings.models.presets import PRESETS
+
+    known = ", ".join([*_REGISTRY, *(preset.id for preset in PRESETS)])
+    raise EmbeddingsError(
+        f"unknown model {model_id!r}; known models: {known}; or name any model by its family: "
+        "hf:REPO_OR_FOLDER, open_clip:ARCH/PRETRAINED, open_clip:hf-hub:REPO, "
+        "open_clip:local-dir:FOLDER, timm:NAME, timm:hf-hub:REPO, timm:local-dir:FOLDER"
+    )
+
+
+def is_zoo_model(model_id: str) -> bool:
+    """A preset or a family id (loaded by `embeddings.models.family`), not a built-in."""
+    from embeddings.models.family import family_id_of
+
+    return model_id not in _REGISTRY and family_id_of(model_id) is not None
 
 
 def text_model_ids() -> list[str]:
@@ -77,6 +95,11 @@ def load_model(
     where its weights (or its export) were looked for.
     """
     spec = get_spec(model_id)  # unknown ids fail with the list of known ones
+    if is_zoo_model(model_id):
+        from embeddings.models.family import load_family
+
+        chosen = _runtime(runtime)
+        return load_family(model_id, runtime=chosen, messages=messages, **options)
     try:
         if spec.onnx and _runtime(runtime) == "onnx":
             from embeddings.models.onnx_loader import load_onnx_model
@@ -116,6 +139,10 @@ def expected_weights_id(model_id: str, options: dict | None = None) -> str:
     """
     spec = get_spec(model_id)
     weights = (options or {}).get("weights")
+    if is_zoo_model(model_id):
+        from embeddings.models.family import expected_weights_id as family_weights_id
+
+        return family_weights_id(model_id, weights)
     if weights is None and spec.weights_env:
         weights = os.environ.get(spec.weights_env) or None
     if weights is None:

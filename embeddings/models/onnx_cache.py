@@ -84,7 +84,10 @@ def weights_slug(weights_id: str) -> str:
 
 
 def export_dir(model_id: str, weights_id: str, home: Path | None = None) -> Path:
-    return (home or models_home()) / model_id / weights_slug(weights_id)
+    """`<home>/<model folder>/<weights slug>` (`naming.folder_name`: a short id is its own)."""
+    from embeddings.models.naming import folder_name
+
+    return (home or models_home()) / folder_name(model_id) / weights_slug(weights_id)
 
 
 def file_sha256(path: Path) -> str:

@@ -27,6 +27,31 @@ from embeddings.models.onnx_session import OnnxSession
 from embeddings.models.preprocess import image_recipe
 
 
+def configure_tokenizer(tokenizer, settings: dict):
+    """Truncate at `max_length`; pad to the longest text, or to `pad_to` tokens when the model
+    expects a fixed length (SigLIP, open_clip)."""
+    tokenizer.enable_truncation(int(settings["max_length"]))
+    pad_to = settings.get("pad_to")
+    tokenizer.enable_padding(
+        pad_id=int(settings["pad_id"]),
+        pad_token=settings["pad_token"],
+        length=int(pad_to) if pad_to else None,
+    )
+    return tokenizer
+
+
+def token_feeds(tokenizer, settings: dict, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """The text graph's inputs for `texts`: `input_ids` and, unless `settings["inputs"]` leaves
+    it out (SigLIP), `attention_mask`, int64 (n, tokens)."""
+    texts = [t.lower() if settings.get("lowercase") else t for t in texts]
+    encodings = tokenizer.encode_batch(list(texts))
+    feeds = {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+    }
+    return {name: feeds[name] for name in settings.get("inputs", feeds)}
+
+
 class OnnxTextTower:
     """Texts -> L2-normalised vectors through a tokenizer file and an ONNX text graph."""
 
@@ -51,24 +76,14 @@ class OnnxTextTower:
                     tokenizer = Tokenizer.from_file(str(self._tokenizer_path))
                 except Exception as exc:  # tokenizers raises a bare Exception on bad files
                     raise ModelLoadError(f"cannot read {self._tokenizer_path}: {exc}") from exc
-                tokenizer.enable_truncation(int(self.settings["max_length"]))
-                tokenizer.enable_padding(
-                    pad_id=int(self.settings["pad_id"]), pad_token=self.settings["pad_token"]
-                )
-                self._tokenizer = tokenizer
+                self._tokenizer = configure_tokenizer(tokenizer, self.settings)
             return self._tokenizer
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """float32 (n, dim), L2-normalised."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        texts = [t.lower() if self.settings.get("lowercase") else t for t in texts]
-        encodings = self.tokenizer().encode_batch(list(texts))
-        feeds = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-        }
-        return l2_normalise(self.session.run(feeds))
+        return l2_normalise(self.session.run(token_feeds(self.tokenizer(), self.settings, texts)))
 
 
 class OnnxImageEmbedder(Embedder):

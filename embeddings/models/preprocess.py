@@ -9,7 +9,13 @@ Two recipes, each the one its torch path uses (so ONNX and torch see the same pi
   centre (`crop` = [height, width], top-left at `int((size - crop) / 2)`), scale by `rescale`,
   normalise with `mean`/`std`.
 
-Both return a float32 (3, H, W) array (NCHW once batched). No torch, no transformers.
+- `resize` (the model zoo's families, each read from its library's own config): resize the
+  shortest edge to `shortest_edge` as above, or squash to `size` = [height, width] (SigLIP,
+  open_clip's `squash`); then crop the centre to `crop` when given, its top-left offset floored
+  (transformers) or rounded (`crop_offset: "round"`, torchvision's `CenterCrop`, as open_clip and
+  timm use); scale by `rescale`, normalise with `mean`/`std`.
+
+All return a float32 (3, H, W) array (NCHW once batched). No torch, no transformers.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
 }
 
 Prepare = Callable[[Image.Image], np.ndarray]
@@ -96,6 +104,67 @@ def resize_crop(
     return (pixels.transpose(2, 0, 1) * np.float32(scale) - mean) / std
 
 
+def resize(
+    image: Image.Image,
+    *,
+    shortest_edge: int | None,
+    size: tuple[int, int] | None,
+    crop: tuple[int, int] | None,
+    round_offset: bool,
+    mean: np.ndarray,
+    std: np.ndarray,
+    scale: float,
+    resample: Image.Resampling,
+) -> np.ndarray:
+    """The `resize` recipe (see the module docstring)."""
+    width, height = image.size
+    if shortest_edge:
+        if width <= height:
+            target = (shortest_edge, int(shortest_edge * height / width))
+        else:
+            target = (int(shortest_edge * width / height), shortest_edge)
+    else:
+        target = (size[1], size[0])
+    if target != image.size:
+        image = image.resize(target, resample)
+    pixels = np.asarray(image, dtype=np.float32)
+    if crop is not None:
+        pixels = _centre_crop(pixels, crop, round_offset)
+    return (pixels.transpose(2, 0, 1) * np.float32(scale) - mean) / std
+
+
+def _centre_crop(pixels: np.ndarray, crop: tuple[int, int], round_offset: bool) -> np.ndarray:
+    """(crop height, crop width) from the centre, padding with black when smaller."""
+    crop_height, crop_width = crop
+    height, width = pixels.shape[:2]
+    if crop_height > height or crop_width > width:
+        canvas = np.zeros((max(crop_height, height), max(crop_width, width), 3), np.float32)
+        top, left = (canvas.shape[0] - height) // 2, (canvas.shape[1] - width) // 2
+        canvas[top : top + height, left : left + width] = pixels
+        pixels, height, width = canvas, canvas.shape[0], canvas.shape[1]
+    offset = (lambda n: int(round(n / 2.0))) if round_offset else (lambda n: int(n / 2.0))
+    top, left = offset(height - crop_height), offset(width - crop_width)
+    return pixels[top : top + crop_height, left : left + crop_width]
+
+
+def _resize_recipe(settings: Mapping, mean: np.ndarray, std: np.ndarray) -> Prepare:
+    crop = settings.get("crop")
+    size = settings.get("size")
+    if not settings.get("shortest_edge") and not size:
+        raise KeyError("shortest_edge or size")
+    return partial(
+        resize,
+        shortest_edge=int(settings["shortest_edge"]) if settings.get("shortest_edge") else None,
+        size=(int(size[0]), int(size[1])) if size else None,
+        crop=(int(crop[0]), int(crop[1])) if crop else None,
+        round_offset=settings.get("crop_offset", "floor") == "round",
+        mean=mean,
+        std=std,
+        scale=float(settings["rescale"]),
+        resample=RESAMPLE[settings.get("resample", "bicubic")],
+    )
+
+
 def image_recipe(settings: Mapping) -> Prepare:
     """The `prepare` function an export's image settings describe (see the module docstring).
 
@@ -116,6 +185,8 @@ def image_recipe(settings: Mapping) -> Prepare:
                 scale=float(settings["rescale"]),
                 resample=RESAMPLE[settings.get("resample", "bicubic")],
             )
+        if kind == "resize":
+            return _resize_recipe(settings, mean, std)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ModelLoadError(
             f"image preprocessing settings {dict(settings)} are invalid: {exc}"
