@@ -14,22 +14,24 @@ nodes through tests/ray_node.py (`node_env` says why). The nodes start in a fold
 their own, with no PYTHONPATH, so the workers import the `embeddings` package only from what
 the job ships (its runtime environment).
 
-The session fixture `ray_cluster` (in tests/ray_fixtures.py, loaded by the Ray test modules)
-starts one cluster for the tests that share it.
+`ray_cluster` is the fixture of the tests that share one cluster (a module imports it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 RAY = str(Path(sys.executable).with_name("ray"))
 START_TIMEOUT_S = 90.0
@@ -65,9 +67,15 @@ class RayCluster:
     """A head node and `workers` worker nodes started as separate process groups."""
 
     def __init__(
-        self, folder: Path, *, port: int | None = None, cpus: int = 1, object_store_mb: int = 100
+        self,
+        folder: Path | None = None,
+        *,
+        port: int | None = None,
+        cpus: int = 1,
+        object_store_mb: int = 100,
     ):
-        self.folder = Path(folder)
+        # A short path: Ray's socket paths under it must stay within the 107-byte Unix limit.
+        self.folder = Path(folder or tempfile.mkdtemp(prefix="rayt-", dir="/tmp"))
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.cpus = cpus
@@ -214,3 +222,21 @@ class RayCluster:
                 if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
                     alive.append(process.pid)
         return alive
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A head and a worker node for a test module; fails in CI (skips elsewhere) when Ray
+    cannot start here, saying why."""
+    cluster = RayCluster()
+    try:
+        cluster.start()
+    except ClusterUnavailable as exc:
+        cluster.stop()
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"the Ray test cluster cannot start in CI: {exc}")
+        pytest.skip(f"no Ray test cluster here: {exc}")
+    yield cluster
+    cluster.stop()
+    assert not cluster.survivors(), "Ray processes of the test cluster outlived it"
+    shutil.rmtree(cluster.folder, ignore_errors=True)

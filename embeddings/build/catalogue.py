@@ -67,6 +67,9 @@ class IndexOptions:
     milvus_uri: str | None = None
     milvus_token: str | None = None  # never written to disk
     force: bool = False  # re-embed everything
+    engine: str = "local"  # what embeds: "local" (this process) or "ray" (a Ray cluster)
+    ray_address: str | None = None  # the cluster (None: $RAY_ADDRESS, else a local one)
+    ray_actor_cpus: float = 1.0  # CPUs (ONNX Runtime threads) of each model actor on Ray
 
 
 @dataclass
@@ -159,14 +162,36 @@ def build_catalogue(request: BuildRequest, progress: ProgressFn | None = None) -
             f"a catalogue named {out.name!r} already exists in {out.parent}; "
             "choose another name (or rebuild that one from its own page)"
         )
-    with build_lock(out):
-        repair_catalogue(out)
-        previous = _open_previous(out, request)
-        catalogue = _scan(request, previous, say)
-        models, updated_too = _models_to_build(request, previous, catalogue)
-        staged = [_build_model(catalogue, model_id, request, say) for model_id in models]
-        committed = _commit(catalogue, staged, say)
+    engine = _engine(request.index)
+    try:
+        with build_lock(out):
+            repair_catalogue(out)
+            previous = _open_previous(out, request)
+            catalogue = _scan(request, previous, say)
+            models, updated_too = _models_to_build(request, previous, catalogue)
+            staged = [
+                _build_model(catalogue, model_id, request, say, engine) for model_id in models
+            ]
+            committed = _commit(catalogue, staged, say)
+    finally:
+        if engine is not None:
+            engine.close()
     return CatalogueBuild(catalogue, [s.outcome for s in staged], committed, updated_too)
+
+
+def _engine(options: IndexOptions):
+    """The Ray engine when asked for (checked before any work; it joins the cluster on first
+    use), else None: the local engine."""
+    from embeddings.build.ray_engine import ENGINES, RayEngine, check_runtime
+
+    if options.engine not in ENGINES:
+        raise EmbeddingsError(
+            f"unknown engine {options.engine!r}; choose one of: {', '.join(ENGINES)}"
+        )
+    if options.engine == "local":
+        return None
+    check_runtime()
+    return RayEngine(address=options.ray_address, actor_cpus=options.ray_actor_cpus)
 
 
 def repair_catalogue(directory: Path) -> None:
@@ -245,12 +270,18 @@ def _built_known_models(catalogue: Catalogue) -> list[str]:
 
 
 def _build_model(
-    catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn
+    catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn, engine=None
 ) -> _Staged:
-    """Everything for one model short of committing; failures end in the outcome."""
+    """Everything for one model short of committing; failures end in the outcome, except a
+    lost Ray cluster, which ends the whole build before anything is committed."""
+    from embeddings.build.ray_engine import ClusterError
+
     staged = _Staged(ModelOutcome(model_id, "failed"))
     try:
-        _build_model_steps(catalogue, model_id, request, say, staged)
+        _build_model_steps(catalogue, model_id, request, say, staged, engine)
+    except ClusterError:
+        _discard(staged)
+        raise
     except Exception as exc:  # noqa: BLE001 - one model's failure, whatever it is, must not cost the others
         _discard(staged)
         staged.outcome = ModelOutcome(model_id, "failed", _failure_message(exc))
@@ -267,7 +298,12 @@ def _failure_message(exc: Exception) -> str:
 
 
 def _build_model_steps(
-    catalogue: Catalogue, model_id: str, request: BuildRequest, say: ProgressFn, staged: _Staged
+    catalogue: Catalogue,
+    model_id: str,
+    request: BuildRequest,
+    say: ProgressFn,
+    staged: _Staged,
+    engine=None,
 ) -> None:
     options = request.weights.get(model_id, {})
     previous = read_manifest(catalogue.model_dir(model_id))
@@ -287,6 +323,7 @@ def _build_model_steps(
         workers=request.index.workers,
         force=request.index.force,
         progress=lambda done, total: say(BuildEvent("embed", model_id, done, total)),
+        engine=engine,
     )
     staged.work_dir = embedded.work_dir
     say(BuildEvent("index", model_id, message="writing the index"))
