@@ -34,7 +34,8 @@ import psutil
 import pytest
 
 RAY = str(Path(sys.executable).with_name("ray"))
-START_TIMEOUT_S = 90.0
+START_TIMEOUT_S = 120.0
+START_ATTEMPTS = 3
 #: `ray start` for a joining node that keeps 127.0.0.1 (see that file).
 JOIN = str(Path(__file__).with_name("ray_node.py"))
 
@@ -118,32 +119,49 @@ class RayCluster:
 
     def start(self, workers: int = 1) -> RayCluster:
         """Start the head, then `workers` worker nodes; wait until every node is alive."""
-        self.head = self._start_node(
-            "head",
-            [
-                "--head",
-                f"--port={self.port}",
-                "--include-dashboard=false",
-                f"--dashboard-port={free_port()}",
-                f"--ray-client-server-port={free_port()}",
-                f"--temp-dir={self.folder / 'ray'}",
-            ],
-        )
-        self._wait_until_started("head", self.head)
+        for attempt in range(START_ATTEMPTS):
+            self.head = self._start_node(
+                "head",
+                [
+                    "--head",
+                    f"--port={self.port}",
+                    "--include-dashboard=false",
+                    f"--dashboard-port={free_port()}",
+                    f"--ray-client-server-port={free_port()}",
+                    f"--temp-dir={self.folder / 'ray'}",
+                ],
+            )
+            try:
+                self._wait_until_started("head", self.head)
+                break
+            except ClusterUnavailable:
+                self._kill_node(self.head)
+                if attempt == START_ATTEMPTS - 1:
+                    raise
         for _ in range(workers):
             self.add_worker()
         return self
 
     def add_worker(self) -> subprocess.Popen:
-        name = f"worker{len(self.workers)}"
-        worker = self._start_node(
-            name,
-            [f"--address={self.address}"],
-            joining=True,
-        )
-        self.workers.append(worker)
-        self._wait_until_started(name, worker)
-        return worker
+        """Start one more worker node; tried again when it gives up starting (on a loaded
+        machine a raylet can miss Ray's fixed 30-second registration wait)."""
+        for attempt in range(START_ATTEMPTS):
+            name = f"worker{len(self.workers)}"
+            worker = self._start_node(name, [f"--address={self.address}"], joining=True)
+            self.workers.append(worker)
+            try:
+                self._wait_until_started(name, worker)
+                return worker
+            except ClusterUnavailable:
+                self._kill_node(worker)
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _kill_node(self, node: subprocess.Popen) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.pid, signal.SIGKILL)
+        node.wait(timeout=30)
 
     def _wait_until_started(self, name: str, node: subprocess.Popen) -> None:
         """Until the node's log says "Ray runtime started" (printed once it has registered)."""
@@ -187,9 +205,7 @@ class RayCluster:
         self._remember_processes()
         for node in [*self.workers, self.head]:  # no graceful drain: nothing here is kept
             if node is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(node.pid, signal.SIGKILL)
-                node.wait(timeout=30)
+                self._kill_node(node)
         self._kill_survivors()
         self.head, self.workers = None, []
 

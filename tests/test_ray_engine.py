@@ -58,7 +58,7 @@ def test_ray_engine_gives_the_local_index(ray_cluster, shop, local_build, tmp_pa
         assert_same_index(local_build, out, model_id)
         # The workers applied the local engine's checks, with the same words.
         assert failed_of(out, model_id) == failed_of(local_build, model_id)
-        assert set(failed_of(out, model_id)) == {"red/broken.png", "blue/huge.png"}
+        assert set(failed_of(out, model_id)) == {"red/broken", "blue/huge"}
     reasons = " ".join(failed_of(out, "efficientnet-lite0").values())
     assert "64,000,000-pixel limit" in reasons and "not an image" in reasons
     assert "efficientnet-lite0: 100%" in done.stderr  # the same progress bars
