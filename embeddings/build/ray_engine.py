@@ -189,7 +189,8 @@ class RayEngine:
         self.connect()
         rows = _rows(catalogue, chunks, remaining)
         dataset = self._dataset(embedder, rows, batch_size)
-        watchdog = _Watchdog(self._gcs) if self._gcs else None
+        gone = f"{self.where} went away during the build. {_resume_hint()}"
+        watchdog = _Watchdog(self._gcs, gone) if self._gcs else None
         pending: dict[int, dict[int, tuple[np.ndarray | None, str]]] = {}
         submitted = time.perf_counter()
         try:
@@ -202,10 +203,8 @@ class RayEngine:
             raise
         except BaseException as exc:
             if watchdog is not None and watchdog.gone():
-                raise ClusterError(
-                    f"{self.where} went away during the build ({type(exc).__name__}). "
-                    f"{_resume_hint()}"
-                ) from exc
+                watchdog.handled.set()
+                raise ClusterError(gone) from exc
             raise
         finally:
             if watchdog is not None:
@@ -223,6 +222,8 @@ class RayEngine:
         import ray
 
         # The build shows its own progress bar; Ray Data's bars and logs would interleave.
+        import ray.data  # configures its loggers on import: quieten them after
+
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
@@ -236,6 +237,7 @@ class RayEngine:
                 fn_kwargs={"model_id": embedder.id},
                 batch_size=batch_size,
                 num_cpus=self.decode_cpus,
+                max_retries=-1,  # tasks lost with a node run again elsewhere
             )
         shipped = _ship_export(embedder)
         decoded = dataset.map_batches(
@@ -243,6 +245,9 @@ class RayEngine:
             fn_kwargs={"settings": embedder.export.preprocess["image"]},
             batch_size=batch_size,
             num_cpus=self.decode_cpus,
+            # Remote options of their own keep the decoding tasks apart: Ray Data would
+            # otherwise fuse them into the actors, decoding and inferring in turn.
+            max_retries=-1,
         )
         return decoded.map_batches(
             OnnxActor,
@@ -263,17 +268,27 @@ class RayEngine:
 
 
 class _Watchdog:
-    """Probes the cluster's GCS address every second during a build, from a thread."""
+    """Probes the cluster's GCS address every second during a build, from a thread.
 
-    def __init__(self, gcs: tuple[str, int]):
+    Once it has not answered for `GONE_AFTER_S`, the main thread is interrupted (it may be
+    waiting on the lost cluster) and turns that into a `ClusterError`. When Ray keeps the main
+    thread inside its own C++ wait, the watchdog prints `message` and ends the process itself
+    (exit status 2): nothing has been committed, finished chunks are on disk, and the build
+    lock is a file lock the system releases.
+    """
+
+    def __init__(self, gcs: tuple[str, int], message: str):
         self._gcs = gcs
+        self._message = message
         self._down_since: float | None = None
         self._stop = threading.Event()
+        self.handled = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ray-watchdog", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         import _thread
+        import sys
 
         while not self._stop.wait(1.0):
             if _answers(*self._gcs, 2.0):
@@ -281,11 +296,16 @@ class _Watchdog:
                 continue
             self._down_since = self._down_since or time.monotonic()
             if self.gone():
-                _thread.interrupt_main()  # the driver may be waiting on the lost cluster
+                _thread.interrupt_main()
+                if not self.handled.wait(5.0) and not self._stop.is_set():
+                    print(f"error: {self._message}", file=sys.stderr, flush=True)
+                    os._exit(2)
                 return
 
     def gone(self) -> bool:
-        return self._down_since is not None and time.monotonic() - self._down_since >= GONE_AFTER_S
+        return (
+            self._down_since is not None and time.monotonic() - self._down_since >= GONE_AFTER_S
+        )
 
     def stop(self) -> None:
         self._stop.set()
