@@ -16,7 +16,8 @@ turns the remaining chunks into vectors, on a running cluster or on a local one 
 - the `embeddings` package goes with the job (`runtime_env` `py_modules`), so the workers run
   the driver's code; their images carry the pinned requirements.txt.
 
-Vectors stream back batch by batch and a chunk is handed to the driver as soon as all its rows
+Lost tasks run again elsewhere and lost actors restart (Ray Data's defaults for map tasks and
+actor pools). Vectors stream back batch by batch and a chunk is handed to the driver as soon as all its rows
 are in: the driver holds only the chunks in flight. `import ray` happens in this module only,
 inside its functions: the app, the CLI's other commands and serving never import Ray.
 """
@@ -42,6 +43,8 @@ ADDRESS_ENV = "RAY_ADDRESS"
 CONNECT_TIMEOUT_S = 10.0
 #: The cluster counts as gone once its address has not answered for this long during a build.
 GONE_AFTER_S = 10.0
+#: Memory each decoding task reserves (a batch of decoded images and their prepared arrays).
+DECODE_MEMORY = 512 * 2**20
 
 
 class ClusterError(EmbeddingsError):
@@ -90,7 +93,7 @@ def _is_loopback(host: str) -> bool:
 
 def _resume_hint() -> str:
     return (
-        "nothing was committed and the finished chunks are kept: run the same command again "
+        "Nothing was committed and the finished chunks are kept: run the same command again "
         "once the cluster is up"
     )
 
@@ -237,7 +240,6 @@ class RayEngine:
                 fn_kwargs={"model_id": embedder.id},
                 batch_size=batch_size,
                 num_cpus=self.decode_cpus,
-                max_retries=-1,  # tasks lost with a node run again elsewhere
             )
         shipped = _ship_export(embedder)
         decoded = dataset.map_batches(
@@ -245,9 +247,9 @@ class RayEngine:
             fn_kwargs={"settings": embedder.export.preprocess["image"]},
             batch_size=batch_size,
             num_cpus=self.decode_cpus,
-            # Remote options of their own keep the decoding tasks apart: Ray Data would
-            # otherwise fuse them into the actors, decoding and inferring in turn.
-            max_retries=-1,
+            # A memory reservation of their own keeps the decoding tasks apart: Ray Data fuses
+            # operators of equal resources, and the actors would decode and infer in turn.
+            memory=DECODE_MEMORY,
         )
         return decoded.map_batches(
             OnnxActor,
