@@ -17,8 +17,8 @@ turns the remaining chunks into vectors, on a running cluster or on a local one 
   the driver's code; their images carry the pinned requirements.txt.
 
 Lost tasks run again elsewhere and lost actors restart (Ray Data's defaults for map tasks and
-actor pools). Vectors stream back batch by batch and a chunk is handed to the driver as soon as all its rows
-are in: the driver holds only the chunks in flight. `import ray` happens in this module only,
+actor pools). Vectors stream back batch by batch and a chunk is handed to the driver as soon as
+all its rows are in: the driver holds only the chunks in flight. `import ray` happens in this module only,
 inside its functions: the app, the CLI's other commands and serving never import Ray.
 """
 
