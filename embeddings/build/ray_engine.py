@@ -18,8 +18,9 @@ turns the remaining chunks into vectors, on a running cluster or on a local one 
 
 Lost tasks run again elsewhere and lost actors restart (Ray Data's defaults for map tasks and
 actor pools). Vectors stream back batch by batch and a chunk is handed to the driver as soon as
-all its rows are in: the driver holds only the chunks in flight. `import ray` happens in this module only,
-inside its functions: the app, the CLI's other commands and serving never import Ray.
+all its rows are in: the driver holds only the chunks in flight. `import ray` happens in this
+module only, inside its functions: the app, the CLI's other commands and serving never import
+Ray.
 """
 
 from __future__ import annotations
@@ -305,9 +306,7 @@ class _Watchdog:
                 return
 
     def gone(self) -> bool:
-        return (
-            self._down_since is not None and time.monotonic() - self._down_since >= GONE_AFTER_S
-        )
+        return self._down_since is not None and time.monotonic() - self._down_since >= GONE_AFTER_S
 
     def stop(self) -> None:
         self._stop.set()
