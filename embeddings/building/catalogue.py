@@ -77,6 +77,9 @@ class IndexOptions:
     milvus_uri: str | None = None
     milvus_token: str | None = None  # never written to disk
     force: bool = False  # re-embed everything
+    engine: str = "local"  # what embeds: "local" (this process) or "ray" (a Ray cluster)
+    ray_address: str | None = None  # the cluster (None: $RAY_ADDRESS, else a local one)
+    ray_actor_cpus: float = 1.0  # CPUs (ONNX Runtime threads) of each model actor on Ray
 
 
 @dataclass
@@ -166,17 +169,22 @@ def build_catalogue(request: BuildRequest, progress: ProgressFn | None = None) -
             f"a catalogue named {out.name!r} already exists in {out.parent}; "
             "choose another name (or rebuild that one from its own page)"
         )
-    with build_lock(out):
-        repair_catalogue(out)
-        previous = _open_previous(out, request)
-        catalogue = _scan(request, previous, say)
-        settings, changes = _bridge_settings(request, previous, catalogue, say)
-        models, updated_too = _models_to_build(request, previous, catalogue)
-        bridges_too = _stale_bridges(request, previous, settings, models)
-        staged = [_build_model(catalogue, m, request, say, settings) for m in models]
-        staged += [_refit_bridge(catalogue, m, request, say, settings) for m in bridges_too]
-        committed = _commit(catalogue, staged, say)
-        kagl = _measure_kagl(catalogue, say) if request.kagl and committed else None
+    engine = _engine(request.index)
+    try:
+        with build_lock(out):
+            repair_catalogue(out)
+            previous = _open_previous(out, request)
+            catalogue = _scan(request, previous, say)
+            settings, changes = _bridge_settings(request, previous, catalogue, say)
+            models, updated_too = _models_to_build(request, previous, catalogue)
+            bridges_too = _stale_bridges(request, previous, settings, models)
+            staged = [_build_model(catalogue, m, request, say, settings, engine) for m in models]
+            staged += [_refit_bridge(catalogue, m, request, say, settings) for m in bridges_too]
+            committed = _commit(catalogue, staged, say)
+            kagl = _measure_kagl(catalogue, say) if request.kagl and committed else None
+    finally:
+        if engine is not None:
+            engine.close()
     return CatalogueBuild(
         catalogue,
         [s.outcome for s in staged],
@@ -248,6 +256,21 @@ def _measure_kagl(catalogue: Catalogue, say: ProgressFn) -> str:
     from embeddings.building.query_titles import measure_after_build
 
     return measure_after_build(catalogue, say)
+
+
+def _engine(options: IndexOptions):
+    """The Ray engine when asked for (checked before any work; it joins the cluster on first
+    use), else None: the local engine."""
+    from embeddings.building.ray_engine import ENGINES, RayEngine, check_runtime
+
+    if options.engine not in ENGINES:
+        raise EmbeddingsError(
+            f"unknown engine {options.engine!r}; choose one of: {', '.join(ENGINES)}"
+        )
+    if options.engine == "local":
+        return None
+    check_runtime()
+    return RayEngine(address=options.ray_address, actor_cpus=options.ray_actor_cpus)
 
 
 def repair_catalogue(directory: Path) -> None:
@@ -333,11 +356,18 @@ def _build_model(
     request: BuildRequest,
     say: ProgressFn,
     settings: BridgeSettings,
+    engine=None,
 ) -> _Staged:
-    """Everything for one model short of committing; failures end in the outcome."""
+    """Everything for one model short of committing; failures end in the outcome, except a
+    lost Ray cluster, which ends the whole build before anything is committed."""
+    from embeddings.building.ray_engine import ClusterError
+
     staged = _Staged(ModelOutcome(model_id, "failed"))
     try:
-        _build_model_steps(catalogue, model_id, request, say, staged, settings)
+        _build_model_steps(catalogue, model_id, request, say, staged, settings, engine)
+    except ClusterError:
+        _discard(staged)
+        raise
     except Exception as exc:  # noqa: BLE001 - one model's failure, whatever it is, must not cost the others
         _discard(staged)
         staged.outcome = ModelOutcome(model_id, "failed", _failure_message(exc))
@@ -360,6 +390,7 @@ def _build_model_steps(
     say: ProgressFn,
     staged: _Staged,
     bridge_settings: BridgeSettings,
+    engine=None,
 ) -> None:
     options = request.weights.get(model_id, {})
     previous = read_manifest(catalogue.model_dir(model_id))
@@ -381,6 +412,7 @@ def _build_model_steps(
         workers=request.index.workers,
         force=request.index.force,
         progress=say,
+        engine=engine,
     )
     staged.work_dir = embedded.work_dir
     say(Progress("index", model_id, message="writing the index"))

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +132,13 @@ class EmbeddedVectors:
     work_dir: Path  # finished chunks of this plan; removed once the index is committed
 
 
+#: An embedding engine: (embedder, catalogue, chunks, remaining chunk numbers, batch size,
+#: decoding workers) -> (chunk number, vectors, failures, embedded ids) for every remaining
+#: chunk, in any order. `_embed_chunks` is the local one; `embeddings.building.ray_engine` runs
+#: the same chunks on a Ray cluster.
+ChunkEngine = Callable[..., Iterator[tuple[int, np.ndarray, dict[str, str], list[str]]]]
+
+
 def embed_catalogue(
     catalogue: Catalogue,
     embedder: Embedder,
@@ -141,12 +148,15 @@ def embed_catalogue(
     workers: int = 2,
     force: bool = False,
     progress: ProgressFn | None = None,
+    engine: ChunkEngine | None = None,
 ) -> EmbeddedVectors:
     """Embed what the model's current index lacks (everything with `force`), chunk by chunk.
 
     Vectors of the previous index built with the same model and weights are reused; finished
-    chunks of an interrupted run with the same plan are reused. Unreadable images are
-    reported in `report.failed` and left out; they never stop the embedding.
+    chunks of an interrupted run with the same plan are reused, whichever engine wrote them.
+    Unreadable images are reported in `report.failed` and left out; they never stop the
+    embedding. Each chunk goes to disk as it is finished and is not kept in memory: the
+    vectors are gathered from the chunk files once, at the end, into one array.
     """
     started = time.perf_counter()
     model_id, weights_id = embedder.id, embedder.weights_id
@@ -169,33 +179,56 @@ def embed_catalogue(
             "batch_size": batch_size,
         },
     )
-    new_vectors, failed, finished = _reuse_chunks(plan_dir, chunks, report)
+    failed, finished = _reuse_chunks(plan_dir, chunks, report)
     done = len(ids) - len(todo) + sum(len(chunks[n]) for n in finished)
     say = progress or no_progress
     say(Progress("embed", model_id, done, len(ids)))  # after every chunk, from here on
     remaining = [n for n in range(len(chunks)) if n not in finished]
     embed_started = time.perf_counter()
-    for number, vectors, chunk_failed, ok_ids in _embed_chunks(
+    run = engine or _embed_chunks
+    for number, vectors, chunk_failed, ok_ids in run(
         embedder, catalogue, chunks, remaining, batch_size, workers
     ):
         _write_chunk(plan_dir / f"chunk-{number:06d}.npz", ok_ids, vectors, chunk_failed)
-        new_vectors.update(zip(ok_ids, vectors, strict=True))
         failed.update(chunk_failed)
         report.embedded += len(ok_ids)
         done += len(chunks[number])
         say(Progress("embed", model_id, done, len(ids)))
     report.seconds = time.perf_counter() - embed_started
-    final_ids = [item_id for item_id in ids if item_id in known or item_id in new_vectors]
-    stacked = (
-        np.stack([known[i] if i in known else new_vectors[i] for i in final_ids])
-        if final_ids
-        else np.zeros((0, embedder.dim), dtype=np.float32)
-    )
+    final_ids, stacked = _gather(ids, known, plan_dir, chunks, embedder.dim)
     report.reused += sum(1 for i in final_ids if i in known)
     report.failed = sorted(failed.items())
     report.count = len(final_ids)
     report.total_seconds = time.perf_counter() - started
     return EmbeddedVectors(final_ids, stacked, report, work_dir)
+
+
+def _gather(
+    ids: list[str],
+    known: dict[str, np.ndarray],
+    plan_dir: Path,
+    chunks: list[list[str]],
+    dim: int,
+) -> tuple[list[str], np.ndarray]:
+    """Every vector in catalogue order: the reused ones and those of the chunk files, read
+    chunk by chunk straight into one array (no second copy of every vector)."""
+    paths = [plan_dir / f"chunk-{number:06d}.npz" for number in range(len(chunks))]
+    embedded: set[str] = set()
+    for path in paths:
+        with np.load(path, allow_pickle=False) as data:
+            embedded.update(data["ids"].tolist())
+    final_ids = [item_id for item_id in ids if item_id in known or item_id in embedded]
+    row_of = {item_id: row for row, item_id in enumerate(final_ids)}
+    stacked = np.zeros((len(final_ids), dim), dtype=np.float32)
+    for item_id, vector in known.items():
+        if item_id in row_of:
+            stacked[row_of[item_id]] = vector
+    for path in paths:
+        with np.load(path, allow_pickle=False) as data:
+            rows = [row_of[item_id] for item_id in data["ids"].tolist()]
+            if rows:
+                stacked[rows] = data["vectors"]
+    return final_ids, stacked
 
 
 def _plan_dir(work_dir: Path, plan: str, description: dict) -> Path:
@@ -211,19 +244,18 @@ def _plan_dir(work_dir: Path, plan: str, description: dict) -> Path:
 
 
 def _reuse_chunks(plan_dir: Path, chunks: list[list[str]], report: BuildReport):
-    """Vectors, failures and numbers of the chunks an interrupted run of this plan finished."""
-    vectors_by_id: dict[str, np.ndarray] = {}
+    """Failures and numbers of the chunks an interrupted run of this plan finished (their
+    vectors stay on disk until `_gather`)."""
     failed: dict[str, str] = {}
     finished: set[int] = set()
     for number, chunk in enumerate(chunks):
         saved = _read_chunk(plan_dir / f"chunk-{number:06d}.npz", chunk)
         if saved is not None:
             vectors, chunk_failed = saved
-            vectors_by_id.update(vectors)
             failed.update(chunk_failed)
             finished.add(number)
             report.reused += len(vectors)
-    return vectors_by_id, failed, finished
+    return failed, finished
 
 
 def _embed_chunks(

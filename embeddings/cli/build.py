@@ -91,6 +91,24 @@ def _index_options(build: argparse.ArgumentParser) -> None:
         "--force", action="store_true", help="re-embed everything, ignoring earlier vectors"
     )
     build.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="what embeds the images: this process (local, the default) or a Ray Data job "
+        "on a Ray cluster (ray; ONNX runtime only; images on a path every node reads)",
+    )
+    build.add_argument(
+        "--ray-address",
+        help="--engine ray: the cluster's HOST:PORT (default: $RAY_ADDRESS, else a local "
+        "cluster on 127.0.0.1 started for the build)",
+    )
+    build.add_argument(
+        "--ray-actor-cpus",
+        type=float,
+        default=1.0,
+        help="--engine ray: CPUs each model actor reserves, its ONNX Runtime threads (default 1)",
+    )
+    build.add_argument(
         "--weights",
         action="append",
         metavar="MODEL=PATH",
@@ -120,6 +138,7 @@ def _bridge_options(build: argparse.ArgumentParser) -> None:
 def cmd_build(args) -> int:
     from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
 
+    _check_engine(args)
     request = BuildRequest(
         out=_build_out(args),
         source=args.source,
@@ -142,6 +161,9 @@ def cmd_build(args) -> int:
             milvus_uri=args.milvus_uri,
             milvus_token=args.milvus_token,
             force=args.force,
+            engine=args.engine,
+            ray_address=args.ray_address,
+            ray_actor_cpus=args.ray_actor_cpus,
         ),
     )
     bars = ProgressBars(unit="img")
@@ -169,6 +191,13 @@ def _build_out(args) -> Path:
     return (
         Path(args.out) if args.out else data_dir() / default_catalogue_name(args.source, args.limit)
     )
+
+
+def _check_engine(args) -> None:
+    if args.engine != "ray" and (args.ray_address or args.ray_actor_cpus != 1.0):
+        raise EmbeddingsError("--ray-address/--ray-actor-cpus need --engine ray")
+    if args.ray_actor_cpus <= 0:
+        raise EmbeddingsError("--ray-actor-cpus must be above 0, e.g. 1 or 0.5")
 
 
 def _backend(args) -> str | None:
