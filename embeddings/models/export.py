@@ -101,12 +101,23 @@ def versions() -> dict[str, str]:
     }
 
 
-def _export(module: torch.nn.Module, inputs: tuple, path: Path, names: list[str], output: str):
+def export_onnx(
+    module: torch.nn.Module,
+    inputs: tuple,
+    path: Path,
+    names: list[str],
+    output: str,
+    *,
+    tokens: bool = True,
+) -> None:
     """`torch.onnx.export` (the dynamo exporter) with every input's first axis dynamic, and a
-    text input's second (tokens) too; its progress lines and warnings are kept quiet."""
+    text input's second (tokens) too unless the model takes a fixed length (`tokens=False`);
+    its progress lines and warnings are kept quiet."""
     batch = torch.export.Dim("batch")
-    tokens = torch.export.Dim("tokens", max=4096)
-    shapes = tuple({0: batch, 1: tokens} if tensor.dim() == 2 else {0: batch} for tensor in inputs)
+    length = torch.export.Dim("tokens", max=4096)
+    shapes = tuple(
+        {0: batch, 1: length} if tensor.dim() == 2 and tokens else {0: batch} for tensor in inputs
+    )
     with (
         torch.inference_mode(False),
         warnings.catch_warnings(),
@@ -138,7 +149,7 @@ def _exported_outputs(path: Path, names: list[str], inputs: tuple) -> np.ndarray
 
 def _export_checked(module, inputs: tuple, path: Path, names: list[str], output: str, what: str):
     """Export `module`, run the file on `inputs` and compare with torch; returns the drift."""
-    _export(module, inputs, path, names, output)
+    export_onnx(module, inputs, path, names, output)
     drift = measure_drift(_torch_outputs(module, inputs), _exported_outputs(path, names, inputs))
     check_drift(drift, what)
     return drift

@@ -9,10 +9,7 @@ the probe texts, else the export is refused: served text queries would silently 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +18,12 @@ import torch
 from embeddings.errors import ModelLoadError
 from embeddings.models.export import (
     IMAGE_FILE,
-    OPSET,
     PROBE_TEXTS,
     TEXT_FILE,
     _exported_outputs,
     _torch_outputs,
     check_drift,
+    export_onnx,
     measure_drift,
     probe_images,
 )
@@ -35,35 +32,8 @@ from embeddings.models.onnx_embedders import configure_tokenizer, token_feeds
 from embeddings.models.torch_family import TextTower, TorchFamilyEmbedder
 
 
-def _export(module, inputs: tuple, path: Path, names: list[str], output: str, *, tokens: bool):
-    """`torch.onnx.export` with the batch axis dynamic, and the tokens axis too unless the
-    model takes a fixed length (`tokens=False`)."""
-    batch = torch.export.Dim("batch")
-    length = torch.export.Dim("tokens", max=4096)
-    shapes = tuple(
-        {0: batch, 1: length} if tensor.dim() == 2 and tokens else {0: batch} for tensor in inputs
-    )
-    with (
-        torch.inference_mode(False),
-        warnings.catch_warnings(),
-        contextlib.redirect_stdout(io.StringIO()),
-    ):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            inputs,
-            str(path),
-            input_names=names,
-            output_names=[output],
-            dynamic_shapes=shapes,
-            opset_version=OPSET,
-            dynamo=True,
-            external_data=False,
-        )
-
-
 def _checked(module, inputs, path: Path, names, output: str, what: str, *, tokens=True) -> dict:
-    _export(module, inputs, path, names, output, tokens=tokens)
+    export_onnx(module, inputs, path, names, output, tokens=tokens)
     drift = measure_drift(_torch_outputs(module, inputs), _exported_outputs(path, names, inputs))
     check_drift(drift, what)
     return drift
