@@ -47,8 +47,7 @@ KIND = "maps"
 MAP_FORMAT = 1
 METHOD = "openTSNE"
 #: Catalogues above this many products are mapped on a stratified sample of this size. The Map
-#: page draws a million points on the GPU; openTSNE's FFT layout grows about linearly with n
-#: (a 44K catalogue takes minutes on two cores, a million about an hour).
+#: page draws a million points on the GPU; openTSNE's FFT layout grows about linearly with n.
 MAX_POINTS = 1_000_000
 #: Vectors with more dimensions are reduced by PCA to this many first.
 PCA_DIMS = 50
