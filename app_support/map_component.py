@@ -77,9 +77,16 @@ def _wanted(key: str) -> None:
     del pending[:-PENDING_MAX]
 
 
+#: Set by a click or a box on the maps: the page must run whole (Streamlit may batch that event
+#: with a thumbnail request into a run of the fragment alone).
+FULL_RUN = "map_full_run"
+
+
 @st.fragment
 def thumbnail_fragment(catalogue: Catalogue, channel: str, key: str = "map_thumbs") -> None:
     """Answer the maps' thumbnail requests on `channel` (see the module docstring)."""
+    if st.session_state.pop(FULL_RUN, False):
+        st.rerun()  # the whole page: a whole run pops the flag before it gets here
     pending = st.session_state.get(f"{key}_pending") or []
     served, rest = pending[-THUMBS_PER_TRIP:], pending[:-THUMBS_PER_TRIP]
     st.session_state[f"{key}_pending"] = rest

@@ -24,7 +24,7 @@ import pandas as pd
 import streamlit as st
 
 from app_support import map_payload, resources, thumbs
-from app_support.map_component import product_maps, thumbnail_fragment
+from app_support.map_component import FULL_RUN, product_maps, thumbnail_fragment
 from app_support.sidebar import (
     Selection,
     current_query,
@@ -191,6 +191,7 @@ def _maps_event() -> None:
     event = st.session_state.get("map_chart")
     if not isinstance(event, dict):
         return
+    st.session_state[FULL_RUN] = True
     if event.get("event") == "click" and isinstance(event.get("id"), str):
         search_product_next_run(event["id"])
     elif event.get("event") == "box" and isinstance(event.get("view"), int):
@@ -337,6 +338,7 @@ def label_ui(cat: Catalogue, selection: Selection) -> str | None:
 
 def map_page(selection: Selection) -> None:
     """The whole Map page."""
+    st.session_state.pop(FULL_RUN, None)
     cat = page_catalogue(selection, "Maps of the catalogue")
     if cat is None:
         return
