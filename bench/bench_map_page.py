@@ -313,7 +313,7 @@ def measure(app, catalogue: str, models: list[str], new: bool, second: str | Non
         page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: received.update(
             bytes=received["bytes"] + len(payload or b""))))  # fmt: skip
         responses = []
-        page.on("response", responses.append)
+        page.on("response", lambda response: responses.append(response))
         view = Page(page, new)
         started = time.perf_counter()
         page.goto(f"{app.url}/map?catalog={catalogue}&models={','.join(models)}")
