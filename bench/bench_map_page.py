@@ -372,6 +372,46 @@ def bench_catalogue(directory: Path, models: list[str], second, old: Path) -> di
     return out
 
 
+def pydeck_comparison(count: int = 44_441, seed: int = 0) -> dict:
+    """MiB of the points of `count` products on two maps: as `st.pydeck_chart` sends them (the
+    deck's JSON), against this page's binary payload (`app_support.map_payload`)."""
+    import pydeck as pdk
+
+    from app_support import map_payload
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "id": [str(10_000 + n) for n in range(count)],
+            "title": [f"Red shirt {n} for men, casual" for n in range(count)],
+            "articleType": rng.choice(["Tshirts", "Shirts", "Casual Shoes", "Watches"], count),
+            **{name: rng.normal(size=count) for name in ("x0", "y0", "x1", "y1")},
+        }
+    )
+    layers = [
+        pdk.Layer("ScatterplotLayer", frame, id=f"points{m}", get_position=[f"x{m}", f"y{m}"],
+                  get_fill_color=[78, 121, 167], pickable=True, get_radius=2,
+                  radius_units="pixels")
+        for m in (0, 1)
+    ]  # fmt: skip
+    deck = pdk.Deck(layers=layers, views=[pdk.View("OrthographicView")], map_style=None)
+    payload = map_payload.encode(
+        ids=frame["id"].tolist(),
+        titles=frame["title"].tolist(),
+        labels={"articleType": frame["articleType"].tolist()},
+        colour_codes=np.zeros(count, np.uint8),
+        legend=[{"value": "all", "colour": "#4e79a7"}],
+        colour_field="articleType",
+        maps={m: frame[[f"x{m}", f"y{m}"]].to_numpy() for m in (0, 1)},
+    )
+    binary = sum(len(v) for v in payload.values() if isinstance(v, bytes))
+    return {
+        "products": count,
+        "pydeck_json_mib": round(len(deck.to_json().encode()) / 2**20, 2),
+        "component_binary_mib": round(binary / 2**20, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", help="a built catalogue with maps (e.g. the 44K fashion set)")
@@ -383,6 +423,7 @@ def main() -> None:
 
     old = old_checkout(args.old_commit)
     result = {"machine": machine(), "load_average_before": list(os.getloadavg()), "runs": {}}
+    result["points_as_sent"] = pydeck_comparison()
     if args.catalog:
         directory = Path(args.catalog).resolve()
         result["runs"][f"{directory.name} (real)"] = bench_catalogue(
