@@ -494,13 +494,15 @@ function graphicsSupport() {
   return { webgl2: !!canvas.getContext('webgl2'), webgpu: !!navigator.gpu };
 }
 
-function noGraphics(root) {
+function noGraphics(root, support) {
   root.replaceChildren();
   const message = document.createElement('div');
   message.className = 'nographics';
   message.setAttribute('role', 'alert');
   message.textContent =
-    'The maps cannot be drawn: this browser offers neither WebGPU nor WebGL 2. ' +
+    (support.webgpu
+      ? 'The maps cannot be drawn: they need WebGL 2, and this browser offers WebGPU only. '
+      : 'The maps cannot be drawn: this browser offers neither WebGPU nor WebGL. ') +
     'Turn on hardware acceleration (or WebGL) in the browser settings, or open the page in ' +
     'a current Chrome, Edge, Firefox or Safari.';
   root.appendChild(message);
@@ -592,7 +594,7 @@ function render(args) {
     const support = graphicsSupport();
     root.dataset.webgpu = String(support.webgpu);
     if (!support.webgl2) {
-      noGraphics(root);
+      noGraphics(root, support);
       return;
     }
   }
