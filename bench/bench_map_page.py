@@ -301,7 +301,21 @@ def switch_models(view: Page, model_id: str) -> None:
     page.keyboard.press("Escape")
 
 
-def measure(app, catalogue: str, models: list[str], new: bool, second: str | None) -> dict:
+def save_screenshot(view: Page, path: str) -> None:
+    """The page with a tooltip and its thumbnail open, on the middle of the first map."""
+    x, y, ident = view.targets()[len(view.targets()) // 2]
+    view.page.mouse.move(x, y)
+    view.frame().wait_for_function(
+        "id => document.getElementById('tooltip').dataset.thumbnail === id", arg=ident,
+        timeout=30_000,
+    )  # fmt: skip
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    view.page.screenshot(path=path)
+
+
+def measure(
+    app, catalogue: str, models: list[str], new: bool, second: str | None, screenshot=None
+) -> dict:
     from playwright.sync_api import sync_playwright
 
     from app_support import browser
@@ -326,6 +340,9 @@ def measure(app, catalogue: str, models: list[str], new: bool, second: str | Non
             sum(r.request.sizes()["responseBodySize"] for r in statics) / 2**20, 2
         )
         result["hover"] = hover_figures(view)
+        if new and screenshot:
+            save_screenshot(view, screenshot)
+            result["screenshot"] = screenshot
         if new:
             result["pan_ms"] = pan_ms(view)
         if second:
@@ -350,7 +367,7 @@ def measure(app, catalogue: str, models: list[str], new: bool, second: str | Non
     return result
 
 
-def bench_catalogue(directory: Path, models: list[str], second, old: Path) -> dict:
+def bench_catalogue(directory: Path, models: list[str], second, old: Path, screenshot=None) -> dict:
     from app_support import browser
 
     out = {}
@@ -363,7 +380,8 @@ def bench_catalogue(directory: Path, models: list[str], second, old: Path) -> di
             timeout=300,
         )
         try:
-            out[name] = measure(app, directory.name, models, name == "new", second)
+            new = name == "new"
+            out[name] = measure(app, directory.name, models, new, second, screenshot)
         except Exception as exc:  # say what failed, keep the other figures
             out[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
         finally:
@@ -419,6 +437,7 @@ def main() -> None:
     parser.add_argument("--synthetic", default="3000,1000000", help="sizes of synthetic maps")
     parser.add_argument("--old-commit", default="0358386", help="the page before")
     parser.add_argument("--work", default="/tmp/bench-map-page", help="synthetic catalogues")
+    parser.add_argument("--screenshot", help="save the new page on --catalog, a tooltip open")
     args = parser.parse_args()
 
     old = old_checkout(args.old_commit)
@@ -427,7 +446,7 @@ def main() -> None:
     if args.catalog:
         directory = Path(args.catalog).resolve()
         result["runs"][f"{directory.name} (real)"] = bench_catalogue(
-            directory, args.models.split(","), None, old
+            directory, args.models.split(","), None, old, args.screenshot
         )
     for size in [int(s) for s in args.synthetic.split(",") if s]:
         log(f"synthetic catalogue of {size:,} products")
