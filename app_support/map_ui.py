@@ -196,7 +196,11 @@ def _maps_event() -> None:
         search_product_next_run(event["id"])
     elif event.get("event") == "box" and isinstance(event.get("view"), int):
         view, x, y = event["view"], event.get("x"), event.get("y")
-        if all(isinstance(v, list) and len(v) == 2 for v in (x, y)):
+        numbers = all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(b, (int, float)) for b in v)
+            for v in (x, y)
+        )  # the browser's word: anything else is ignored
+        if numbers:
             st.session_state["map_box"] = {f"box{view}": {f"x{view}": x, f"y{view}": y}}
 
 
