@@ -2,8 +2,8 @@
 
 The maps live in a components.v1 iframe; its script keeps its state on `window.productMap`
 (decoded points, deck.gl, the hovered row, timings), which these helpers read to find where a
-product is drawn. What the page shows is read from its DOM (tooltip, legend) and from the
-canvas's pixels.
+product is drawn. What the page shows is read from its DOM: the tooltip, the legend, and the
+rings over the canvas (the hovered product's and the query's).
 """
 
 from __future__ import annotations
@@ -62,33 +62,27 @@ def loneliest(frame, view: int = 0) -> str:
     )
 
 
-def ring_pixels(frame, view: int, item_id: str, radius: float, colour: tuple[int, int, int]):
-    """How many of 16 pixels on a circle of `radius` CSS pixels around the product, on map
-    `view`, are drawn close to `colour` (the hover ring is dark, the query's ring red)."""
-    return frame.evaluate(
-        """([m, id, radius, colour]) => {
-          const s = window.productMap, row = s.data.rowOf.get(id);
-          const vp = s.deck.getViewports().find((v) => v.id === 'map' + m);
-          const p = s.data.positions[m], [x, y] = vp.project([p[2 * row], p[2 * row + 1]]);
-          const source = document.querySelector('#maps canvas');
-          const copy = document.createElement('canvas');
-          copy.width = source.width; copy.height = source.height;
-          const context = copy.getContext('2d');
-          context.drawImage(source, 0, 0);
-          const scale = source.width / source.clientWidth;
-          let near = 0;
-          for (let k = 0; k < 16; k++) {
-            const a = (k / 16) * 2 * Math.PI;
-            const px = Math.round((vp.x + x + radius * Math.cos(a)) * scale);
-            const py = Math.round((vp.y + y + radius * Math.sin(a)) * scale);
-            const [r, g, b, alpha] = context.getImageData(px, py, 1, 1).data;
-            const off = Math.abs(r - colour[0]) + Math.abs(g - colour[1]) + Math.abs(b - colour[2]);
-            if (alpha > 160 && off < 120) near++; // the background is transparent
+def rings(frame, kind: str) -> dict[int, dict]:
+    """The `kind` ("hover" or "marked") rings shown, by map: {view: {"id", "offset"}}, `offset`
+    being how many CSS pixels the ring's centre lies from where its product is drawn."""
+    found = frame.evaluate(
+        """(kind) => {
+          const s = window.productMap, out = [];
+          for (const ring of document.querySelectorAll('#maps .ring.' + kind)) {
+            if (ring.hidden || getComputedStyle(ring).display === 'none') continue;
+            const m = Number(ring.dataset.view), row = s.data.rowOf.get(ring.dataset.id);
+            const vp = s.deck.getViewports().find((v) => v.id === 'map' + m);
+            const p = s.data.positions[m], [x, y] = vp.project([p[2 * row], p[2 * row + 1]]);
+            const r = ring.getBoundingClientRect(), c = document.getElementById('maps')
+              .getBoundingClientRect();
+            const cx = r.left - c.left + r.width / 2, cy = r.top - c.top + r.height / 2;
+            out.push([m, ring.dataset.id, Math.hypot(cx - (vp.x + x), cy - (vp.y + y))]);
           }
-          return near;
+          return out;
         }""",
-        [view, item_id, radius, list(colour)],
+        kind,
     )
+    return {view: {"id": item_id, "offset": offset} for view, item_id, offset in found}
 
 
 def state(frame) -> dict:

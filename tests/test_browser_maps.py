@@ -23,8 +23,6 @@ from app_support import map_browser as maps
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 MODELS = ["pixels", "efficientnet-lite0"]
-HOVER_RING = (17, 24, 39)
-QUERY_RING = (220, 38, 38)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +82,7 @@ def test_hover_shows_title_labels_thumbnail_and_rings_the_product_on_every_map(
 ):
     frame = open_map(page, server)
     target = maps.loneliest(frame, 0)
-    assert all(maps.ring_pixels(frame, v, target, 8, HOVER_RING) <= 2 for v in (0, 1))
+    assert maps.rings(frame, "hover") == {}
     page.mouse.move(*maps.screen_position(page, frame, 0, target))
     frame.wait_for_function(
         "id => document.getElementById('root').dataset.hovered === id", arg=target
@@ -101,15 +99,20 @@ def test_hover_shows_title_labels_thumbnail_and_rings_the_product_on_every_map(
         timeout=30_000,
     )
     assert maps.state(frame)["thumbnail"].startswith("data:image/")
-    # The hovered product is ringed on both maps: the ring's dark pixels are drawn around it.
-    page.wait_for_timeout(300)  # the next frame
-    for view in (0, 1):
-        assert maps.ring_pixels(frame, view, target, 8, HOVER_RING) >= 6, view
+    # The hovered product is ringed on both maps, the ring centred on where it is drawn.
+    ringed = maps.rings(frame, "hover")
+    assert sorted(ringed) == [0, 1] and all(r["id"] == target for r in ringed.values())
+    assert all(r["offset"] < 1.5 for r in ringed.values()), ringed
+    # Zoomed in, the ring follows its product.
+    zoom = frame.evaluate("() => window.productMap.viewStates.map0.zoom")
+    page.mouse.wheel(0, -300)
+    frame.wait_for_function("z => window.productMap.viewStates.map0.zoom > z + 0.2", arg=zoom)
+    page.wait_for_timeout(500)
+    assert all(r["offset"] < 1.5 for r in maps.rings(frame, "hover").values())
     # Off the maps: no tooltip, no ring.
     page.mouse.move(5, 5)
     frame.wait_for_function("() => document.getElementById('tooltip').hidden")
-    page.wait_for_timeout(300)
-    assert maps.ring_pixels(frame, 1, target, 8, HOVER_RING) <= 2
+    assert maps.rings(frame, "hover") == {}
 
 
 def test_clicking_a_point_opens_the_product_on_search(page, server):
@@ -178,9 +181,9 @@ def test_the_search_query_is_marked_on_every_map(page, server):
     page.get_by_role("link", name="Map").click()
     frame = maps.maps_frame(page)
     assert maps.state(frame)["marked"] == "green/square_2"
-    page.wait_for_timeout(300)
-    for view in (0, 1):
-        assert maps.ring_pixels(frame, view, "green/square_2", 11, QUERY_RING) >= 6, view
+    marked = maps.rings(frame, "marked")
+    assert sorted(marked) == [0, 1] and all(r["id"] == "green/square_2" for r in marked.values())
+    assert all(r["offset"] < 1.5 for r in marked.values()), marked
 
 
 def test_the_colour_field_comes_from_the_url_and_goes_back_to_it(page, server):

@@ -16,8 +16,8 @@ const GAP = 18;
 const TITLE_HEIGHT = 24;
 const WORLD = 1000; // each map is scaled into [0, WORLD] x [0, WORLD]
 const MISSING = 65535; // a product absent from a map
-const HOVER_RING = [17, 24, 39, 255];
-const MARK_RING = [220, 38, 38, 255];
+const HOVER_RADIUS = 8; // CSS pixels: the rings are DOM elements over the canvas (see placeRings)
+const MARK_RADIUS = 11;
 const THUMB_NEIGHBOURS = 12; // thumbnails asked for with the hovered one (the pointer moves on)
 
 // -- the Streamlit components.v1 protocol (a handful of postMessage calls) --------------------
@@ -178,21 +178,6 @@ function layers() {
         updateTriggers: { getFillColor: state.colourVersion },
       })
     );
-    const ring = (id, rows, colour, size, width) =>
-      new ScatterplotLayer({
-        id: `${id}${m}`,
-        data: rows.filter((row) => row >= 0 && data.positions[m][row * 2] > -1e8),
-        getPosition: (row) => [data.positions[m][row * 2], data.positions[m][row * 2 + 1]],
-        radiusUnits: 'pixels',
-        getRadius: size,
-        stroked: true,
-        filled: false,
-        lineWidthUnits: 'pixels',
-        getLineWidth: width,
-        getLineColor: colour,
-      });
-    out.push(ring('marked', state.marked, MARK_RING, 11, 3));
-    out.push(ring('hover', [state.hovered], HOVER_RING, 8, 2.5));
     if (state.box && state.box.view === m) {
       const { x, y } = state.box;
       out.push(
@@ -219,6 +204,49 @@ function layerFilter({ layer, viewport }) {
 function redraw() {
   if (!state.deck) return;
   state.deck.setProps({ layers: layers() });
+}
+
+// -- rings: DOM elements over the canvas ---------------------------------------------------------
+// The hovered product's ring and the query's are not drawn by WebGL: a hover then changes no
+// layer, so the points are not drawn again (on software rendering a frame of 1M points takes
+// seconds); the rings move with the view after each drawn frame.
+function ringElement(className) {
+  const ring = document.createElement('div');
+  ring.className = `ring ${className}`;
+  ring.hidden = true;
+  document.getElementById('maps').appendChild(ring);
+  return ring;
+}
+
+function placeRing(ring, m, row, radius) {
+  const viewport = state.deck && state.deck.getViewports().find((v) => v.id === `map${m}`);
+  const positions = state.data.positions[m];
+  if (!viewport || row < 0 || positions[row * 2] < -1e8) {
+    ring.hidden = true;
+    return;
+  }
+  const [x, y] = viewport.project([positions[row * 2], positions[row * 2 + 1]]);
+  const inside = x >= 0 && y >= 0 && x <= viewport.width && y <= viewport.height;
+  ring.hidden = !inside;
+  ring.style.left = `${viewport.x + x - radius}px`;
+  ring.style.top = `${viewport.y + y - radius}px`;
+  ring.dataset.id = state.data.idOf(row);
+  ring.dataset.view = String(m);
+}
+
+function placeRings() {
+  if (!state.data) return;
+  const maps = state.data.maps;
+  state.rings = state.rings || { hover: [], marked: [] };
+  while (state.rings.hover.length < maps) state.rings.hover.push(ringElement('hover'));
+  state.rings.hover.forEach((ring, m) => placeRing(ring, m, m < maps ? state.hovered : -1, HOVER_RADIUS));
+  const wanted = maps * state.marked.length;
+  while (state.rings.marked.length < wanted) state.rings.marked.push(ringElement('marked'));
+  state.rings.marked.forEach((ring, n) => {
+    const m = n % Math.max(maps, 1);
+    const row = n < wanted ? state.marked[Math.floor(n / maps)] : -1;
+    placeRing(ring, m, row, MARK_RADIUS);
+  });
 }
 
 // -- picking: a grid over each map, searched on the CPU ------------------------------------
@@ -312,9 +340,9 @@ function onPointerMove(event) {
   state.hovered = row;
   state.hoveredView = at ? at.m : -1;
   showTooltip(at);
+  placeRings();
   // How long after the pointer event the tooltip changed (the benchmark reads it).
   state.timings.hover.push(performance.now() - event.timeStamp);
-  redraw();
 }
 
 function showTooltip(at) {
@@ -489,18 +517,26 @@ function setSelecting(on, temporary) {
 }
 
 // -- setup -------------------------------------------------------------------------------------
-function graphicsSupport() {
-  const canvas = document.createElement('canvas');
-  return { webgl2: !!canvas.getContext('webgl2'), webgpu: !!navigator.gpu };
+function hasWebGL2() {
+  return !!document.createElement('canvas').getContext('webgl2');
 }
 
-function noGraphics(root, support) {
+async function hasWebGPU() {
+  // navigator.gpu exists in secure contexts even without an adapter: ask for one.
+  try {
+    return !!(navigator.gpu && (await navigator.gpu.requestAdapter()));
+  } catch (error) {
+    return false;
+  }
+}
+
+function noGraphics(root, webgpu) {
   root.replaceChildren();
   const message = document.createElement('div');
   message.className = 'nographics';
   message.setAttribute('role', 'alert');
   message.textContent =
-    (support.webgpu
+    (webgpu
       ? 'The maps cannot be drawn: they need WebGL 2, and this browser offers WebGPU only. '
       : 'The maps cannot be drawn: this browser offers neither WebGPU nor WebGL. ') +
     'Turn on hardware acceleration (or WebGL) in the browser settings, or open the page in ' +
@@ -564,6 +600,7 @@ function create(root) {
     getCursor: ({ isDragging }) =>
       state.selecting ? 'crosshair' : isDragging ? 'grabbing' : state.hovered >= 0 ? 'pointer' : 'grab',
     onAfterRender: () => {
+      placeRings();
       root.dataset.drawn = String(state.data.count);
       root.dataset.frames = String(Number(root.dataset.frames || 0) + 1);
     },
@@ -575,7 +612,7 @@ function create(root) {
     if (state.hovered < 0) return;
     state.hovered = -1;
     showTooltip(null);
-    redraw();
+    placeRings();
   });
   document.getElementById('select').addEventListener('click', () => setSelecting(!state.selecting, false));
   document.getElementById('reset').addEventListener('click', () => {
@@ -590,13 +627,10 @@ function render(args) {
   const fresh = first || args.version !== state.args.version;
   state.width = document.body.clientWidth;
   state.args = args;
-  if (first) {
-    const support = graphicsSupport();
-    root.dataset.webgpu = String(support.webgpu);
-    if (!support.webgl2) {
-      noGraphics(root, support);
-      return;
-    }
+  if (first && !hasWebGL2()) state.noGraphics = true;
+  if (state.noGraphics) {
+    hasWebGPU().then((webgpu) => noGraphics(root, webgpu));
+    return;
   }
   if (fresh) {
     state.data = decode(args);
@@ -625,6 +659,7 @@ function render(args) {
     state.viewStates = initialViewStates();
     state.deck.setProps({ views: views(), viewState: state.viewStates, layers: layers() });
   } else redraw();
+  placeRings();
   setFrameHeight(root.scrollHeight + 4);
 }
 
