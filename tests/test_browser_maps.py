@@ -10,6 +10,7 @@ Needs Debian's chromium; skips without it, fails in CI (`CI=true`).
 
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -148,31 +149,42 @@ def drag_box(page, frame, view: int, corners: tuple[tuple[float, float], ...], s
         page.keyboard.up("Shift")
 
 
+INSIDE_THE_BOX = """() => { const s = window.productMap, b = s.box, p = s.data.positions[b.view];
+  const ids = [];
+  for (let r = 0; r < s.data.count; r++)
+    if (p[2*r] >= b.x[0] && p[2*r] <= b.x[1] && p[2*r+1] >= b.y[0] && p[2*r+1] <= b.y[1])
+      ids.push(s.data.idOf(r));
+  return ids; }"""
+
+
+def listed_after_the_box(page, frame, model_id: str) -> list[str]:
+    """Wait until the page lists the products inside the box just drawn on `model_id`'s map
+    (as the browser counts them); return them."""
+    inside = frame.evaluate(INSIDE_THE_BOX)
+    assert 0 < len(inside) < 53
+    page.get_by_text(f"{len(inside)} products in the box drawn on {model_id}").wait_for(
+        timeout=60_000
+    )
+    tiles = page.locator(browser.grid_selector("map-box") + " a.tile")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the grid re-renders after the text
+        shown = {tiles.nth(i).get_attribute("data-id") for i in range(tiles.count())}
+        if shown == set(inside):
+            return inside
+        time.sleep(0.2)
+    raise AssertionError(f"the grid shows {sorted(shown)}, the box holds {sorted(inside)}")
+
+
 def test_dragging_a_box_lists_the_products_inside(page, server):
     frame = open_map(page, server)
     drag_box(page, frame, 0, ((0.02, 0.02), (0.6, 0.98)))
-    page.get_by_text("in the box drawn on pixels", exact=False).wait_for(timeout=60_000)
-    inside = frame.evaluate(
-        """() => { const s = window.productMap, b = s.box, p = s.data.positions[b.view];
-          const ids = [];
-          for (let r = 0; r < s.data.count; r++)
-            if (p[2*r] >= b.x[0] && p[2*r] <= b.x[1] && p[2*r+1] >= b.y[0] && p[2*r+1] <= b.y[1])
-              ids.push(s.data.idOf(r));
-          return ids; }"""
-    )
-    assert 0 < len(inside) < 53
-    text = page.get_by_text("in the box drawn on pixels", exact=False).inner_text()
-    assert text.startswith(f"{len(inside)} products")
-    tiles = page.locator(browser.grid_selector("map-box") + " a.tile")
-    tiles.first.wait_for(timeout=30_000)
-    assert {tiles.nth(i).get_attribute("data-id") for i in range(tiles.count())} == set(inside)
+    listed_after_the_box(page, frame, "pixels")
     # The "Select a box" button draws a box without Shift, on the other map.
     frame.locator("#select").click()
     drag_box(page, frame, 1, ((0.3, 0.3), (0.98, 0.98)), shift=False)
-    page.get_by_text("in the box drawn on efficientnet-lite0", exact=False).wait_for(timeout=60_000)
-    target = tiles.first.get_attribute("data-id")
-    tiles.first.click()
-    browser.wait_for_results(page, MODELS, query=target)
+    inside = listed_after_the_box(page, frame, "efficientnet-lite0")
+    page.locator(browser.grid_selector("map-box") + f" a.tile[data-id='{inside[0]}']").click()
+    browser.wait_for_results(page, MODELS, query=inside[0])
 
 
 def test_the_search_query_is_marked_on_every_map(page, server):
