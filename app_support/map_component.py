@@ -36,7 +36,7 @@ _maps_component = components.declare_component("product_maps", path=str(BUILD))
 
 
 def product_maps(args: dict, *, key: str, on_change: Callable[[], None]) -> dict | None:
-    """Draw the maps of `args` (`map_payload.encode` plus `marked`, `height`, `channel`,
+    """Draw the maps of `args` (`map_payload.encode` plus `marked`, `map_height`, `channel`,
     `colour_version`); `on_change` runs on a click or a box before the rerun."""
     return _maps_component(**args, key=key, on_change=on_change, default=None)
 

@@ -54,6 +54,8 @@ OTHER_COLOUR = "#c7c9cc"
 BOXED_SHOWN = 60
 #: The maps' height in CSS pixels.
 CHART_HEIGHT = 520
+#: The component's height beyond the maps: their titles above, the buttons and legend below.
+FRAME_EXTRA = 110
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -175,7 +177,8 @@ def maps_ui(cat: Catalogue, frame: pd.DataFrame, args: dict, marked: list[str]) 
         {
             **args,
             "marked": marked,
-            "height": CHART_HEIGHT,
+            "map_height": CHART_HEIGHT,
+            "height": CHART_HEIGHT + FRAME_EXTRA,  # the iframe: titles, maps, legend
             "channel": channel,
             "colour_version": f"{args['colour_field']}:{args['version']}",
         },

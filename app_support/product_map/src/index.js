@@ -127,7 +127,7 @@ function fitZoom(width, height) {
 
 function views() {
   const width = mapWidth();
-  const height = state.args.height;
+  const height = state.args.map_height;
   return state.args.maps.map(
     (_, m) =>
       new OrthographicView({
@@ -143,7 +143,7 @@ function views() {
 }
 
 function initialViewStates() {
-  const zoom = fitZoom(mapWidth(), state.args.height);
+  const zoom = fitZoom(mapWidth(), state.args.map_height);
   const states = {};
   state.args.maps.forEach((_, m) => {
     states[`map${m}`] = { target: [WORLD / 2, WORLD / 2, 0], zoom, minZoom: zoom - 1, maxZoom: zoom + 9 };
@@ -377,8 +377,10 @@ function moveTooltip(at) {
   const tip = document.getElementById('tooltip');
   if (tip.hidden || !at) return;
   const left = at.x + 16 + 240 > state.width ? at.x - 16 - 240 : at.x + 16;
+  const bottom = TITLE_HEIGHT + state.args.map_height; // keep it over the maps: flip upwards
+  const top = Math.min(at.y + TITLE_HEIGHT - 20, bottom - tip.offsetHeight);
   tip.style.left = `${Math.max(0, left)}px`;
-  tip.style.top = `${Math.max(0, at.y + TITLE_HEIGHT - 20)}px`;
+  tip.style.top = `${Math.max(0, top)}px`;
 }
 
 function setThumbnail(id) {
@@ -580,7 +582,7 @@ function legend() {
 
 function create(root) {
   const container = document.getElementById('maps');
-  container.style.height = `${state.args.height}px`;
+  container.style.height = `${state.args.map_height}px`;
   state.viewStates = initialViewStates();
   state.deck = new Deck({
     parent: container,
