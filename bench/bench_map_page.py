@@ -367,11 +367,14 @@ def measure(
     return result
 
 
-def bench_catalogue(directory: Path, models: list[str], second, old: Path, screenshot=None) -> dict:
+def bench_catalogue(
+    directory: Path, models: list[str], second, old: Path, screenshot=None, pages=("old", "new")
+) -> dict:
     from app_support import browser
 
     out = {}
-    for name, script in (("old", old / "app.py"), ("new", REPO / "app.py")):
+    scripts = {"old": old / "app.py", "new": REPO / "app.py"}
+    for name, script in ((name, scripts[name]) for name in pages):
         log(f"{directory.name}: {name} page")
         app = browser.start_app(
             directory.parent,
@@ -438,6 +441,7 @@ def main() -> None:
     parser.add_argument("--old-commit", default="0358386", help="the page before")
     parser.add_argument("--work", default="/tmp/bench-map-page", help="synthetic catalogues")
     parser.add_argument("--screenshot", help="save the new page on --catalog, a tooltip open")
+    parser.add_argument("--pages", default="old,new", help="which pages to measure")
     args = parser.parse_args()
 
     old = old_checkout(args.old_commit)
@@ -446,7 +450,7 @@ def main() -> None:
     if args.catalog:
         directory = Path(args.catalog).resolve()
         result["runs"][f"{directory.name} (real)"] = bench_catalogue(
-            directory, args.models.split(","), None, old, args.screenshot
+            directory, args.models.split(","), None, old, args.screenshot, args.pages.split(",")
         )
     for size in [int(s) for s in args.synthetic.split(",") if s]:
         log(f"synthetic catalogue of {size:,} products")
@@ -454,7 +458,7 @@ def main() -> None:
             Path(args.work) / f"synthetic-{size}" / f"synthetic{size}", size
         )
         result["runs"][f"synthetic {size:,}"] = bench_catalogue(
-            directory, [SYNTHETIC_MODELS[0]], SYNTHETIC_MODELS[1], old
+            directory, [SYNTHETIC_MODELS[0]], SYNTHETIC_MODELS[1], old, None, args.pages.split(",")
         )
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     emit(result)
