@@ -1,31 +1,30 @@
 """The Map page: every selected model's 2-D map of the catalogue, side by side.
 
-- The maps are the catalogue's own (`embeddings.derived.maps`): computed by `python -m embeddings
-map`,
-  or here with a progress bar (not in a read-only deployment). A map whose index was rebuilt is
-  stale and is not drawn.
-- One Vega-Lite chart (`st.altair_chart`) holds a view per model over ONE table: a product is one
-  row with its coordinates on every model's map. So a product under the pointer is ringed on every
-  map, and the session's query product (from Search) is marked on every map.
-- Hovering shows the product's title and labels and, for a declared sample of products, its
-  thumbnail (Vega's tooltip shows a field named `image` as a picture). Thumbnails of every product
-  would weigh about 2.5 KB each (110 MB for 44,441 products); `HOVER_THUMBS` of them are sent.
-- A click on a point opens that product on Search; dragging a box lists the products inside it
-  as tiles, and a click on a tile opens that one.
+- The maps are the catalogue's own (`embeddings.derived.maps`): computed by
+  `python -m embeddings map`, or here with a progress bar (not in a read-only deployment). A map
+  whose index was rebuilt is stale and is not drawn.
+- Every mapped product is drawn by default, on the GPU in the browser (`app_support.map_component`:
+  deck.gl through WebGL 2, software rendering included). A product is one row of ONE table with
+  its coordinates on every model's map, sent once as compact binary arrays
+  (`app_support.map_payload`), so the product under the pointer is ringed on every map and the
+  session's query product (from Search) is marked on every map, without a rerun.
+- Hovering shows the product's title and labels at once, and its thumbnail as soon as it arrives:
+  thumbnails are fetched on demand by a small fragment (`map_component.thumbnail_fragment`).
+- A click on a point opens that product on Search; dragging a box (Shift + drag, or "Select a
+  box") lists the products inside it as tiles, and a click on a tile opens that one.
 """
 
 from __future__ import annotations
 
-import contextlib
-import warnings
+import uuid
 from dataclasses import dataclass
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_support import resources, thumbs
+from app_support import map_payload, resources, thumbs
+from app_support.map_component import FULL_RUN, product_maps, thumbnail_fragment
 from app_support.progress_ui import ProgressUI
 from app_support.sidebar import (
     Selection,
@@ -42,13 +41,9 @@ from embeddings.derived import maps as core_maps
 from embeddings.errors import EmbeddingsError, IndexMismatchError, IndexMissingError
 from embeddings.search.query import Query
 
-#: Products whose tooltip carries a thumbnail (a stratified sample of those drawn).
-HOVER_THUMBS = 1_500
-#: Longest side of a hover thumbnail: 60 pixels, about 1.8 KB each for the fashion set.
-HOVER_THUMB_SIZE = 60
-#: Choices of how many products each map draws (a stratified sample below the catalogue's size).
-DRAWN_CHOICES = (2_000, 10_000, 50_000)
-DEFAULT_DRAWN = 10_000
+#: Choices of how many products each map draws below the catalogue's size (a stratified
+#: sample); every mapped product is drawn by default.
+DRAWN_CHOICES = (2_000, 10_000, 50_000, 200_000)
 #: Label values coloured on the maps (Tableau's ten colours); rarer values are grey "(other)".
 PALETTE = [
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
@@ -59,9 +54,10 @@ OTHER = "(other)"
 OTHER_COLOUR = "#c7c9cc"
 #: Products listed when a box is dragged over a map.
 BOXED_SHOWN = 60
-#: The chart's width in CSS pixels (the main column of the wide layout at 1440 pixels), and height.
-CHART_WIDTH = 940
+#: The maps' height in CSS pixels.
 CHART_HEIGHT = 520
+#: The component's height beyond the maps: their titles above, the buttons and legend below.
+FRAME_EXTRA = 110
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -84,7 +80,7 @@ def _map_stamp(cat: Catalogue, model_id: str) -> int:
     return resources._stamp(folder / MANIFEST_FILE, cat.model_dir(model_id) / MANIFEST_FILE)
 
 
-# -- the table behind the chart ------------------------------------------------------------------
+# -- the table behind the maps ------------------------------------------------------------------
 def drawn_ids(cat: Catalogue, mapped: list[str], count: int, filters) -> list[str]:
     """The products drawn: those mapped (and matching the label filter), or a sample of `count`
     of them stratified by the catalogue's main label."""
@@ -104,154 +100,113 @@ def coloured_values(values: pd.Series) -> pd.Series:
     return values.where(values.isin(top), OTHER)
 
 
+def legend_of(colours: pd.Series) -> tuple[list[dict], np.ndarray]:
+    """The legend ([{value, colour}], commonest first, `OTHER` last) and each row's entry."""
+    values = [v for v in colours.value_counts().index if v != OTHER]
+    domain = values + ([OTHER] if (colours == OTHER).any() else [])
+    legend = [
+        {"value": str(v), "colour": PALETTE[n] if v != OTHER else OTHER_COLOUR}
+        for n, v in enumerate(domain)
+    ]
+    position = {v: n for n, v in enumerate(domain)}
+    return legend, colours.map(position).to_numpy(dtype=np.uint8)
+
+
 def map_frame(
-    cat: Catalogue, found: dict[str, core_maps.EmbeddingMap], ids: list[str], label: str | None
+    cat: Catalogue, found: dict[str, core_maps.EmbeddingMap], ids: list[str]
 ) -> pd.DataFrame:
-    """One row per drawn product: id, title, colour value, labels, image (for a sample), and
-    `x{i}`/`y{i}` on the i-th model's map (NaN when that map lacks the product)."""
-    table = resources.products(cat)
-    frame = pd.DataFrame({"id": ids, "title": [table.title(i) or i for i in ids]})
-    for name in cat.label_fields:  # categorical: sent as Arrow dictionaries, a tenth the bytes
-        frame[name] = pd.Categorical([table.get(i, name) for i in ids])
-    # A catalogue without labels colours every product alike (one value per row, not a scalar).
-    colours = (
-        coloured_values(frame[label].astype(str)) if label in frame else ["products"] * len(ids)
-    )
-    frame["colour"] = pd.Categorical(colours)
+    """One row per drawn product: id, and `x{i}`/`y{i}` on the i-th model's map (NaN when that
+    map lacks the product)."""
+    frame = pd.DataFrame({"id": ids})
     for position, result in enumerate(found.values()):
         rows = np.array([result.row_of.get(i, -1) for i in ids], dtype=np.int64)
         coords = np.where(rows[:, None] >= 0, result.coords[np.maximum(rows, 0)], np.nan)
         frame[f"x{position}"] = coords[:, 0]
         frame[f"y{position}"] = coords[:, 1]
-    with_image = set(drawn_ids(cat, ids, HOVER_THUMBS, None))
-    frame["image"] = [
-        thumbs.thumbnail(cat, i, HOVER_THUMB_SIZE) if i in with_image else "" for i in ids
-    ]
     return frame
 
 
+def map_args(cat: Catalogue, frame: pd.DataFrame, models: list[str], label: str | None) -> dict:
+    """The component's arguments for the products of `frame` (see `app_support.map_payload`)."""
+    table = resources.products(cat)
+    ids = frame["id"].tolist()
+    labels = {name: [table.get(i, name) for i in ids] for name in cat.label_fields}
+    if label in labels:
+        colours = coloured_values(pd.Series(labels[label], dtype=object).fillna("").astype(str))
+    else:
+        colours = pd.Series(["products"] * len(ids), dtype=object)
+    legend, codes = legend_of(colours)
+    return map_payload.encode(
+        ids=ids,
+        titles=[table.title(i) or "" for i in ids],
+        labels=labels,
+        colour_codes=codes,
+        legend=legend,
+        colour_field=label if label in labels else None,
+        maps={
+            model_id: frame[[f"x{p}", f"y{p}"]].to_numpy(np.float64)
+            for p, model_id in enumerate(models)
+        },
+    )
+
+
 @st.cache_resource(max_entries=8, show_spinner="Preparing the maps…")
-def _drawn_frame(
+def _drawn(
     directory: str, fingerprint: str, models: tuple, stamps: tuple, drawn: int, label, filters
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, dict]:
     cat = resources.catalogue(directory)
     found = {m: saved_map(cat, m) for m in models}
     mapped = list(dict.fromkeys(i for result in found.values() for i in result.ids))
-    return map_frame(cat, found, drawn_ids(cat, mapped, drawn, dict(filters or ())), label)
+    frame = map_frame(cat, found, drawn_ids(cat, mapped, drawn, dict(filters or ())))
+    return frame, map_args(cat, frame, list(models), label)
 
 
-def drawn_frame(cat: Catalogue, models: tuple, drawn: int, label, filters) -> pd.DataFrame:
-    """`map_frame` of the drawn products, built once per process and view (never mutated)."""
+def drawn_maps(
+    cat: Catalogue, models: tuple, drawn: int, label, filters
+) -> tuple[pd.DataFrame, dict]:
+    """`map_frame` of the drawn products and the component's arguments for them, built once per
+    process and view (never mutated)."""
     stamps = tuple(_map_stamp(cat, m) for m in models)
     key = tuple(sorted((filters or {}).items()))
-    return _drawn_frame(str(cat.directory), cat.fingerprint, models, stamps, drawn, label, key)
+    return _drawn(str(cat.directory), cat.fingerprint, models, stamps, drawn, label, key)
 
 
-# -- the chart ---------------------------------------------------------------------------------
-#: Selections shared by every map: declared once at the top of the chart with no `views`, so
-#: Vega-Lite applies them to every view (the hovered product is ringed on each map).
-def map_chart(
-    frame: pd.DataFrame,
-    models: list[str],
-    label: str | None,
-    marked: list[str],
-    label_fields: list[str],
-) -> alt.HConcatChart:
-    """A view per model over the one table `frame`: coloured points, a ring on the hovered
-    product in every view, a diamond on `marked` products (the query), a box selection per view
-    (`box{i}`) and a click selection (`pick`).
-
-    `hover` and `pick` are added to every view's points: Altair lifts them to one parameter
-    listening on all views (and warns that it merged them, which is the point; `chart_ui`
-    silences that warning).
-    """
-    hover = alt.selection_point(
-        name="hover", fields=["id"], on="pointerover", clear="pointerout", empty=False
+def maps_ui(cat: Catalogue, frame: pd.DataFrame, args: dict, marked: list[str]) -> None:
+    """Draw the maps (a click or a box reruns the page through `_maps_event`), and the
+    fragment that answers their thumbnail requests."""
+    channel = st.session_state.setdefault("map_channel", f"embeddings-map-{uuid.uuid4().hex}")
+    product_maps(
+        {
+            **args,
+            "marked": marked,
+            "map_height": CHART_HEIGHT,
+            "height": CHART_HEIGHT + FRAME_EXTRA,  # the iframe: titles, maps, legend
+            "channel": channel,
+            "colour_version": f"{args['colour_field']}:{args['version']}",
+        },
+        key="map_chart",
+        on_change=_maps_event,
     )
-    pick = alt.selection_point(name="pick", fields=["id"], on="click", empty=False)
-    tooltip = [
-        alt.Tooltip("title:N"),
-        alt.Tooltip("image:N"),
-        *[alt.Tooltip(f"{name}:N") for name in label_fields],
-        alt.Tooltip("id:N"),
-    ]
-    width = max(220, (CHART_WIDTH - 18 * (len(models) - 1)) // max(1, len(models)))
-    values = [v for v in frame["colour"].value_counts().index if v != OTHER]
-    domain = values + ([OTHER] if (frame["colour"] == OTHER).any() else [])
-    colour = alt.Color(
-        "colour:N",
-        title=label or "",
-        scale=alt.Scale(
-            domain=domain,
-            range=PALETTE[: len(values)] + [OTHER_COLOUR] * (len(domain) > len(values)),
-        ),
-        legend=alt.Legend(orient="bottom", columns=6, symbolLimit=len(domain)),
-    )
-    size = point_size(len(frame))
-    views = []
-    for position, model_id in enumerate(models):
-        x, y = f"x{position}", f"y{position}"
-        base = alt.Chart(frame).transform_filter(f"isValid(datum.{x})")
-        axis = {"axis": None, "scale": alt.Scale(zero=False, nice=False, padding=10)}
-        points = base.mark_circle(size=size, opacity=0.7).encode(
-            x=alt.X(f"{x}:Q", **axis), y=alt.Y(f"{y}:Q", **axis), color=colour, tooltip=tooltip
-        )
-        box = alt.selection_interval(name=f"box{position}", encodings=["x", "y"])
-        ring = (
-            base.transform_filter(hover)
-            .mark_point(size=420, strokeWidth=3, color="#111827", filled=False)
-            .encode(x=f"{x}:Q", y=f"{y}:Q")
-        )
-        star = (
-            base.transform_filter(alt.FieldOneOfPredicate(field="id", oneOf=marked or ["\0"]))
-            .mark_point(shape="diamond", size=360, strokeWidth=3, color="#dc2626", filled=False)
-            .encode(x=f"{x}:Q", y=f"{y}:Q", tooltip=tooltip)
-        )
-        with _merged_selections_expected():
-            view = alt.layer(points.add_params(hover, pick, box), ring, star)
-        views.append(view.properties(title=model_id, width=width, height=CHART_HEIGHT))
-    with _merged_selections_expected():
-        return alt.hconcat(*views, spacing=18).configure_view(stroke="#e5e7eb")
-
-
-def chart_ui(chart: alt.HConcatChart, views: int) -> None:
-    """Draw the maps; a click or a box reruns the page through `_chart_selected`."""
-    with _merged_selections_expected():
-        st.altair_chart(
-            chart,
-            key="map_chart",
-            on_select=_chart_selected,
-            selection_mode=["pick", *[f"box{i}" for i in range(views)]],
-        )
-
-
-@contextlib.contextmanager
-def _merged_selections_expected():
-    """Silence Altair's warning that it merged a selection added to several views."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="Automatically deduplicated selection parameter", category=UserWarning
-        )
-        yield
-
-
-def point_size(count: int) -> int:
-    """Marks small enough not to hide each other: 60 px² for a few hundred, 5 for 50,000."""
-    return int(np.clip(60 * (500 / max(count, 1)) ** 0.5, 5, 60))
+    thumbnail_fragment(cat, channel)
 
 
 # -- interaction ---------------------------------------------------------------------------------
-def _chart_selected() -> None:
-    """A click opens the product on Search; a box keeps the products inside it for the list."""
-    state = st.session_state.get("map_chart") or {}
-    selection = state.get("selection", {}) if hasattr(state, "get") else {}
-    picked = selection.get("pick") or []
-    if picked and picked[0].get("id") is not None:
-        search_product_next_run(str(picked[0]["id"]))
+def _maps_event() -> None:
+    """A click opens the product on Search; a box keeps its corners for the list below."""
+    event = st.session_state.get("map_chart")
+    if not isinstance(event, dict):
         return
-    st.session_state["map_box"] = {
-        name: value for name, value in selection.items() if name.startswith("box") and value
-    }
+    st.session_state[FULL_RUN] = True
+    if event.get("event") == "click" and isinstance(event.get("id"), str):
+        search_product_next_run(event["id"])
+    elif event.get("event") == "box" and isinstance(event.get("view"), int):
+        view, x, y = event["view"], event.get("x"), event.get("y")
+        numbers = all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(b, (int, float)) for b in v)
+            for v in (x, y)
+        )  # the browser's word: anything else is ignored
+        if numbers:
+            st.session_state["map_box"] = {f"box{view}": {f"x{view}": x, f"y{view}": y}}
 
 
 def boxed_ids(frame: pd.DataFrame, box: dict) -> list[str]:
@@ -345,17 +300,15 @@ class MapChoice:
 
 
 def drawn_choice_ui(largest: int) -> MapChoice:
-    choices = [c for c in DRAWN_CHOICES if c < largest] + [largest]
-    default = min(DEFAULT_DRAWN, largest)
-    chosen = st.session_state.get("w_map_drawn")
-    if chosen not in choices:
-        st.session_state["w_map_drawn"] = default if default in choices else choices[-1]
+    choices = [largest] + [c for c in DRAWN_CHOICES if c < largest]
+    if st.session_state.get("w_map_drawn") not in choices:
+        st.session_state["w_map_drawn"] = largest
     drawn = st.selectbox(
         "Products drawn",
         choices,
         key="w_map_drawn",
         format_func=lambda c: f"all {c:,}" if c == largest else f"{c:,} (stratified sample)",
-        help="Every product draws a point; a sample keeps the page light.",
+        help="Every mapped product is drawn by default; a sample sends less to the browser.",
         width=260,
     )
     return MapChoice(drawn)
@@ -380,14 +333,16 @@ def label_ui(cat: Catalogue, selection: Selection) -> str | None:
 
 def map_page(selection: Selection) -> None:
     """The whole Map page."""
+    st.session_state.pop(FULL_RUN, None)
     cat = page_catalogue(selection, "Maps of the catalogue")
     if cat is None:
         return
     st.markdown(
         "Each selected model places every product on a 2-D map so that products it finds "
         "similar lie close together. Hover a point for the product, click it to search by it, "
-        "drag a box to list the products inside; the product under the pointer is ringed on "
-        "every map, and the Search page's product is marked with a red diamond."
+        "drag a box (Shift + drag, or **Select a box**) to list the products inside; scroll to "
+        "zoom, drag to pan. The product under the pointer is ringed on every map, and the "
+        "Search page's product is marked with a red ring."
     )
     found, missing = {}, {}
     for model_id in selection.models:
@@ -407,26 +362,25 @@ def map_page(selection: Selection) -> None:
     with controls[1]:
         choice = drawn_choice_ui(largest)
     mapped = list(dict.fromkeys(i for result in found.values() for i in result.ids))
-    frame = drawn_frame(cat, tuple(found), choice.drawn, label, selection.filters)
+    frame, args = drawn_maps(cat, tuple(found), choice.drawn, label, selection.filters)
     item = (current_query() or Query()).item
     marked = [item] if item is not None and item in cat else []
     controls[2].caption(drawn_note(cat, frame, len(mapped), selection.filters, marked))
-    chart_ui(map_chart(frame, list(found), label, marked, cat.label_fields), len(found))
+    maps_ui(cat, frame, args, marked)
     for result in found.values():
         st.caption(describe_map(result))
     boxed_ui(cat, frame, list(found))
 
 
 def drawn_note(cat: Catalogue, frame: pd.DataFrame, mapped: int, filters, marked) -> str:
-    with_image = int((frame["image"].fillna("") != "").sum())  # "" marks no thumbnail
     parts = [
         f"Drawing {len(frame):,} of {mapped:,} mapped products"
         + (" (label filter)" if filters else "")
         + ("" if len(frame) >= mapped or filters else f", stratified by {cat.main_label}")
-        + f"; {with_image:,} of them show their thumbnail on hover."
+        + "; each shows its thumbnail on hover."
     ]
     if marked:
-        parts.append(f"Red diamond: product {marked[0]}.")
+        parts.append(f"Red ring: product {marked[0]}.")
     return " ".join(parts)
 
 

@@ -1,31 +1,25 @@
-"""Maps and near-duplicates on a built catalogue: which projection serves, what the page weighs.
+"""Maps and near-duplicates on a built catalogue: which projection serves, what duplicates cost.
 
-- `--methods openTSNE,UMAP`: both libraries lay out the SAME vectors (the model's, PCA-reduced as
-  `embeddings.derived.maps` does), one after the other; for each: wall-clock seconds, the
+- `--methods openTSNE,UMAP`: both libraries lay out the SAME vectors (the model's, PCA-reduced
+  as `embeddings.derived.maps` does), one after the other; for each: wall-clock seconds, the
   process's CPU seconds (every thread, so a busy machine's waiting is not counted), and the
   faithfulness of `embeddings.derived.maps.faithfulness` (10-NN kept, trustworthiness). UMAP
   needs `umap-learn` (requirements-dev.txt).
 - `--duplicates`: the near-duplicate range search of each model at its default threshold:
   seconds, CPU seconds, groups and products in groups (`embeddings.derived.duplicates`).
-- `--page`: the Map page in headless Chromium on the catalogue's saved maps: bytes received over
-  the websocket until the maps are drawn, seconds to the first drawn map, and the hover latency
-  (pointer move onto a drawn point to its tooltip), median of `--hovers`; `--screenshot PATH`
-  saves the page with a tooltip open (docs/map-page.png).
+- The Map page in Chromium (first draw, hover, thumbnails, bytes, against the page before):
+  `python -m bench.bench_map_page`.
 
     python -m bench.bench_maps --catalog data/fashion-full --model efficientnet-lite0 \\
         --methods openTSNE,UMAP
     python -m bench.bench_maps --catalog data/fashion-full --duplicates pixels,efficientnet-lite0
-    python -m bench.bench_maps --catalog data/fashion-full --page \\
-        --models pixels,efficientnet-lite0 --screenshot docs/map-page.png
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -127,109 +121,12 @@ def duplicate_figures(catalogue, models: list[str]) -> list[dict]:
     return results
 
 
-def page_figures(catalogue, models: list[str], hovers: int, screenshot: str | None) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    from app_support import browser
-
-    data = Path(catalogue.directory).parent
-    app = browser.start_app(data, log_path=Path("/tmp") / f"bench-maps-{os.getpid()}.log")
-    try:
-        with sync_playwright() as playwright:
-            chromium = browser.launch_chromium(playwright)
-            page = chromium.new_page(viewport={"width": 1440, "height": 1100})
-            received = {"bytes": 0}
-            page.on(
-                "websocket",
-                lambda ws: ws.on(
-                    "framereceived",
-                    lambda payload: received.__setitem__(
-                        "bytes", received["bytes"] + len(payload or b"")
-                    ),
-                ),
-            )
-            started = time.perf_counter()
-            page.goto(f"{app.url}/map?catalog={catalogue.name}&models={','.join(models)}")
-            points = page.locator(".vega-embed svg g.mark-symbol.role-mark path")
-            points.first.wait_for(state="attached", timeout=600_000)
-            drawn = time.perf_counter() - started
-            page.wait_for_timeout(2000)
-            result = {
-                "first_map_seconds": round(drawn, 1),
-                "websocket_mib": round(received["bytes"] / 2**20, 2),
-            }
-            result["hover_ms"] = hover_latencies(page, hovers)
-            if screenshot:
-                show_a_thumbnail(page)
-                Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=screenshot)
-                result["screenshot"] = screenshot
-            chromium.close()
-    finally:
-        app.stop()
-    return result
-
-
-def hover_latencies(page, hovers: int) -> dict:
-    """Move the pointer onto `hovers` drawn points of the first map (a seeded sample), and time
-    each move until Vega's tooltip shows that product (milliseconds: median, max), counting the
-    tooltips that carried a thumbnail."""
-    points = page.locator(".vega-embed svg g.concat_0_group g.mark-symbol.role-mark").first
-    points = points.locator("path")
-    rng = np.random.default_rng(0)
-    order = rng.permutation(points.count())
-    times, with_image, last = [], 0, None
-    for position in order[: hovers * 4]:
-        if len(times) >= hovers:
-            break
-        box = points.nth(int(position)).bounding_box()
-        if not box:
-            continue
-        started = time.perf_counter()
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        try:
-            page.wait_for_function(
-                "last => { const t = document.querySelector('#vg-tooltip-element');"
-                " return t && t.classList.contains('visible') && t.innerText !== last; }",
-                arg=last,
-                timeout=3000,
-            )
-        except Exception:  # another point drawn over this one: no new tooltip
-            continue
-        times.append((time.perf_counter() - started) * 1000)
-        with_image += page.locator("#vg-tooltip-element img").count() > 0
-        last = page.locator("#vg-tooltip-element").inner_text()
-    return {
-        "n": len(times),
-        "with_thumbnail": with_image,
-        "median": round(statistics.median(times), 1) if times else None,
-        "max": round(max(times), 1) if times else None,
-    }
-
-
-def show_a_thumbnail(page, tries: int = 300) -> None:
-    """Leave the pointer on a point whose tooltip shows a thumbnail (for the screenshot)."""
-    points = page.locator(".vega-embed svg g.concat_1_group g.mark-symbol.role-mark").first
-    points = points.locator("path")
-    for position in np.random.default_rng(1).permutation(points.count())[:tries]:
-        box = points.nth(int(position)).bounding_box()
-        if box:
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            page.wait_for_timeout(600)
-            if page.locator("#vg-tooltip-element.visible img").count():
-                return
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", required=True)
     parser.add_argument("--model", default="efficientnet-lite0", help="the model --methods maps")
     parser.add_argument("--methods", help="e.g. openTSNE,UMAP")
     parser.add_argument("--duplicates", help="models whose near-duplicates are searched")
-    parser.add_argument("--page", action="store_true", help="measure the Map page in Chromium")
-    parser.add_argument("--models", default="pixels,efficientnet-lite0", help="the page's models")
-    parser.add_argument("--hovers", type=int, default=15)
-    parser.add_argument("--screenshot")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -244,10 +141,6 @@ def main() -> None:
         )
     if args.duplicates:
         result["duplicates"] = duplicate_figures(catalogue, args.duplicates.split(","))
-    if args.page:
-        result["page"] = page_figures(
-            catalogue, args.models.split(","), args.hovers, args.screenshot
-        )
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     emit(result)
 

@@ -7,15 +7,14 @@ The catalogue is the synthetic shop with planted copies (tests/harness/products.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
+from app_support import map_payload
 from app_support.map_ui import boxed_ids
 from embeddings.building.catalogue import BuildRequest, IndexOptions, build_catalogue
 from embeddings.catalogue import Catalogue, create_catalogue
@@ -58,13 +57,21 @@ def mapped(data) -> Path:
     return data
 
 
-def chart(at) -> tuple[dict, pd.DataFrame]:
-    """The Map page's Vega-Lite spec and the table it draws (decoded from the Arrow bytes)."""
-    (element,) = [e for e in at.main if getattr(e, "type", "") == "vega_lite_chart"]
-    spec = json.loads(element.proto.spec)
-    (dataset,) = element.proto.datasets
-    table = pa.ipc.open_stream(io.BytesIO(dataset.data.data)).read_all().to_pandas()
-    return spec, table
+def maps_args(at) -> dict:
+    """The arguments the Map page gave its maps component (bytes arguments as bytes)."""
+    (element,) = [e for e in at.main if getattr(e, "type", "") == "component_instance"]
+    args = json.loads(element.proto.json_args)
+    for special in element.proto.special_args:
+        args[special.key] = special.bytes
+    return args
+
+
+def thumbnail_answer(at) -> dict:
+    """What the thumbnail fragment last sent to the browser: {channel, thumbs, seq}."""
+    (element,) = [
+        e for e in at.get("bidi_component") if e.proto.component_name.endswith("map_thumbs")
+    ]
+    return json.loads(element.proto.json)
 
 
 def open_map(data: Path, monkeypatch, **params):
@@ -74,75 +81,93 @@ def open_map(data: Path, monkeypatch, **params):
     return at
 
 
-def test_the_map_page_draws_every_model_side_by_side_over_one_table(mapped, monkeypatch):
+def test_the_map_page_sends_every_product_of_every_model_once(mapped, monkeypatch):
     at = open_map(mapped, monkeypatch)
-    spec, table = chart(at)
-    assert [view["title"] for view in spec["hconcat"]] == MODELS
+    args = maps_args(at)
+    points = map_payload.decode(args)
     catalogue = Catalogue.open(mapped / "planted")
-    assert sorted(table["id"]) == sorted(catalogue.ids)  # 53 products: every one drawn
-    for position, model_id in enumerate(MODELS):
+    assert [m["model"] for m in args["maps"]] == MODELS
+    assert sorted(points["ids"]) == sorted(catalogue.ids)  # 53 products: every one drawn
+    for model_id in MODELS:
         saved = load_map(catalogue, model_id)
-        rows = [saved.row_of[i] for i in table["id"]]
-        np.testing.assert_allclose(table[f"x{position}"], saved.coords[rows, 0], rtol=1e-6)
-        np.testing.assert_allclose(table[f"y{position}"], saved.coords[rows, 1], rtol=1e-6)
-    # Hover: a title, a thumbnail (a data URI in the field Vega's tooltip shows as a picture).
-    assert table["image"].str.startswith("data:image/").all()
-    assert set(table["colour"]) == {"blue", "green", "red", "yellow", "copies"}
-    names = {p["name"] for p in spec["params"]}
-    assert {"hover", "pick", "box0", "box1"} <= names
-    hover = next(p for p in spec["params"] if p["name"] == "hover")
-    points = [view["layer"][0]["name"] for view in spec["hconcat"]]
-    assert len(set(points)) == 2 and set(points) <= set(hover["views"])  # one, on both maps
+        rows = [saved.row_of[i] for i in points["ids"]]
+        extent = np.ptp(saved.coords, axis=0)
+        error = np.abs(points["coords"][model_id] - saved.coords[rows])
+        assert (error <= extent / map_payload.STEPS).all()  # within one quantisation step
+    # What a hover shows comes with the points: titles and every label field.
+    items = catalogue.items.loc[points["ids"]]
+    assert points["titles"] == [t or "" for t in items["title"]]
+    assert points["labels"]["folder"] == items["folder"].tolist()
+    assert set(points["colours"]) == {"blue", "green", "red", "yellow", "copies"}
+    assert args["colour_field"] == "folder" and args["marked"] == []
+    # No thumbnail is sent with the points: they are asked for on hover.
+    assert not any(isinstance(v, str) and v.startswith("data:image/") for v in args.values())
+    assert thumbnail_answer(at)["thumbs"] == {}
+    assert args["channel"] == thumbnail_answer(at)["channel"]
     captions = messages(at.caption)
     assert (
         "all 53 products" in captions and "Keeps" in captions and "nearest neighbours" in captions
     )
+    assert "Drawing 53 of 53 mapped products" in captions
     assert url(at) == {"catalog": "planted", "models": ",".join(MODELS), "label": "folder"}
 
 
-@pytest.mark.slow
-def test_only_a_sample_gets_thumbnails_and_the_page_says_how_many(mapped, monkeypatch):
-    from app_support import map_ui
+def test_a_map_missing_a_product_marks_it_absent_and_keeps_it_on_the_others():
+    coords = np.array([[0.0, 1.0], [np.nan, np.nan], [2.0, 5.0]])
+    args = map_payload.encode(
+        ids=["a", "b", "c"],
+        titles=["A", "Bé", ""],
+        labels={"colour": ["red", "", "red"]},
+        colour_codes=np.array([0, 1, 0]),
+        legend=[{"value": "red", "colour": "#f00"}, {"value": "—", "colour": "#ccc"}],
+        colour_field="colour",
+        maps={"one": coords, "two": coords[::-1].copy()},
+    )
+    points = map_payload.decode(args)
+    np.testing.assert_allclose(points["coords"]["one"], coords, atol=1e-9)
+    assert np.isnan(points["coords"]["two"][1]).all() and points["titles"] == ["A", "Bé", ""]
+    assert points["labels"]["colour"] == ["red", "", "red"]
+    assert len(args["coords"]) == 2 * 3 * 2 * 2  # two maps, three products, uint16 x and y
 
-    monkeypatch.setattr(map_ui, "HOVER_THUMBS", 20)
-    at = open_map(mapped, monkeypatch, label="shape")  # another table than the cached one's
-    _, table = chart(at)
-    assert (table["image"].str.startswith("data:image/")).sum() == 20
-    assert "53 mapped products; 20 of them show their thumbnail on hover" in messages(at.caption)
+
+def test_thumbnails_are_answered_on_demand_by_a_fragment(mapped, monkeypatch):
+    at = open_map(mapped, monkeypatch)
+    channel = thumbnail_answer(at)["channel"]
+    at.session_state["map_thumbs_pending"] = ["red/circle_0", "blue/square_1", "../secrets"]
+    at.run()
+    answer = thumbnail_answer(at)
+    assert answer["channel"] == channel and answer["seq"] == 1
+    assert sorted(answer["thumbs"]) == ["blue/square_1", "red/circle_0"]  # unknown ids: none
+    assert all(uri.startswith("data:image/") for uri in answer["thumbs"].values())
+    assert at.session_state["map_thumbs_pending"] == []
 
 
 def test_the_search_query_is_marked_on_every_map(mapped, monkeypatch):
     at = make_app(mapped, monkeypatch, catalog="planted", item="blue/square_1").run()
     at.switch_page("app_pages/map.py").run()
-    spec, _ = chart(at)
-    marked = [
-        layer["transform"][-1]["filter"]
-        for view in spec["hconcat"]
-        for layer in view["layer"]
-        if layer.get("mark", {}).get("shape") == "diamond"
-    ]
-    assert marked == [{"field": "id", "oneOf": ["blue/square_1"]}] * 2
-    assert "Red diamond: product blue/square_1" in messages(at.caption)
+    assert maps_args(at)["marked"] == ["blue/square_1"]
+    assert "Red ring: product blue/square_1" in messages(at.caption)
 
 
 @pytest.mark.slow
 def test_colour_field_and_label_filter(mapped, monkeypatch):
     at = open_map(mapped, monkeypatch, label="shape", filter="folder:red")
-    _, table = chart(at)
-    assert set(table["folder"]) == {"red"} and len(table) == 12
-    assert set(table["colour"]) == {"circle", "square", "triangle"}
+    points = map_payload.decode(maps_args(at))
+    assert set(points["labels"]["folder"]) == {"red"} and len(points["ids"]) == 12
+    assert set(points["colours"]) == {"circle", "square", "triangle"}
+    assert maps_args(at)["colour_field"] == "shape"
 
 
 @pytest.mark.slow
 def test_without_maps_the_page_computes_them_with_a_progress_bar(data, monkeypatch):
     at = open_map(data, monkeypatch)
     assert "has no map yet" in messages(at.info)
-    assert not [e for e in at.main if getattr(e, "type", "") == "vega_lite_chart"]
+    assert not [e for e in at.main if getattr(e, "type", "") == "component_instance"]
     at.button(key="map_compute").click().run()
     assert not at.exception, at.exception
     assert (data / "planted" / "maps" / "pixels" / "coords.npy").is_file()
-    spec, table = chart(at)
-    assert len(spec["hconcat"]) == 2 and len(table) == 53
+    args = maps_args(at)
+    assert len(args["maps"]) == 2 and args["count"] == 53
 
 
 @pytest.mark.slow
@@ -157,8 +182,7 @@ def test_a_map_made_stale_by_a_rebuild_is_not_drawn(mapped, monkeypatch):
     )
     at = open_map(mapped, monkeypatch)
     assert "out of date" in messages(at.warning)
-    spec, _ = chart(at)
-    assert [view["title"] for view in spec["hconcat"]] == ["efficientnet-lite0"]
+    assert [m["model"] for m in maps_args(at)["maps"]] == ["efficientnet-lite0"]
 
 
 def test_read_only_deployments_say_how_to_compute_maps(data, monkeypatch):
@@ -167,9 +191,22 @@ def test_read_only_deployments_say_how_to_compute_maps(data, monkeypatch):
     assert not at.button and "python -m embeddings map --catalog" in messages(at.caption)
 
 
-def test_a_dragged_box_lists_the_products_inside():
+def test_a_dragged_box_lists_the_products_inside(mapped, monkeypatch):
     frame = pd.DataFrame({"id": list("abcd"), "x0": [0.0, 1.0, 2.0, 3.0], "y0": [0, 1, 2, 3.0]})
     assert boxed_ids(frame, {"x0": [0.5, 2.5], "y0": [2.5, 0.5]}) == ["b", "c"]
+    at = open_map(mapped, monkeypatch)
+    saved = load_map(Catalogue.open(mapped / "planted"), "efficientnet-lite0")
+    low, high = np.percentile(saved.coords, [0, 50], axis=0)
+    inside = {
+        i for i, (x, y) in zip(saved.ids, saved.coords, strict=True)
+        if low[0] <= x <= high[0] and low[1] <= y <= high[1]
+    }  # fmt: skip
+    at.session_state["map_box"] = {"box1": {"x1": [low[0], high[0]], "y1": [low[1], high[1]]}}
+    at.run()
+    assert f"{len(inside)} products in the box drawn on efficientnet-lite0" in messages(at.markdown)
+    (grid,) = [g for g in (json.loads(e.proto.json) for e in at.get("bidi_component"))
+               if g.get("model") == "map-box"]  # fmt: skip
+    assert set(tile_ids(grid)) == inside
 
 
 # -- Duplicates page ---------------------------------------------------------------------------

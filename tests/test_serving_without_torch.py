@@ -99,3 +99,22 @@ def test_item_text_and_upload_queries_without_torch(
     item_text_and_upload(page, server.url, catalogue, MODELS, tmp_path)
     log = server.log()
     assert "Traceback" not in log and "torch" not in log, log[-3000:]
+
+
+def test_the_map_page_draws_every_product_without_torch(page, server, served_catalogue):
+    from app_support import map_browser
+    from embeddings.derived.maps import make_maps
+
+    _, catalogue = served_catalogue
+    assert all(o.status == "computed" for o in make_maps(catalogue.directory, MODELS))
+    page.goto(f"{server.url}/map?catalog={catalogue.name}&models={','.join(MODELS)}")
+    frame = map_browser.maps_frame(page)
+    assert map_browser.state(frame)["drawn"] == len(catalogue)
+    target = map_browser.loneliest(frame, 0)
+    page.mouse.move(*map_browser.screen_position(page, frame, 0, target))
+    frame.wait_for_function(  # title and labels at once, then the thumbnail fetched on demand
+        "id => document.getElementById('tooltip').dataset.thumbnail === id",
+        arg=target,
+        timeout=60_000,
+    )
+    assert "torch" not in server.log()

@@ -22,7 +22,7 @@ def _map_parser(commands) -> None:
         "--max-points",
         type=int,
         default=None,
-        help="map a stratified sample above this many products (default 50000)",
+        help="map a stratified sample above this many products (default 1000000)",
     )
     maps.add_argument("--seed", type=int, default=0)
 

@@ -44,8 +44,9 @@ from embeddings.progress import Progress, ProgressFn, no_progress
 KIND = "maps"
 MAP_FORMAT = 1
 METHOD = "openTSNE"
-#: Catalogues above this many products are mapped on a stratified sample of this size.
-MAX_POINTS = 50_000
+#: Catalogues above this many products are mapped on a stratified sample of this size. The Map
+#: page draws a million points on the GPU; openTSNE's FFT layout grows about linearly with n.
+MAX_POINTS = 1_000_000
 #: Vectors with more dimensions are reduced by PCA to this many first.
 PCA_DIMS = 50
 #: The PCA is fitted on at most this many products (then applied to all).
