@@ -17,15 +17,15 @@ import pandas as pd
 import streamlit as st
 
 from app_support import resources
+from app_support.build_runs import build_request, outcome_lines, run_build_ui
 from app_support.bundle_ui import bundle_overview_ui
 from app_support.model_picker_ui import model_picker_ui
-from app_support.progress_ui import ProgressUI
 from app_support.sidebar import Selection, escape_markdown
 from embeddings.bridge.settings import BridgeSettings, catalogue_settings
 from embeddings.building.query_titles import TITLE_SHARE
 from embeddings.catalogue import Catalogue
 from embeddings.config import REPO_ROOT, data_dir
-from embeddings.errors import CatalogueError, EmbeddingsError, describe_os_error
+from embeddings.errors import CatalogueError, EmbeddingsError
 from embeddings.index.store import read_manifest
 from embeddings.models import get_spec, list_models
 
@@ -99,56 +99,6 @@ def built_table(cat: Catalogue) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# -- building --------------------------------------------------------------------------------
-def run_build_ui(request) -> object | None:
-    """Run `build_catalogue` with progress on the page; the result, or None after an error."""
-    from embeddings.building.catalogue import build_catalogue
-
-    try:
-        return build_catalogue(request, progress=ProgressUI())
-    except EmbeddingsError as exc:
-        st.error(str(exc))
-    except OSError as exc:
-        st.error(describe_os_error(exc, building=True))
-    return None
-
-
-def outcome_lines(result) -> tuple[list[str], dict[str, str]]:
-    """What each model's build did, for people: (notes, {failed model: reason})."""
-    notes, failed = [], {}
-    for outcome in result.outcomes:
-        if outcome.status == "failed":
-            failed[outcome.model_id] = outcome.message
-            continue
-        report = outcome.report
-        if report is None:
-            notes.append(f"{outcome.model_id}: already up to date")
-        else:
-            notes.append(
-                f"{outcome.model_id}: {report.count:,} vectors, {report.embedded:,} embedded at "
-                f"{report.items_per_second:.0f} images/s, {report.reused:,} reused, "
-                f"{len(report.failed)} unreadable"
-            )
-        if outcome.bridge:
-            notes.append(f"{outcome.model_id}: text bridge: {outcome.bridge}")
-    if result.updated_too:
-        notes.append(f"The products changed, so {', '.join(result.updated_too)} were updated too.")
-    if result.bridges_too:
-        notes.append(
-            f"The bridge settings changed, so the bridges of {', '.join(result.bridges_too)} "
-            "were retrained to follow them."
-        )
-    if result.kagl:
-        notes.append(f"Fashion leaderboard protocol: {result.kagl}")
-    return notes, failed
-
-
-def _request(out: Path, **fields):
-    from embeddings.building.catalogue import BuildRequest
-
-    return BuildRequest(out=out, weights=resources.weights_options(), **fields)
-
-
 def create_and_build_ui(
     source: str,
     name: str,
@@ -170,7 +120,7 @@ def create_and_build_ui(
             st.error(str(exc))
             return None
         result = run_build_ui(
-            _request(
+            build_request(
                 data_dir() / name,
                 source=source,
                 adapter=adapter,
@@ -420,7 +370,7 @@ def build_missing_ui(cat: Catalogue, built: list[str]) -> None:
     )
     if st.button("Build", type="primary", key="build_missing", disabled=not chosen):
         result = run_build_ui(
-            _request(cat.directory, models=chosen, bridges=bridges, bridge_recipe=recipe)
+            build_request(cat.directory, models=chosen, bridges=bridges, bridge_recipe=recipe)
         )
         if result is None:
             return

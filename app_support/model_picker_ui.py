@@ -115,13 +115,13 @@ def model_picker_ui(cat: Catalogue, built: list[str]) -> None:
         "Train a text bridge if it has no text tower", value=True, key="zoo_bridges"
     )
     if st.button(f"Add {model_id}", type="primary", key="zoo_add"):
-        from app_support import catalogue_ui  # it shows this picker: imported when used
+        from app_support import build_runs
 
-        request = catalogue_ui._request(cat.directory, models=[model_id], bridges=bridges)
-        result = catalogue_ui.run_build_ui(request)
+        request = build_runs.build_request(cat.directory, models=[model_id], bridges=bridges)
+        result = build_runs.run_build_ui(request)
         if result is None:
             return
-        notes, failed = catalogue_ui.outcome_lines(result)
+        notes, failed = build_runs.outcome_lines(result)
         for note in notes:
             st.success(note)
         for failed_id, reason in failed.items():

@@ -9,6 +9,9 @@ from pathlib import Path
 #: its text bridge, its ONNX export, a saved map or duplicate list.
 MANIFEST_FILE = "manifest.json"
 
+#: The folder of ONNX exports (the models cache) is `$EMBEDDINGS_MODELS` when set.
+MODELS_ENV = "EMBEDDINGS_MODELS"
+
 #: The repository root (the folder holding the `embeddings` package).
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,3 +37,9 @@ def resolve_catalog_dir(value: str) -> Path:
     if path.is_dir() or os.sep in value or value.startswith("."):
         return path
     return data_dir() / value
+
+
+def models_home() -> Path:
+    """The models cache (ONNX exports): `$EMBEDDINGS_MODELS`, else `~/.cache/embeddings/onnx`."""
+    override = os.environ.get(MODELS_ENV)
+    return Path(override).expanduser() if override else Path.home() / ".cache/embeddings/onnx"

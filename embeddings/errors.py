@@ -63,7 +63,7 @@ def _models_cache_of(path) -> str | None:
     """The models cache folder (`EMBEDDINGS_MODELS`) when `path` is inside it, else None."""
     from pathlib import Path
 
-    from embeddings.models.onnx_cache import models_home
+    from embeddings.config import models_home
 
     try:
         home = Path(models_home()).absolute()

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from embeddings.config import MODELS_ENV
 from embeddings.errors import ModelLoadError
 from embeddings.models import load_model
-from embeddings.models.onnx_cache import MODELS_ENV
 from tests.harness.paths import REPO, SHARED_FASHION
 from tests.harness.products import draw_product
 from tests.harness.tiny_models import (

@@ -8,8 +8,8 @@ import errno
 import pytest
 from PIL import Image
 
+from embeddings.config import models_home
 from embeddings.errors import describe_os_error
-from embeddings.models.onnx_cache import models_home
 from tests.harness.cli import cli
 
 

@@ -290,12 +290,12 @@ def _remember(embedder: Embedder) -> Embedder:
 def _only_export(model_id: str):
     """The export of `model_id` in a bundle's encoders, else the one in the models cache, when
     there is exactly one (how a server without the hub cache finds a hub model's encoder)."""
+    from embeddings.config import models_home
     from embeddings.models.onnx_cache import (
         MANIFEST_FILE,
         StaleExport,
         _read_only_homes,
         export_dir,
-        models_home,
         open_export,
     )
 

@@ -30,11 +30,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from embeddings.config import MANIFEST_FILE
+from embeddings.config import MANIFEST_FILE, models_home
 from embeddings.errors import ModelLoadError
 
 #: `EMBEDDINGS_MODELS`: the folder of ONNX exports (like `TORCH_HOME` or `HF_HOME`).
-MODELS_ENV = "EMBEDDINGS_MODELS"
 #: Version of the folder layout above; exports of another format are remade.
 EXPORT_FORMAT = 1
 PREPROCESS_FILE = "preprocess.json"
@@ -44,12 +43,6 @@ BLOCK_BYTES = 1 << 20
 
 class StaleExport(ModelLoadError):
     """No usable export in a folder: missing, partial, damaged, or for other weights."""
-
-
-def models_home() -> Path:
-    """`$EMBEDDINGS_MODELS`, else `~/.cache/embeddings/onnx`."""
-    override = os.environ.get(MODELS_ENV)
-    return Path(override).expanduser() if override else Path.home() / ".cache/embeddings/onnx"
 
 
 #: Read-only export folders looked in first (a served bundle's `encoders/`): never written.

@@ -24,12 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from embeddings.atomic import fsync_files, recover_interrupted_swap, staging_dir, swap_in
-from embeddings.config import MANIFEST_FILE
+from embeddings.config import MANIFEST_FILE, MODELS_ENV
 from embeddings.errors import ModelLoadError
 from embeddings.models.base import Embedder, ModelSpec
 from embeddings.models.onnx_cache import (
     EXPORT_FORMAT,
-    MODELS_ENV,
     OnnxExport,
     StaleExport,
     export_dir,
