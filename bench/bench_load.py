@@ -593,7 +593,6 @@ async def drive(plan: Plan, cpu: CpuAccount) -> dict:
 def verify(plan: Plan, logs: list[SessionLog]) -> list[str]:
     """Recompute every ranking the sessions were shown for their own queries; the mismatches."""
     from app_support.search_ui import accept_upload
-    from embeddings.images import open_rgb
     from embeddings.search.searcher import make_searcher
 
     searcher = make_searcher(plan.catalogue)
@@ -607,9 +606,7 @@ def verify(plan: Plan, logs: list[SessionLog]) -> list[str]:
                 elif seen.kind == "text":
                     expected = searcher.search_text(seen.query, [model], plan.k + extra)[model]
                 else:
-                    image = open_rgb(
-                        accept_upload(seen.query, seen.upload)["data"], name=seen.query
-                    )
+                    image = accept_upload(seen.query, seen.upload).image
                     expected = searcher.search_image(image, [model], plan.k + extra)[model]
                 problem = ranking_problem(tiles, expected, plan.k)
                 if problem:

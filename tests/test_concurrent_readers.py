@@ -29,6 +29,7 @@ import json, sys, time
 from pathlib import Path
 import numpy as np
 from embeddings.search.searcher import default_text_encoder, make_searcher
+from embeddings.index.base import score_tolerance
 from embeddings.index.opening import open_snapshot
 
 directory, stop, log = Path(sys.argv[1]), Path(sys.argv[2]), open(sys.argv[3], "w")

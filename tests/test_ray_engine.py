@@ -63,7 +63,7 @@ def test_ray_engine_gives_the_local_index(ray_cluster, shop, local_build, tmp_pa
         assert set(failed_of(out, model_id)) == {"red/broken", "blue/huge"}
     reasons = " ".join(failed_of(out, "efficientnet-lite0").values())
     assert "64,000,000-pixel limit" in reasons and "not an image" in reasons
-    assert "efficientnet-lite0: 100%" in done.stderr  # the same progress bars
+    assert "efficientnet-lite0 embed: 100%" in done.stderr  # the same progress bars
     # The package reached the nodes through the job's runtime environment.
     assert list(ray_cluster.folder.glob("ray/session_*/runtime_resources/py_modules_files/*"))
 
