@@ -237,6 +237,7 @@ def test_bad_requests_say_what_to_do(built_catalogue):
         evaluate_catalogue(built_catalogue, ["pixels"], ks=(0, 5))
 
 
+@pytest.mark.slow
 def test_native_text_tower_is_evaluated_on_all_titles(built_catalogue, tmp_path, copy_catalogue):
     """A model with its own text tower (a tiny random CLIP): text figures, marked native."""
     from tests.harness.tiny_models import make_tiny_clip
