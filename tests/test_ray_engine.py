@@ -22,9 +22,10 @@ from tests.harness.ray_helpers import (
     driver_env,
     failed_of,
     kill_group,
+    resume,
     run_build,
     start_build,
-    wait_for_chunks,
+    wait_for_pause,
 )
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -94,14 +95,14 @@ def test_killed_driver_resumes_from_finished_chunks(
     resume_on,
 ):
     """A driver killed mid-build resumes from its finished chunks, on either engine."""
-    out = tmp_path / "shop"
-    driver = start_build(shop, out, *ray_args(ray_cluster), log=tmp_path / "driver.log")
+    out, log = tmp_path / "shop", tmp_path / "driver.log"
+    driver = start_build(shop, out, *ray_args(ray_cluster), log=log, pause_at=MODELS[1])
     try:
-        wait_for_chunks(out, "efficientnet-lite0", 1, driver)
+        first = wait_for_pause(log, driver)
     finally:
-        kill_group(driver)
+        kill_group(driver)  # SIGKILL, with one of its 4 chunks on disk
     chunk_files = list((out / "models" / "efficientnet-lite0.work").glob("*/chunk-*.npz"))
-    assert 1 <= len(chunk_files) < 4  # 50 images in 4 chunks: the build was cut short
+    assert chunk_files == [first]  # 50 images in 4 chunks: the build was cut short
     kept = sum(len(np.load(path)["ids"]) for path in chunk_files)  # their vectors
     assert not (out / "catalog.json").exists()  # nothing committed
     engine = ray_args(ray_cluster) if resume_on == "ray" else ()
@@ -145,9 +146,11 @@ def test_cluster_gone_mid_build_commits_nothing_and_the_same_command_resumes(sho
         cluster.start(workers=0)
         out = tmp_path / "shop"
         args = ("--engine", "ray", "--ray-address", cluster.address, "--ray-actor-cpus", "0.5")
-        driver = start_build(shop, out, *args, log=tmp_path / "driver.log")
-        wait_for_chunks(out, "efficientnet-lite0", 1, driver)
-        cluster.stop()  # the whole cluster goes away
+        log = tmp_path / "driver.log"
+        driver = start_build(shop, out, *args, log=log, pause_at=MODELS[1])
+        wait_for_pause(log, driver)
+        cluster.stop()  # the whole cluster goes away mid-build
+        resume(log)
         try:
             code = driver.wait(timeout=120)
         except subprocess.TimeoutExpired:
@@ -174,11 +177,12 @@ def test_a_worker_node_killed_mid_build_still_gives_the_local_index(
     local_build,
     tmp_path,
 ):
-    out = tmp_path / "shop"
-    driver = start_build(shop, out, *ray_args(ray_cluster), log=tmp_path / "driver.log")
+    out, log = tmp_path / "shop", tmp_path / "driver.log"
+    driver = start_build(shop, out, *ray_args(ray_cluster), log=log, pause_at=MODELS[1])
     try:
-        wait_for_chunks(out, "efficientnet-lite0", 1, driver)
+        wait_for_pause(log, driver)
         ray_cluster.kill_worker_raylet()
+        resume(log)
         code = driver.wait(timeout=600)
     finally:
         if driver.poll() is None:

@@ -41,10 +41,14 @@ def run_build(source: Path, out: Path, *extra: str, env=None, timeout=600):
     )
 
 
-def start_build(source: Path, out: Path, *extra: str, log: Path) -> subprocess.Popen:
+def start_build(source: Path, out: Path, *extra: str, log: Path, pause_at: str) -> subprocess.Popen:
+    """The build in the background, paused after `pause_at`'s first chunk file (see
+    `paused_build`); its gate folder is `log`'s folder / "gate"."""
     handle = open(log, "w")  # noqa: SIM115 - closed with the process by the caller's wait
+    command = build_args(source, out, *extra)
+    command[1:3] = ["-m", "tests.harness.paused_build", str(gate_of(log)), pause_at]
     return subprocess.Popen(
-        build_args(source, out, *extra),
+        command,
         cwd=REPO,
         env=driver_env(),
         stdout=handle,
@@ -53,17 +57,27 @@ def start_build(source: Path, out: Path, *extra: str, log: Path) -> subprocess.P
     )
 
 
-def wait_for_chunks(out: Path, model_id: str, count: int, process, timeout=300) -> int:
-    """Until `count` chunk files of `model_id` exist in the build's work folder."""
-    work = out / "models" / f"{model_id}.work"
+def gate_of(log: Path) -> Path:
+    return log.parent / "gate"
+
+
+def wait_for_pause(log: Path, process, timeout=300) -> Path:
+    """Until the build started by `start_build` has saved its first chunk; that chunk's path."""
+    paused = gate_of(log) / "paused"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = len(list(work.glob("*/chunk-*.npz")))
-        if found >= count:
-            return found
-        assert process.poll() is None, "the build ended before it could be interrupted"
+        if paused.exists():
+            return Path(paused.read_text())
+        if process.poll() is not None:
+            ended = log.read_text()[-3000:]
+            raise AssertionError(f"the build ended before its first chunk: {ended}")
         time.sleep(0.05)
-    raise AssertionError(f"no {count} chunks of {model_id} after {timeout} s")
+    raise AssertionError(f"no chunk saved after {timeout} s: " + log.read_text()[-3000:])
+
+
+def resume(log: Path) -> None:
+    """Let the paused build go on."""
+    (gate_of(log) / "go").write_text("")
 
 
 def kill_group(process: subprocess.Popen) -> None:
