@@ -25,6 +25,8 @@ from tests.harness.ray_helpers import (
     resume,
     run_build,
     start_build,
+    top_k,
+    vectors_of,
     wait_for_pause,
 )
 
@@ -113,6 +115,39 @@ def test_killed_driver_resumes_from_finished_chunks(
     assert reused == kept  # every vector of the finished chunks, none embedded again
     for model_id in MODELS:
         assert_same_index(local_build, out, model_id)
+
+
+@pytest.mark.milvus
+def test_a_milvus_server_is_the_sink_of_a_ray_build(
+    ray_cluster,  # noqa: F811
+    shop,
+    local_build,
+    milvus_server_uri,
+    tmp_path,
+):
+    """The Ray engine changes only who embeds: the commit on the driver fills a real Milvus
+    server, whose answers are the local FAISS build's (the same top-5, ties aside)."""
+    from embeddings.catalogue import Catalogue
+    from embeddings.index.opening import open_index
+
+    out = tmp_path / "shop"
+    done = run_build(shop, out, *ray_args(ray_cluster), "--milvus-uri", milvus_server_uri)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (out / "models" / MODELS[1] / "index.faiss").exists()  # the vectors are served
+    catalogue = Catalogue.open(out)
+    served = open_index(catalogue, MODELS[1])
+    assert served.manifest["milvus"]["uri"] == milvus_server_uri
+    ids, vectors = vectors_of(local_build, MODELS[1])
+    _, local_top = top_k(local_build, MODELS[1], vectors)
+    scores, rows = served.search(np.ascontiguousarray(vectors, dtype=np.float32), 5)
+    reference = vectors.astype(np.float64)
+    row_of = {item_id: row for row, item_id in enumerate(ids)}
+    for query, want, got in zip(reference, local_top, rows, strict=True):
+        got = [served.ids[r] for r in got]
+        for mine, theirs in zip(want, got, strict=True):
+            if mine != theirs:  # only a tie may swap two results
+                gap = abs(reference[row_of[mine]] @ query - reference[row_of[theirs]] @ query)
+                assert gap < 1e-5, f"top-5 {want} != {got}"
 
 
 def test_unreachable_cluster_is_named_and_nothing_is_committed(shop, tmp_path):
