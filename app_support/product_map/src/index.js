@@ -19,6 +19,11 @@ const MISSING = 65535; // a product absent from a map
 const HOVER_RADIUS = 8; // CSS pixels: the rings are DOM elements over the canvas (see placeRings)
 const MARK_RADIUS = 11;
 const THUMB_NEIGHBOURS = 12; // thumbnails asked for with the hovered one (the pointer moves on)
+// While a map moves, a map of more points draws an even sample of this many, and every point
+// again once it has not moved for SETTLE_MS: with software rendering (SwiftShader) a frame of a
+// million points takes tens of seconds, a frame of the sample what a 44K map costs.
+const MOVING_POINTS = 50000;
+const SETTLE_MS = 300;
 
 // -- the Streamlit components.v1 protocol (a handful of postMessage calls) --------------------
 function send(type, extra) {
@@ -38,6 +43,12 @@ const state = {
   box: null, // {view, x: [lo, hi], y: [lo, hi]} in world coordinates, kept after the drag
   selecting: false,
   viewStates: {},
+  pointSets: [], // per map: {all, moving} deck.gl data, kept (see pointSets)
+  moving: false, // a map moved less than SETTLE_MS ago: the samples are drawn
+  drawnPerMap: 0,
+  dragging: false,
+  frameLog: [], // points per map of the last 100 frames (tests read it)
+  settle: null,
   thumbs: new Map(), // id -> data URI, kept for the page's life
   asked: new Map(), // id -> when it was asked for (asked again after 2 s without an answer)
   channel: null,
@@ -110,6 +121,40 @@ function fillColours(data, legend) {
   return rgba;
 }
 
+function pointSets(data, rgba) {
+  // Per map: every point, and above MOVING_POINTS an even sample (every stride-th row) drawn
+  // while the map moves. Kept until the points or colours change: deck.gl compares `data` by
+  // reference, and a new object would send every point to the GPU again.
+  const stride = Math.ceil(data.count / MOVING_POINTS);
+  return data.positions.map((positions) => ({
+    all: pointData(positions, rgba, data.count),
+    moving: stride > 1 ? pointData(...strided(positions, rgba, stride)) : null,
+  }));
+}
+
+function pointData(positions, rgba, length) {
+  return {
+    length,
+    attributes: {
+      getPosition: { value: positions, size: 2 },
+      getFillColor: { value: rgba, size: 4, normalized: true },
+    },
+  };
+}
+
+function strided(positions, rgba, stride) {
+  const count = Math.ceil(positions.length / 2 / stride);
+  const sampled = new Float32Array(count * 2);
+  const colours = new Uint8Array(count * 4);
+  for (let n = 0; n < count; n++) {
+    const row = n * stride;
+    sampled[n * 2] = positions[row * 2];
+    sampled[n * 2 + 1] = positions[row * 2 + 1];
+    colours.set(rgba.subarray(row * 4, row * 4 + 4), n * 4);
+  }
+  return [sampled, colours, count];
+}
+
 function hexColour(hex) {
   const value = parseInt(hex.slice(1), 16);
   return [(value >> 16) & 255, (value >> 8) & 255, value & 255];
@@ -161,23 +206,21 @@ function layers() {
   const out = [];
   const radius = pointRadius(data.count);
   for (let m = 0; m < data.maps; m++) {
-    out.push(
+    const { all, moving } = state.pointSets[m];
+    const sampled = Boolean(moving) && state.moving;
+    const points = (id, pointsData, visible) =>
       new ScatterplotLayer({
-        id: `points${m}`,
-        data: {
-          length: data.count,
-          attributes: {
-            getPosition: { value: data.positions[m], size: 2 },
-            getFillColor: { value: state.rgba, size: 4, normalized: true },
-          },
-        },
+        id,
+        data: pointsData,
+        visible,
         radiusUnits: 'pixels',
         getRadius: radius,
         radiusMinPixels: 1,
         pickable: false,
-        updateTriggers: { getFillColor: state.colourVersion },
-      })
-    );
+      });
+    out.push(points(`points${m}`, all, !sampled));
+    if (moving) out.push(points(`sample${m}`, moving, sampled));
+    state.drawnPerMap = sampled ? moving.length : all.length;
     if (state.box && state.box.view === m) {
       const { x, y } = state.box;
       out.push(
@@ -204,6 +247,25 @@ function layerFilter({ layer, viewport }) {
 function redraw() {
   if (!state.deck) return;
   state.deck.setProps({ layers: layers() });
+}
+
+function moved() {
+  // A map moved (drag, wheel, keys): draw the samples until it rests for SETTLE_MS, pointer up.
+  if (!state.pointSets.some((set) => set.moving)) return;
+  settleLater();
+  if (!state.moving) {
+    state.moving = true;
+    redraw();
+  }
+}
+
+function settleLater() {
+  clearTimeout(state.settle);
+  state.settle = setTimeout(() => {
+    if (state.dragging) return settleLater(); // a drag held still: still moving
+    state.moving = false;
+    redraw();
+  }, SETTLE_MS);
 }
 
 // -- rings: DOM elements over the canvas ---------------------------------------------------------
@@ -593,6 +655,10 @@ function create(root) {
     onViewStateChange: ({ viewId, viewState }) => {
       state.viewStates = { ...state.viewStates, [viewId]: viewState };
       state.deck.setProps({ viewState: state.viewStates });
+      moved();
+    },
+    onInteractionStateChange: ({ isDragging }) => {
+      state.dragging = Boolean(isDragging);
     },
     layers: layers(),
     layerFilter,
@@ -603,8 +669,10 @@ function create(root) {
       state.selecting ? 'crosshair' : isDragging ? 'grabbing' : state.hovered >= 0 ? 'pointer' : 'grab',
     onAfterRender: () => {
       placeRings();
-      root.dataset.drawn = String(state.data.count);
+      root.dataset.drawn = String(state.drawnPerMap); // points of each map in this frame
+      state.frameLog = [...state.frameLog.slice(-99), state.drawnPerMap];
       root.dataset.frames = String(Number(root.dataset.frames || 0) + 1);
+      if (!state.moving) root.dataset.full = String(Number(root.dataset.full || 0) + 1);
     },
   });
   installBox(container);
@@ -645,6 +713,7 @@ function render(args) {
   if (fresh || args.colour_version !== state.colourVersion) {
     state.rgba = fillColours(state.data, args.legend);
     state.colourVersion = args.colour_version;
+    state.pointSets = pointSets(state.data, state.rgba);
   }
   state.marked = args.marked.map((id) => state.data.rowOf.get(id)).filter((row) => row !== undefined);
   root.dataset.marked = args.marked.join(',');
