@@ -108,3 +108,31 @@ def test_sigkill_mid_build_then_rerun_equals_uninterrupted(door, tmp_path):
         clean_bytes = (tmp_path / "clean" / "models" / "efficientnet-lite0" / name).read_bytes()
         assert killed_bytes == clean_bytes, f"{name} differs after resume"
     assert not work.exists()  # the work folder is cleaned up after success
+
+
+def test_the_gathered_vectors_are_a_file_not_the_drivers_memory(tmp_path):
+    """Before the commit, every vector of a build is memory-mapped from its work folder, so a
+    Milvus sink (inserted batch by batch) needs no RAM for all of them; the values are those of
+    the chunks, and an incremental run's reused vectors go into the same file."""
+    import numpy as np
+    from PIL import Image
+
+    from embeddings.building.model import build_model_index, embed_catalogue
+    from embeddings.catalogue import create_catalogue
+    from embeddings.index.store import load_vectors
+    from embeddings.models import load_model
+
+    source = make_product_folder(tmp_path / "shop")
+    catalogue = create_catalogue(str(source), tmp_path / "data" / "shop")
+    model = load_model("pixels")
+    fresh = embed_catalogue(catalogue, model, batch_size=8, force=True)
+    assert isinstance(fresh.vectors, np.memmap)
+    assert Path(fresh.vectors.filename).is_relative_to(fresh.work_dir)
+    images = [Image.open(catalogue.image_path(item_id)) for item_id in fresh.ids[:3]]
+    direct = model.encode_images(images)  # normalised rows: an absolute tolerance holds
+    assert np.allclose(fresh.vectors[:3], direct, atol=1e-6)
+    build_model_index(catalogue, model)
+    ids, committed = load_vectors(catalogue.model_dir("pixels"))
+    again = embed_catalogue(catalogue, model, batch_size=8)  # nothing new: every vector reused
+    assert again.report.reused == len(ids) and isinstance(again.vectors, np.memmap)
+    assert again.ids == ids and np.array_equal(np.asarray(again.vectors), committed)

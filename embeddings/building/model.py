@@ -211,7 +211,10 @@ def _gather(
     dim: int,
 ) -> tuple[list[str], np.ndarray]:
     """Every vector in catalogue order: the reused ones and those of the chunk files, read
-    chunk by chunk straight into one array (no second copy of every vector)."""
+    chunk by chunk into one array memory-mapped from `plan_dir`/gathered.npy. The file, not
+    the driver's memory, holds them (pages come and go): a Milvus sink inserts them batch by
+    batch, so a build of millions needs no RAM for every vector (a FAISS index, built in
+    memory, still does)."""
     paths = [plan_dir / f"chunk-{number:06d}.npz" for number in range(len(chunks))]
     embedded: set[str] = set()
     for path in paths:
@@ -219,7 +222,9 @@ def _gather(
             embedded.update(data["ids"].tolist())
     final_ids = [item_id for item_id in ids if item_id in known or item_id in embedded]
     row_of = {item_id: row for row, item_id in enumerate(final_ids)}
-    stacked = np.zeros((len(final_ids), dim), dtype=np.float32)
+    stacked = np.lib.format.open_memmap(
+        plan_dir / "gathered.npy", mode="w+", dtype=np.float32, shape=(len(final_ids), dim)
+    )
     for item_id, vector in known.items():
         if item_id in row_of:
             stacked[row_of[item_id]] = vector
