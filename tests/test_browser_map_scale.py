@@ -25,14 +25,6 @@ def server(tmp_path_factory, app_server):
     return app_server(data)
 
 
-@pytest.fixture
-def page(chromium):
-    context = chromium.new_context(viewport={"width": 1440, "height": 1100})
-    tab = context.new_page()
-    yield tab
-    context.close()
-
-
 FRAMES = "Number(document.getElementById('root').dataset.frames)"
 
 
