@@ -222,9 +222,7 @@ def _gather(
             embedded.update(data["ids"].tolist())
     final_ids = [item_id for item_id in ids if item_id in known or item_id in embedded]
     row_of = {item_id: row for row, item_id in enumerate(final_ids)}
-    stacked = np.lib.format.open_memmap(
-        plan_dir / "gathered.npy", mode="w+", dtype=np.float32, shape=(len(final_ids), dim)
-    )
+    stacked = _disk_array(plan_dir / "gathered.npy", (len(final_ids), dim))
     for item_id, vector in known.items():
         if item_id in row_of:
             stacked[row_of[item_id]] = vector
@@ -234,6 +232,16 @@ def _gather(
             if rows:
                 stacked[rows] = data["vectors"]
     return final_ids, stacked
+
+
+def _disk_array(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A float32 .npy file of `shape`, memory-mapped for writing, its blocks reserved first: a
+    full disk is an OSError (ENOSPC) here, not a SIGBUS on a later write into a sparse page."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, os.path.getsize(path))
+    return array
 
 
 def _plan_dir(work_dir: Path, plan: str, description: dict) -> Path:
