@@ -20,8 +20,9 @@ const HOVER_RADIUS = 8; // CSS pixels: the rings are DOM elements over the canva
 const MARK_RADIUS = 11;
 const THUMB_NEIGHBOURS = 12; // thumbnails asked for with the hovered one (the pointer moves on)
 // While a map moves, a map of more points draws an even sample of this many, and every point
-// again once it has not moved for SETTLE_MS: with software rendering (SwiftShader) a frame of a
-// million points takes tens of seconds, a frame of the sample what a 44K map costs.
+// again once it has not moved for SETTLE_MS: with software rendering (SwiftShader, two cores) a
+// drag over a million points queued a full frame per step (44 s from release to the next frame
+// in the benchmark), while a frame of the sample costs what a 44K map's does.
 const MOVING_POINTS = 50000;
 const SETTLE_MS = 300;
 
