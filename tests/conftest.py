@@ -66,6 +66,16 @@ def shared_fashion() -> Path:
     return SHARED_FASHION
 
 
+@pytest.fixture(scope="session")
+def torch_free_python() -> Path:
+    """The python of the torch-free serving environment (made from deploy/requirements.txt once);
+    its tests drive a browser, so it needs one too."""
+    from tests.harness.serving_env import serving_environment
+
+    require_browser()
+    return serving_environment()
+
+
 @pytest.fixture(scope="module")
 def chromium():
     """Debian's Chromium under Playwright, one per test module."""

@@ -14,15 +14,13 @@ from __future__ import annotations
 import http.server
 import threading
 from functools import partial
-from pathlib import Path
 
 import pytest
 
 from app_support import browser
-from tests.harness.chromium import require_browser
 from tests.harness.paths import REPO, SHARED_FASHION
 from tests.harness.products import make_product_folder
-from tests.harness.serving_env import item_text_and_upload, serving_environment
+from tests.harness.serving_env import item_text_and_upload
 
 pytestmark = [pytest.mark.browser, pytest.mark.deploy, pytest.mark.slow]
 
@@ -35,12 +33,6 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-@pytest.fixture(scope="module")
-def torch_free_python() -> Path:
-    require_browser()
-    return serving_environment()
 
 
 @pytest.fixture(scope="module")

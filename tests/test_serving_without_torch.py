@@ -12,26 +12,18 @@ torch-free interpreter. Where it cannot run (no Chromium, no package index) it s
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from app_support import browser
-from tests.harness.chromium import require_browser
 from tests.harness.paths import SHARED_FASHION
 from tests.harness.products import make_product_folder
-from tests.harness.serving_env import item_text_and_upload, serving_environment
+from tests.harness.serving_env import item_text_and_upload
 
 pytestmark = [pytest.mark.browser, pytest.mark.deploy, pytest.mark.slow]
 
 MODELS = ["pixels", "efficientnet-lite0"]
 SAMPLE = 300
-
-
-@pytest.fixture(scope="module")
-def torch_free_python() -> Path:
-    require_browser()
-    return serving_environment()
 
 
 @pytest.fixture(scope="module")

@@ -5,28 +5,19 @@ answers item, upload and native text queries with it in Chromium."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from app_support import browser
-from tests.harness.chromium import require_browser
 from tests.harness.paths import SHARED_FASHION
 from tests.harness.products import make_product_folder
-from tests.harness.serving_env import item_text_and_upload, serving_environment
+from tests.harness.serving_env import item_text_and_upload
 from tests.harness.zoo_models import cached_zoo
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.deploy, pytest.mark.slow]
 
 OPEN_CLIP = next(m for m in cached_zoo() if m.startswith("open_clip:"))
 MODELS = ["efficientnet-lite0", OPEN_CLIP]
 SAMPLE = 120
-
-
-@pytest.fixture(scope="module")
-def torch_free_python() -> Path:
-    require_browser()
-    return serving_environment()
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,16 @@ import sys
 import types
 from pathlib import Path
 
+# The image tower of every tiny transformers model here (CLIP, SigLIP): a 2-layer ViT on 32 px.
+TINY_VIT = dict(
+    hidden_size=32,
+    intermediate_size=37,
+    num_attention_heads=4,
+    num_hidden_layers=2,
+    image_size=32,
+    patch_size=8,
+)
+
 
 def make_tiny_clip(folder: Path, seed: int = 0, model_max_length: int | None = 77) -> Path:
     """Save a random CLIP (16-d projection, 32x32 images) with tokenizer and image processor
@@ -44,14 +54,7 @@ def make_tiny_clip(folder: Path, seed: int = 0, model_max_length: int | None = 7
             eos_token_id=vocab["<|endoftext|>"],
             pad_token_id=vocab["<|endoftext|>"],
         ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            image_size=32,
-            patch_size=8,
-        ),
+        vision_config=dict(TINY_VIT),  # a copy: the config may add keys
         projection_dim=16,
     )
     CLIPModel(config).save_pretrained(folder)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.harness.tiny_models import make_tiny_clip
+from tests.harness.tiny_models import TINY_VIT, make_tiny_clip
 
 #: Text the SentencePiece model is trained on: product words, so titles tokenise into pieces.
 CORPUS = [
@@ -78,14 +78,7 @@ def make_tiny_siglip(folder: Path, seed: int = 0) -> Path:
             eos_token_id=tokenizer.eos_token_id,
             bos_token_id=tokenizer.eos_token_id,
         ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            image_size=32,
-            patch_size=8,
-        ),
+        vision_config=dict(TINY_VIT),  # a copy: the config may add keys
     )
     SiglipModel(config).save_pretrained(folder)
     processor.save_pretrained(folder)
