@@ -48,9 +48,9 @@ def umap_layout(points: np.ndarray, seed: int) -> np.ndarray:
 
 
 def compare_methods(catalogue, model_id: str, methods: list[str], seed: int) -> list[dict]:
-    from embeddings.artefacts import no_progress
     from embeddings.derived import maps
     from embeddings.index.opening import open_index
+    from embeddings.progress import no_progress
 
     index = open_index(catalogue, model_id)
     rows = maps.mapped_rows(catalogue, index, maps.MAX_POINTS, seed)

@@ -97,7 +97,7 @@ def clip_vision(args) -> dict:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from embeddings.models.allocator import tune_allocator
-    from embeddings.models.export import _export, measure_drift
+    from embeddings.models.export import export_onnx, measure_drift
     from embeddings.models.onnx_session import OnnxSession
 
     tune_allocator()  # what the torch embedders do
@@ -130,7 +130,7 @@ def clip_vision(args) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "image.onnx"
         log("exporting the ViT-B/32 image tower")
-        _export(module, (torch.from_numpy(batches[0]),), path, ["pixel_values"], "image_embeds")
+        export_onnx(module, (torch.from_numpy(batches[0]),), path, ["pixel_values"], "image_embeds")
         session = OnnxSession(path)
 
         def on_torch(batch):

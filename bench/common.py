@@ -148,6 +148,9 @@ def evict_from_page_cache(path: str | Path) -> None:
         os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
+SIMD_FLAGS = {"avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile"}
+
+
 def machine() -> dict:
     """CPU, cores, memory, load and library versions: the context every figure needs."""
     info = {
@@ -159,6 +162,10 @@ def machine() -> dict:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 info["cpu"] = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                # ONNX Runtime's and torch's CPU kernels differ most by these (AVX2 or not).
+                flags = set(line.split(":", 1)[1].split())
+                info["simd"] = sorted(flags & SIMD_FLAGS)
                 break
         mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
         info["memory_gib"] = round(int(mem) / 1024 / 1024, 1)
