@@ -60,5 +60,3 @@ def build_request(out: Path, **fields):
     from embeddings.building.catalogue import BuildRequest
 
     return BuildRequest(out=out, weights=resources.weights_options(), **fields)
-
-

@@ -304,9 +304,7 @@ def query_card_ui(cat: Catalogue, query: Query) -> None:
             )
         )
     elif kind == "text":
-        st.html(
-            query_card_html("text", title=f"“{query.text.strip()}”", subtitle="Query · text")
-        )
+        st.html(query_card_html("text", title=f"“{query.text.strip()}”", subtitle="Query · text"))
     else:
         try:
             image = thumbs.image_data_uri(_png(query.image))

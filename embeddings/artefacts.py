@@ -59,8 +59,6 @@ class StaleArtefactError(IndexMismatchError):
     """A saved map or duplicate list was computed from an earlier build of the model's index."""
 
 
-
-
 def index_identity(index_manifest: dict) -> dict:
     """The fields of an index manifest an artefact records, to notice a rebuild."""
     digest = hashlib.sha256(json.dumps(index_manifest, sort_keys=True).encode()).hexdigest()
@@ -229,9 +227,7 @@ def stale_reason(
         if record.bridge:
             now = read_bridge_manifest(catalogue.bridge_dir(record.model_id)) or {}
             if now.get("trained_at") != record.bridge_trained_at:
-                return (
-                    f"the text bridge of {record.model_id!r} was retrained since the evaluation"
-                )
+                return f"the text bridge of {record.model_id!r} was retrained since the evaluation"
     return None
 
 

@@ -18,7 +18,6 @@ REDUCE_ABOVE = 2048
 REDUCED_RANK = 512
 
 
-
 def holdout_titles(
     titles: Sequence[str], *, fraction: float = DEFAULT_HOLDOUT_FRACTION, seed: int = 0
 ) -> set[str]:

@@ -108,8 +108,6 @@ class BuildRequest:
     new_catalogue: bool = False  # refuse a folder that already holds a catalogue
 
 
-
-
 @dataclass
 class ModelOutcome:
     """What happened to one model: "built" (its index was written), "reused" (already up to

@@ -44,9 +44,7 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
 
 
-def download(
-    url: str, target: Path, *, limits: BundleLimits, say: ProgressFn
-) -> None:
+def download(url: str, target: Path, *, limits: BundleLimits, say: ProgressFn) -> None:
     """Write the body at `url` into `target` (see the module docstring)."""
     request = urllib.request.Request(url, headers={"User-Agent": "embeddings-bundle/1"})
     deadline = time.monotonic() + limits.deadline_s

@@ -55,7 +55,6 @@ VERIFIED_MARK = ".verified"
 WAITING = "another process is downloading or unpacking this bundle; waiting for it"
 
 
-
 @dataclass(frozen=True)
 class OpenedBundle:
     """A bundle ready to serve: its catalogue folder and its `bundle.json`."""

@@ -70,7 +70,6 @@ WEB_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 ARCHIVE_KINDS = ("tar.gz", "zip")
 
 
-
 @dataclass
 class BundleReport:
     """What `publish_bundle` wrote: the folder, the archive, and the bytes of each part."""

@@ -261,9 +261,7 @@ def _query_image(path: str):
 
 def _print_results(catalogue, args, results: dict) -> None:
     if args.json:
-        rows = {
-            m: [_hit_json(h) for h in hits] for m, hits in results.items()
-        }
+        rows = {m: [_hit_json(h) for h in hits] for m, hits in results.items()}
         print(json.dumps(rows[args.models[0]] if len(args.models) == 1 else rows))
         return
     for model_id, hits in results.items():

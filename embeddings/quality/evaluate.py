@@ -77,7 +77,6 @@ SEARCH_BATCH = 512
 NEIGHBOURS_KEPT = 10
 
 
-
 @dataclass
 class EvaluationResult:
     """What `evaluate_catalogue` measured.

@@ -65,7 +65,6 @@ ANCHORS = {
 }
 
 
-
 def pick_title_queries(catalogue: Catalogue, n: int = DEFAULT_TITLE_QUERIES, seed: int = 0):
     """`n` distinct titles of the catalogue drawn with `seed` (all of them when fewer), sorted.
 

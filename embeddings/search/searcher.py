@@ -373,9 +373,7 @@ def fused_text_kind(model_id: str, capable: dict[str, str]) -> str | None:
     return "bridge" if "bridge" in kinds else "native"
 
 
-def text_capable_models(
-    catalogue: Catalogue, built: Sequence[str] | None = None
-) -> dict[str, str]:
+def text_capable_models(catalogue: Catalogue, built: Sequence[str] | None = None) -> dict[str, str]:
     """Built models that can answer text in this catalogue: id -> 'native' or 'bridge'
     (`built`: the catalogue's `built_models`, when the caller has listed them already)."""
     from embeddings.models import get_spec
