@@ -228,7 +228,7 @@ def test_a_worker_node_killed_mid_build_still_gives_the_local_index(
         assert_same_index(local_build, out, model_id)
 
 
-def test_the_app_and_a_search_never_import_ray(built_catalogue):
+def test_the_app_a_local_build_and_a_search_never_import_ray(built_catalogue, shop, tmp_path):
     script = f"""
 import importlib, pkgutil, sys
 import app_support, embeddings
@@ -238,6 +238,9 @@ for package in (app_support, embeddings):
             continue  # the torch loaders (slow, no ray); the command line's entry point
         importlib.import_module(module.name)
 from embeddings.cli import main
+code = main(["build", "--source", {str(shop)!r}, "--out", {str(tmp_path / "local")!r},
+             "--models", "pixels", "--no-bridge"])
+assert code == 0, code
 code = main(["search", "--catalog", {str(built_catalogue.directory)!r}, "--models",
              "pixels,efficientnet-lite0", "--item", {built_catalogue.ids[0]!r}, "-k", "3"])
 assert code == 0, code
